@@ -1,0 +1,31 @@
+// Small file helpers with absl::Status errors that name the path.
+#ifndef COMMON_IO_FILE_UTIL_H_
+#define COMMON_IO_FILE_UTIL_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace dd {
+
+// Reads a whole file. Refuses files larger than `max_bytes` with
+// ResourceExhausted (so a mistaken path cannot exhaust memory).
+absl::StatusOr<std::string> ReadFileToString(const std::string& path,
+                                             uint64_t max_bytes = 64 << 20);
+
+// Writes `contents` so that a crash leaves either the old file or the new one:
+// write to a temporary file beside `path`, fsync it, rename over `path`, fsync
+// the directory.
+absl::Status WriteFileAtomically(const std::string& path,
+                                 absl::string_view contents);
+
+// Maps errno from a failed call on `path` to a canonical status.
+absl::Status ErrnoToStatus(int err, absl::string_view what,
+                           absl::string_view path);
+
+}  // namespace dd
+
+#endif  // COMMON_IO_FILE_UTIL_H_

@@ -1,0 +1,36 @@
+#include "common/rpc/channel.h"
+
+#include <grpcpp/create_channel.h>
+#include <grpcpp/support/client_interceptor.h>
+
+#include <vector>
+
+#include "common/rpc/auth.h"
+#include "common/rpc/keepalive.h"
+
+namespace dd {
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
+    const std::string& target, const SecurityConfig& security) {
+  auto creds = MakeChannelCredentials(security);
+  if (!creds.ok()) return creds.status();
+  grpc::ChannelArguments args = ClientChannelArguments();
+  std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
+      interceptors;
+  if (!security.auth_token.empty()) {
+    interceptors.push_back(
+        std::make_unique<BearerTokenInterceptorFactory>(security.auth_token));
+  }
+  return grpc::experimental::CreateCustomChannelWithInterceptors(
+      target, *creds, args, std::move(interceptors));
+}
+
+std::unique_ptr<grpc::ClientContext> MakeCallContext(absl::Duration timeout,
+                                                     bool wait_for_ready) {
+  auto context = std::make_unique<grpc::ClientContext>();
+  context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+  context->set_wait_for_ready(wait_for_ready);
+  return context;
+}
+
+}  // namespace dd
