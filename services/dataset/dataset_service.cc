@@ -1,0 +1,120 @@
+#include "services/dataset/dataset_service.h"
+
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/status/grpc_status.h"
+
+namespace dd::dataset {
+
+// One ReadChunk call. Life cycle: the constructor schedules the first read on
+// the I/O pool; each finished read either writes a frame (StartWrite) or
+// finishes the call; OnWriteDone schedules the next read. Exactly one of a
+// read or a write is outstanding at any time, so no lock is needed between
+// them; `cancelled_` is the only state shared with OnCancel.
+class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::ChunkFrame> {
+ public:
+  ReadChunkReactor(DatasetService* service, std::unique_ptr<ChunkStream> stream)
+      : service_(service), stream_(std::move(stream)) {
+    ScheduleRead();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    ScheduleRead();
+  }
+
+  void OnCancel() override { cancelled_.store(true); }
+
+  void OnDone() override {
+    service_->active_reads_.fetch_sub(1);
+    delete this;
+  }
+
+ private:
+  void ScheduleRead() {
+    service_->io_pool_.Schedule([this] { ReadNext(); });
+  }
+
+  // Runs on the I/O pool. Must not touch members after StartWrite/Finish.
+  void ReadNext() {
+    if (cancelled_.load()) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+      return;
+    }
+    absl::Status s = stream_->Next(&frame_);
+    if (!s.ok()) {
+      LOG(WARNING) << "ReadChunk: " << s;
+      Finish(ToGrpcStatus(s));
+      return;
+    }
+    if (stream_->done()) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    StartWrite(&frame_);
+  }
+
+  DatasetService* const service_;
+  const std::unique_ptr<ChunkStream> stream_;
+  v1::ChunkFrame frame_;
+  std::atomic<bool> cancelled_{false};
+};
+
+DatasetService::DatasetService(const DatasetCatalog* catalog, DatasetServiceOptions options)
+    : catalog_(catalog), options_(options), io_pool_(options.io_threads) {}
+
+DatasetService::~DatasetService() = default;
+
+grpc::ServerUnaryReactor* DatasetService::GetInfo(grpc::CallbackServerContext* context,
+                                                  const v1::GetInfoRequest* /*request*/,
+                                                  v1::DatasetInfo* response) {
+  *response = catalog_->GetInfo();
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* DatasetService::ListChunks(grpc::CallbackServerContext* context,
+                                                     const v1::ListChunksRequest* request,
+                                                     v1::ListChunksResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  auto page = catalog_->ListChunks(request->page_size(), request->page_token());
+  if (!page.ok()) {
+    reactor->Finish(ToGrpcStatus(page.status()));
+    return reactor;
+  }
+  *response = std::move(*page);
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+namespace {
+// A write reactor that finishes at once with an error.
+class FailedWrite : public grpc::ServerWriteReactor<v1::ChunkFrame> {
+ public:
+  explicit FailedWrite(grpc::Status status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+}  // namespace
+
+grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
+    grpc::CallbackServerContext* /*context*/, const v1::ReadChunkRequest* request) {
+  auto stream = catalog_->OpenStream(request->chunk_id(), request->offset(),
+                                     options_.frame_bytes);
+  if (!stream.ok()) return new FailedWrite(ToGrpcStatus(stream.status()));
+  if (active_reads_.fetch_add(1) >= options_.max_concurrent_reads) {
+    active_reads_.fetch_sub(1);
+    return new FailedWrite(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("more than ", options_.max_concurrent_reads,
+                     " concurrent chunk reads; retry later")));
+  }
+  return new ReadChunkReactor(this, std::move(*stream));
+}
+
+}  // namespace dd::dataset

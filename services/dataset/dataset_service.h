@@ -1,0 +1,55 @@
+// DatasetService: the gRPC adapter of distdiff.dataset.v1.Dataset over a
+// DatasetCatalog (callback API). Unary calls answer inline; ReadChunk's
+// reactor never blocks a gRPC thread: each frame is read from disk on a
+// small I/O thread pool, then written.
+#ifndef SERVICES_DATASET_DATASET_SERVICE_H_
+#define SERVICES_DATASET_DATASET_SERVICE_H_
+
+#include <atomic>
+#include <memory>
+
+#include "common/thread/thread_pool.h"
+#include "protos/dataset.grpc.pb.h"
+#include "services/dataset/catalog.h"
+
+namespace dd::dataset {
+
+struct DatasetServiceOptions {
+  int io_threads = 4;
+  // Streams beyond this answer RESOURCE_EXHAUSTED; each holds one frame
+  // (1 MiB) in memory, so memory stays bounded whatever the chunk size.
+  int max_concurrent_reads = 64;
+  // Data bytes per ChunkFrame (tests use small frames to exercise resumes).
+  size_t frame_bytes = kMaxFrameBytes;
+};
+
+class DatasetService final : public v1::Dataset::CallbackService {
+ public:
+  // `catalog` must outlive the service.
+  DatasetService(const DatasetCatalog* catalog, DatasetServiceOptions options);
+  ~DatasetService() override;
+
+  grpc::ServerUnaryReactor* GetInfo(grpc::CallbackServerContext* context,
+                                    const v1::GetInfoRequest* request,
+                                    v1::DatasetInfo* response) override;
+  grpc::ServerUnaryReactor* ListChunks(grpc::CallbackServerContext* context,
+                                       const v1::ListChunksRequest* request,
+                                       v1::ListChunksResponse* response) override;
+  grpc::ServerWriteReactor<v1::ChunkFrame>* ReadChunk(
+      grpc::CallbackServerContext* context, const v1::ReadChunkRequest* request) override;
+
+  // Streams currently open (for tests and metrics).
+  int active_reads() const { return active_reads_.load(); }
+
+ private:
+  class ReadChunkReactor;
+
+  const DatasetCatalog* const catalog_;
+  const DatasetServiceOptions options_;
+  std::atomic<int> active_reads_{0};
+  ThreadPool io_pool_;  // Last member: destroyed (drained) first.
+};
+
+}  // namespace dd::dataset
+
+#endif  // SERVICES_DATASET_DATASET_SERVICE_H_
