@@ -27,6 +27,7 @@ DEFINE_string(description, "", "Description reported by GetInfo.");
 DEFINE_uint32(chunk_size, 256, "Samples per chunk for loose files.");
 DEFINE_int32(io_threads, 4, "Threads reading chunk bytes from disk.");
 DEFINE_int32(max_concurrent_reads, 64, "ReadChunk streams served at once.");
+DEFINE_int32(frame_kib, 1024, "Data per ReadChunk frame in KiB (1..1024).");
 DEFINE_int32(shutdown_grace_s, 30, "Seconds in-flight calls get to finish on SIGTERM.");
 
 namespace {
@@ -57,8 +58,12 @@ absl::Status Run() {
   }
   dd::dataset::DatasetCatalog catalog(std::move(index->manifest),
                                       {FLAGS_name, FLAGS_description}, start_ms);
-  dd::dataset::DatasetService service(&catalog,
-                                      {FLAGS_io_threads, FLAGS_max_concurrent_reads});
+  if (FLAGS_frame_kib < 1 || FLAGS_frame_kib > 1024) {
+    return absl::InvalidArgumentError("--frame_kib must be in 1..1024");
+  }
+  dd::dataset::DatasetService service(
+      &catalog, {FLAGS_io_threads, FLAGS_max_concurrent_reads,
+                 static_cast<size_t>(FLAGS_frame_kib) << 10});
   dd::ServerOptions options;
   options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
   options.security = *security;
