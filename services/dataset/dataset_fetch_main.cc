@@ -39,7 +39,8 @@ absl::Status Get(DatasetClient& client, const dd::dataset::v1::ChunkInfo& chunk,
   if (!result.ok()) return result.status();
   std::cout << absl::StrFormat("chunk %d -> %s: %d bytes, sha256 %s verified, %d attempt(s)%s\n",
                                chunk.chunk_id(), out, chunk.size_bytes(), chunk.sha256_hex(),
-                               result->attempts, result->resumed ? ", resumed" : "");
+                               result->attempts, result->resumed ? ", resumed" : "")
+            << std::flush;
   return absl::OkStatus();
 }
 

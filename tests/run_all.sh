@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests beside the code and the multi-process suites
+# under tests/ (all are Bazel test targets). Installs what is missing first.
+# Exits non-zero on any failure; ends with "N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+./deploy/setup/install_deps.sh || exit 1
+
+# Tests that read the reference fixtures get their absolute location.
+fixtures="$root/../shared/fixtures"
+if [ -d "$fixtures" ]; then
+  echo "test --test_env=FIXTURES_DIR=$(realpath "$fixtures")" > .bazelrc.fixtures
+else
+  echo "run_all: warning: $fixtures not found; fixture tests will fail" >&2
+  : > .bazelrc.fixtures
+fi
+
+startup=()
+# In CI leave no Bazel server behind.
+if [ -n "${CI:-}" ]; then startup=(--batch); fi
+
+log=$(mktemp)
+bazel "${startup[@]}" test //... --test_summary=short --keep_going 2>&1 | tee "$log" \
+  | grep -v "linux-sandbox" 
+status=${PIPESTATUS[0]}
+
+passed=$(grep -cE "^//[^ ]+ +(\(cached\) )?PASSED" "$log")
+failed=$(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")
+rm -f "$log"
+echo
+echo "$passed passed, $failed failed"
+if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then
+  exit 1
+fi
+exit 0
