@@ -1,0 +1,175 @@
+// coordinator: the durable authority of a training run (chunk ledger with
+// leases, peer registry with liveness), serving distdiff.coordinator.v1.
+//
+//   coordinator --config=run.json --db_dir=/var/lib/dd/ledger \
+//       --dataset_address=dataset:50051 --port=50050 --auth_token_file=token
+#include <atomic>
+#include <cstdlib>
+#include <thread>
+
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "common/init/init.h"
+#include "common/io/file_util.h"
+#include "common/rpc/auth.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/security.h"
+#include "common/rpc/server.h"
+#include "services/coordinator/coordinator_core.h"
+#include "services/coordinator/coordinator_service.h"
+#include "services/coordinator/ledger/chunk_ledger.h"
+#include "services/coordinator/registry/health_prober.h"
+#include "services/coordinator/registry/peer_liveness.h"
+#include "services/coordinator/run_config.h"
+#include "services/dataset/dataset_client.h"
+
+DEFINE_string(config, "", "Run configuration (JSON with a run_id). Required.");
+DEFINE_string(db_dir, "", "RocksDB folder of the ledger. Required.");
+DEFINE_string(dataset_address, "", "host:port of the dataset service. Required.");
+DEFINE_string(host, "0.0.0.0", "Address to listen on.");
+DEFINE_int32(port, 50050, "Port; 0 picks a free one (see --port_file).");
+DEFINE_string(port_file, "", "Write the bound port here once listening.");
+DEFINE_string(task_timeout, "20m", "Lease duration (the prototype's --tasktimeout).");
+DEFINE_string(heartbeat_ttl, "60s", "Peers silent for this long are evicted.");
+DEFINE_string(admin_token_file, "",
+              "File with the admin token for AdminReleaseChunk/AdminEvictPeer "
+              "(else DD_ADMIN_TOKEN; neither: admin calls disabled).");
+DEFINE_string(dataset_wait, "5m", "How long to wait for the dataset service at start.");
+DEFINE_int32(shutdown_grace_s, 10, "Seconds in-flight calls get on SIGTERM.");
+
+namespace {
+
+using namespace dd::coordinator;  // NOLINT: a main file
+
+absl::StatusOr<absl::Duration> DurationFlag(const std::string& value, const char* name) {
+  absl::Duration d;
+  if (!absl::ParseDuration(value, &d) || d <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, "=", value, " is not a positive duration (e.g. 20m, 90s)"));
+  }
+  return d;
+}
+
+// Reads the dataset manifest, waiting for the service to come up.
+absl::StatusOr<LedgerIdentity> FetchManifest(const dd::SecurityConfig& security,
+                                             const std::string& run_id, absl::Duration wait) {
+  auto channel = dd::MakeChannel(FLAGS_dataset_address, security);
+  if (!channel.ok()) return channel.status();
+  dd::dataset::DatasetClient client(*channel);
+  absl::Time give_up = absl::Now() + wait;
+  absl::Status last;
+  while (absl::Now() < give_up) {
+    auto info = client.GetInfo(absl::Seconds(10));
+    if (info.ok()) {
+      auto chunks = client.ListAllChunks();
+      if (chunks.ok()) {
+        LedgerIdentity identity;
+        identity.run_id = run_id;
+        identity.manifest_sha256 = info->manifest_sha256_hex();
+        for (const auto& c : *chunks) identity.chunk_samples.push_back(c.num_samples());
+        LOG(INFO) << "dataset " << info->name() << ": " << chunks->size() << " chunks, "
+                  << info->num_samples() << " samples, manifest "
+                  << identity.manifest_sha256.substr(0, 16);
+        return identity;
+      }
+      last = chunks.status();
+    } else {
+      last = info.status();
+    }
+    if (last.code() != absl::StatusCode::kUnavailable &&
+        last.code() != absl::StatusCode::kDeadlineExceeded) {
+      return last;  // UNAUTHENTICATED and the like will not fix themselves
+    }
+    LOG(INFO) << "waiting for the dataset service at " << FLAGS_dataset_address << ": " << last;
+    absl::SleepFor(absl::Seconds(1));
+  }
+  return absl::UnavailableError(absl::StrCat("dataset service at ", FLAGS_dataset_address,
+                                             " did not answer: ", last.message()));
+}
+
+absl::Status Run() {
+  if (FLAGS_config.empty()) return absl::InvalidArgumentError("--config is required");
+  if (FLAGS_db_dir.empty()) return absl::InvalidArgumentError("--db_dir is required");
+  if (FLAGS_dataset_address.empty()) {
+    return absl::InvalidArgumentError("--dataset_address is required");
+  }
+  auto config = LoadRunConfig(FLAGS_config);
+  if (!config.ok()) return config.status();
+  auto lease_timeout = DurationFlag(FLAGS_task_timeout, "task_timeout");
+  if (!lease_timeout.ok()) return lease_timeout.status();
+  auto ttl = DurationFlag(FLAGS_heartbeat_ttl, "heartbeat_ttl");
+  if (!ttl.ok()) return ttl.status();
+  auto wait = DurationFlag(FLAGS_dataset_wait, "dataset_wait");
+  if (!wait.ok()) return wait.status();
+  auto security = dd::SecurityConfigFromFlags();
+  if (!security.ok()) return security.status();
+
+  CoordinatorOptions options;
+  options.lease_timeout = *lease_timeout;
+  options.heartbeat_ttl = *ttl;
+  options.dataset_address = FLAGS_dataset_address;
+  if (!FLAGS_admin_token_file.empty()) {
+    auto admin = dd::ReadFileToString(FLAGS_admin_token_file, 4096);
+    if (!admin.ok()) return admin.status();
+    options.admin_token = std::string(absl::StripTrailingAsciiWhitespace(*admin));
+  } else if (const char* env = std::getenv("DD_ADMIN_TOKEN")) {
+    options.admin_token = env;
+  }
+
+  auto identity = FetchManifest(*security, config->run_id, *wait);
+  if (!identity.ok()) return identity.status();
+  auto store = OpenRocksDbKvStore(FLAGS_db_dir);
+  if (!store.ok()) return store.status();
+  auto ledger = ChunkLedger::Open(std::move(*store), *identity, dd::RealClock());
+  if (!ledger.ok()) return ledger.status();
+  LedgerStats stats = (*ledger)->Stats();
+  LOG(INFO) << "ledger of run " << config->run_id << ": epoch " << stats.epoch << ", "
+            << stats.done << " chunks done, " << stats.leased << " leased, "
+            << stats.completions << " completions";
+
+  dd::SecurityConfig probe_security = *security;
+  probe_security.auth_token.clear();  // health checks carry no secret
+  GrpcHealthProber prober(probe_security, absl::Seconds(3));
+  LivenessOptions liveness_options;
+  liveness_options.ttl = *ttl;
+  PeerLiveness liveness(ledger->get(), &prober, dd::RealClock(), liveness_options);
+  CoordinatorCore core(ledger->get(), &liveness, *config, options, dd::RealClock());
+  CoordinatorService service(&core);
+
+  dd::ServerOptions server_options;
+  server_options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
+  server_options.security = *security;
+  server_options.port_file = FLAGS_port_file;
+  auto host = dd::ServiceHost::Start(server_options, {&service});
+  if (!host.ok()) return host.status();
+  (*host)->SetServing(true);
+
+  absl::Notification stop;
+  std::thread maintenance([&] {
+    while (!stop.WaitForNotificationWithTimeout(absl::Seconds(1))) core.Tick();
+  });
+  (*host)->WaitForTerminationSignal(absl::Seconds(FLAGS_shutdown_grace_s));
+  stop.Notify();
+  maintenance.join();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dd::InitProcess(
+      "coordinator --config=run.json --db_dir=DIR --dataset_address=HOST:PORT [--port=N]",
+      &argc, &argv);
+  absl::Status s = Run();
+  if (!s.ok()) {
+    LOG(ERROR) << "coordinator: " << s;
+    return 1;
+  }
+  LOG(INFO) << "coordinator stopped";
+  return 0;
+}

@@ -1,0 +1,58 @@
+#include "services/coordinator/coordinator_service.h"
+
+#include "common/rpc/offload.h"
+
+namespace dd::coordinator {
+namespace {
+
+std::string AdminToken(grpc::CallbackServerContext* context) {
+  const auto& md = context->client_metadata();
+  auto it = md.find(kAdminTokenHeader);
+  if (it == md.end()) return "";
+  return std::string(it->second.data(), it->second.size());
+}
+
+}  // namespace
+
+CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads)
+    : core_(core), pool_(threads) {}
+
+// One line per RPC: the core does the work on the pool.
+#define DD_COORDINATOR_RPC(Name, Request, Response)                                      \
+  grpc::ServerUnaryReactor* CoordinatorService::Name(                                     \
+      grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
+    return FinishOnPool(&pool_, c, req, resp,                                             \
+                        [this](const v1::Request& r) { return core_->Name(r); });         \
+  }
+
+DD_COORDINATOR_RPC(Join, JoinRequest, JoinResponse)
+DD_COORDINATOR_RPC(Heartbeat, HeartbeatRequest, HeartbeatResponse)
+DD_COORDINATOR_RPC(Leave, LeaveRequest, LeaveResponse)
+DD_COORDINATOR_RPC(AcquireChunks, AcquireChunksRequest, AcquireChunksResponse)
+DD_COORDINATOR_RPC(RenewLeases, RenewLeasesRequest, RenewLeasesResponse)
+DD_COORDINATOR_RPC(CompleteChunk, CompleteChunkRequest, CompleteChunkResponse)
+DD_COORDINATOR_RPC(ReleaseChunks, ReleaseChunksRequest, ReleaseChunksResponse)
+DD_COORDINATOR_RPC(GetRunState, GetRunStateRequest, RunState)
+DD_COORDINATOR_RPC(ListChunks, ListChunksRequest, ListChunksResponse)
+DD_COORDINATOR_RPC(ListPeers, ListPeersRequest, ListPeersResponse)
+#undef DD_COORDINATOR_RPC
+
+grpc::ServerUnaryReactor* CoordinatorService::AdminReleaseChunk(
+    grpc::CallbackServerContext* c, const v1::AdminReleaseChunkRequest* req,
+    v1::AdminReleaseChunkResponse* resp) {
+  return FinishOnPool(&pool_, c, req, resp,
+                      [this, token = AdminToken(c)](const v1::AdminReleaseChunkRequest& r) {
+                        return core_->AdminReleaseChunk(r, token);
+                      });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::AdminEvictPeer(
+    grpc::CallbackServerContext* c, const v1::AdminEvictPeerRequest* req,
+    v1::AdminEvictPeerResponse* resp) {
+  return FinishOnPool(&pool_, c, req, resp,
+                      [this, token = AdminToken(c)](const v1::AdminEvictPeerRequest& r) {
+                        return core_->AdminEvictPeer(r, token);
+                      });
+}
+
+}  // namespace dd::coordinator

@@ -1,0 +1,63 @@
+// CoordinatorService: the gRPC adapter of CoordinatorCore (callback API).
+// Each call runs on a small pool (ledger writes fsync), never on gRPC's
+// threads; the adapter only extracts the admin token from metadata.
+#ifndef SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
+#define SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_
+
+#include "common/thread/thread_pool.h"
+#include "protos/coordinator.grpc.pb.h"
+#include "services/coordinator/coordinator_core.h"
+
+namespace dd::coordinator {
+
+// Metadata key carrying the admin token of the Admin* calls.
+inline constexpr char kAdminTokenHeader[] = "x-dd-admin-token";
+
+class CoordinatorService final : public v1::Coordinator::CallbackService {
+ public:
+  // `core` must outlive the service.
+  explicit CoordinatorService(CoordinatorCore* core, int threads = 8);
+
+  grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* c, const v1::JoinRequest* req,
+                                 v1::JoinResponse* resp) override;
+  grpc::ServerUnaryReactor* Heartbeat(grpc::CallbackServerContext* c,
+                                      const v1::HeartbeatRequest* req,
+                                      v1::HeartbeatResponse* resp) override;
+  grpc::ServerUnaryReactor* Leave(grpc::CallbackServerContext* c, const v1::LeaveRequest* req,
+                                  v1::LeaveResponse* resp) override;
+  grpc::ServerUnaryReactor* AcquireChunks(grpc::CallbackServerContext* c,
+                                          const v1::AcquireChunksRequest* req,
+                                          v1::AcquireChunksResponse* resp) override;
+  grpc::ServerUnaryReactor* RenewLeases(grpc::CallbackServerContext* c,
+                                        const v1::RenewLeasesRequest* req,
+                                        v1::RenewLeasesResponse* resp) override;
+  grpc::ServerUnaryReactor* CompleteChunk(grpc::CallbackServerContext* c,
+                                          const v1::CompleteChunkRequest* req,
+                                          v1::CompleteChunkResponse* resp) override;
+  grpc::ServerUnaryReactor* ReleaseChunks(grpc::CallbackServerContext* c,
+                                          const v1::ReleaseChunksRequest* req,
+                                          v1::ReleaseChunksResponse* resp) override;
+  grpc::ServerUnaryReactor* GetRunState(grpc::CallbackServerContext* c,
+                                        const v1::GetRunStateRequest* req,
+                                        v1::RunState* resp) override;
+  grpc::ServerUnaryReactor* ListChunks(grpc::CallbackServerContext* c,
+                                       const v1::ListChunksRequest* req,
+                                       v1::ListChunksResponse* resp) override;
+  grpc::ServerUnaryReactor* ListPeers(grpc::CallbackServerContext* c,
+                                      const v1::ListPeersRequest* req,
+                                      v1::ListPeersResponse* resp) override;
+  grpc::ServerUnaryReactor* AdminReleaseChunk(grpc::CallbackServerContext* c,
+                                              const v1::AdminReleaseChunkRequest* req,
+                                              v1::AdminReleaseChunkResponse* resp) override;
+  grpc::ServerUnaryReactor* AdminEvictPeer(grpc::CallbackServerContext* c,
+                                           const v1::AdminEvictPeerRequest* req,
+                                           v1::AdminEvictPeerResponse* resp) override;
+
+ private:
+  CoordinatorCore* const core_;
+  ThreadPool pool_;
+};
+
+}  // namespace dd::coordinator
+
+#endif  // SERVICES_COORDINATOR_COORDINATOR_SERVICE_H_

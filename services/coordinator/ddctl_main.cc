@@ -1,0 +1,156 @@
+// ddctl: the coordinator for people.
+//
+//   ddctl --coordinator=HOST:PORT status
+//   ddctl --coordinator=HOST:PORT peers
+//   ddctl --coordinator=HOST:PORT chunks [--state=leased|pending] [--owner=PEER]
+//   ddctl --coordinator=HOST:PORT release CHUNK_ID     (admin token)
+//   ddctl --coordinator=HOST:PORT evict PEER_ID        (admin token)
+#include <iostream>
+
+#include <gflags/gflags.h>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/time.h"
+#include "common/init/init.h"
+#include "common/io/file_util.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/security.h"
+#include "common/status/grpc_status.h"
+#include "protos/coordinator.grpc.pb.h"
+
+DEFINE_string(coordinator, "127.0.0.1:50050", "Coordinator host:port.");
+DEFINE_string(state, "", "chunks: only 'leased' or 'pending' chunks.");
+DEFINE_string(owner, "", "chunks: only chunks leased by this peer.");
+DEFINE_string(admin_token_file, "", "Admin token for release/evict (else DD_ADMIN_TOKEN).");
+
+namespace {
+
+namespace v1 = distdiff::coordinator::v1;
+
+std::string Time(int64_t ms) {
+  if (ms == 0) return "-";
+  return absl::FormatTime("%H:%M:%S", absl::FromUnixMillis(ms), absl::LocalTimeZone());
+}
+
+const char* ReachabilityName(v1::Reachability r) {
+  switch (r) {
+    case v1::PROBING: return "probing";
+    case v1::REACHABLE: return "reachable";
+    case v1::UNREACHABLE: return "UNREACHABLE";
+    case v1::CLIENT_ONLY: return "client-only";
+    default: return "?";
+  }
+}
+
+absl::StatusOr<std::string> AdminToken() {
+  if (!FLAGS_admin_token_file.empty()) {
+    auto t = dd::ReadFileToString(FLAGS_admin_token_file, 4096);
+    if (!t.ok()) return t.status();
+    return std::string(absl::StripTrailingAsciiWhitespace(*t));
+  }
+  if (const char* env = std::getenv("DD_ADMIN_TOKEN")) return std::string(env);
+  return absl::FailedPreconditionError("needs --admin_token_file or DD_ADMIN_TOKEN");
+}
+
+absl::Status Run(int argc, char** argv) {
+  if (argc < 2) return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release|evict");
+  auto security = dd::SecurityConfigFromFlags();
+  if (!security.ok()) return security.status();
+  auto channel = dd::MakeChannel(FLAGS_coordinator, *security);
+  if (!channel.ok()) return channel.status();
+  auto stub = v1::Coordinator::NewStub(*channel);
+  std::string cmd = argv[1];
+  if (cmd == "status") {
+    auto ctx = dd::MakeCallContext();
+    v1::RunState s;
+    grpc::Status st = stub->GetRunState(ctx.get(), {}, &s);
+    if (!st.ok()) return dd::FromGrpcStatus(st, "GetRunState");
+    std::cout << absl::StrFormat(
+        "run %s  epoch %d\nchunks: %d total, %d pending, %d leased, %d done this epoch\n"
+        "samples trained: %d (%d chunk completions)\npeers: %d live, %.1f samples/s\n",
+        s.run_id(), s.epoch(), s.num_chunks(), s.chunks_pending(), s.chunks_leased(),
+        s.chunks_done(), s.samples_done(), s.completions(), s.live_peers(),
+        s.samples_per_second());
+    return absl::OkStatus();
+  }
+  if (cmd == "peers") {
+    auto ctx = dd::MakeCallContext();
+    v1::ListPeersResponse r;
+    grpc::Status st = stub->ListPeers(ctx.get(), {}, &r);
+    if (!st.ok()) return dd::FromGrpcStatus(st, "ListPeers");
+    std::cout << absl::StrFormat("%-20s %4s %-12s %-22s %7s %9s %9s  %s\n", "peer", "inc",
+                                 "reachability", "address", "leases", "samples/s", "heartbeat",
+                                 "name");
+    for (const auto& p : r.peers()) {
+      std::cout << absl::StrFormat("%-20s %4d %-12s %-22s %7d %9.1f %9s  %s\n", p.peer_id(),
+                                   p.incarnation(), ReachabilityName(p.reachability()),
+                                   p.address().empty() ? "-" : p.address(), p.leased_chunks(),
+                                   p.samples_per_second(), Time(p.last_heartbeat_unix_ms()),
+                                   p.display_name());
+    }
+    return absl::OkStatus();
+  }
+  if (cmd == "chunks") {
+    v1::ListChunksRequest req;
+    if (FLAGS_state == "leased") req.set_state(v1::LEASED);
+    if (FLAGS_state == "pending") req.set_state(v1::PENDING);
+    req.set_owner_peer_id(FLAGS_owner);
+    std::cout << absl::StrFormat("%8s %-8s %6s %8s %-20s %9s\n", "chunk", "state", "times",
+                                 "samples", "owner", "deadline");
+    do {
+      auto ctx = dd::MakeCallContext();
+      v1::ListChunksResponse r;
+      grpc::Status st = stub->ListChunks(ctx.get(), req, &r);
+      if (!st.ok()) return dd::FromGrpcStatus(st, "ListChunks");
+      for (const auto& c : r.chunks()) {
+        std::cout << absl::StrFormat("%8d %-8s %6d %8d %-20s %9s\n", c.chunk_id(),
+                                     c.state() == v1::LEASED ? "leased" : "pending",
+                                     c.times_trained(), c.samples_trained(),
+                                     c.owner_peer_id().empty() ? "-" : c.owner_peer_id(),
+                                     Time(c.deadline_unix_ms()));
+      }
+      req.set_page_token(r.next_page_token());
+    } while (!req.page_token().empty());
+    return absl::OkStatus();
+  }
+  if ((cmd == "release" || cmd == "evict") && argc == 3) {
+    auto token = AdminToken();
+    if (!token.ok()) return token.status();
+    auto ctx = dd::MakeCallContext();
+    ctx->AddMetadata("x-dd-admin-token", *token);
+    if (cmd == "release") {
+      uint64_t id;
+      if (!absl::SimpleAtoi(argv[2], &id)) return absl::InvalidArgumentError("bad chunk id");
+      v1::AdminReleaseChunkRequest req;
+      req.set_chunk_id(id);
+      v1::AdminReleaseChunkResponse r;
+      grpc::Status st = stub->AdminReleaseChunk(ctx.get(), req, &r);
+      if (!st.ok()) return dd::FromGrpcStatus(st, "AdminReleaseChunk");
+      std::cout << "chunk " << id << (r.was_leased() ? " released\n" : " was not leased\n");
+    } else {
+      v1::AdminEvictPeerRequest req;
+      req.set_peer_id(argv[2]);
+      v1::AdminEvictPeerResponse r;
+      grpc::Status st = stub->AdminEvictPeer(ctx.get(), req, &r);
+      if (!st.ok()) return dd::FromGrpcStatus(st, "AdminEvictPeer");
+      std::cout << "evicted " << argv[2] << "; " << r.released_chunks() << " leases released\n";
+    }
+    return absl::OkStatus();
+  }
+  return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release ID|evict PEER");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  dd::InitProcess("ddctl --coordinator=HOST:PORT status|peers|chunks|release ID|evict PEER",
+                  &argc, &argv);
+  absl::Status s = Run(argc, argv);
+  if (!s.ok()) {
+    std::cerr << "ddctl: " << s << "\n";
+    return 1;
+  }
+  return 0;
+}

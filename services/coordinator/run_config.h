@@ -1,0 +1,31 @@
+// The run's configuration file: JSON with at least a `run_id`; everything
+// else (model reference, hyperparameters, target batch size, codec) is passed
+// through unchanged to every peer that joins.
+//
+//   {"run_id": "shapes-1", "model": "tiny", "target_batch_size": 64,
+//    "hyperparameters": {"lr": 1e-4}}
+#ifndef SERVICES_COORDINATOR_RUN_CONFIG_H_
+#define SERVICES_COORDINATOR_RUN_CONFIG_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace dd::coordinator {
+
+struct RunConfig {
+  std::string run_id;
+  std::string json;  // the whole document, re-serialized compactly
+};
+
+// InvalidArgument naming `source` and the problem (JSON syntax with line and
+// column, not an object, missing or malformed run_id: 1-64 characters of
+// letters, digits, '.', '_', '-').
+absl::StatusOr<RunConfig> ParseRunConfig(const std::string& text, const std::string& source);
+
+// Reads and parses a file (NotFound / PermissionDenied name the path).
+absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path);
+
+}  // namespace dd::coordinator
+
+#endif  // SERVICES_COORDINATOR_RUN_CONFIG_H_
