@@ -1,0 +1,297 @@
+// CoordinatorCore with an in-memory ledger, a fake clock and a scripted
+// health prober: liveness, reachability, identity and bad input.
+#include "services/coordinator/coordinator_core.h"
+
+#include <map>
+
+#include "gtest/gtest.h"
+
+namespace dd::coordinator {
+namespace {
+
+// Answers probes from a table of address -> serving, synchronously.
+class ScriptedProber : public HealthProber {
+ public:
+  void Probe(const std::string& address, std::function<void(bool)> done) override {
+    bool serving;
+    {
+      absl::MutexLock lock(&mu_);
+      serving = serving_[address];
+      probes_[address]++;
+    }
+    done(serving);
+  }
+  void Set(const std::string& address, bool serving) {
+    absl::MutexLock lock(&mu_);
+    serving_[address] = serving;
+  }
+  int Probes(const std::string& address) {
+    absl::MutexLock lock(&mu_);
+    return probes_[address];
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::map<std::string, bool> serving_;
+  std::map<std::string, int> probes_;
+};
+
+class CoordinatorCoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto ledger = ChunkLedger::Open(NewInMemoryKvStore(), {"run", "m", {8, 8, 8, 8, 8, 8}},
+                                    &clock_);
+    ASSERT_TRUE(ledger.ok());
+    ledger_ = std::move(*ledger);
+    LivenessOptions lo;
+    lo.ttl = absl::Seconds(30);
+    liveness_ = std::make_unique<PeerLiveness>(ledger_.get(), &prober_, &clock_, lo);
+    CoordinatorOptions options;
+    options.lease_timeout = absl::Minutes(20);
+    options.heartbeat_ttl = absl::Seconds(30);
+    options.admin_token = "admin-secret-0123456789";
+    core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(),
+                                              RunConfig{"run", "{\"run_id\":\"run\"}"}, options,
+                                              &clock_);
+  }
+
+  v1::PeerRef Join(const std::string& address, const std::string& id = "",
+                   bool client_only = false) {
+    v1::JoinRequest req;
+    req.set_peer_id(id);
+    req.set_listen_address(address);
+    req.set_client_only(client_only);
+    auto r = core_->Join(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    v1::PeerRef ref;
+    ref.set_peer_id(r->peer_id());
+    ref.set_incarnation(r->incarnation());
+    return ref;
+  }
+
+  std::vector<v1::Lease> Acquire(const v1::PeerRef& p, uint32_t n) {
+    v1::AcquireChunksRequest req;
+    *req.mutable_peer() = p;
+    req.set_max_chunks(n);
+    auto r = core_->AcquireChunks(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return {r->leases().begin(), r->leases().end()};
+  }
+
+  absl::Status Heartbeat(const v1::PeerRef& p) {
+    v1::HeartbeatRequest req;
+    *req.mutable_peer() = p;
+    req.set_samples_per_second(12.5);
+    return core_->Heartbeat(req).status();
+  }
+
+  std::map<std::string, v1::PeerEntry> Peers() {
+    std::map<std::string, v1::PeerEntry> out;
+    auto response = core_->ListPeers({});
+    EXPECT_TRUE(response.ok());
+    for (const auto& p : response->peers()) out[p.peer_id()] = p;
+    return out;
+  }
+
+  FakeClock clock_;
+  ScriptedProber prober_;
+  std::unique_ptr<ChunkLedger> ledger_;
+  std::unique_ptr<PeerLiveness> liveness_;
+  std::unique_ptr<CoordinatorCore> core_;
+};
+
+TEST_F(CoordinatorCoreTest, JoinReturnsIdentityAndTheRunConfiguration) {
+  v1::JoinRequest req;
+  req.set_listen_address("10.1.1.1:7000");
+  auto r = core_->Join(req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->incarnation(), 1u);
+  EXPECT_EQ(r->run_id(), "run");
+  EXPECT_EQ(r->run_config_json(), "{\"run_id\":\"run\"}");
+  EXPECT_EQ(r->heartbeat_ttl_ms(), 30000u);
+  EXPECT_EQ(r->lease_timeout_ms(), 20u * 60 * 1000);
+}
+
+TEST_F(CoordinatorCoreTest, SilentPeerIsEvictedAndItsChunksGoToOthers) {
+  v1::PeerRef quiet = Join("10.0.0.1:7000");
+  v1::PeerRef busy = Join("10.0.0.2:7000");
+  EXPECT_EQ(Acquire(quiet, 6).size(), 6u);
+  EXPECT_TRUE(Acquire(busy, 1).empty());
+  for (int i = 0; i < 4; ++i) {
+    clock_.Advance(absl::Seconds(10));
+    ASSERT_TRUE(Heartbeat(busy).ok());
+    core_->Tick();
+  }
+  // 40 s without a heartbeat > 30 s TTL.
+  EXPECT_EQ(Heartbeat(quiet).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Peers().count(quiet.peer_id()), 0u);
+  EXPECT_EQ(Acquire(busy, 6).size(), 6u);
+}
+
+TEST_F(CoordinatorCoreTest, OnlyAddressesThatAnswerAHealthCheckAreListed) {
+  prober_.Set("10.0.0.1:7000", true);
+  prober_.Set("10.0.0.2:7000", false);
+  v1::PeerRef alive = Join("10.0.0.1:7000");
+  v1::PeerRef dead = Join("10.0.0.2:7000");
+  v1::PeerRef client = Join("", "", /*client_only=*/true);
+  auto peers = Peers();
+  EXPECT_EQ(peers[alive.peer_id()].reachability(), v1::REACHABLE);
+  EXPECT_EQ(peers[alive.peer_id()].address(), "10.0.0.1:7000");
+  EXPECT_EQ(peers[dead.peer_id()].reachability(), v1::UNREACHABLE);
+  EXPECT_EQ(peers[dead.peer_id()].address(), "");
+  EXPECT_EQ(peers[client.peer_id()].reachability(), v1::CLIENT_ONLY);
+  EXPECT_EQ(peers[client.peer_id()].address(), "");
+  // The unreachable peer is retried and listed once it answers.
+  prober_.Set("10.0.0.2:7000", true);
+  clock_.Advance(absl::Seconds(2));
+  core_->Tick();
+  EXPECT_EQ(Peers()[dead.peer_id()].address(), "10.0.0.2:7000");
+  EXPECT_GE(prober_.Probes("10.0.0.2:7000"), 2);
+  // A reachable peer that stops answering is withdrawn at its next probe.
+  prober_.Set("10.0.0.1:7000", false);
+  clock_.Advance(absl::Seconds(31));
+  ASSERT_TRUE(Heartbeat(alive).ok());
+  ASSERT_TRUE(Heartbeat(dead).ok());
+  ASSERT_TRUE(Heartbeat(client).ok());
+  core_->Tick();
+  EXPECT_EQ(Peers()[alive.peer_id()].address(), "");
+}
+
+TEST_F(CoordinatorCoreTest, PublicAddressIsWhatGetsProbedAndListed) {
+  prober_.Set("203.0.113.5:443", true);
+  v1::JoinRequest req;
+  req.set_listen_address("0.0.0.0:7000");
+  req.set_public_address("203.0.113.5:443");
+  auto r = core_->Join(req);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(Peers()[r->peer_id()].address(), "203.0.113.5:443");
+}
+
+TEST_F(CoordinatorCoreTest, RestartWithTheSamePeerIdReplacesTheOldEntry) {
+  prober_.Set("10.0.0.1:7000", true);
+  v1::PeerRef first = Join("10.0.0.1:7000");
+  Acquire(first, 3);
+  v1::PeerRef second = Join("10.0.0.1:7000", first.peer_id());
+  EXPECT_EQ(second.incarnation(), 2u);
+  auto peers = Peers();
+  EXPECT_EQ(peers.size(), 1u);
+  EXPECT_EQ(peers[first.peer_id()].incarnation(), 2u);
+  EXPECT_EQ(peers[first.peer_id()].leased_chunks(), 0u);
+  EXPECT_EQ(Heartbeat(first).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(Heartbeat(second).ok());
+}
+
+TEST_F(CoordinatorCoreTest, BadInputIsRefusedAndLeavesTheLedgerUnchanged) {
+  v1::PeerRef p = Join("10.0.0.1:7000");
+  auto leases = Acquire(p, 2);
+  auto before = *core_->GetRunState({});
+
+  auto acquire = [&](const v1::PeerRef& who, uint32_t n) {
+    v1::AcquireChunksRequest req;
+    *req.mutable_peer() = who;
+    req.set_max_chunks(n);
+    return core_->AcquireChunks(req).status().code();
+  };
+  EXPECT_EQ(acquire(p, 0), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acquire(p, 1025), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(acquire(p, 0xffffffffu), absl::StatusCode::kInvalidArgument);
+  v1::PeerRef unknown;
+  unknown.set_peer_id("peer-77-ffffff");
+  unknown.set_incarnation(1);
+  EXPECT_EQ(acquire(unknown, 1), absl::StatusCode::kNotFound);
+  v1::PeerRef stale = p;
+  stale.set_incarnation(0);
+  EXPECT_EQ(acquire(stale, 1), absl::StatusCode::kFailedPrecondition);
+
+  v1::CompleteChunkRequest complete;
+  *complete.mutable_peer() = p;
+  complete.set_chunk_id(leases[0].chunk_id());
+  complete.set_lease_id(leases[0].lease_id());
+  complete.set_samples_trained(9);  // chunk has 8
+  EXPECT_EQ(core_->CompleteChunk(complete).status().code(), absl::StatusCode::kInvalidArgument);
+  complete.set_chunk_id(1ull << 60);
+  EXPECT_EQ(core_->CompleteChunk(complete).status().code(), absl::StatusCode::kInvalidArgument);
+
+  v1::HeartbeatRequest hb;
+  *hb.mutable_peer() = p;
+  hb.set_samples_per_second(-1);
+  EXPECT_EQ(core_->Heartbeat(hb).status().code(), absl::StatusCode::kInvalidArgument);
+  hb.set_samples_per_second(std::nan(""));
+  EXPECT_EQ(core_->Heartbeat(hb).status().code(), absl::StatusCode::kInvalidArgument);
+
+  for (const char* bad : {"", "nohost", ":80", "host:0", "host:65536", "host:http",
+                          "a b:80", "::1:80", "host:-1"}) {
+    v1::JoinRequest req;
+    req.set_listen_address(bad);
+    EXPECT_EQ(core_->Join(req).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+  v1::JoinRequest client_with_address;
+  client_with_address.set_client_only(true);
+  client_with_address.set_public_address("1.2.3.4:5");
+  EXPECT_EQ(core_->Join(client_with_address).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::JoinRequest forged;
+  forged.set_peer_id("peer-999-abcdef");
+  forged.set_listen_address("10.0.0.3:7000");
+  EXPECT_EQ(core_->Join(forged).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  v1::ListChunksRequest list;
+  list.set_page_size(10001);
+  EXPECT_EQ(core_->ListChunks(list).status().code(), absl::StatusCode::kInvalidArgument);
+  list.set_page_size(0);
+  list.set_page_token("x");
+  EXPECT_EQ(core_->ListChunks(list).status().code(), absl::StatusCode::kInvalidArgument);
+
+  auto after = *core_->GetRunState({});
+  EXPECT_EQ(after.chunks_leased(), before.chunks_leased());
+  EXPECT_EQ(after.completions(), before.completions());
+  EXPECT_EQ(after.samples_done(), before.samples_done());
+  EXPECT_EQ(Peers().size(), 1u);
+}
+
+TEST_F(CoordinatorCoreTest, AdminCallsNeedTheAdminToken) {
+  v1::PeerRef p = Join("10.0.0.1:7000");
+  auto leases = Acquire(p, 1);
+  v1::AdminReleaseChunkRequest release;
+  release.set_chunk_id(leases[0].chunk_id());
+  EXPECT_EQ(core_->AdminReleaseChunk(release, "").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(core_->AdminReleaseChunk(release, "wrong").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  auto r = core_->AdminReleaseChunk(release, "admin-secret-0123456789");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->was_leased());
+  v1::AdminEvictPeerRequest evict;
+  evict.set_peer_id(p.peer_id());
+  EXPECT_EQ(core_->AdminEvictPeer(evict, "nope").status().code(),
+            absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(core_->AdminEvictPeer(evict, "admin-secret-0123456789").ok());
+  EXPECT_EQ(Heartbeat(p).code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(CoordinatorCoreTest, RunStateCountsChunksAndThroughput) {
+  v1::PeerRef p = Join("10.0.0.1:7000");
+  auto leases = Acquire(p, 2);
+  v1::CompleteChunkRequest c;
+  *c.mutable_peer() = p;
+  c.set_chunk_id(leases[0].chunk_id());
+  c.set_lease_id(leases[0].lease_id());
+  c.set_samples_trained(7);
+  ASSERT_TRUE(core_->CompleteChunk(c).ok());
+  ASSERT_TRUE(Heartbeat(p).ok());
+  auto s = *core_->GetRunState({});
+  EXPECT_EQ(s.epoch(), 0u);
+  EXPECT_EQ(s.chunks_pending(), 4u);
+  EXPECT_EQ(s.chunks_leased(), 1u);
+  EXPECT_EQ(s.chunks_done(), 1u);
+  EXPECT_EQ(s.samples_done(), 7u);
+  EXPECT_EQ(s.live_peers(), 1u);
+  EXPECT_DOUBLE_EQ(s.samples_per_second(), 12.5);
+  v1::LeaveRequest leave;
+  *leave.mutable_peer() = p;
+  EXPECT_EQ(core_->Leave(leave)->released_chunks(), 1u);
+  EXPECT_EQ(core_->GetRunState({})->live_peers(), 0u);
+}
+
+}  // namespace
+}  // namespace dd::coordinator
