@@ -16,7 +16,7 @@ inline constexpr char kAdminTokenHeader[] = "x-dd-admin-token";
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
   // `core` must outlive the service.
-  explicit CoordinatorService(CoordinatorCore* core, int threads = 8);
+  explicit CoordinatorService(CoordinatorCore* core, int threads = 64);
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* c, const v1::JoinRequest* req,
                                  v1::JoinResponse* resp) override;

@@ -7,6 +7,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
 
 namespace dd::coordinator {
 namespace {
@@ -42,6 +43,13 @@ void ClearLease(ChunkRecord* c) {
 
 }  // namespace
 
+struct ChunkLedger::PendingWrite {
+  explicit PendingWrite(KvBatch b) : batch(std::move(b)) {}
+  KvBatch batch;
+  absl::Status status;
+  absl::Notification done;
+};
+
 struct ChunkLedger::Txn {
   std::map<uint64_t, ChunkRecord> chunks;
   std::map<std::string, PeerRecord> peers;
@@ -53,6 +61,51 @@ struct ChunkLedger::Txn {
 ChunkLedger::ChunkLedger(std::unique_ptr<KvStore> store, Clock* clock)
     : store_(std::move(store)), clock_(clock) {}
 
+ChunkLedger::~ChunkLedger() {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stopping_ = true;
+  }
+  if (committer_.joinable()) committer_.join();
+}
+
+void ChunkLedger::CommitLoop() {
+  while (true) {
+    std::vector<std::shared_ptr<PendingWrite>> group;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      queue_mu_.Await(absl::Condition(
+          +[](ChunkLedger* l) ABSL_EXCLUSIVE_LOCKS_REQUIRED(l->queue_mu_) {
+            return l->stopping_ || !l->queue_.empty();
+          },
+          this));
+      if (queue_.empty()) return;  // stopping and drained
+      group.swap(queue_);
+    }
+    // One synced write for everything queued: later ops in the group come
+    // later in the batch, so the last write of a key wins, as in memory.
+    KvBatch merged;
+    for (const auto& w : group) {
+      for (const auto& [key, value] : w->batch.ops()) {
+        if (value.has_value()) {
+          merged.Put(key, *value);
+        } else {
+          merged.Delete(key);
+        }
+      }
+    }
+    absl::Status status = poisoned_ ? absl::UnavailableError("ledger is stopped")
+                                    : store_->Write(merged);
+    if (!status.ok() && !poisoned_.exchange(true)) {
+      LOG(ERROR) << "ledger write failed; refusing further changes until restart: " << status;
+    }
+    for (const auto& w : group) {
+      w->status = status;
+      w->done.Notify();
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<ChunkLedger>> ChunkLedger::Open(std::unique_ptr<KvStore> store,
                                                                const LedgerIdentity& identity,
                                                                Clock* clock) {
@@ -60,6 +113,7 @@ absl::StatusOr<std::unique_ptr<ChunkLedger>> ChunkLedger::Open(std::unique_ptr<K
   std::unique_ptr<ChunkLedger> ledger(new ChunkLedger(std::move(store), clock));
   absl::Status s = ledger->Load(identity);
   if (!s.ok()) return s;
+  ledger->committer_ = std::thread([l = ledger.get()] { l->CommitLoop(); });
   return ledger;
 }
 
@@ -152,7 +206,8 @@ absl::Status ChunkLedger::Load(const LedgerIdentity& identity) {
   }
   if (!txn.chunks.empty()) {
     LOG(WARNING) << "releasing " << txn.chunks.size() << " leases of unknown peers";
-    return Commit(&txn);
+    if (absl::Status s = store_->Write(BuildBatch(txn)); !s.ok()) return s;
+    Apply(&txn);
   }
   return absl::OkStatus();
 }
@@ -188,22 +243,24 @@ void ChunkLedger::Unindex(const ChunkRecord& c) {
   completions_ -= c.times_trained();
 }
 
-absl::Status ChunkLedger::Commit(Txn* txn) {
+KvBatch ChunkLedger::BuildBatch(const Txn& txn) const {
   KvBatch batch;
-  for (const auto& [id, c] : txn->chunks) batch.Put(ChunkKey(id), c.SerializeAsString());
-  for (const auto& [id, p] : txn->peers) batch.Put(PeerKey(id), p.SerializeAsString());
-  if (txn->meta_changed) {
+  for (const auto& [id, c] : txn.chunks) batch.Put(ChunkKey(id), c.SerializeAsString());
+  for (const auto& [id, p] : txn.peers) batch.Put(PeerKey(id), p.SerializeAsString());
+  if (txn.meta_changed) {
     LedgerMeta meta;
     meta.set_run_id(meta_run_id_);
     meta.set_manifest_sha256(meta_manifest_);
     meta.set_num_chunks(chunks_.size());
-    meta.set_next_peer_number(txn->next_peer_number);
-    meta.set_next_lease_id(txn->next_lease_id);
+    meta.set_next_peer_number(txn.next_peer_number);
+    meta.set_next_lease_id(txn.next_lease_id);
     meta.set_format_version(kLedgerFormat);
     batch.Put(kMetaKey, meta.SerializeAsString());
   }
-  if (batch.empty()) return absl::OkStatus();
-  if (absl::Status s = store_->Write(batch); !s.ok()) return s;
+  return batch;
+}
+
+void ChunkLedger::Apply(Txn* txn) {
   for (auto& [id, c] : txn->chunks) {
     Unindex(chunks_[id]);
     chunks_[id] = std::move(c);
@@ -214,7 +271,29 @@ absl::Status ChunkLedger::Commit(Txn* txn) {
     next_peer_number_ = txn->next_peer_number;
     next_lease_id_ = txn->next_lease_id;
   }
-  return absl::OkStatus();
+}
+
+absl::Status ChunkLedger::Commit(Txn* txn, absl::ReleasableMutexLock* lock) {
+  if (poisoned_) {
+    lock->Release();
+    return absl::UnavailableError(
+        "the ledger stopped accepting changes after a failed write; restart the coordinator");
+  }
+  KvBatch batch = BuildBatch(*txn);
+  if (batch.empty()) {
+    lock->Release();
+    return absl::OkStatus();
+  }
+  Apply(txn);
+  auto pending = std::make_shared<PendingWrite>(std::move(batch));
+  {
+    // Queued while mu_ is held: queue order is the order of the changes.
+    absl::MutexLock q(&queue_mu_);
+    queue_.push_back(pending);
+  }
+  lock->Release();
+  pending->done.WaitForNotification();
+  return pending->status;
 }
 
 void ChunkLedger::ExpireInto(Txn* txn) const {
@@ -257,7 +336,7 @@ absl::Status ChunkLedger::CheckPeer(const PeerHandle& peer) const {
 
 absl::StatusOr<JoinOutcome> ChunkLedger::JoinPeer(const std::string& requested_id,
                                                   const PeerInfo& info) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   Txn txn;
   txn.next_peer_number = next_peer_number_;
   txn.next_lease_id = next_lease_id_;
@@ -298,13 +377,13 @@ absl::StatusOr<JoinOutcome> ChunkLedger::JoinPeer(const std::string& requested_i
   }
   txn.peers[record.peer_id()] = record;
   outcome.peer = {record.peer_id(), record.incarnation()};
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return outcome;
 }
 
 absl::StatusOr<uint32_t> ChunkLedger::RemovePeer(const std::string& peer_id,
                                                  std::optional<uint64_t> incarnation) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   auto it = peers_.find(peer_id);
   if (it == peers_.end() || !it->second.active()) {
     return absl::NotFoundError(absl::StrCat("no active peer ", peer_id));
@@ -316,7 +395,7 @@ absl::StatusOr<uint32_t> ChunkLedger::RemovePeer(const std::string& peer_id,
   PeerRecord& p = txn.peers[peer_id] = it->second;
   p.set_active(false);
   uint32_t released = ReleaseAllOf(peer_id, &txn);
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return released;
 }
 
@@ -332,7 +411,7 @@ std::vector<internal::PeerRecord> ChunkLedger::ActivePeers() const {
 absl::StatusOr<std::vector<LeaseInfo>> ChunkLedger::Acquire(const PeerHandle& peer,
                                                             uint32_t max_chunks,
                                                             absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (absl::Status s = CheckPeerLocked(peer); !s.ok()) return s;
   Txn txn;
   ExpireInto(&txn);
@@ -364,14 +443,14 @@ absl::StatusOr<std::vector<LeaseInfo>> ChunkLedger::Acquire(const PeerHandle& pe
     leases.push_back({c.chunk_id(), c.lease_id(), absl::FromUnixMillis(c.deadline_unix_ms()),
                       c.times_trained(), c.num_samples()});
   }
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return leases;
 }
 
 absl::StatusOr<RenewResult> ChunkLedger::Renew(const PeerHandle& peer,
                                                const std::vector<uint64_t>& lease_ids,
                                                absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (absl::Status s = CheckPeerLocked(peer); !s.ok()) return s;
   Txn txn;
   ExpireInto(&txn);
@@ -393,14 +472,14 @@ absl::StatusOr<RenewResult> ChunkLedger::Renew(const PeerHandle& peer,
     }
     if (!held) result.lost.push_back(lease);
   }
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return result;
 }
 
 absl::StatusOr<CompleteResult> ChunkLedger::Complete(const PeerHandle& peer, uint64_t chunk_id,
                                                      uint64_t lease_id,
                                                      uint32_t samples_trained) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (chunk_id >= chunks_.size()) {
     return absl::InvalidArgumentError(absl::StrCat("no chunk ", chunk_id));
   }
@@ -431,13 +510,13 @@ absl::StatusOr<CompleteResult> ChunkLedger::Complete(const PeerHandle& peer, uin
   c.set_samples_trained(c.samples_trained() + samples_trained);
   c.set_last_completed_lease_id(lease_id);
   result.times_trained = c.times_trained();
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return result;
 }
 
 absl::StatusOr<uint32_t> ChunkLedger::Release(const PeerHandle& peer,
                                               const std::vector<uint64_t>& lease_ids) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (absl::Status s = CheckPeerLocked(peer); !s.ok()) return s;
   Txn txn;
   for (uint64_t lease : lease_ids) {
@@ -451,26 +530,26 @@ absl::StatusOr<uint32_t> ChunkLedger::Release(const PeerHandle& peer,
     ClearLease(&pos->second);
   }
   uint32_t released = txn.chunks.size();
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return released;
 }
 
 absl::StatusOr<bool> ChunkLedger::AdminRelease(uint64_t chunk_id) {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   if (chunk_id >= chunks_.size()) return absl::NotFoundError(absl::StrCat("no chunk ", chunk_id));
   if (chunks_[chunk_id].lease_id() == 0) return false;
   Txn txn;
   ClearLease(&(txn.chunks[chunk_id] = chunks_[chunk_id]));
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return true;
 }
 
 absl::StatusOr<uint32_t> ChunkLedger::ExpireDue() {
-  absl::MutexLock lock(&mu_);
+  absl::ReleasableMutexLock lock(&mu_);
   Txn txn;
   ExpireInto(&txn);
   uint32_t n = txn.chunks.size();
-  if (absl::Status s = Commit(&txn); !s.ok()) return s;
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return n;
 }
 

@@ -11,16 +11,24 @@
 // by (times trained, id) for least-trained-first leasing, and leases ordered
 // by deadline, so expiry touches only the leases that are due.
 //
-// Thread-safe: one mutex serializes operations (each is one synced write).
+// Thread-safe. One mutex orders operations; each applies its change in
+// memory, queues its batch and releases the mutex; a committer thread writes
+// everything queued so far as one synced batch (group commit) and only then
+// are the callers answered. Batches reach the store in the order their
+// changes were made, so the store always holds a prefix of the history. If a
+// write fails the ledger stops accepting changes (UNAVAILABLE): memory is
+// ahead of the store, and a restart recovers the last durable state.
 #ifndef SERVICES_COORDINATOR_LEDGER_CHUNK_LEDGER_H_
 #define SERVICES_COORDINATOR_LEDGER_CHUNK_LEDGER_H_
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <optional>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -177,7 +185,12 @@ class ChunkLedger {
   // failed write leaves memory and store as they were.
   struct Txn;
 
+  struct PendingWrite;
+
   ChunkLedger(std::unique_ptr<KvStore> store, Clock* clock);
+ public:
+  ~ChunkLedger();
+ private:
 
   absl::Status Load(const LedgerIdentity& identity);
   absl::Status CheckPeerLocked(const PeerHandle& peer) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
@@ -186,7 +199,13 @@ class ChunkLedger {
       ABSL_SHARED_LOCKS_REQUIRED(mu_);
   // Stages releasing every lease that is due.
   void ExpireInto(Txn* txn) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
-  absl::Status Commit(Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Applies `txn` in memory, queues its batch, releases `lock` and waits for
+  // the group commit. The caller must not touch guarded state afterwards.
+  absl::Status Commit(Txn* txn, absl::ReleasableMutexLock* lock)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  KvBatch BuildBatch(const Txn& txn) const ABSL_SHARED_LOCKS_REQUIRED(mu_);
+  void Apply(Txn* txn) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CommitLoop();
   void Index(const internal::ChunkRecord& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Unindex(const internal::ChunkRecord& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -195,6 +214,13 @@ class ChunkLedger {
   Clock* const clock_;
   std::string meta_run_id_;
   std::string meta_manifest_;
+
+  std::thread committer_;
+  std::atomic<bool> poisoned_{false};
+
+  absl::Mutex queue_mu_ ABSL_ACQUIRED_AFTER(mu_);
+  std::vector<std::shared_ptr<PendingWrite>> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
 
   mutable absl::Mutex mu_;
   uint64_t next_peer_number_ ABSL_GUARDED_BY(mu_) = 1;
