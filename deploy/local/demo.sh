@@ -2,10 +2,12 @@
 # The embedded default, on this machine, with nothing to download.
 #
 # Today (see README "Status"): generates a captioned synthetic dataset,
-# serves it with the dataset blob service (token auth on, loopback), and
-# downloads every chunk with the resumable, verified client while showing
-# what a user sees: health, reflection, info, the chunk table, progress, a
-# chunk's contents. The training issues turn this into the training demo.
+# serves it with the dataset blob service (token auth on, loopback), downloads
+# every chunk with the resumable, verified client while showing what a user
+# sees (health, reflection, info, the chunk table, progress, a chunk's
+# contents), then starts the coordinator on that dataset and shows its run
+# state and chunk ledger with ddctl. The training issues turn this into the
+# training demo.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -14,6 +16,7 @@ repo=$(pwd)
 
 echo "== building"
 bazel build //services/dataset:dataset_server //services/dataset:dataset_fetch \
+  //services/coordinator:coordinator //services/coordinator:ddctl \
   //trainer/tools:make_shapes_dataset //common/rpc:rpc_probe 2>&1 | grep -v linux-sandbox | tail -2
 bin="$repo/bazel-bin"
 
@@ -59,9 +62,32 @@ echo "== ListChunks"
 echo "== downloading every chunk (each attempt cut after 100 KB to show resuming)"
 "${fetch[@]}" --interrupt_after_bytes=100000 get-all "$out/chunks" 2>&1 | sed 's/^[^]]*] //; s/^/   /'
 echo "== chunk 2 is a WebDataset tar:"
-tar tvf "$out/chunks/chunk-000002.tar" | head -4 | sed 's/^/   /'
+{ tar tvf "$out/chunks/chunk-000002.tar" || true; } | head -4 | sed 's/^/   /'
 
-kill -TERM $server
+echo "== starting the coordinator (RocksDB ledger in $out/ledger) on that dataset"
+cat > "$out/run.json" <<JSON
+{"run_id": "demo-shapes", "model": "tiny", "target_batch_size": 64}
+JSON
+openssl rand -hex 32 > "$out/admin_token"
+"$bin/services/coordinator/coordinator" --config="$out/run.json" --db_dir="$out/ledger" \
+  --dataset_address="$addr" --host=127.0.0.1 --port=0 --port_file="$out/coordinator_port" \
+  --auth_token_file="$out/token" --admin_token_file="$out/admin_token" \
+  > "$out/coordinator.log" 2>&1 &
+coordinator=$!
+trap 'kill $server $coordinator 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do [ -s "$out/coordinator_port" ] && break; sleep 0.1; done
+caddr="127.0.0.1:$(cat "$out/coordinator_port")"
+for _ in $(seq 1 100); do
+  "$bin/common/rpc/rpc_probe" --target="$caddr" health >/dev/null 2>&1 && break; sleep 0.1
+done
+ddctl=("$bin/services/coordinator/ddctl" --coordinator="$caddr" --auth_token_file="$out/token")
+echo "== ddctl status"
+"${ddctl[@]}" status | sed 's/^/   /'
+echo "== ddctl chunks (first rows)"
+{ "${ddctl[@]}" chunks || true; } | head -5 | sed 's/^/   /'
+
+kill -TERM $coordinator $server
+wait $coordinator || true
 wait $server || true
 trap - EXIT
-echo "== server stopped cleanly; everything is under $out"
+echo "== servers stopped cleanly; everything is under $out"
