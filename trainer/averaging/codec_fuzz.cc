@@ -1,0 +1,24 @@
+// libFuzzer target for every codec decoder: input = codec id byte, 3 bytes of
+// element count, then the encoded bytes. Built by tools/fuzz/run_fuzzers.sh
+// with clang (-fsanitize=fuzzer,address); codec_fuzz_test runs the same
+// function on generated inputs under Bazel.
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "trainer/averaging/codec.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 4) return 0;
+  int id = data[0] % dd::averaging::kNumCodecs;
+  size_t n = size_t{data[1]} | (size_t{data[2]} << 8) | (size_t{data[3] & 0x3fu} << 16);
+  auto codec = dd::averaging::GetCodec(id);
+  if (!codec.ok()) return 0;
+  std::vector<float> out(n);
+  absl::string_view bytes(reinterpret_cast<const char*>(data + 4), size - 4);
+  if ((*codec)->Decode(bytes, n, out.data()).ok()) {
+    // A decoded buffer is all finite by contract.
+    if (!dd::averaging::AllFinite(out.data(), n)) __builtin_trap();
+  }
+  return 0;
+}
