@@ -1,0 +1,95 @@
+// ButterflyAllReduce: one member's side of a butterfly all-reduce round.
+//
+// The flat vector is split into one span per member (RoundSpec::span_starts).
+// This member reduces its own span (a SpanReducer registered with the local
+// AveragerService) and, at the same time, sends every other member its
+// values of that member's span, part by part with several parts in flight,
+// receiving each part's mean as it is reduced. Every member ends with the
+// same bytes for every span that was averaged.
+//
+// Failures (hivemind's rules): a sender silent for `sender_timeout` is
+// excluded by the reducer; a reducer that does not answer a part within
+// `reducer_timeout` (or fails) leaves this member's own values in the rest
+// of its span; nothing runs past `deadline`. The result says what fraction of
+// the vector was averaged and over how many members.
+#ifndef TRAINER_AVERAGING_BUTTERFLY_H_
+#define TRAINER_AVERAGING_BUTTERFLY_H_
+
+#include <grpcpp/channel.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/rpc/security.h"
+#include "trainer/averaging/averager_service.h"
+#include "trainer/averaging/span_reducer.h"
+
+namespace dd::averaging {
+
+struct RoundSpec {
+  uint64_t round_id = 0;
+  std::vector<std::string> peer_ids;   // by member index
+  std::vector<std::string> addresses;  // host:port by member index
+  // Span i is [span_starts[i], span_starts[i+1]); the last entry is the
+  // vector's length. Client-only members have empty spans.
+  std::vector<uint64_t> span_starts;
+  uint32_t my_index = 0;
+};
+
+struct AllReduceOptions {
+  CodecId codec = CodecId::kNone;
+  Aggregation aggregation = Aggregation::kMean;
+  double clip_tau = 1.0;
+  uint32_t part_elements = 1 << 17;  // 512 KiB of float32 per part
+  int parts_in_flight = 4;           // per reducer
+  absl::Duration sender_timeout = absl::Seconds(10);
+  absl::Duration reducer_timeout = absl::Seconds(20);  // must exceed sender_timeout
+  absl::Time deadline = absl::InfiniteFuture();
+};
+
+struct AllReduceResult {
+  double fraction_averaged = 0;        // of the vector's elements
+  std::vector<uint32_t> contributors;  // per span: fewest members in any part
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  int senders_excluded = 0;            // by this member's reducer
+  absl::Duration elapsed;
+};
+
+// Splits `length` elements into spans proportional to `bandwidths` (equal
+// when empty or all zero); members with bandwidth 0 get empty spans.
+std::vector<uint64_t> SplitSpans(uint64_t length, uint32_t members,
+                                 const std::vector<double>& bandwidths = {});
+
+class ButterflyAllReduce {
+ public:
+  // `local` hosts this member's reducers and must outlive this object;
+  // `security` is used for the channels to other members.
+  ButterflyAllReduce(AveragerService* local, SecurityConfig security);
+
+  // Averages `values[0..n)` (n == span_starts.back()) in place with weight
+  // `weight` (samples). InvalidArgument for a malformed spec, options with
+  // reducer_timeout <= sender_timeout, or non-finite values or weight
+  // (refused before anything is sent).
+  absl::StatusOr<AllReduceResult> Run(const RoundSpec& spec, const AllReduceOptions& options,
+                                      float* values, size_t n, double weight);
+
+ private:
+  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);
+
+  AveragerService* const local_;
+  const SecurityConfig security_;
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dd::averaging
+
+#endif  // TRAINER_AVERAGING_BUTTERFLY_H_

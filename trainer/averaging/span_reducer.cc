@@ -1,0 +1,227 @@
+#include "trainer/averaging/span_reducer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace dd::averaging {
+
+std::vector<float> CenteredClip(const std::vector<const std::vector<float>*>& inputs,
+                                const std::vector<double>& weights, double tau, int iterations) {
+  size_t n = inputs.empty() ? 0 : inputs[0]->size();
+  size_t k = inputs.size();
+  double wsum = 0;
+  for (double w : weights) wsum += w;
+  std::vector<double> v(n);
+  std::vector<float> column(k);
+  for (size_t j = 0; j < n; ++j) {  // coordinate-wise median
+    for (size_t i = 0; i < k; ++i) column[i] = (*inputs[i])[j];
+    std::nth_element(column.begin(), column.begin() + k / 2, column.end());
+    v[j] = column[k / 2];
+  }
+  for (int it = 0; it < iterations; ++it) {
+    std::vector<double> step(n, 0.0);
+    for (size_t i = 0; i < k; ++i) {
+      double norm2 = 0;
+      for (size_t j = 0; j < n; ++j) {
+        double d = (*inputs[i])[j] - v[j];
+        norm2 += d * d;
+      }
+      double norm = std::sqrt(norm2);
+      double scale = (weights[i] / wsum) * (norm > tau ? tau / norm : 1.0);
+      for (size_t j = 0; j < n; ++j) step[j] += scale * ((*inputs[i])[j] - v[j]);
+    }
+    for (size_t j = 0; j < n; ++j) v[j] += step[j];
+  }
+  return std::vector<float>(v.begin(), v.end());
+}
+
+SpanReducer::SpanReducer(ReducerOptions options, absl::Time start)
+    : options_(options),
+      num_parts_(static_cast<uint32_t>((options.span_length + options.part_elements - 1) /
+                                       options.part_elements)) {
+  parts_.resize(num_parts_);
+  for (Part& p : parts_) {
+    p.weights.assign(options_.num_members, 0);
+    p.given.assign(options_.num_members, false);
+    if (options_.aggregation == Aggregation::kCenteredClip) p.inputs.resize(options_.num_members);
+  }
+  excluded_.assign(options_.num_members, false);
+  last_seen_.assign(options_.num_members, start);
+  given_count_.assign(options_.num_members, 0);
+}
+
+uint32_t SpanReducer::PartLength(uint32_t part) const {
+  uint64_t start = uint64_t{part} * options_.part_elements;
+  return static_cast<uint32_t>(std::min<uint64_t>(options_.part_elements,
+                                                  options_.span_length - start));
+}
+
+std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_t length) const {
+  auto out = std::make_shared<PartOutcome>();
+  out->contributors = part.contributors;
+  out->total_weight = part.weight_sum;
+  if (!(part.weight_sum > 0)) return out;  // nothing to average
+  std::vector<float> mean(length);
+  if (options_.aggregation == Aggregation::kCenteredClip) {
+    std::vector<const std::vector<float>*> rows;
+    std::vector<double> weights;
+    for (uint32_t s = 0; s < options_.num_members; ++s) {
+      if (part.given[s] && part.weights[s] > 0) {
+        rows.push_back(&part.inputs[s]);
+        weights.push_back(part.weights[s]);
+      }
+    }
+    mean = CenteredClip(rows, weights, options_.clip_tau, options_.clip_iterations);
+  } else {
+    for (uint32_t j = 0; j < length; ++j) mean[j] = static_cast<float>(part.acc[j] / part.weight_sum);
+  }
+  const Codec& codec = CodecFor(options_.codec);
+  codec.Encode(mean.data(), length, &out->encoded);
+  out->values.resize(length);
+  if (!codec.Decode(out->encoded, length, out->values.data()).ok()) {
+    return std::make_shared<PartOutcome>();  // cannot happen for finite input
+  }
+  out->averaged = true;
+  return out;
+}
+
+std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bool force) {
+  Part& p = parts_[index];
+  if (p.outcome != nullptr) return {};
+  if (!force) {
+    for (uint32_t s = 0; s < options_.num_members; ++s) {
+      if (!excluded_[s] && !p.given[s]) return {};
+    }
+  }
+  p.outcome = Reduce(p, PartLength(index));
+  ++reduced_;
+  p.acc.clear();
+  p.acc.shrink_to_fit();
+  p.inputs.clear();
+  std::vector<Done> waiting;
+  waiting.swap(p.waiting);
+  return waiting;
+}
+
+void SpanReducer::Contribute(uint32_t sender, uint64_t offset, const float* values, size_t count,
+                             double weight, absl::Time now, Done done) {
+  auto fail = [&](absl::Status s) { done(s); };
+  if (sender >= options_.num_members) {
+    fail(absl::OutOfRangeError(absl::StrCat("sender ", sender, " is not a member")));
+    return;
+  }
+  std::vector<Done> ready;
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> excluded_ready;
+  std::shared_ptr<const PartOutcome> outcome;
+  absl::Status error;
+  {
+    absl::MutexLock lock(&mu_);
+    if (excluded_[sender]) {
+      error = absl::FailedPreconditionError("sender was excluded from this round");
+    } else if (offset % options_.part_elements != 0 || offset >= options_.span_length) {
+      error = absl::InvalidArgumentError(absl::StrCat("offset ", offset,
+                                                      " is not the start of a part of this span"));
+    } else {
+      uint32_t index = static_cast<uint32_t>(offset / options_.part_elements);
+      Part& p = parts_[index];
+      if (count != PartLength(index)) {
+        error = absl::InvalidArgumentError(
+            absl::StrCat("part at ", offset, " has ", PartLength(index), " values, got ", count));
+      } else if (!std::isfinite(weight) || weight < 0) {
+        error = absl::InvalidArgumentError("weight must be finite and >= 0");
+      } else if (!AllFinite(values, count)) {
+        error = absl::InvalidArgumentError("non-finite values refused");
+      } else if (p.given[sender]) {
+        error = absl::InvalidArgumentError(absl::StrCat("part at ", offset, " sent twice"));
+      } else if (p.outcome != nullptr) {
+        error = absl::FailedPreconditionError("part was already reduced without this sender");
+      }
+      if (error.ok()) {
+        p.given[sender] = true;
+        p.weights[sender] = weight;
+        p.weight_sum += weight;
+        p.contributors++;
+        if (options_.aggregation == Aggregation::kCenteredClip) {
+          p.inputs[sender].assign(values, values + count);
+        } else {
+          if (p.acc.empty()) p.acc.assign(count, 0.0);
+          for (size_t j = 0; j < count; ++j) p.acc[j] += weight * values[j];
+        }
+        last_seen_[sender] = now;
+        given_count_[sender]++;
+        p.waiting.push_back(std::move(done));
+        ready = MaybeReduceLocked(index, false);
+        outcome = p.outcome;
+      } else if (error.code() == absl::StatusCode::kInvalidArgument) {
+        // Bad data: do not wait for this sender any longer.
+        excluded_ready = ExcludeLocked(sender);
+      }
+    }
+  }
+  if (!error.ok()) {
+    for (auto& [cb, out] : excluded_ready) cb(out);
+    done(error);
+    return;
+  }
+  for (auto& cb : ready) cb(outcome);
+}
+
+std::vector<std::pair<SpanReducer::Done, std::shared_ptr<const PartOutcome>>>
+SpanReducer::ExcludeLocked(uint32_t sender) {
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> out;
+  if (sender >= options_.num_members || excluded_[sender]) return out;
+  excluded_[sender] = true;
+  for (uint32_t i = 0; i < num_parts_; ++i) {
+    for (auto& cb : MaybeReduceLocked(i, false)) out.push_back({std::move(cb), parts_[i].outcome});
+  }
+  return out;
+}
+
+void SpanReducer::Exclude(uint32_t sender) {
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    ready = ExcludeLocked(sender);
+  }
+  for (auto& [cb, out] : ready) cb(out);
+}
+
+int SpanReducer::ExcludeStalled(absl::Time now, absl::Duration sender_timeout) {
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ready;
+  int n = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint32_t s = 0; s < options_.num_members; ++s) {
+      if (excluded_[s] || given_count_[s] == num_parts_) continue;
+      if (now - last_seen_[s] > sender_timeout) {
+        auto r = ExcludeLocked(s);
+        ready.insert(ready.end(), std::make_move_iterator(r.begin()),
+                     std::make_move_iterator(r.end()));
+        ++n;
+      }
+    }
+  }
+  for (auto& [cb, out] : ready) cb(out);
+  return n;
+}
+
+void SpanReducer::Finish() {
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    for (uint32_t i = 0; i < num_parts_; ++i) {
+      for (auto& cb : MaybeReduceLocked(i, true)) ready.push_back({std::move(cb), parts_[i].outcome});
+    }
+    for (uint32_t s = 0; s < options_.num_members; ++s) excluded_[s] = true;
+  }
+  for (auto& [cb, out] : ready) cb(out);
+}
+
+bool SpanReducer::AllReduced() const {
+  absl::MutexLock lock(&mu_);
+  return reduced_ == num_parts_;
+}
+
+}  // namespace dd::averaging

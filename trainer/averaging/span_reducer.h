@@ -1,0 +1,125 @@
+// SpanReducer: the reducer side of one butterfly round for one span, as pure
+// logic (no gRPC types). Every member contributes each part of the span; a
+// part is reduced once every member still in the round has contributed it,
+// and each waiting contributor is called back with the same outcome (the
+// mean encoded once with the round's codec, so all members end identical).
+//
+// Failures: a member that sends nothing for `sender_timeout` (checked by
+// ExcludeStalled) or sends bad data (Exclude) stops being waited for; parts
+// it already contributed keep its values, later parts are averaged over the
+// rest with the weights renormalised. A part whose total weight is zero is
+// not averaged (everyone keeps their own values). Finish() ends the round:
+// every open part is reduced with whatever it has.
+#ifndef TRAINER_AVERAGING_SPAN_REDUCER_H_
+#define TRAINER_AVERAGING_SPAN_REDUCER_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "trainer/averaging/codec.h"
+
+namespace dd::averaging {
+
+enum class Aggregation {
+  kMean,
+  // CenteredClip (Karimireddy et al., 2021): start at the coordinate-wise
+  // median, then v += sum_i w_i * min(1, tau / |x_i - v|) * (x_i - v).
+  kCenteredClip,
+};
+
+struct ReducerOptions {
+  uint64_t span_length = 0;
+  uint32_t part_elements = 1 << 17;
+  uint32_t num_members = 1;
+  CodecId codec = CodecId::kNone;
+  Aggregation aggregation = Aggregation::kMean;
+  double clip_tau = 1.0;
+  int clip_iterations = 20;
+};
+
+struct PartOutcome {
+  bool averaged = false;
+  std::string encoded;        // the mean, encoded with the round's codec
+  std::vector<float> values;  // the same mean, decoded (what members apply)
+  uint32_t contributors = 0;
+  double total_weight = 0;
+};
+
+class SpanReducer {
+ public:
+  using Done = std::function<void(absl::StatusOr<std::shared_ptr<const PartOutcome>>)>;
+
+  explicit SpanReducer(ReducerOptions options, absl::Time start = absl::Now());
+
+  const ReducerOptions& options() const { return options_; }
+  uint32_t num_parts() const { return num_parts_; }
+  // Element count of part `part`.
+  uint32_t PartLength(uint32_t part) const;
+
+  // Adds `sender`'s values of the part starting at `offset`; `done` is called
+  // exactly once, with the outcome when the part is reduced (possibly right
+  // away on this thread, or later on another contributor's thread), or with
+  // an error: InvalidArgument (offset not a part start, wrong count, weight
+  // not finite or negative, values not finite, a second contribution; the
+  // sender is then excluded), FailedPrecondition (sender excluded, or the
+  // part was already reduced without it), OutOfRange (sender index).
+  void Contribute(uint32_t sender, uint64_t offset, const float* values, size_t count,
+                  double weight, absl::Time now, Done done);
+
+  // Stops waiting for `sender`; parts it already gave keep its values.
+  void Exclude(uint32_t sender);
+
+  // Excludes every sender that has parts left to give and gave nothing since
+  // `now - sender_timeout` (or since the start). Returns how many.
+  int ExcludeStalled(absl::Time now, absl::Duration sender_timeout);
+
+  // Ends the round: every unreduced part is reduced with what it has.
+  void Finish();
+
+  // True once every part is reduced.
+  bool AllReduced() const;
+
+ private:
+  struct Part {
+    std::vector<double> acc;                  // sum of w * x (kMean)
+    std::vector<std::vector<float>> inputs;   // by sender (kCenteredClip)
+    std::vector<double> weights;              // by sender
+    std::vector<bool> given;                  // by sender
+    std::vector<Done> waiting;
+    double weight_sum = 0;
+    uint32_t contributors = 0;
+    std::shared_ptr<const PartOutcome> outcome;  // set once reduced
+  };
+  // Reduces `part` if nothing more is expected; returns the callbacks to run
+  // (outside the lock).
+  std::vector<Done> MaybeReduceLocked(uint32_t index, bool force)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::shared_ptr<const PartOutcome> Reduce(const Part& part, uint32_t length) const;
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ExcludeLocked(uint32_t sender)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const ReducerOptions options_;
+  const uint32_t num_parts_;
+
+  mutable absl::Mutex mu_;
+  std::vector<Part> parts_ ABSL_GUARDED_BY(mu_);
+  std::vector<bool> excluded_ ABSL_GUARDED_BY(mu_);
+  std::vector<absl::Time> last_seen_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint32_t> given_count_ ABSL_GUARDED_BY(mu_);
+  uint32_t reduced_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+// The CenteredClip fixed point of rows `inputs` (equal length) with `weights`.
+std::vector<float> CenteredClip(const std::vector<const std::vector<float>*>& inputs,
+                                const std::vector<double>& weights, double tau, int iterations);
+
+}  // namespace dd::averaging
+
+#endif  // TRAINER_AVERAGING_SPAN_REDUCER_H_

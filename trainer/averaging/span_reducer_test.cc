@@ -1,0 +1,102 @@
+#include "trainer/averaging/span_reducer.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace dd::averaging {
+namespace {
+
+using Outcome = absl::StatusOr<std::shared_ptr<const PartOutcome>>;
+
+ReducerOptions Options(uint64_t length, uint32_t part, uint32_t members) {
+  ReducerOptions o;
+  o.span_length = length;
+  o.part_elements = part;
+  o.num_members = members;
+  return o;
+}
+
+TEST(SpanReducer, PartIsReducedWhenEveryMemberGaveIt) {
+  SpanReducer r(Options(5, 3, 2));
+  EXPECT_EQ(r.num_parts(), 2u);
+  EXPECT_EQ(r.PartLength(1), 2u);
+  std::vector<Outcome> got;
+  std::vector<float> a = {1, 2, 3}, b = {3, 4, 5};
+  absl::Time now = absl::Now();
+  r.Contribute(0, 0, a.data(), 3, 1.0, now, [&](Outcome o) { got.push_back(o); });
+  EXPECT_TRUE(got.empty());
+  r.Contribute(1, 0, b.data(), 3, 3.0, now, [&](Outcome o) { got.push_back(o); });
+  ASSERT_EQ(got.size(), 2u);
+  ASSERT_TRUE(got[0].ok());
+  EXPECT_EQ(got[0].value(), got[1].value());  // the same outcome object for both
+  EXPECT_EQ((*got[0])->values, (std::vector<float>{2.5f, 3.5f, 4.5f}));
+  EXPECT_EQ((*got[0])->contributors, 2u);
+}
+
+TEST(SpanReducer, BadContributionsAreRefusedAndTheSenderExcluded) {
+  SpanReducer r(Options(6, 3, 3));
+  std::vector<float> v = {1, 1, 1};
+  absl::Time now = absl::Now();
+  auto expect = [&](uint32_t s, uint64_t off, size_t n, double w, absl::StatusCode code) {
+    absl::Status got;
+    r.Contribute(s, off, v.data(), n, w, now, [&](Outcome o) { got = o.status(); });
+    EXPECT_EQ(got.code(), code) << s << " " << off << " " << n;
+  };
+  expect(5, 0, 3, 1, absl::StatusCode::kOutOfRange);
+  expect(0, 1, 3, 1, absl::StatusCode::kInvalidArgument);  // not a part start
+  expect(1, 0, 2, 1, absl::StatusCode::kInvalidArgument);  // wrong count -> 1 excluded
+  expect(1, 3, 3, 1, absl::StatusCode::kFailedPrecondition);
+  std::vector<float> nan = {1, NAN, 1};
+  absl::Status s;
+  r.Contribute(2, 0, nan.data(), 3, 1, now, [&](Outcome o) { s = o.status(); });
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  // Member 0 is now the only one left: its parts reduce on their own.
+  std::vector<Outcome> done;
+  r.Contribute(0, 0, v.data(), 3, 2.0, now, [&](Outcome o) { done.push_back(o); });
+  r.Contribute(0, 3, v.data(), 3, 2.0, now, [&](Outcome o) { done.push_back(o); });
+  ASSERT_EQ(done.size(), 2u);
+  EXPECT_TRUE((*done[0])->averaged);
+  EXPECT_TRUE(r.AllReduced());
+  absl::Status dup;
+  r.Contribute(0, 0, v.data(), 3, 2.0, now, [&](Outcome o) { dup = o.status(); });
+  EXPECT_EQ(dup.code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SpanReducer, StalledSenderIsExcludedAfterTheTimeout) {
+  absl::Time t0 = absl::FromUnixSeconds(1000);
+  SpanReducer r(Options(3, 3, 2), t0);
+  std::vector<float> v = {2, 2, 2};
+  std::vector<Outcome> got;
+  r.Contribute(0, 0, v.data(), 3, 1, t0, [&](Outcome o) { got.push_back(o); });
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Seconds(1), absl::Seconds(5)), 0);
+  EXPECT_TRUE(got.empty());
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Seconds(6), absl::Seconds(5)), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ((*got[0])->values, v);
+  EXPECT_EQ((*got[0])->contributors, 1u);
+}
+
+TEST(SpanReducer, FinishReducesWhatIsThereAndZeroWeightIsNotAveraged) {
+  SpanReducer r(Options(4, 2, 2));
+  std::vector<float> v = {5, 5};
+  std::vector<Outcome> got;
+  r.Contribute(0, 0, v.data(), 2, 0.0, absl::Now(), [&](Outcome o) { got.push_back(o); });
+  r.Finish();
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_FALSE((*got[0])->averaged);
+  EXPECT_TRUE(r.AllReduced());
+}
+
+TEST(CenteredClip, ClipsAnOutlierAndEqualsTheMeanWhenAllAreClose) {
+  std::vector<float> a = {1, 1}, b = {1.2f, 0.8f}, c = {100, -100};
+  auto robust = CenteredClip({&a, &b, &c}, {1, 1, 1}, 1.0, 20);
+  EXPECT_NEAR(robust[0], 1.1, 0.5);
+  EXPECT_NEAR(robust[1], 0.9, 0.5);
+  auto close = CenteredClip({&a, &b}, {1, 3}, 10.0, 5);
+  EXPECT_NEAR(close[0], 1.15, 1e-5);
+  EXPECT_NEAR(close[1], 0.85, 1e-5);
+}
+
+}  // namespace
+}  // namespace dd::averaging
