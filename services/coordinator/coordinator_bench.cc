@@ -154,7 +154,8 @@ int main(int argc, char** argv) {
     void Probe(const std::string&, std::function<void(bool)> done) override { done(false); }
   } prober;
   PeerLiveness liveness(ledger->get(), &prober, dd::RealClock(), {});
-  CoordinatorCore core(ledger->get(), &liveness, {"bench", "{}"}, {}, dd::RealClock());
+  RoundPlanner rounds({}, dd::RealClock());
+  CoordinatorCore core(ledger->get(), &liveness, &rounds, {"bench", "{}"}, {}, dd::RealClock());
   CoordinatorService service(&core, 16);
   dd::ServerOptions so;
   so.listen_address = "127.0.0.1:0";

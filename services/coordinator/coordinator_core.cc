@@ -55,10 +55,12 @@ absl::Status ValidateHostPort(const std::string& address, const char* field) {
   return absl::OkStatus();
 }
 
-CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RunConfig config,
+CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
+                                 RoundPlanner* rounds, RunConfig config,
                                  CoordinatorOptions options, Clock* clock)
     : ledger_(ledger),
       liveness_(liveness),
+      rounds_(rounds),
       config_(std::move(config)),
       options_(std::move(options)),
       clock_(clock) {}
@@ -125,6 +127,7 @@ absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest&
   auto released = ledger_->RemovePeer(request.peer().peer_id(), request.peer().incarnation());
   if (!released.ok()) return released.status();
   liveness_->Forget(request.peer().peer_id());
+  rounds_->Forget(request.peer().peer_id());
   LOG(INFO) << "peer " << request.peer().peer_id() << " left; released " << *released;
   v1::LeaveResponse response;
   response.set_released_chunks(*released);
@@ -203,6 +206,7 @@ absl::StatusOr<v1::RunState> CoordinatorCore::GetRunState(const v1::GetRunStateR
   state.set_live_peers(live);
   state.set_samples_per_second(rate);
   state.set_dataset_manifest_sha256(ledger_->manifest_sha256());
+  state.set_global_step(rounds_->global_step());
   return state;
 }
 
@@ -260,6 +264,41 @@ absl::StatusOr<v1::ListPeersResponse> CoordinatorCore::ListPeers(const v1::ListP
   return response;
 }
 
+absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
+    const v1::ReportProgressRequest& request) {
+  PeerHandle peer = Handle(request.peer());
+  if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
+  // Only addresses that answered a health check get a span to reduce.
+  std::map<std::string, std::string> reachable;
+  for (const auto& p : liveness_->Snapshot()) {
+    if (p.reachability == Reachability::kReachable) reachable[p.peer_id] = p.address;
+  }
+  return rounds_->Report(
+      peer.peer_id, request.global_step(), request.samples_accumulated(),
+      request.samples_per_second(), request.bandwidth_mbps(), [&](const std::string& id) {
+        auto it = reachable.find(id);
+        return MemberInfo{it == reachable.end() ? "" : it->second};
+      });
+}
+
+absl::StatusOr<v1::GetRoundResponse> CoordinatorCore::GetRound(const v1::GetRoundRequest& request) {
+  if (absl::Status s = ledger_->CheckPeer(Handle(request.peer())); !s.ok()) return s;
+  v1::GetRoundResponse response;
+  auto round = rounds_->RoundFor(request.peer().peer_id(), request.after_round_id());
+  if (round.has_value()) {
+    response.set_found(true);
+    *response.mutable_round() = std::move(*round);
+  }
+  return response;
+}
+
+absl::StatusOr<v1::ListRoundsResponse> CoordinatorCore::ListRounds(const v1::ListRoundsRequest&) {
+  v1::ListRoundsResponse response;
+  for (auto& r : rounds_->Recent()) *response.add_rounds() = std::move(r);
+  response.set_global_step(rounds_->global_step());
+  return response;
+}
+
 absl::Status CoordinatorCore::CheckAdmin(const std::string& token) const {
   if (options_.admin_token.empty()) {
     return absl::PermissionDeniedError("admin calls are disabled (no --admin_token_file)");
@@ -287,6 +326,7 @@ absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
   auto released = ledger_->RemovePeer(request.peer_id());
   if (!released.ok()) return released.status();
   liveness_->Forget(request.peer_id());
+  rounds_->Forget(request.peer_id());
   LOG(INFO) << "admin evicted peer " << request.peer_id();
   v1::AdminEvictPeerResponse response;
   response.set_released_chunks(*released);

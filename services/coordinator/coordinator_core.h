@@ -13,6 +13,7 @@
 #include "protos/coordinator.pb.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/peer_liveness.h"
+#include "services/coordinator/rounds/round_planner.h"
 #include "services/coordinator/run_config.h"
 
 namespace dd::coordinator {
@@ -33,8 +34,8 @@ struct CoordinatorOptions {
 class CoordinatorCore {
  public:
   // All pointers must outlive the core.
-  CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RunConfig config,
-                  CoordinatorOptions options, Clock* clock);
+  CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RoundPlanner* rounds,
+                  RunConfig config, CoordinatorOptions options, Clock* clock);
 
   absl::StatusOr<v1::JoinResponse> Join(const v1::JoinRequest& request);
   absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
@@ -46,6 +47,10 @@ class CoordinatorCore {
   absl::StatusOr<v1::RunState> GetRunState(const v1::GetRunStateRequest& request);
   absl::StatusOr<v1::ListChunksResponse> ListChunks(const v1::ListChunksRequest& request);
   absl::StatusOr<v1::ListPeersResponse> ListPeers(const v1::ListPeersRequest& request);
+  absl::StatusOr<v1::ReportProgressResponse> ReportProgress(
+      const v1::ReportProgressRequest& request);
+  absl::StatusOr<v1::GetRoundResponse> GetRound(const v1::GetRoundRequest& request);
+  absl::StatusOr<v1::ListRoundsResponse> ListRounds(const v1::ListRoundsRequest& request);
   // `admin_token` is the caller's x-dd-admin-token metadata.
   absl::StatusOr<v1::AdminReleaseChunkResponse> AdminReleaseChunk(
       const v1::AdminReleaseChunkRequest& request, const std::string& admin_token);
@@ -60,6 +65,7 @@ class CoordinatorCore {
 
   ChunkLedger* const ledger_;
   PeerLiveness* const liveness_;
+  RoundPlanner* const rounds_;
   const RunConfig config_;
   const CoordinatorOptions options_;
   Clock* const clock_;

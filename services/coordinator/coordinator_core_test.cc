@@ -50,7 +50,10 @@ class CoordinatorCoreTest : public ::testing::Test {
     options.lease_timeout = absl::Minutes(20);
     options.heartbeat_ttl = absl::Seconds(30);
     options.admin_token = "admin-secret-0123456789";
-    core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(),
+    RoundPlannerOptions ro;
+    ro.target_batch_size = 16;
+    rounds_ = std::make_unique<RoundPlanner>(ro, &clock_);
+    core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(), rounds_.get(),
                                               RunConfig{"run", "{\"run_id\":\"run\"}"}, options,
                                               &clock_);
   }
@@ -97,6 +100,7 @@ class CoordinatorCoreTest : public ::testing::Test {
   ScriptedProber prober_;
   std::unique_ptr<ChunkLedger> ledger_;
   std::unique_ptr<PeerLiveness> liveness_;
+  std::unique_ptr<RoundPlanner> rounds_;
   std::unique_ptr<CoordinatorCore> core_;
 };
 
@@ -291,6 +295,44 @@ TEST_F(CoordinatorCoreTest, RunStateCountsChunksAndThroughput) {
   *leave.mutable_peer() = p;
   EXPECT_EQ(core_->Leave(leave)->released_chunks(), 1u);
   EXPECT_EQ(core_->GetRunState({})->live_peers(), 0u);
+}
+
+TEST_F(CoordinatorCoreTest, ProgressReportsOpenRoundsWithReachableReducers) {
+  prober_.Set("10.0.0.1:7000", true);
+  prober_.Set("10.0.0.2:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000");
+  v1::PeerRef b = Join("10.0.0.2:7000");
+  v1::PeerRef c = Join("", "", /*client_only=*/true);
+  auto report = [&](const v1::PeerRef& p, uint64_t step, uint64_t samples) {
+    v1::ReportProgressRequest req;
+    *req.mutable_peer() = p;
+    req.set_global_step(step);
+    req.set_samples_accumulated(samples);
+    req.set_samples_per_second(3);
+    return core_->ReportProgress(req);
+  };
+  ASSERT_TRUE(report(a, 0, 6).ok());
+  ASSERT_TRUE(report(c, 0, 4).ok());
+  v1::GetRoundRequest get;
+  *get.mutable_peer() = a;
+  EXPECT_FALSE(core_->GetRound(get)->found());
+  auto last = report(b, 0, 6);  // 16 >= target 16
+  ASSERT_TRUE(last.ok());
+  EXPECT_EQ(last->global_step(), 1u);
+  auto round = core_->GetRound(get);
+  ASSERT_TRUE(round.ok() && round->found());
+  EXPECT_EQ(round->round().members_size(), 3);
+  for (const auto& m : round->round().members()) {
+    bool is_client = m.peer_id() == c.peer_id();
+    EXPECT_EQ(m.span_share(), is_client ? 0.0 : 1.0);
+    EXPECT_EQ(m.address().empty(), is_client);
+  }
+  EXPECT_EQ(core_->GetRunState({})->global_step(), 1u);
+  EXPECT_EQ(report(a, 0, 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  v1::PeerRef stranger;
+  stranger.set_peer_id("peer-9-000000");
+  EXPECT_EQ(report(stranger, 1, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(core_->ListRounds({})->rounds_size(), 1);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/health_prober.h"
 #include "services/coordinator/registry/peer_liveness.h"
+#include "services/coordinator/rounds/round_planner.h"
 #include "services/coordinator/run_config.h"
 #include "services/dataset/dataset_client.h"
 
@@ -39,6 +40,7 @@ DEFINE_string(heartbeat_ttl, "60s", "Peers silent for this long are evicted.");
 DEFINE_string(admin_token_file, "",
               "File with the admin token for AdminReleaseChunk/AdminEvictPeer "
               "(else DD_ADMIN_TOKEN; neither: admin calls disabled).");
+DEFINE_string(round_timeout, "60s", "Time members get to finish an averaging round.");
 DEFINE_string(dataset_wait, "5m", "How long to wait for the dataset service at start.");
 DEFINE_int32(shutdown_grace_s, 10, "Seconds in-flight calls get on SIGTERM.");
 
@@ -106,6 +108,8 @@ absl::Status Run() {
   if (!ttl.ok()) return ttl.status();
   auto wait = DurationFlag(FLAGS_dataset_wait, "dataset_wait");
   if (!wait.ok()) return wait.status();
+  auto round_timeout = DurationFlag(FLAGS_round_timeout, "round_timeout");
+  if (!round_timeout.ok()) return round_timeout.status();
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
 
@@ -138,7 +142,12 @@ absl::Status Run() {
   LivenessOptions liveness_options;
   liveness_options.ttl = *ttl;
   PeerLiveness liveness(ledger->get(), &prober, dd::RealClock(), liveness_options);
-  CoordinatorCore core(ledger->get(), &liveness, *config, options, dd::RealClock());
+  RoundPlannerOptions round_options;
+  round_options.target_batch_size = config->target_batch_size;
+  round_options.round_timeout = *round_timeout;
+  round_options.report_ttl = *ttl;
+  RoundPlanner rounds(round_options, dd::RealClock());
+  CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock());
   CoordinatorService service(&core);
 
   dd::ServerOptions server_options;

@@ -35,6 +35,9 @@ DD_COORDINATOR_RPC(ReleaseChunks, ReleaseChunksRequest, ReleaseChunksResponse)
 DD_COORDINATOR_RPC(GetRunState, GetRunStateRequest, RunState)
 DD_COORDINATOR_RPC(ListChunks, ListChunksRequest, ListChunksResponse)
 DD_COORDINATOR_RPC(ListPeers, ListPeersRequest, ListPeersResponse)
+DD_COORDINATOR_RPC(ReportProgress, ReportProgressRequest, ReportProgressResponse)
+DD_COORDINATOR_RPC(GetRound, GetRoundRequest, GetRoundResponse)
+DD_COORDINATOR_RPC(ListRounds, ListRoundsRequest, ListRoundsResponse)
 #undef DD_COORDINATOR_RPC
 
 grpc::ServerUnaryReactor* CoordinatorService::AdminReleaseChunk(

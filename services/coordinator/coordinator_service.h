@@ -46,6 +46,15 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* ListPeers(grpc::CallbackServerContext* c,
                                       const v1::ListPeersRequest* req,
                                       v1::ListPeersResponse* resp) override;
+  grpc::ServerUnaryReactor* ReportProgress(grpc::CallbackServerContext* c,
+                                           const v1::ReportProgressRequest* req,
+                                           v1::ReportProgressResponse* resp) override;
+  grpc::ServerUnaryReactor* GetRound(grpc::CallbackServerContext* c,
+                                     const v1::GetRoundRequest* req,
+                                     v1::GetRoundResponse* resp) override;
+  grpc::ServerUnaryReactor* ListRounds(grpc::CallbackServerContext* c,
+                                       const v1::ListRoundsRequest* req,
+                                       v1::ListRoundsResponse* resp) override;
   grpc::ServerUnaryReactor* AdminReleaseChunk(grpc::CallbackServerContext* c,
                                               const v1::AdminReleaseChunkRequest* req,
                                               v1::AdminReleaseChunkResponse* resp) override;

@@ -32,7 +32,8 @@ class CoordinatorServiceTest : public ::testing::Test {
                                                LivenessOptions{});
     CoordinatorOptions options;
     options.admin_token = kAdmin;
-    core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(),
+    rounds_ = std::make_unique<RoundPlanner>(RoundPlannerOptions{}, RealClock());
+    core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(), rounds_.get(),
                                               RunConfig{"svc-run", "{}"}, options, RealClock());
     service_ = std::make_unique<CoordinatorService>(core_.get());
     ServerOptions server;
@@ -90,6 +91,7 @@ class CoordinatorServiceTest : public ::testing::Test {
   std::unique_ptr<ChunkLedger> ledger_;
   std::unique_ptr<GrpcHealthProber> prober_;
   std::unique_ptr<PeerLiveness> liveness_;
+  std::unique_ptr<RoundPlanner> rounds_;
   std::unique_ptr<CoordinatorCore> core_;
   std::unique_ptr<CoordinatorService> service_;
   std::unique_ptr<ServiceHost> host_;

@@ -40,7 +40,9 @@ absl::StatusOr<RunConfig> ParseRunConfig(const std::string& text, const std::str
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": target_batch_size must be a positive integer"));
   }
-  return RunConfig{run_id, doc.dump()};
+  RunConfig config{run_id, doc.dump()};
+  if (tbs != doc.end()) config.target_batch_size = tbs->get<uint64_t>();
+  return config;
 }
 
 absl::StatusOr<RunConfig> LoadRunConfig(const std::string& path) {

@@ -16,6 +16,8 @@ namespace dd::coordinator {
 struct RunConfig {
   std::string run_id;
   std::string json;  // the whole document, re-serialized compactly
+  // Samples per global step (the collaboration's batch); default 256.
+  uint64_t target_batch_size = 256;
 };
 
 // InvalidArgument naming `source` and the problem (JSON syntax with line and

@@ -1,0 +1,101 @@
+#include "services/coordinator/rounds/round_planner.h"
+
+#include <cmath>
+
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace dd::coordinator {
+
+namespace v1 = ::distdiff::coordinator::v1;
+
+RoundPlanner::RoundPlanner(RoundPlannerOptions options, Clock* clock)
+    : options_(options), clock_(clock) {}
+
+absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
+    const std::string& peer_id, uint64_t global_step, uint64_t samples, double samples_per_second,
+    double bandwidth_mbps, const std::function<MemberInfo(const std::string&)>& peer_info) {
+  if (!std::isfinite(samples_per_second) || samples_per_second < 0 ||
+      !std::isfinite(bandwidth_mbps) || bandwidth_mbps < 0) {
+    return absl::InvalidArgumentError("rates must be finite and >= 0");
+  }
+  if (samples > (uint64_t{1} << 40)) return absl::InvalidArgumentError("samples is implausible");
+  absl::MutexLock lock(&mu_);
+  if (global_step != global_step_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the collaboration is at global step ", global_step_, ", not ", global_step,
+        ": drop stale gradients and resynchronise"));
+  }
+  absl::Time now = clock_->Now();
+  reports_[peer_id] = PeerReport{samples, bandwidth_mbps, now};
+  uint64_t total = 0;
+  for (auto it = reports_.begin(); it != reports_.end();) {
+    if (now - it->second.at > options_.report_ttl) {
+      it = reports_.erase(it);
+      continue;
+    }
+    total += it->second.samples;
+    ++it;
+  }
+  v1::ReportProgressResponse response;
+  response.set_target_batch_size(options_.target_batch_size);
+  if (total >= options_.target_batch_size) {
+    v1::Round round;
+    round.set_round_id(next_round_id_++);
+    round.set_global_step(global_step_);
+    round.set_opened_unix_ms(absl::ToUnixMillis(now));
+    round.set_deadline_unix_ms(absl::ToUnixMillis(now + options_.round_timeout));
+    round.set_total_samples(total);
+    bool any_bandwidth = false;
+    for (const auto& [id, r] : reports_) any_bandwidth |= r.bandwidth_mbps > 0;
+    for (const auto& [id, r] : reports_) {
+      if (r.samples == 0) continue;
+      v1::RoundMember* m = round.add_members();
+      m->set_peer_id(id);
+      m->set_samples(r.samples);
+      MemberInfo info = peer_info(id);
+      m->set_address(info.address);
+      if (!info.address.empty()) m->set_span_share(any_bandwidth ? r.bandwidth_mbps : 1.0);
+    }
+    LOG(INFO) << "round " << round.round_id() << " for global step " << global_step_ << ": "
+              << round.members_size() << " members, " << total << " samples";
+    rounds_.push_front(std::move(round));
+    if (rounds_.size() > options_.rounds_kept) rounds_.pop_back();
+    ++global_step_;
+    reports_.clear();
+    total = 0;
+  }
+  response.set_global_step(global_step_);
+  response.set_collaboration_samples(total);
+  return response;
+}
+
+std::optional<v1::Round> RoundPlanner::RoundFor(const std::string& peer_id,
+                                                uint64_t after_round_id) const {
+  absl::MutexLock lock(&mu_);
+  for (const auto& r : rounds_) {  // newest first
+    if (r.round_id() <= after_round_id) break;
+    for (const auto& m : r.members()) {
+      if (m.peer_id() == peer_id) return r;
+    }
+  }
+  return std::nullopt;
+}
+
+std::vector<v1::Round> RoundPlanner::Recent() const {
+  absl::MutexLock lock(&mu_);
+  return std::vector<v1::Round>(rounds_.begin(), rounds_.end());
+}
+
+uint64_t RoundPlanner::global_step() const {
+  absl::MutexLock lock(&mu_);
+  return global_step_;
+}
+
+void RoundPlanner::Forget(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  reports_.erase(peer_id);
+}
+
+}  // namespace dd::coordinator

@@ -1,0 +1,87 @@
+// RoundPlanner: the coordinator side of averaging. Peers report how many
+// samples they accumulated toward the current global step; once the fresh
+// reports add up to the run's target batch size, a round opens with the
+// reporting peers as members, the span of the vector each reduces
+// (reachable peers share it equally, or by reported bandwidth; client-only
+// and unreachable peers get none), and a deadline. The global step then
+// advances; a peer that was not in the round reports again for the next one.
+// Pure logic: no gRPC types.
+#ifndef SERVICES_COORDINATOR_ROUNDS_ROUND_PLANNER_H_
+#define SERVICES_COORDINATOR_ROUNDS_ROUND_PLANNER_H_
+
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/time/clock.h"
+#include "protos/coordinator.pb.h"
+
+namespace dd::coordinator {
+
+struct RoundPlannerOptions {
+  uint64_t target_batch_size = 256;
+  // Reports older than this do not count (the peer may have died).
+  absl::Duration report_ttl = absl::Seconds(60);
+  // How long members have to finish the all-reduce.
+  absl::Duration round_timeout = absl::Seconds(60);
+  size_t rounds_kept = 100;
+};
+
+// What the planner needs to know about a peer when a round opens.
+struct MemberInfo {
+  std::string address;  // reachable averaging address, or empty
+};
+
+class RoundPlanner {
+ public:
+  RoundPlanner(RoundPlannerOptions options, Clock* clock);
+
+  // Records a report. `peer_info` is consulted when the report completes a
+  // round. Returns the current step and the samples reported toward it.
+  // FailedPrecondition when `global_step` is not the current step (the peer
+  // missed a round and must resynchronise). InvalidArgument for bad numbers.
+  absl::StatusOr<distdiff::coordinator::v1::ReportProgressResponse> Report(
+      const std::string& peer_id, uint64_t global_step, uint64_t samples,
+      double samples_per_second, double bandwidth_mbps,
+      const std::function<MemberInfo(const std::string&)>& peer_info);
+
+  // The newest round after `after_round_id` that includes `peer_id`.
+  std::optional<distdiff::coordinator::v1::Round> RoundFor(const std::string& peer_id,
+                                                           uint64_t after_round_id) const;
+
+  // Recent rounds, newest first.
+  std::vector<distdiff::coordinator::v1::Round> Recent() const;
+
+  uint64_t global_step() const;
+
+  // Forgets a peer's report (it left or was evicted).
+  void Forget(const std::string& peer_id);
+
+ private:
+  struct PeerReport {
+    uint64_t samples;
+    double bandwidth_mbps;
+    absl::Time at;
+  };
+
+  const RoundPlannerOptions options_;
+  Clock* const clock_;
+
+  mutable absl::Mutex mu_;
+  uint64_t global_step_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t next_round_id_ ABSL_GUARDED_BY(mu_) = 1;
+  std::map<std::string, PeerReport> reports_ ABSL_GUARDED_BY(mu_);
+  std::deque<distdiff::coordinator::v1::Round> rounds_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dd::coordinator
+
+#endif  // SERVICES_COORDINATOR_ROUNDS_ROUND_PLANNER_H_

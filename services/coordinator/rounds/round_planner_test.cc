@@ -1,0 +1,71 @@
+#include "services/coordinator/rounds/round_planner.h"
+
+#include "gtest/gtest.h"
+
+namespace dd::coordinator {
+namespace {
+
+MemberInfo Info(const std::string& id) {
+  return MemberInfo{id == "client" ? "" : id + ":7000"};
+}
+
+TEST(RoundPlanner, OpensARoundWhenReportsReachTheTargetBatch) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 10;
+  RoundPlanner planner(o, &clock);
+  auto r1 = planner.Report("a", 0, 4, 1, 0, Info);
+  ASSERT_TRUE(r1.ok());
+  EXPECT_EQ(r1->collaboration_samples(), 4u);
+  EXPECT_FALSE(planner.RoundFor("a", 0).has_value());
+  ASSERT_TRUE(planner.Report("client", 0, 2, 1, 0, Info).ok());
+  auto r3 = planner.Report("b", 0, 5, 1, 0, Info);
+  ASSERT_TRUE(r3.ok());
+  EXPECT_EQ(r3->global_step(), 1u);
+  auto round = planner.RoundFor("a", 0);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->global_step(), 0u);
+  EXPECT_EQ(round->members_size(), 3);
+  EXPECT_EQ(round->total_samples(), 11u);
+  for (const auto& m : round->members()) {
+    EXPECT_EQ(m.span_share(), m.peer_id() == "client" ? 0.0 : 1.0);
+  }
+  EXPECT_EQ(planner.RoundFor("client", 0)->round_id(), round->round_id());
+  EXPECT_FALSE(planner.RoundFor("a", round->round_id()).has_value());
+  EXPECT_FALSE(planner.RoundFor("nobody", 0).has_value());
+}
+
+TEST(RoundPlanner, StaleStepsAndStaleReportsDoNotCount) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 10;
+  o.report_ttl = absl::Seconds(30);
+  RoundPlanner planner(o, &clock);
+  EXPECT_EQ(planner.Report("a", 3, 4, 1, 0, Info).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(planner.Report("a", 0, 8, 1, 0, Info).ok());
+  clock.Advance(absl::Seconds(31));  // a's report expires
+  auto r = planner.Report("b", 0, 5, 1, 0, Info);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->collaboration_samples(), 5u);
+  EXPECT_EQ(r->global_step(), 0u);
+  EXPECT_EQ(planner.Report("b", 0, 5, -1, 0, Info).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(RoundPlanner, BandwidthSharesWhenReported) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  RoundPlanner planner(o, &clock);
+  ASSERT_TRUE(planner.Report("a", 0, 1, 1, 100, Info).ok());
+  ASSERT_TRUE(planner.Report("b", 0, 1, 1, 300, Info).ok());
+  auto round = planner.RoundFor("a", 0);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->members(0).span_share(), 100);
+  EXPECT_EQ(round->members(1).span_share(), 300);
+  EXPECT_EQ(planner.Recent().size(), 1u);
+}
+
+}  // namespace
+}  // namespace dd::coordinator
