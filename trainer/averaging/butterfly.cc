@@ -246,10 +246,15 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
         retries.pop_front();
         if (!remotes[ri].failed && !past_deadline) launch(ri, part);
       }
+      auto under_cap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+        if (options.max_send_mbps <= 0) return true;
+        double allowed = absl::ToDoubleSeconds(absl::Now() - start) * options.max_send_mbps * 1e6 / 8;
+        return result.bytes_sent <= allowed;
+      };
       for (size_t ri = 0; ri < remotes.size(); ++ri) {
         RemoteSpan& r = remotes[ri];
         while (!r.failed && !past_deadline && r.next_part < r.num_parts &&
-               r.in_flight < static_cast<uint32_t>(options.parts_in_flight)) {
+               r.in_flight < static_cast<uint32_t>(options.parts_in_flight) && under_cap()) {
           launch(ri, r.next_part++);
         }
       }
