@@ -68,6 +68,12 @@ struct RemoteSpan {
   uint32_t done_parts = 0;
   bool failed = false;
   uint32_t min_contributors = UINT32_MAX;
+  // Until the reducer has answered once it may not know the round yet: send
+  // one part at a time so a NOT_FOUND wastes one part, not a window.
+  // NOT_FOUND comes back at once, so a probe still pending after a moment
+  // means the reducer has the round.
+  bool confirmed = false;
+  absl::Time probe_sent = absl::InfiniteFuture();
   std::unique_ptr<v1::Averager::Stub> stub;
 };
 
@@ -181,6 +187,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
         absl::ToChronoTime(std::min(absl::Now() + options.reducer_timeout, options.deadline)));
     Call* raw = call.get();
     calls[raw] = std::move(call);
+    if (!r.confirmed && r.in_flight == 0) r.probe_sent = absl::Now();
     r.in_flight++;
     r.stub->async()->ReducePart(
         &raw->context, &raw->request, &raw->response, [&, raw, ri](grpc::Status status) {
@@ -191,6 +198,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
           std::unique_ptr<Call> owned = std::move(calls[raw]);
           calls.erase(raw);
           uint32_t count = owned->request.count();
+          if (status.error_code() != grpc::StatusCode::NOT_FOUND) rs.confirmed = true;
           if (status.ok()) {
             const auto& resp = owned->response;
             result.bytes_received += resp.data().size();
@@ -253,8 +261,12 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
       };
       for (size_t ri = 0; ri < remotes.size(); ++ri) {
         RemoteSpan& r = remotes[ri];
+        if (!r.confirmed && r.in_flight > 0 && now - r.probe_sent > absl::Milliseconds(50)) {
+          r.confirmed = true;
+        }
         while (!r.failed && !past_deadline && r.next_part < r.num_parts &&
-               r.in_flight < static_cast<uint32_t>(options.parts_in_flight) && under_cap()) {
+               r.in_flight < (r.confirmed ? static_cast<uint32_t>(options.parts_in_flight) : 1u) &&
+               under_cap()) {
           launch(ri, r.next_part++);
         }
       }

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Benchmark: one butterfly all-reduce round of a float32 vector among N
+# member processes, (a) on loopback and (b) with each member in its own
+# network namespace behind a rate-limited link (veth + tc tbf, both
+# directions), for each codec. Reports time against the lower bound
+# 2 (N-1)/N * bytes / link rate. Needs root (ip netns, tc); creates its test
+# hosts (198.18.0.0/24, the benchmarking range of RFC 2544) and removes them.
+#
+#   tools/bench/allreduce_bench.sh [MEGABYTES=256] [MBIT=200] [MEMBERS=4]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+mb="${1:-256}"; mbit="${2:-200}"; n="${3:-4}"
+length=$(( mb * 1024 * 1024 / 4 ))
+codecs="${CODECS:-none fp16 bf16 uniform8bit blockwise8bit}"
+work=$(mktemp -d /tmp/dd-allreduce.XXXX)
+bazel build //trainer/averaging:averaging_member 2>&1 | grep -v linux-sandbox | tail -1
+member="$(pwd)/bazel-bin/trainer/averaging/averaging_member"
+openssl rand -hex 24 > "$work/token"
+
+cleanup() {
+  for i in $(seq 1 "$n"); do ip netns del "ddbench$i" 2>/dev/null || true; done
+  ip link del ddbr0 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Runs one round; $1 = codec, $2 = mode (loopback|netns). Prints the slowest
+# member's seconds and bytes sent.
+run_round() {
+  local codec=$1 mode=$2 pids=() addrs=()
+  rm -f "$work"/port.* "$work"/spec.json "$work"/out.*
+  for i in $(seq 0 $((n - 1))); do
+    local cmd=("$member" --index="$i" --length="$length" --codec="$codec"
+               --spec_file="$work/spec.json" --port_file="$work/port.$i"
+               --auth_token_file="$work/token" --sender_timeout_s=120 --reducer_timeout_s=240
+               --deadline_s=600 --linger_ms=3000)
+    if [ "$mode" = loopback ]; then
+      "${cmd[@]}" --listen=127.0.0.1:0 > "$work/out.$i" 2> "$work/log.$i" &
+    else
+      ip netns exec "ddbench$((i + 1))" "${cmd[@]}" --listen="198.18.0.$((i + 1)):7000" \
+        --tls_cert="$work/cert.pem" --tls_key="$work/key.pem" --tls_ca="$work/ca.pem" \
+        > "$work/out.$i" 2> "$work/log.$i" &
+    fi
+    pids+=($!)
+  done
+  for i in $(seq 0 $((n - 1))); do
+    for _ in $(seq 1 300); do [ -s "$work/port.$i" ] && break; sleep 0.1; done
+    if [ "$mode" = loopback ]; then addrs+=("\"127.0.0.1:$(cat "$work/port.$i")\"");
+    else addrs+=("\"198.18.0.$((i + 1)):7000\""); fi
+  done
+  local ids="" shares=""
+  for i in $(seq 0 $((n - 1))); do ids+="\"m$i\","; shares+="1,"; done
+  printf '{"round_id": 1, "peer_ids": [%s], "addresses": [%s], "shares": [%s]}\n' \
+    "${ids%,}" "$(IFS=,; echo "${addrs[*]}")" "${shares%,}" > "$work/spec.tmp"
+  mv "$work/spec.tmp" "$work/spec.json"
+  for p in "${pids[@]}"; do wait "$p"; done
+  python3 - "$work" "$n" <<'PY'
+import json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+rows = [json.loads(open(f"{work}/out.{i}").read()) for i in range(n)]
+sums = {r["checksum"] for r in rows}
+print("%.3f %d %.4f %d" % (max(r["seconds"] for r in rows), max(r["bytes_sent"] for r in rows),
+                          min(r["fraction_averaged"] for r in rows), len(sums)))
+PY
+}
+
+setup_netns() {
+  ip link add ddbr0 type bridge
+  ip link set ddbr0 up
+  for i in $(seq 1 "$n"); do
+    ip netns add "ddbench$i"
+    ip link add "ddv$i" type veth peer name "ddp$i"
+    ip link set "ddp$i" netns "ddbench$i"
+    ip link set "ddv$i" master ddbr0 up
+    ip netns exec "ddbench$i" ip addr add "198.18.0.$i/24" dev "ddp$i"
+    ip netns exec "ddbench$i" ip link set "ddp$i" up
+    ip netns exec "ddbench$i" ip link set lo up
+    # Upload (namespace -> bridge) and download (bridge -> namespace) caps.
+    ip netns exec "ddbench$i" tc qdisc add dev "ddp$i" root tbf rate "${mbit}mbit" burst 256kb latency 100ms
+    tc qdisc add dev "ddv$i" root tbf rate "${mbit}mbit" burst 256kb latency 100ms
+  done
+  local san="subjectAltName="
+  for i in $(seq 1 "$n"); do san+="IP:198.18.0.$i,"; done
+  echo "${san%,}" > "$work/san.ext"
+  (cd "$work" && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=dd-bench-ca \
+      -keyout ca.key -out ca.pem &&
+    openssl req -newkey rsa:2048 -nodes -subj /CN=dd-bench -keyout key.pem -out csr.pem &&
+    openssl x509 -req -in csr.pem -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
+      -extfile san.ext -out cert.pem) > /dev/null 2>&1
+}
+
+bound=$(python3 -c "print(2*($n-1)/$n*$mb*1024*1024*8/($mbit*1e6))")
+echo "vector: $mb MB float32 ($length values), $n members; link: $mbit Mbit/s each way"
+echo "lower bound without compression: 2(N-1)/N * bytes / rate = ${bound} s"
+printf "%-8s %-14s %9s %14s %9s %10s %7s\n" mode codec seconds bytes_sent averaged bound/time agree
+for codec in $codecs; do
+  read -r secs bytes frac sums < <(run_round "$codec" loopback)
+  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s\n" loopback "$codec" "$secs" "$bytes" "$frac" - \
+    "$([ "$sums" = 1 ] && echo yes || echo NO)"
+done
+setup_netns
+for codec in $codecs; do
+  read -r secs bytes frac sums < <(run_round "$codec" netns)
+  ratio=$(python3 -c "print('%.3f' % ($bound/$secs))")
+  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s\n" "${mbit}M" "$codec" "$secs" "$bytes" "$frac" \
+    "$ratio" "$([ "$sums" = 1 ] && echo yes || echo NO)"
+done
