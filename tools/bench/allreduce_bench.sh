@@ -33,7 +33,7 @@ run_round() {
     local cmd=("$member" --index="$i" --length="$length" --codec="$codec"
                --spec_file="$work/spec.json" --port_file="$work/port.$i"
                --auth_token_file="$work/token" --sender_timeout_s=120 --reducer_timeout_s=240
-               --deadline_s=600 --linger_ms=3000)
+               --deadline_s=600 --linger_ms=3000 ${MEMBER_ARGS:-})
     if [ "$mode" = loopback ]; then
       "${cmd[@]}" --listen=127.0.0.1:0 > "$work/out.$i" 2> "$work/log.$i" &
     else
