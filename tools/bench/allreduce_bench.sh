@@ -59,8 +59,9 @@ import json, sys
 work, n = sys.argv[1], int(sys.argv[2])
 rows = [json.loads(open(f"{work}/out.{i}").read()) for i in range(n)]
 sums = {r["checksum"] for r in rows}
-print("%.3f %d %.4f %d" % (max(r["seconds"] for r in rows), max(r["bytes_sent"] for r in rows),
-                          min(r["fraction_averaged"] for r in rows), len(sums)))
+print("%.3f %d %.4f %d %.1f" % (max(r["seconds"] for r in rows), max(r["bytes_sent"] for r in rows),
+                          min(r["fraction_averaged"] for r in rows), len(sums),
+                          sum(r["cpu_seconds"] for r in rows)))
 PY
 }
 
@@ -92,16 +93,33 @@ setup_netns() {
 bound=$(python3 -c "print(2*($n-1)/$n*$mb*1024*1024*8/($mbit*1e6))")
 echo "vector: $mb MB float32 ($length values), $n members; link: $mbit Mbit/s each way"
 echo "lower bound without compression: 2(N-1)/N * bytes / rate = ${bound} s"
-printf "%-8s %-14s %9s %14s %9s %10s %7s\n" mode codec seconds bytes_sent averaged bound/time agree
+printf "%-8s %-14s %9s %14s %9s %10s %7s %9s\n" mode codec seconds bytes_sent averaged bound/time agree cpu_s_all
 for codec in $codecs; do
-  read -r secs bytes frac sums < <(run_round "$codec" loopback)
-  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s\n" loopback "$codec" "$secs" "$bytes" "$frac" - \
-    "$([ "$sums" = 1 ] && echo yes || echo NO)"
+  read -r secs bytes frac sums cpu < <(run_round "$codec" loopback)
+  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s %9s\n" loopback "$codec" "$secs" "$bytes" "$frac" - \
+    "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
 done
 setup_netns
+# Baseline in the same run: one plain TCP stream from member 1 to member 2
+# through the same capped links.
+ip netns exec ddbench2 python3 -c "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('198.18.0.2', 9999)); s.listen(1); c, _ = s.accept()
+while c.recv(1 << 20): pass
+c.sendall(b'k')" &
+sleep 0.5
+tcp=$(ip netns exec ddbench1 python3 -c "
+import socket, time
+s = socket.create_connection(('198.18.0.2', 9999)); buf = b'x' * (1 << 20); t = time.time()
+for _ in range(64): s.sendall(buf)
+s.shutdown(socket.SHUT_WR); s.recv(1); print('%.1f' % (64 * 8 * 1.048576 / (time.time() - t)))")
+wait
+echo "baseline: one TCP stream through the capped link: $tcp Mbit/s"
+echo "achievable bound at that rate: $(python3 -c "print('%.2f' % ($bound * $mbit / $tcp))") s"
 for codec in $codecs; do
-  read -r secs bytes frac sums < <(run_round "$codec" netns)
+  read -r secs bytes frac sums cpu < <(run_round "$codec" netns)
   ratio=$(python3 -c "print('%.3f' % ($bound/$secs))")
-  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s\n" "${mbit}M" "$codec" "$secs" "$bytes" "$frac" \
-    "$ratio" "$([ "$sums" = 1 ] && echo yes || echo NO)"
+  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s %9s\n" "${mbit}M" "$codec" "$secs" "$bytes" "$frac" \
+    "$ratio" "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
 done

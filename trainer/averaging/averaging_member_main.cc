@@ -12,6 +12,8 @@
 // test values of member I (sin(0.001 k + I) (1 + I) + 0.01 I), runs the round
 // and prints one JSON line with the outcome (fraction averaged, seconds,
 // bytes sent and received, a checksum of the result).
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -105,11 +107,16 @@ absl::Status Run() {
   if (!result.ok()) return result.status();
   double checksum = 0;
   for (float v : values) checksum += v;
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 + usage.ru_stime.tv_sec +
+               usage.ru_stime.tv_usec * 1e-6;
   std::cout << absl::StrFormat(
                    "{\"index\": %d, \"fraction_averaged\": %.6f, \"seconds\": %.3f, "
-                   "\"bytes_sent\": %d, \"bytes_received\": %d, \"checksum\": %.9g}",
+                   "\"bytes_sent\": %d, \"bytes_received\": %d, \"checksum\": %.9g, "
+                   "\"cpu_seconds\": %.3f}",
                    FLAGS_index, result->fraction_averaged, absl::ToDoubleSeconds(result->elapsed),
-                   result->bytes_sent, result->bytes_received, checksum)
+                   result->bytes_sent, result->bytes_received, checksum, cpu)
             << std::endl;
   std::this_thread::sleep_for(std::chrono::milliseconds(FLAGS_linger_ms));
   (*host)->Shutdown(absl::Seconds(1));
