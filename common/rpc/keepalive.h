@@ -25,6 +25,12 @@ inline constexpr int kServerMinPingIntervalMs = 10000;
 // (gRPC's default) leaves room for metadata and is never raised to ship blobs.
 inline constexpr int kMaxMessageBytes = 4 << 20;
 
+// Per-stream receive window: a whole frame or part (up to 4 MiB) may be in
+// flight on one stream without waiting for WINDOW_UPDATEs, which matters on
+// links whose round trip grows with queueing (bulk chunk and gradient
+// transfers).
+inline constexpr int kStreamLookaheadBytes = 8 << 20;
+
 // Applies the keepalive, ping and message-size settings to a server.
 inline void ApplyServerChannelSettings(grpc::ServerBuilder* builder) {
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
@@ -36,6 +42,7 @@ inline void ApplyServerChannelSettings(grpc::ServerBuilder* builder) {
   builder->AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   builder->SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder->SetMaxSendMessageSize(kMaxMessageBytes);
+  builder->AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamLookaheadBytes);
 }
 
 // Returns channel arguments with the matching client-side settings.
@@ -47,6 +54,7 @@ inline grpc::ChannelArguments ClientChannelArguments() {
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetMaxReceiveMessageSize(kMaxMessageBytes);
   args.SetMaxSendMessageSize(kMaxMessageBytes);
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamLookaheadBytes);
   return args;
 }
 

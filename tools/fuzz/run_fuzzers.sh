@@ -18,8 +18,14 @@ build() {  # name, sources...
   "$CXX" -std=c++17 -O1 -g -fsanitize=fuzzer,address -I. "$@" $absl -o "$out/$name"
 }
 
-build codec_fuzz trainer/averaging/codec_fuzz.cc trainer/averaging/codec.cc
-for target in codec_fuzz; do
+targets=()
+codecs=(none fp16 bf16 uniform8bit blockwise8bit)
+for id in "${!codecs[@]}"; do
+  name="codec_${codecs[$id]}_decode_fuzz"
+  build "$name" -DDD_FUZZ_CODEC="$id" trainer/averaging/codec_fuzz.cc trainer/averaging/codec.cc
+  targets+=("$name")
+done
+for target in "${targets[@]}"; do
   echo "== $target: $runs inputs"
   mkdir -p "$out/$target.corpus"
   "$out/$target" -runs="$runs" -max_len=70000 "$out/$target.corpus" 2>&1 | tail -3
