@@ -21,6 +21,17 @@ bazel build //services/dataset:dataset_server //services/dataset:dataset_fetch \
 bin="$repo/bazel-bin"
 
 out="${DEMO_DIR:-$repo/out/demo}"
+
+# Waits for a server started with --port_file=$1 to answer health checks;
+# prints its address.
+wait_for_server() {
+  for _ in $(seq 1 300); do [ -s "$1" ] && break; sleep 0.1; done
+  local address="127.0.0.1:$(cat "$1")"
+  for _ in $(seq 1 100); do
+    "$bin/common/rpc/rpc_probe" --target="$address" health >/dev/null 2>&1 && break; sleep 0.1
+  done
+  echo "$address"
+}
 rm -rf "$out"
 mkdir -p "$out"
 umask 077
@@ -41,11 +52,7 @@ echo "== starting dataset_server (loopback, token required)"
   --auth_token_file="$out/token" > "$out/server.log" 2>&1 &
 server=$!
 trap 'kill $server 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do [ -s "$out/port" ] && break; sleep 0.1; done
-addr="127.0.0.1:$(cat "$out/port")"
-for _ in $(seq 1 100); do
-  "$bin/common/rpc/rpc_probe" --target="$addr" health >/dev/null 2>&1 && break; sleep 0.1
-done
+addr=$(wait_for_server "$out/port")
 grep -E "indexing|indexed|listening" "$out/server.log" | sed 's/^[^]]*] //'
 
 echo "== health (no token needed): $("$bin/common/rpc/rpc_probe" --target="$addr" health)"
@@ -75,11 +82,7 @@ openssl rand -hex 32 > "$out/admin_token"
   > "$out/coordinator.log" 2>&1 &
 coordinator=$!
 trap 'kill $server $coordinator 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do [ -s "$out/coordinator_port" ] && break; sleep 0.1; done
-caddr="127.0.0.1:$(cat "$out/coordinator_port")"
-for _ in $(seq 1 100); do
-  "$bin/common/rpc/rpc_probe" --target="$caddr" health >/dev/null 2>&1 && break; sleep 0.1
-done
+caddr=$(wait_for_server "$out/coordinator_port")
 ddctl=("$bin/services/coordinator/ddctl" --coordinator="$caddr" --auth_token_file="$out/token")
 echo "== ddctl status"
 "${ddctl[@]}" status | sed 's/^/   /'

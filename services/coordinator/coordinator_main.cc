@@ -171,14 +171,7 @@ absl::Status Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dd::InitProcess(
-      "coordinator --config=run.json --db_dir=DIR --dataset_address=HOST:PORT [--port=N]",
-      &argc, &argv);
-  absl::Status s = Run();
-  if (!s.ok()) {
-    LOG(ERROR) << "coordinator: " << s;
-    return 1;
-  }
-  LOG(INFO) << "coordinator stopped";
-  return 0;
+  return dd::RunMain(
+      "coordinator --config=run.json --db_dir=DIR --dataset_address=HOST:PORT [--port=N]", argc,
+      argv, [](int, char**) { return Run(); });
 }

@@ -145,12 +145,6 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dd::InitProcess("ddctl --coordinator=HOST:PORT status|peers|chunks|release ID|evict PEER",
-                  &argc, &argv);
-  absl::Status s = Run(argc, argv);
-  if (!s.ok()) {
-    std::cerr << "ddctl: " << s << "\n";
-    return 1;
-  }
-  return 0;
+  return dd::RunMain("ddctl --coordinator=HOST:PORT status|peers|chunks|release ID|evict PEER",
+                     argc, argv, Run);
 }

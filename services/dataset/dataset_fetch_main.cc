@@ -95,12 +95,6 @@ absl::Status Run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dd::InitProcess("dataset_fetch --server=HOST:PORT info|list|get ID OUT|get-all DIR", &argc,
-                  &argv);
-  absl::Status s = Run(argc, argv);
-  if (!s.ok()) {
-    std::cerr << "dataset_fetch: " << s << "\n";
-    return 1;
-  }
-  return 0;
+  return dd::RunMain("dataset_fetch --server=HOST:PORT info|list|get ID OUT|get-all DIR", argc,
+                     argv, Run);
 }

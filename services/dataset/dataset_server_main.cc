@@ -78,12 +78,6 @@ absl::Status Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dd::InitProcess("dataset_server --dataset_dir=DIR --work_dir=DIR [--port=N]", &argc, &argv);
-  absl::Status s = Run();
-  if (!s.ok()) {
-    LOG(ERROR) << "dataset_server: " << s;
-    return 1;
-  }
-  LOG(INFO) << "dataset_server stopped";
-  return 0;
+  return dd::RunMain("dataset_server --dataset_dir=DIR --work_dir=DIR [--port=N]", argc, argv,
+                     [](int, char**) { return Run(); });
 }

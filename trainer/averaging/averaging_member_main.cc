@@ -126,11 +126,6 @@ absl::Status Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dd::InitProcess("averaging_member --spec_file=S --index=I --length=N", &argc, &argv);
-  absl::Status s = Run();
-  if (!s.ok()) {
-    std::cerr << "averaging_member: " << s << std::endl;
-    return 1;
-  }
-  return 0;
+  return dd::RunMain("averaging_member --spec_file=S --index=I --length=N", argc, argv,
+                     [](int, char**) { return Run(); });
 }

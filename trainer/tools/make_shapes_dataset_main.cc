@@ -86,13 +86,13 @@ absl::Status Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  dd::InitProcess("make_shapes_dataset --out_dir=DIR [--num_samples=N] [--shard_size=K]",
-                  &argc, &argv);
-  absl::Status s = Run();
-  if (!s.ok()) {
-    std::cerr << "make_shapes_dataset: " << s << "\n";
-    return 1;
-  }
-  std::cout << "wrote " << FLAGS_num_samples << " samples to " << FLAGS_out_dir << "\n";
-  return 0;
+  return dd::RunMain("make_shapes_dataset --out_dir=DIR [--num_samples=N] [--shard_size=K]", argc,
+                     argv, [](int, char**) {
+                       absl::Status s = Run();
+                       if (s.ok()) {
+                         std::cout << "wrote " << FLAGS_num_samples << " samples to "
+                                   << FLAGS_out_dir << "\n";
+                       }
+                       return s;
+                     });
 }
