@@ -94,7 +94,7 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
   }
   reducer->Contribute(
       sender, request->offset(), values.data(), values.size(), request->weight(), absl::Now(),
-      [reactor, response, codec = options.codec](
+      [reactor, response, sender, codec = options.codec](
           absl::StatusOr<std::shared_ptr<const PartOutcome>> outcome) {
         if (!outcome.ok()) {
           reactor->Finish(grpc::Status(static_cast<grpc::StatusCode>(outcome.status().code()),
@@ -103,7 +103,9 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
         }
         response->set_averaged((*outcome)->averaged);
         response->set_codec(static_cast<v1::Codec>(codec));
-        response->set_data((*outcome)->encoded);
+        bool delta = !(*outcome)->deltas.empty();
+        response->set_delta(delta);
+        response->set_data(delta ? (*outcome)->deltas[sender] : (*outcome)->encoded);
         response->set_contributors((*outcome)->contributors);
         response->set_total_weight((*outcome)->total_weight);
         reactor->Finish(grpc::Status::OK);

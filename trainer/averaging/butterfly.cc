@@ -118,6 +118,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   ro.codec = options.codec;
   ro.aggregation = options.aggregation;
   ro.clip_tau = options.clip_tau;
+  ro.delta_results = options.delta_results;
   auto reducer = std::make_shared<SpanReducer>(ro, start);
   local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer);
 
@@ -206,8 +207,14 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
               std::vector<float> mean(count);
               if (static_cast<int>(resp.codec()) == static_cast<int>(options.codec) &&
                   codec.Decode(resp.data(), count, mean.data()).ok()) {
-                std::memcpy(values + rs.start + owned->request.offset(), mean.data(),
-                            count * sizeof(float));
+                float* dst = values + rs.start + owned->request.offset();
+                if (resp.delta()) {
+                  // Applied to the exact local values, so this member's own
+                  // compression error is not counted twice.
+                  for (uint32_t k = 0; k < count; ++k) dst[k] += mean[k];
+                } else {
+                  std::memcpy(dst, mean.data(), count * sizeof(float));
+                }
                 averaged_elements += count;
               } else {
                 LOG(WARNING) << "round " << spec.round_id << ": member " << rs.member

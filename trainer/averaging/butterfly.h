@@ -52,6 +52,9 @@ struct AllReduceOptions {
   absl::Duration sender_timeout = absl::Seconds(10);
   absl::Duration reducer_timeout = absl::Seconds(20);  // must exceed sender_timeout
   absl::Time deadline = absl::InfiniteFuture();
+  // hivemind's result form (see ReducerOptions::delta_results). Every member
+  // of a round must use the same setting.
+  bool delta_results = false;
   // Caps this member's upload (encoded bytes) in megabits per second, so a
   // volunteer's home link is not saturated; 0 = no cap.
   double max_send_mbps = 0;

@@ -155,6 +155,24 @@ TEST(Butterfly, EveryCodecStaysWithinItsBoundAndMembersAgree) {
   }
 }
 
+TEST(Butterfly, DeltaResultsLikeHivemindStayWithinTheCodecBound) {
+  auto members = StartMembers(3);
+  const uint64_t length = 9000;
+  std::vector<double> weights = {1, 2, 3};
+  AllReduceOptions o = Fast(CodecId::kFp16);
+  o.delta_results = true;
+  auto out = RunRound(members, Spec(members, length, 90), o, weights);
+  double max_err = 0;
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(out.results[i].ok()) << out.results[i].status();
+    EXPECT_DOUBLE_EQ(out.results[i]->fraction_averaged, 1.0);
+    for (uint64_t k = 0; k < length; ++k) {
+      max_err = std::max(max_err, std::fabs(out.values[i][k] - WeightedMean(weights, k)));
+    }
+  }
+  EXPECT_LT(max_err, 0.02);
+}
+
 TEST(Butterfly, BandwidthProportionalSpansAndClientOnlyMembers) {
   auto members = StartMembers(3);
   // Member 2 has no bandwidth to spare (client-only): it owns no span.

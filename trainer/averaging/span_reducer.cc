@@ -45,7 +45,9 @@ SpanReducer::SpanReducer(ReducerOptions options, absl::Time start)
   for (Part& p : parts_) {
     p.weights.assign(options_.num_members, 0);
     p.given.assign(options_.num_members, false);
-    if (options_.aggregation == Aggregation::kCenteredClip) p.inputs.resize(options_.num_members);
+    if (options_.aggregation == Aggregation::kCenteredClip || options_.delta_results) {
+      p.inputs.resize(options_.num_members);
+    }
   }
   excluded_.assign(options_.num_members, false);
   last_seen_.assign(options_.num_members, start);
@@ -78,6 +80,18 @@ std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_
     for (uint32_t j = 0; j < length; ++j) mean[j] = static_cast<float>(part.acc[j] / part.weight_sum);
   }
   const Codec& codec = CodecFor(options_.codec);
+  if (options_.delta_results) {
+    out->deltas.resize(options_.num_members);
+    std::vector<float> delta(length);
+    for (uint32_t s = 0; s < options_.num_members; ++s) {
+      if (!part.given[s]) continue;
+      for (uint32_t j = 0; j < length; ++j) delta[j] = mean[j] - part.inputs[s][j];
+      codec.Encode(delta.data(), length, &out->deltas[s]);
+    }
+    out->values = std::move(mean);
+    out->averaged = true;
+    return out;
+  }
   codec.Encode(mean.data(), length, &out->encoded);
   out->values.resize(length);
   if (!codec.Decode(out->encoded, length, out->values.data()).ok()) {
@@ -143,9 +157,10 @@ void SpanReducer::Contribute(uint32_t sender, uint64_t offset, const float* valu
         p.weights[sender] = weight;
         p.weight_sum += weight;
         p.contributors++;
-        if (options_.aggregation == Aggregation::kCenteredClip) {
+        if (options_.aggregation == Aggregation::kCenteredClip || options_.delta_results) {
           p.inputs[sender].assign(values, values + count);
-        } else {
+        }
+        if (options_.aggregation != Aggregation::kCenteredClip) {
           if (p.acc.empty()) p.acc.assign(count, 0.0);
           for (size_t j = 0; j < count; ++j) p.acc[j] += weight * values[j];
         }

@@ -42,12 +42,17 @@ struct ReducerOptions {
   Aggregation aggregation = Aggregation::kMean;
   double clip_tau = 1.0;
   int clip_iterations = 20;
+  // hivemind's result form: each sender gets (mean - its decoded values),
+  // encoded for it alone, instead of the one shared encoded mean.
+  bool delta_results = false;
 };
 
 struct PartOutcome {
   bool averaged = false;
   std::string encoded;        // the mean, encoded with the round's codec
-  std::vector<float> values;  // the same mean, decoded (what members apply)
+  std::vector<float> values;  // the same mean, decoded (what members apply);
+                              // in delta mode the exact mean (for the owner)
+  std::vector<std::string> deltas;  // delta mode: by sender, encoded
   uint32_t contributors = 0;
   double total_weight = 0;
 };
