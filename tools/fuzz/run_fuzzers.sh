@@ -25,6 +25,9 @@ for id in "${!codecs[@]}"; do
   build "$name" -DDD_FUZZ_CODEC="$id" trainer/averaging/codec_fuzz.cc trainer/averaging/codec.cc
   targets+=("$name")
 done
+build safetensors_fuzz trainer/model/safetensors_fuzz.cc trainer/model/safetensors.cc \
+  common/io/file_util.cc
+targets+=(safetensors_fuzz)
 for target in "${targets[@]}"; do
   echo "== $target: $runs inputs"
   mkdir -p "$out/$target.corpus"
