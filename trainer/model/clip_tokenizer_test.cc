@@ -1,0 +1,73 @@
+// Parity with transformers' CLIPTokenizer (tokenizers backend) on every case
+// of ../shared/fixtures/tiny-sd1/reference/tokenizer_cases.json.
+#include "trainer/model/clip_tokenizer.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "gtest/gtest.h"
+
+namespace dd::model {
+namespace {
+
+std::string Fixtures() {
+  const char* dir = std::getenv("FIXTURES_DIR");
+  if (dir == nullptr) {
+    ADD_FAILURE() << "FIXTURES_DIR is not set: run through tests/run_all.sh";
+    return "";
+  }
+  return std::string(dir) + "/tiny-sd1";
+}
+
+TEST(ClipTokenizer, MatchesTheReferenceOnEveryCase) {
+  auto tok = ClipTokenizer::Load(Fixtures() + "/model/tokenizer");
+  ASSERT_TRUE(tok.ok()) << tok.status();
+  EXPECT_EQ((*tok)->bos_id(), 2012);
+  EXPECT_EQ((*tok)->eos_id(), 2013);
+  EXPECT_EQ((*tok)->pad_id(), 2013);
+  EXPECT_EQ((*tok)->model_max_length(), 77);
+  std::ifstream in(Fixtures() + "/reference/tokenizer_cases.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json doc = nlohmann::json::parse(ss.str());
+  int checked = 0;
+  for (const auto& c : doc["cases"]) {
+    std::string text = c["text"].get<std::string>();
+    EXPECT_EQ((*tok)->Encode(text), c["ids"].get<std::vector<int>>()) << "\"" << text << "\"";
+    EXPECT_EQ((*tok)->EncodePadded(text), c["ids_padded_77"].get<std::vector<int>>())
+        << "\"" << text << "\"";
+    ++checked;
+  }
+  EXPECT_EQ(checked, 12);
+}
+
+TEST(ClipTokenizer, InvalidUtf8AndSpecialTokensInText) {
+  auto tok = ClipTokenizer::Load(Fixtures() + "/model/tokenizer");
+  ASSERT_TRUE(tok.ok());
+  std::vector<int> ids = (*tok)->Encode("bad \xff\xfe bytes");
+  EXPECT_EQ(ids.front(), 2012);
+  EXPECT_EQ(ids.back(), 2013);
+  std::vector<int> special = (*tok)->Encode("a<|endoftext|>b");
+  EXPECT_NE(std::find(special.begin() + 1, special.end() - 1, 2013), special.end() - 1);
+  EXPECT_EQ((*tok)->EncodePadded("x", 5).size(), 5u);
+}
+
+TEST(ClipTokenizer, MissingOrBrokenFilesAreClearErrors) {
+  EXPECT_EQ(ClipTokenizer::Load("/nonexistent").status().code(), absl::StatusCode::kNotFound);
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/tok";
+  std::system(("mkdir -p " + dir).c_str());
+  std::ofstream(dir + "/vocab.json") << "{\"a</w>\": 0}";
+  std::ofstream(dir + "/merges.txt") << "#version: 0.2\na b c\n";
+  auto bad = ClipTokenizer::Load(dir);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  std::ofstream(dir + "/merges.txt") << "#version: 0.2\na b\n";
+  auto no_special = ClipTokenizer::Load(dir);
+  EXPECT_EQ(no_special.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(no_special.status().message().find("<|startoftext|>"), absl::string_view::npos);
+}
+
+}  // namespace
+}  // namespace dd::model
