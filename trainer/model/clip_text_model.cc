@@ -1,0 +1,181 @@
+#include "trainer/model/clip_text_model.h"
+
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/io/file_util.h"
+#include "trainer/model/torch_compat.h"
+#include "trainer/model/torch_tensors.h"
+
+namespace dd::model {
+namespace {
+
+template <typename T>
+absl::Status Read(const nlohmann::json& j, const char* key, const std::string& source, T* out) {
+  if (!j.contains(key)) return absl::OkStatus();  // keep the default
+  try {
+    *out = j[key].get<T>();
+  } catch (const nlohmann::json::exception&) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": \"", key, "\" has the wrong type"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<ClipTextConfig> ParseClipTextConfig(const std::string& json,
+                                                   const std::string& source) {
+  nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, " is not a JSON object"));
+  }
+  ClipTextConfig c;
+  for (absl::Status s :
+       {Read(j, "vocab_size", source, &c.vocab_size), Read(j, "hidden_size", source, &c.hidden_size),
+        Read(j, "intermediate_size", source, &c.intermediate_size),
+        Read(j, "num_attention_heads", source, &c.num_attention_heads),
+        Read(j, "num_hidden_layers", source, &c.num_hidden_layers),
+        Read(j, "max_position_embeddings", source, &c.max_position_embeddings),
+        Read(j, "layer_norm_eps", source, &c.layer_norm_eps),
+        Read(j, "hidden_act", source, &c.hidden_act),
+        Read(j, "eos_token_id", source, &c.eos_token_id)}) {
+    if (!s.ok()) return s;
+  }
+  if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu") {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": hidden_act \"", c.hidden_act, "\" is not supported"));
+  }
+  if (c.num_attention_heads <= 0 || c.hidden_size % c.num_attention_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": hidden_size ", c.hidden_size, " is not divisible by num_attention_heads ",
+        c.num_attention_heads));
+  }
+  return c;
+}
+
+at::Tensor ClipTextOutput::Normed(int skip) const {
+  const at::Tensor& h = hidden_states[hidden_states.size() - skip];
+  return at::layer_norm(h, {h.size(-1)}, final_norm_weight, final_norm_bias, eps);
+}
+
+absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::string& dir) {
+  auto config_text = ReadFileToString(dir + "/config.json");
+  if (!config_text.ok()) return config_text.status();
+  auto config = ParseClipTextConfig(*config_text, dir + "/config.json");
+  if (!config.ok()) return config.status();
+  std::string weights = dir + "/model.safetensors";
+  auto loaded = LoadTensors(weights);
+  if (!loaded.ok()) return loaded.status();
+  std::map<std::string, at::Tensor> tensors;
+  for (auto& [name, t] : *loaded) {
+    std::string key = absl::StartsWith(name, "text_model.") ? name.substr(11) : name;
+    tensors[key] = std::move(t);
+  }
+  const ClipTextConfig& c = *config;
+  auto get = [&](const std::string& name, std::vector<int64_t> shape,
+                 at::Tensor* out) -> absl::Status {
+    auto it = tensors.find(name);
+    if (it == tensors.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(weights, ": missing tensor \"", name, "\""));
+    }
+    if (it->second.sizes().vec() != shape) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          weights, ": tensor \"", name, "\" has shape [",
+          absl::StrJoin(it->second.sizes().vec(), ","), "] but the config needs [",
+          absl::StrJoin(shape, ","), "]"));
+    }
+    *out = it->second.to(at::kFloat);
+    return absl::OkStatus();
+  };
+  std::unique_ptr<ClipTextModel> m(new ClipTextModel());
+  m->config_ = c;
+  const int64_t h = c.hidden_size, f = c.intermediate_size;
+  absl::Status s = get("embeddings.token_embedding.weight", {c.vocab_size, h}, &m->token_embedding_);
+  if (s.ok()) s = get("embeddings.position_embedding.weight", {c.max_position_embeddings, h}, &m->position_embedding_);
+  if (s.ok()) s = get("final_layer_norm.weight", {h}, &m->final_w_);
+  if (s.ok()) s = get("final_layer_norm.bias", {h}, &m->final_b_);
+  for (int64_t i = 0; s.ok() && i < c.num_hidden_layers; ++i) {
+    Layer l;
+    std::string p = absl::StrCat("encoder.layers.", i, ".");
+    struct Item {
+      const char* name;
+      std::vector<int64_t> shape;
+      at::Tensor* out;
+    } items[] = {
+        {"layer_norm1.weight", {h}, &l.ln1_w}, {"layer_norm1.bias", {h}, &l.ln1_b},
+        {"layer_norm2.weight", {h}, &l.ln2_w}, {"layer_norm2.bias", {h}, &l.ln2_b},
+        {"self_attn.q_proj.weight", {h, h}, &l.q_w}, {"self_attn.q_proj.bias", {h}, &l.q_b},
+        {"self_attn.k_proj.weight", {h, h}, &l.k_w}, {"self_attn.k_proj.bias", {h}, &l.k_b},
+        {"self_attn.v_proj.weight", {h, h}, &l.v_w}, {"self_attn.v_proj.bias", {h}, &l.v_b},
+        {"self_attn.out_proj.weight", {h, h}, &l.o_w}, {"self_attn.out_proj.bias", {h}, &l.o_b},
+        {"mlp.fc1.weight", {f, h}, &l.fc1_w}, {"mlp.fc1.bias", {f}, &l.fc1_b},
+        {"mlp.fc2.weight", {h, f}, &l.fc2_w}, {"mlp.fc2.bias", {h}, &l.fc2_b},
+    };
+    for (auto& item : items) {
+      if (s.ok()) s = get(p + item.name, item.shape, item.out);
+    }
+    m->layers_.push_back(std::move(l));
+  }
+  if (!s.ok()) return s;
+  return m;
+}
+
+absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& input_ids) const {
+  const ClipTextConfig& c = config_;
+  if (input_ids.dim() != 2 || input_ids.scalar_type() != at::kLong) {
+    return absl::InvalidArgumentError("input_ids must be an int64 tensor [batch, tokens]");
+  }
+  if (input_ids.size(1) > c.max_position_embeddings) {
+    return absl::InvalidArgumentError(absl::StrCat("input_ids has ", input_ids.size(1),
+                                                   " tokens, more than ",
+                                                   c.max_position_embeddings));
+  }
+  if (input_ids.numel() > 0 &&
+      (input_ids.min().item<int64_t>() < 0 || input_ids.max().item<int64_t>() >= c.vocab_size)) {
+    return absl::InvalidArgumentError("input_ids holds ids outside the vocabulary");
+  }
+  try {
+    const int64_t b = input_ids.size(0), t = input_ids.size(1), h = c.hidden_size;
+    const int64_t heads = c.num_attention_heads, d = h / heads;
+    ClipTextOutput out;
+    at::Tensor x = at::embedding(token_embedding_, input_ids) +
+                   position_embedding_.slice(0, 0, t).unsqueeze(0);
+    out.hidden_states.push_back(x);
+    auto split_heads = [&](const at::Tensor& y) {
+      return y.view({b, t, heads, d}).transpose(1, 2);
+    };
+    for (const Layer& l : layers_) {
+      at::Tensor n = at::layer_norm(x, {h}, l.ln1_w, l.ln1_b, c.layer_norm_eps);
+      at::Tensor q = split_heads(at::linear(n, l.q_w, l.q_b));
+      at::Tensor k = split_heads(at::linear(n, l.k_w, l.k_b));
+      at::Tensor v = split_heads(at::linear(n, l.v_w, l.v_b));
+      at::Tensor a = ScaledDotProductAttention(q, k, v, /*causal=*/true);
+      a = a.transpose(1, 2).reshape({b, t, h});
+      x = x + at::linear(a, l.o_w, l.o_b);
+      n = at::layer_norm(x, {h}, l.ln2_w, l.ln2_b, c.layer_norm_eps);
+      at::Tensor m = at::linear(n, l.fc1_w, l.fc1_b);
+      m = c.hidden_act == "quick_gelu" ? m * at::sigmoid(1.702 * m) : at::gelu(m);
+      x = x + at::linear(m, l.fc2_w, l.fc2_b);
+      out.hidden_states.push_back(x);
+    }
+    out.final_norm_weight = final_w_;
+    out.final_norm_bias = final_b_;
+    out.eps = c.layer_norm_eps;
+    out.last_hidden_state = out.Normed(1);
+    // Pooled: the first end-of-text token of each row (the last token when
+    // a row has none).
+    at::Tensor is_eos = (input_ids == c.eos_token_id).to(at::kInt);
+    at::Tensor has = is_eos.amax(1) > 0;
+    at::Tensor first = at::where(has, is_eos.argmax(1), at::full({b}, t - 1, input_ids.options()));
+    out.pooled = out.last_hidden_state.index({at::arange(b), first});
+    return out;
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("CLIP text model: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace dd::model

@@ -1,0 +1,33 @@
+// The few places where libtorch 1.13 (Debian, CPU) and 2.x (the GPU machine)
+// differ, behind one header so the model code compiles against both.
+#ifndef TRAINER_MODEL_TORCH_COMPAT_H_
+#define TRAINER_MODEL_TORCH_COMPAT_H_
+
+#include <ATen/ATen.h>
+#include <torch/version.h>
+
+#include <cmath>
+
+namespace dd::model {
+
+// softmax(q k^T / sqrt(d) [+ causal mask]) v over [..., seq, dim] tensors:
+// the fused kernel where libtorch has it (2.x), the same math otherwise.
+inline at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tensor& k,
+                                            const at::Tensor& v, bool causal) {
+#if TORCH_VERSION_MAJOR >= 2
+  return at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);
+#else
+  double scale = 1.0 / std::sqrt(static_cast<double>(q.size(-1)));
+  at::Tensor scores = at::matmul(q, k.transpose(-2, -1)) * scale;
+  if (causal) {
+    int64_t lq = q.size(-2), lk = k.size(-2);
+    at::Tensor mask = at::ones({lq, lk}, q.options().dtype(at::kBool)).triu(1);
+    scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  }
+  return at::matmul(at::softmax(scores, -1), v);
+#endif
+}
+
+}  // namespace dd::model
+
+#endif  // TRAINER_MODEL_TORCH_COMPAT_H_

@@ -1,0 +1,25 @@
+// Between safetensors files and libtorch tensors. The only place where
+// c10::Error from these conversions is turned into absl::Status.
+#ifndef TRAINER_MODEL_TORCH_TENSORS_H_
+#define TRAINER_MODEL_TORCH_TENSORS_H_
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "trainer/model/safetensors.h"
+
+namespace dd::model {
+
+// A CPU tensor holding a copy of `view` (F64, F32, F16, BF16, I64, I32, I16,
+// I8, U8, BOOL). InvalidArgument for a dtype libtorch cannot hold.
+absl::StatusOr<at::Tensor> ToTensor(const TensorView& view);
+
+// Every tensor of a safetensors file, by name.
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path);
+
+}  // namespace dd::model
+
+#endif  // TRAINER_MODEL_TORCH_TENSORS_H_
