@@ -1,0 +1,78 @@
+// UNet2DConditionModel (diffusers) built from a `unet/` folder: config.json
+// + diffusion_pytorch_model.safetensors. Covers what SD 1.x/2.x use:
+// CrossAttnDownBlock2D, DownBlock2D, UNetMidBlock2DCrossAttn, UpBlock2D,
+// CrossAttnUpBlock2D; block_out_channels, layers_per_block, norm groups and
+// eps, cross_attention_dim, attention_head_dim / num_attention_heads with
+// diffusers' semantics (ints or per-block lists; in SD1-style configs
+// attention_head_dim is the number of heads), use_linear_projection,
+// transformer_layers_per_block (int or per block), the sinusoidal timestep
+// embedding (flip_sin_to_cos, freq_shift). Any other setting (SDXL's
+// text_time conditioning among them, for now) is refused by name.
+#ifndef TRAINER_MODEL_UNET_H_
+#define TRAINER_MODEL_UNET_H_
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dd::model {
+
+struct UNetConfig {
+  int64_t in_channels = 4;
+  int64_t out_channels = 4;
+  std::vector<int64_t> block_out_channels = {320, 640, 1280, 1280};
+  std::vector<std::string> down_block_types;
+  std::vector<std::string> up_block_types;
+  int64_t layers_per_block = 2;
+  int64_t norm_num_groups = 32;
+  double norm_eps = 1e-5;
+  int64_t cross_attention_dim = 768;
+  std::vector<int64_t> heads;                  // per down block (resolved)
+  std::vector<int64_t> transformer_layers;     // per down block
+  bool use_linear_projection = false;
+  bool flip_sin_to_cos = true;
+  double freq_shift = 0;
+  bool center_input_sample = false;
+  int64_t downsample_padding = 1;
+};
+
+// InvalidArgument naming the key for any unsupported or malformed value.
+absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& json, const std::string& source);
+
+// The sinusoidal timestep embedding of diffusers (get_timestep_embedding).
+at::Tensor TimestepEmbedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
+                             double freq_shift);
+
+class UNet {
+ public:
+  // NotFound for missing files; InvalidArgument naming the tensor for a
+  // missing tensor or a shape that disagrees with the config.
+  static absl::StatusOr<std::unique_ptr<UNet>> Load(const std::string& dir);
+  ~UNet();
+
+  const UNetConfig& config() const { return config_; }
+
+  // sample [B, in_channels, H, W] float (H, W divisible by 2^(blocks-1)),
+  // timesteps [B] or scalar, encoder_hidden_states [B, T, cross_attention_dim].
+  // Returns the predicted noise (or v) [B, out_channels, H, W].
+  absl::StatusOr<at::Tensor> Forward(const at::Tensor& sample, const at::Tensor& timesteps,
+                                     const at::Tensor& encoder_hidden_states) const;
+
+  // Every parameter by diffusers name (for training and saving).
+  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const;
+
+  struct Impl;
+
+ private:
+  UNet();
+  UNetConfig config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dd::model
+
+#endif  // TRAINER_MODEL_UNET_H_

@@ -1,0 +1,53 @@
+// Parity of the UNet with diffusers on the fixture (reference/unet_io).
+#include "trainer/model/unet.h"
+
+#include <cstdlib>
+
+#include "gtest/gtest.h"
+#include "trainer/model/torch_tensors.h"
+
+namespace dd::model {
+namespace {
+
+std::string Fixtures() {
+  const char* dir = std::getenv("FIXTURES_DIR");
+  if (dir == nullptr) {
+    ADD_FAILURE() << "FIXTURES_DIR is not set: run through tests/run_all.sh";
+    return "";
+  }
+  return std::string(dir) + "/tiny-sd1";
+}
+
+TEST(UNet, MatchesDiffusersOnTheFixture) {
+  auto unet = UNet::Load(Fixtures() + "/model/unet");
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  auto ref = LoadTensors(Fixtures() + "/reference/unet_io.safetensors");
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto out = (*unet)->Forward(ref->at("sample"), ref->at("timestep"),
+                              ref->at("encoder_hidden_states"));
+  ASSERT_TRUE(out.ok()) << out.status();
+  const at::Tensor& want = ref->at("output");
+  double rel = (*out - want).abs().max().item<double>() / want.abs().max().item<double>();
+  EXPECT_LT(rel, 1e-5) << "relative error " << rel;
+}
+
+TEST(UNet, RefusesUnsupportedConfigsAndBadInputs) {
+  auto sdxl = ParseUNetConfig(R"({"addition_embed_type": "text_time", "down_block_types": [],
+                                  "up_block_types": []})", "config.json");
+  EXPECT_EQ(sdxl.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(sdxl.status().message().find("addition_embed_type"), absl::string_view::npos);
+  auto unet = UNet::Load(Fixtures() + "/model/unet");
+  ASSERT_TRUE(unet.ok());
+  EXPECT_EQ((*unet)->Forward(at::zeros({1, 3, 16, 16}), at::zeros({1}), at::zeros({1, 77, 32}))
+                .status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*unet)->Forward(at::zeros({1, 4, 15, 16}), at::zeros({1}), at::zeros({1, 77, 32}))
+                .status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*unet)->Forward(at::zeros({1, 4, 16, 16}), at::zeros({1}), at::zeros({1, 77, 31}))
+                .status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace dd::model
