@@ -30,6 +30,23 @@ absl::StatusOr<at::Tensor> ToTensor(const TensorView& view) {
   }
 }
 
+absl::StatusOr<DType> FromScalarType(at::ScalarType type) {
+  switch (type) {
+    case at::kDouble: return DType::kF64;
+    case at::kFloat: return DType::kF32;
+    case at::kHalf: return DType::kF16;
+    case at::kBFloat16: return DType::kBF16;
+    case at::kLong: return DType::kI64;
+    case at::kInt: return DType::kI32;
+    case at::kShort: return DType::kI16;
+    case at::kChar: return DType::kI8;
+    case at::kByte: return DType::kU8;
+    case at::kBool: return DType::kBool;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("no safetensors dtype for ", at::toString(type)));
+  }
+}
+
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();

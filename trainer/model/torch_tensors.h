@@ -17,6 +17,9 @@ namespace dd::model {
 // I8, U8, BOOL). InvalidArgument for a dtype libtorch cannot hold.
 absl::StatusOr<at::Tensor> ToTensor(const TensorView& view);
 
+// The safetensors dtype of a libtorch scalar type.
+absl::StatusOr<DType> FromScalarType(at::ScalarType type);
+
 // Every tensor of a safetensors file, by name.
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path);
 

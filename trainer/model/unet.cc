@@ -1,6 +1,7 @@
 #include "trainer/model/unet.h"
 
 #include <cmath>
+#include <filesystem>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/io/file_util.h"
+#include "trainer/model/layers.h"
 #include "trainer/model/torch_compat.h"
 #include "trainer/model/torch_tensors.h"
 
@@ -35,135 +37,6 @@ absl::StatusOr<std::vector<int64_t>> PerBlock(const json& j, const char* key, si
   }
   return out;
 }
-
-// Collects tensors by name and checks their shapes while modules are built.
-class WeightTable {
- public:
-  WeightTable(std::map<std::string, at::Tensor> tensors, std::string source)
-      : tensors_(std::move(tensors)), source_(std::move(source)) {}
-
-  // The tensor `name` with `shape`, or an undefined tensor after recording
-  // the first error.
-  at::Tensor Get(const std::string& name, std::vector<int64_t> shape) {
-    if (!status_.ok()) return at::Tensor();
-    auto it = tensors_.find(name);
-    if (it == tensors_.end()) {
-      status_ = absl::InvalidArgumentError(
-          absl::StrCat(source_, ": missing tensor \"", name, "\""));
-      return at::Tensor();
-    }
-    if (it->second.sizes().vec() != shape) {
-      status_ = absl::InvalidArgumentError(absl::StrCat(
-          source_, ": tensor \"", name, "\" has shape [", absl::StrJoin(it->second.sizes().vec(), ","),
-          "] but the config needs [", absl::StrJoin(shape, ","), "]"));
-      return at::Tensor();
-    }
-    used_.push_back({name, it->second});
-    return it->second.to(at::kFloat);
-  }
-  bool Has(const std::string& name) const { return tensors_.count(name) > 0; }
-  const absl::Status& status() const { return status_; }
-  std::vector<std::pair<std::string, at::Tensor>> used_;
-
- private:
-  std::map<std::string, at::Tensor> tensors_;
-  std::string source_;
-  absl::Status status_;
-};
-
-struct Conv {
-  at::Tensor w, b;
-  int64_t stride = 1, padding = 0;
-  void Load(WeightTable& t, const std::string& p, int64_t in, int64_t out, int64_t k,
-            int64_t stride_ = 1) {
-    w = t.Get(p + ".weight", {out, in, k, k});
-    b = t.Get(p + ".bias", {out});
-    stride = stride_;
-    padding = k / 2;
-  }
-  at::Tensor operator()(const at::Tensor& x) const {
-    return at::conv2d(x, w, b, {stride, stride}, {padding, padding});
-  }
-};
-
-struct Linear {
-  at::Tensor w, b;
-  void Load(WeightTable& t, const std::string& p, int64_t in, int64_t out, bool bias = true) {
-    w = t.Get(p + ".weight", {out, in});
-    if (bias) b = t.Get(p + ".bias", {out});
-  }
-  at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, w, b); }
-};
-
-struct GroupNorm {
-  at::Tensor w, b;
-  int64_t groups = 32;
-  double eps = 1e-5;
-  void Load(WeightTable& t, const std::string& p, int64_t c, int64_t groups_, double eps_) {
-    w = t.Get(p + ".weight", {c});
-    b = t.Get(p + ".bias", {c});
-    groups = groups_;
-    eps = eps_;
-  }
-  at::Tensor operator()(const at::Tensor& x) const { return at::group_norm(x, groups, w, b, eps); }
-};
-
-struct LayerNorm {
-  at::Tensor w, b;
-  double eps = 1e-5;
-  void Load(WeightTable& t, const std::string& p, int64_t c) {
-    w = t.Get(p + ".weight", {c});
-    b = t.Get(p + ".bias", {c});
-  }
-  at::Tensor operator()(const at::Tensor& x) const {
-    return at::layer_norm(x, {x.size(-1)}, w, b, eps);
-  }
-};
-
-struct Resnet {
-  GroupNorm norm1, norm2;
-  Conv conv1, conv2, shortcut;
-  Linear time_proj;
-  bool has_shortcut = false;
-  void Load(WeightTable& t, const std::string& p, int64_t in, int64_t out, int64_t temb,
-            const UNetConfig& c) {
-    norm1.Load(t, p + ".norm1", in, c.norm_num_groups, c.norm_eps);
-    conv1.Load(t, p + ".conv1", in, out, 3);
-    time_proj.Load(t, p + ".time_emb_proj", temb, out);
-    norm2.Load(t, p + ".norm2", out, c.norm_num_groups, c.norm_eps);
-    conv2.Load(t, p + ".conv2", out, out, 3);
-    has_shortcut = in != out;
-    if (has_shortcut) shortcut.Load(t, p + ".conv_shortcut", in, out, 1);
-  }
-  at::Tensor operator()(const at::Tensor& x, const at::Tensor& temb) const {
-    at::Tensor h = conv1(at::silu(norm1(x)));
-    h = h + time_proj(at::silu(temb)).unsqueeze(-1).unsqueeze(-1);
-    h = conv2(at::silu(norm2(h)));
-    return (has_shortcut ? shortcut(x) : x) + h;
-  }
-};
-
-struct Attention {
-  Linear q, k, v, out;
-  int64_t heads = 1;
-  void Load(WeightTable& t, const std::string& p, int64_t dim, int64_t context_dim, int64_t heads_) {
-    heads = heads_;
-    q.Load(t, p + ".to_q", dim, dim, false);
-    k.Load(t, p + ".to_k", context_dim, dim, false);
-    v.Load(t, p + ".to_v", context_dim, dim, false);
-    out.Load(t, p + ".to_out.0", dim, dim);
-  }
-  at::Tensor operator()(const at::Tensor& x, const at::Tensor& context) const {
-    int64_t b = x.size(0), n = x.size(1), m = context.size(1), dim = x.size(2);
-    int64_t d = dim / heads;
-    auto split = [&](const at::Tensor& y, int64_t len) {
-      return y.view({b, len, heads, d}).transpose(1, 2);
-    };
-    at::Tensor a = ScaledDotProductAttention(split(q(x), n), split(k(context), m),
-                                             split(v(context), m), false);
-    return out(a.transpose(1, 2).reshape({b, n, dim}));
-  }
-};
 
 struct TransformerBlock {
   LayerNorm norm1, norm2, norm3;
@@ -239,7 +112,7 @@ struct UNet::Impl {
   GroupNorm norm_out;
   std::vector<Block> down, up;
   Block mid;
-  std::vector<std::pair<std::string, at::Tensor>> parameters;
+  std::vector<UNet::Parameter> parameters;
 };
 
 absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& text, const std::string& source) {
@@ -352,8 +225,20 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Load(const std::string& dir) {
   std::string weights = dir + "/diffusion_pytorch_model.safetensors";
   auto tensors = LoadTensors(weights);
   if (!tensors.ok()) return tensors.status();
-  const UNetConfig& c = *config;
   WeightTable t(std::move(*tensors), weights);
+  auto unet = Build(*config, &t);
+  if (unet.ok()) (*unet)->config_json_ = *text;
+  return unet;
+}
+
+absl::StatusOr<std::unique_ptr<UNet>> UNet::Random(const UNetConfig& config, uint64_t seed) {
+  WeightTable t = WeightTable::Random(seed);
+  return Build(config, &t);
+}
+
+absl::StatusOr<std::unique_ptr<UNet>> UNet::Build(const UNetConfig& config, void* table) {
+  WeightTable& t = *static_cast<WeightTable*>(table);
+  const UNetConfig& c = config;
   std::unique_ptr<UNet> unet(new UNet());
   unet->config_ = c;
   unet->impl_ = std::make_unique<Impl>();
@@ -373,7 +258,8 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Load(const std::string& dir) {
     for (int64_t l = 0; l < c.layers_per_block; ++l) {
       std::string p = absl::StrCat("down_blocks.", i);
       b.resnets.emplace_back();
-      b.resnets.back().Load(t, absl::StrCat(p, ".resnets.", l), l == 0 ? in : out, out, temb, c);
+      b.resnets.back().Load(t, absl::StrCat(p, ".resnets.", l), l == 0 ? in : out, out, temb,
+                            c.norm_num_groups, c.norm_eps);
       if (attn) {
         b.attentions.emplace_back();
         b.attentions.back().Load(t, absl::StrCat(p, ".attentions.", l), out, c.heads[i],
@@ -385,11 +271,13 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Load(const std::string& dir) {
   }
   // Middle: resnet, (attention, resnet).
   m.mid.resnets.resize(2);
-  m.mid.resnets[0].Load(t, "mid_block.resnets.0", ch[n - 1], ch[n - 1], temb, c);
+  m.mid.resnets[0].Load(t, "mid_block.resnets.0", ch[n - 1], ch[n - 1], temb, c.norm_num_groups,
+                        c.norm_eps);
   m.mid.attentions.resize(1);
   m.mid.attentions[0].Load(t, "mid_block.attentions.0", ch[n - 1], c.heads[n - 1],
                            c.transformer_layers[n - 1], c);
-  m.mid.resnets[1].Load(t, "mid_block.resnets.1", ch[n - 1], ch[n - 1], temb, c);
+  m.mid.resnets[1].Load(t, "mid_block.resnets.1", ch[n - 1], ch[n - 1], temb, c.norm_num_groups,
+                        c.norm_eps);
   // Up blocks mirror the down blocks (diffusers' channel bookkeeping).
   m.up.resize(n);
   int64_t prev = ch[n - 1];
@@ -405,7 +293,8 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Load(const std::string& dir) {
       int64_t res_in = l == 0 ? prev : up_out;
       std::string p = absl::StrCat("up_blocks.", i);
       b.resnets.emplace_back();
-      b.resnets.back().Load(t, absl::StrCat(p, ".resnets.", l), res_in + skip, up_out, temb, c);
+      b.resnets.back().Load(t, absl::StrCat(p, ".resnets.", l), res_in + skip, up_out, temb,
+                            c.norm_num_groups, c.norm_eps);
       if (attn) {
         b.attentions.emplace_back();
         b.attentions.back().Load(t, absl::StrCat(p, ".attentions.", l), up_out, c.heads[r],
@@ -419,12 +308,34 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Load(const std::string& dir) {
   m.norm_out.Load(t, "conv_norm_out", ch[0], c.norm_num_groups, c.norm_eps);
   m.conv_out.Load(t, "conv_out", ch[0], c.out_channels, 3);
   if (!t.status().ok()) return t.status();
-  m.parameters = std::move(t.used_);
+  for (auto& p : t.used_) m.parameters.push_back({p.name, p.value, p.file_dtype});
   return unet;
 }
 
-std::vector<std::pair<std::string, at::Tensor>> UNet::NamedParameters() const {
-  return impl_->parameters;
+const std::vector<UNet::Parameter>& UNet::parameters() const { return impl_->parameters; }
+
+absl::Status UNet::Save(const std::string& dir) const {
+  if (config_json_.empty()) {
+    return absl::FailedPreconditionError("only a UNet loaded from a folder can be saved");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  if (absl::Status s = WriteFileAtomically(dir + "/config.json", config_json_); !s.ok()) return s;
+  std::vector<TensorToWrite> out;
+  try {
+    for (const Parameter& p : impl_->parameters) {
+      at::Tensor v = p.value.detach().to(p.file_dtype).contiguous();
+      auto dtype = FromScalarType(p.file_dtype);
+      if (!dtype.ok()) return dtype.status();
+      out.push_back({p.name, *dtype, v.sizes().vec(),
+                     std::string(static_cast<const char*>(v.data_ptr()), v.nbytes())});
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("saving the UNet: ", e.what_without_backtrace()));
+  }
+  return WriteSafetensors(dir + "/diffusion_pytorch_model.safetensors", out,
+                          {{"format", "pt"}});
 }
 
 absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Tensor& timesteps,

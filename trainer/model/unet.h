@@ -62,14 +62,30 @@ class UNet {
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& sample, const at::Tensor& timesteps,
                                      const at::Tensor& encoder_hidden_states) const;
 
-  // Every parameter by diffusers name (for training and saving).
-  std::vector<std::pair<std::string, at::Tensor>> NamedParameters() const;
+  // Every parameter by diffusers name: the float32 tensors the forward pass
+  // uses (for training), with the dtype each had in the file.
+  struct Parameter {
+    std::string name;
+    at::Tensor value;
+    at::ScalarType file_dtype;
+  };
+  const std::vector<Parameter>& parameters() const;
+
+  // A UNet of `config` with random weights (benchmarks).
+  static absl::StatusOr<std::unique_ptr<UNet>> Random(const UNetConfig& config, uint64_t seed);
+
+  // Writes a diffusers folder: `dir`/config.json (the loaded config file,
+  // unchanged) and diffusion_pytorch_model.safetensors with every parameter
+  // under its diffusers name, in the dtype it was loaded with.
+  absl::Status Save(const std::string& dir) const;
 
   struct Impl;
 
  private:
   UNet();
+  static absl::StatusOr<std::unique_ptr<UNet>> Build(const UNetConfig& config, void* table);
   UNetConfig config_;
+  std::string config_json_;
   std::unique_ptr<Impl> impl_;
 };
 

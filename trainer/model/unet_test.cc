@@ -2,8 +2,10 @@
 #include "trainer/model/unet.h"
 
 #include <cstdlib>
+#include <cstring>
 
 #include "gtest/gtest.h"
+#include "trainer/model/safetensors.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
@@ -29,6 +31,27 @@ TEST(UNet, MatchesDiffusersOnTheFixture) {
   const at::Tensor& want = ref->at("output");
   double rel = (*out - want).abs().max().item<double>() / want.abs().max().item<double>();
   EXPECT_LT(rel, 1e-5) << "relative error " << rel;
+}
+
+TEST(UNet, SaveThenLoadGivesIdenticalTensorsKeysAndDtypes) {
+  auto unet = UNet::Load(Fixtures() + "/model/unet");
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  std::string out = std::string(std::getenv("TEST_TMPDIR")) + "/saved_unet";
+  ASSERT_TRUE((*unet)->Save(out).ok());
+  auto original = SafetensorsFile::Open(Fixtures() + "/model/unet/diffusion_pytorch_model.safetensors");
+  auto saved = SafetensorsFile::Open(out + "/diffusion_pytorch_model.safetensors");
+  ASSERT_TRUE(original.ok() && saved.ok());
+  ASSERT_EQ((*saved)->tensors().size(), (*original)->tensors().size());
+  for (const auto& t : (*original)->tensors()) {
+    auto s = (*saved)->Find(t.name);
+    ASSERT_TRUE(s.ok()) << t.name;
+    EXPECT_EQ((*s)->dtype, t.dtype) << t.name;
+    EXPECT_EQ((*s)->shape, t.shape) << t.name;
+    ASSERT_EQ(std::memcmp((*s)->data, t.data, t.nbytes), 0) << t.name;
+  }
+  auto reloaded = UNet::Load(out);
+  ASSERT_TRUE(reloaded.ok()) << reloaded.status();
+  EXPECT_EQ((*reloaded)->parameters().size(), (*unet)->parameters().size());
 }
 
 TEST(UNet, RefusesUnsupportedConfigsAndBadInputs) {

@@ -1,0 +1,62 @@
+// AutoencoderKL (diffusers) built from a `vae/` folder: image -> latent
+// distribution (mean, logvar, std; sampling with a generator) and latent ->
+// image. `scaling_factor` comes from the config; Encode/Decode do not apply
+// it (as diffusers' vae.encode / vae.decode do not).
+#ifndef TRAINER_MODEL_VAE_H_
+#define TRAINER_MODEL_VAE_H_
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace dd::model {
+
+struct VaeConfig {
+  int64_t in_channels = 3;
+  int64_t out_channels = 3;
+  int64_t latent_channels = 4;
+  std::vector<int64_t> block_out_channels = {128, 256, 512, 512};
+  int64_t layers_per_block = 2;
+  int64_t norm_num_groups = 32;
+  double scaling_factor = 0.18215;
+  bool mid_block_add_attention = true;
+  bool use_quant_conv = true;
+  bool use_post_quant_conv = true;
+};
+
+absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& json, const std::string& source);
+
+struct LatentDistribution {
+  at::Tensor mean, logvar, std;
+  // mean + std * noise, noise from `generator` (CPU) when given.
+  at::Tensor Sample(std::optional<at::Generator> generator = std::nullopt) const;
+};
+
+class AutoencoderKL {
+ public:
+  static absl::StatusOr<std::unique_ptr<AutoencoderKL>> Load(const std::string& dir);
+  ~AutoencoderKL();
+  const VaeConfig& config() const { return config_; }
+  double scaling_factor() const { return config_.scaling_factor; }
+
+  // image [B, in_channels, H, W] in [-1, 1]; H, W divisible by 2^(blocks-1).
+  absl::StatusOr<LatentDistribution> Encode(const at::Tensor& image) const;
+  // z [B, latent_channels, h, w] -> image [B, out_channels, h*f, w*f].
+  absl::StatusOr<at::Tensor> Decode(const at::Tensor& z) const;
+
+  struct Impl;
+
+ private:
+  AutoencoderKL();
+  VaeConfig config_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace dd::model
+
+#endif  // TRAINER_MODEL_VAE_H_
