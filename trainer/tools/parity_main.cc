@@ -1,0 +1,163 @@
+// parity: checks this project's Stable Diffusion components against
+// reference outputs of the Python stack (diffusers / transformers).
+//
+//   bazel run //trainer/tools:parity -- --model_dir=D --reference_dir=R
+//
+// Runs every reference file present in R (names and keys as in
+// ../shared/fixtures/tiny-sd1/reference) and prints one line per component:
+// max |diff|, max |ref|, relative error, PASS or FAIL. Exits 0 only when every
+// component present passes (relative error <= --tolerance); a component
+// whose model part is absent from D is reported as skipped.
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include <gflags/gflags.h>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_format.h"
+#include "common/init/init.h"
+#include "trainer/model/clip_text_model.h"
+#include "trainer/model/clip_tokenizer.h"
+#include "trainer/model/torch_tensors.h"
+#include "trainer/model/unet.h"
+#include "trainer/model/vae.h"
+
+DEFINE_string(model_dir, "", "A diffusers model folder.");
+DEFINE_string(reference_dir, "", "Folder of reference files (*_io.safetensors, ...).");
+DEFINE_double(tolerance, 1e-4, "Largest relative error that passes.");
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace dd::model;  // NOLINT: a main file
+
+struct Report {
+  int failed = 0;
+  int passed = 0;
+  void Line(const std::string& component, double max_diff, double max_ref) {
+    double rel = max_ref > 0 ? max_diff / max_ref : max_diff;
+    bool ok = rel <= FLAGS_tolerance;
+    std::cout << absl::StrFormat("%-34s max|diff| %.3e  max|ref| %.3e  rel %.3e  %s\n", component,
+                                 max_diff, max_ref, rel, ok ? "PASS" : "FAIL");
+    ok ? ++passed : ++failed;
+  }
+  void Compare(const std::string& component, const at::Tensor& got, const at::Tensor& want) {
+    if (got.sizes() != want.sizes()) {
+      Fail(component, "shape mismatch");
+      return;
+    }
+    Line(component, (got - want).abs().max().item<double>(), want.abs().max().item<double>());
+  }
+  void Fail(const std::string& component, const std::string& why) {
+    std::cout << absl::StrFormat("%-34s FAIL  %s\n", component, why);
+    ++failed;
+  }
+  void Skip(const std::string& component, const std::string& why) {
+    std::cout << absl::StrFormat("%-34s skipped (%s)\n", component, why);
+  }
+};
+
+bool Exists(const std::string& p) { return fs::exists(p); }
+
+void Tokenizer(Report& r) {
+  std::string cases = FLAGS_reference_dir + "/tokenizer_cases.json";
+  if (!Exists(cases)) return;
+  if (!Exists(FLAGS_model_dir + "/tokenizer")) return r.Skip("tokenizer", "no tokenizer/ in model_dir");
+  auto tok = ClipTokenizer::Load(FLAGS_model_dir + "/tokenizer");
+  if (!tok.ok()) return r.Fail("tokenizer", std::string(tok.status().message()));
+  std::ifstream in(cases);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json doc = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (doc.is_discarded()) return r.Fail("tokenizer", "tokenizer_cases.json is not JSON");
+  int total = 0, wrong = 0;
+  for (const auto& c : doc["cases"]) {
+    std::string text = c["text"].get<std::string>();
+    ++total;
+    if ((*tok)->Encode(text) != c["ids"].get<std::vector<int>>() ||
+        (*tok)->EncodePadded(text) != c["ids_padded_77"].get<std::vector<int>>()) {
+      ++wrong;
+      std::cout << "  tokenizer mismatch on \"" << text << "\"\n";
+    }
+  }
+  r.Line(absl::StrFormat("tokenizer (%d cases, %d wrong)", total, wrong), wrong, total);
+}
+
+void TextEncoder(Report& r) {
+  std::string io = FLAGS_reference_dir + "/text_encoder_io.safetensors";
+  if (!Exists(io)) return;
+  if (!Exists(FLAGS_model_dir + "/text_encoder")) return r.Skip("text_encoder", "no text_encoder/");
+  auto model = ClipTextModel::Load(FLAGS_model_dir + "/text_encoder");
+  if (!model.ok()) return r.Fail("text_encoder", std::string(model.status().message()));
+  auto ref = LoadTensors(io);
+  if (!ref.ok()) return r.Fail("text_encoder", std::string(ref.status().message()));
+  auto out = (*model)->Forward(ref->at("input_ids"));
+  if (!out.ok()) return r.Fail("text_encoder", std::string(out.status().message()));
+  r.Compare("text_encoder.last_hidden_state", out->last_hidden_state, ref->at("last_hidden_state"));
+  r.Compare("text_encoder.penultimate_hidden_state", out->hidden_states[out->hidden_states.size() - 2],
+            ref->at("penultimate_hidden_state"));
+  r.Compare("text_encoder.penultimate_normed", out->Normed(2), ref->at("penultimate_normed"));
+  r.Compare("text_encoder.pooler_output", out->pooled, ref->at("pooler_output"));
+}
+
+void Unet(Report& r) {
+  std::string io = FLAGS_reference_dir + "/unet_io.safetensors";
+  if (!Exists(io)) return;
+  if (!Exists(FLAGS_model_dir + "/unet")) return r.Skip("unet", "no unet/");
+  auto unet = UNet::Load(FLAGS_model_dir + "/unet");
+  if (!unet.ok()) return r.Fail("unet", std::string(unet.status().message()));
+  auto ref = LoadTensors(io);
+  if (!ref.ok()) return r.Fail("unet", std::string(ref.status().message()));
+  auto out = (*unet)->Forward(ref->at("sample"), ref->at("timestep"), ref->at("encoder_hidden_states"));
+  if (!out.ok()) return r.Fail("unet", std::string(out.status().message()));
+  r.Compare("unet.output", *out, ref->at("output"));
+}
+
+void Vae(Report& r) {
+  std::string io = FLAGS_reference_dir + "/vae_io.safetensors";
+  if (!Exists(io)) return;
+  if (!Exists(FLAGS_model_dir + "/vae")) return r.Skip("vae", "no vae/");
+  auto vae = AutoencoderKL::Load(FLAGS_model_dir + "/vae");
+  if (!vae.ok()) return r.Fail("vae", std::string(vae.status().message()));
+  auto ref = LoadTensors(io);
+  if (!ref.ok()) return r.Fail("vae", std::string(ref.status().message()));
+  auto dist = (*vae)->Encode(ref->at("image"));
+  if (!dist.ok()) return r.Fail("vae", std::string(dist.status().message()));
+  r.Compare("vae.latent_mean", dist->mean, ref->at("latent_mean"));
+  r.Compare("vae.latent_logvar", dist->logvar, ref->at("latent_logvar"));
+  r.Compare("vae.latent_std", dist->std, ref->at("latent_std"));
+  auto decoded = (*vae)->Decode(ref->at("z"));
+  if (!decoded.ok()) return r.Fail("vae", std::string(decoded.status().message()));
+  r.Compare("vae.decoded", *decoded, ref->at("decoded"));
+}
+
+absl::Status Run(int, char**) {
+  if (FLAGS_model_dir.empty() || FLAGS_reference_dir.empty()) {
+    return absl::InvalidArgumentError("--model_dir and --reference_dir are required");
+  }
+  if (!Exists(FLAGS_reference_dir)) {
+    return absl::NotFoundError("no reference folder " + FLAGS_reference_dir);
+  }
+  Report r;
+  Tokenizer(r);
+  TextEncoder(r);
+  Unet(r);
+  Vae(r);
+  for (const char* later : {"scheduler_io.safetensors", "pipeline_io.safetensors",
+                            "train_step_io.safetensors"}) {
+    if (Exists(FLAGS_reference_dir + "/" + later)) {
+      r.Skip(later, "checked by a later version of this tool");
+    }
+  }
+  std::cout << r.passed << " passed, " << r.failed << " failed\n";
+  if (r.failed > 0) return absl::InternalError("parity check failed");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return dd::RunMain("parity --model_dir=D --reference_dir=R", argc, argv, Run);
+}
