@@ -68,7 +68,7 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
   auto config = ParseClipTextConfig(*config_text, dir + "/config.json");
   if (!config.ok()) return config.status();
   std::string weights = dir + "/model.safetensors";
-  auto loaded = LoadTensors(weights);
+  auto loaded = LoadPartTensors(dir, "model");
   if (!loaded.ok()) return loaded.status();
   std::map<std::string, at::Tensor> tensors;
   for (auto& [name, t] : *loaded) {

@@ -1,6 +1,12 @@
 #include "trainer/model/torch_tensors.h"
 
+#include <filesystem>
+#include <set>
+
+#include <nlohmann/json.hpp>
+
 #include "absl/strings/str_cat.h"
+#include "common/io/file_util.h"
 
 namespace dd::model {
 
@@ -55,6 +61,48 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string&
     auto t = ToTensor(view);
     if (!t.ok()) return absl::Status(t.status().code(), absl::StrCat(path, ": ", t.status().message()));
     out[view.name] = std::move(*t);
+  }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::string& dir,
+                                                                  const std::string& stem) {
+  std::string single = absl::StrCat(dir, "/", stem, ".safetensors");
+  if (std::filesystem::exists(single)) return LoadTensors(single);
+  std::string index_path = single + ".index.json";
+  auto text = ReadFileToString(index_path);
+  if (!text.ok()) {
+    return absl::NotFoundError(absl::StrCat("neither ", single, " nor ", index_path, " exists"));
+  }
+  nlohmann::json index = nlohmann::json::parse(*text, nullptr, false);
+  if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(index_path, " has no \"weight_map\" object"));
+  }
+  std::map<std::string, std::set<std::string>> by_file;
+  for (auto it = index["weight_map"].begin(); it != index["weight_map"].end(); ++it) {
+    if (!it->is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": entry for \"", it.key(),
+                                                     "\" is not a file name"));
+    }
+    std::string file = it->get<std::string>();
+    if (file.find('/') != std::string::npos || file.find("..") != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(index_path, ": shard \"", file,
+                                                     "\" must be a file beside the index"));
+    }
+    by_file[file].insert(it.key());
+  }
+  std::map<std::string, at::Tensor> out;
+  for (const auto& [file, names] : by_file) {
+    auto shard = LoadTensors(absl::StrCat(dir, "/", file));
+    if (!shard.ok()) return shard.status();
+    for (const std::string& name : names) {
+      auto t = shard->find(name);
+      if (t == shard->end()) {
+        return absl::InvalidArgumentError(absl::StrCat(index_path, " places \"", name, "\" in ",
+                                                       file, ", which does not hold it"));
+      }
+      out[name] = t->second;
+    }
   }
   return out;
 }

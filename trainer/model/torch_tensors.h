@@ -23,6 +23,14 @@ absl::StatusOr<DType> FromScalarType(at::ScalarType type);
 // Every tensor of a safetensors file, by name.
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path);
 
+// The weights of one part of a diffusers folder: `dir`/`stem`.safetensors,
+// or, for sharded checkpoints, the files listed by
+// `dir`/`stem`.safetensors.index.json ("weight_map": tensor -> file). Every
+// tensor the index names must be in the file it names (InvalidArgument
+// otherwise); NotFound when neither form exists.
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::string& dir,
+                                                                  const std::string& stem);
+
 }  // namespace dd::model
 
 #endif  // TRAINER_MODEL_TORCH_TENSORS_H_

@@ -223,7 +223,7 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Load(const std::string& dir) {
   auto config = ParseUNetConfig(*text, dir + "/config.json");
   if (!config.ok()) return config.status();
   std::string weights = dir + "/diffusion_pytorch_model.safetensors";
-  auto tensors = LoadTensors(weights);
+  auto tensors = LoadPartTensors(dir, "diffusion_pytorch_model");
   if (!tensors.ok()) return tensors.status();
   WeightTable t(std::move(*tensors), weights);
   auto unet = Build(*config, &t);

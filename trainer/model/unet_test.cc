@@ -3,6 +3,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 
 #include "gtest/gtest.h"
 #include "trainer/model/safetensors.h"
@@ -52,6 +54,43 @@ TEST(UNet, SaveThenLoadGivesIdenticalTensorsKeysAndDtypes) {
   auto reloaded = UNet::Load(out);
   ASSERT_TRUE(reloaded.ok()) << reloaded.status();
   EXPECT_EQ((*reloaded)->parameters().size(), (*unet)->parameters().size());
+}
+
+TEST(UNet, ShardedCheckpointsLoadLikeSingleFiles) {
+  // Split the fixture's UNet into two shards with an index, as large
+  // checkpoints come from the hub.
+  auto file = SafetensorsFile::Open(Fixtures() + "/model/unet/diffusion_pytorch_model.safetensors");
+  ASSERT_TRUE(file.ok());
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/sharded";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(Fixtures() + "/model/unet/config.json", dir + "/config.json",
+                             std::filesystem::copy_options::overwrite_existing);
+  std::vector<TensorToWrite> shard[2];
+  std::string index = "{\"weight_map\": {";
+  for (size_t i = 0; i < (*file)->tensors().size(); ++i) {
+    const auto& t = (*file)->tensors()[i];
+    shard[i % 2].push_back({t.name, t.dtype, t.shape,
+                            std::string(reinterpret_cast<const char*>(t.data), t.nbytes)});
+    index += (i ? ", \"" : "\"") + t.name + "\": \"part-" + std::to_string(i % 2) + ".safetensors\"";
+  }
+  index += "}}";
+  ASSERT_TRUE(WriteSafetensors(dir + "/part-0.safetensors", shard[0]).ok());
+  ASSERT_TRUE(WriteSafetensors(dir + "/part-1.safetensors", shard[1]).ok());
+  std::ofstream(dir + "/diffusion_pytorch_model.safetensors.index.json") << index;
+  auto sharded = UNet::Load(dir);
+  ASSERT_TRUE(sharded.ok()) << sharded.status();
+  auto ref = LoadTensors(Fixtures() + "/reference/unet_io.safetensors");
+  auto out = (*sharded)->Forward(ref->at("sample"), ref->at("timestep"), ref->at("encoder_hidden_states"));
+  ASSERT_TRUE(out.ok());
+  EXPECT_LT((*out - ref->at("output")).abs().max().item<double>(), 1e-4);
+  // An index that points a tensor at the wrong shard is refused by name.
+  std::string wrong = index;
+  size_t at = wrong.find("part-0");
+  wrong.replace(at, 6, "part-1");
+  std::ofstream(dir + "/diffusion_pytorch_model.safetensors.index.json") << wrong;
+  auto bad = UNet::Load(dir);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("does not hold it"), absl::string_view::npos);
 }
 
 TEST(UNet, RefusesUnsupportedConfigsAndBadInputs) {

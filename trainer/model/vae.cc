@@ -115,7 +115,7 @@ absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Load(const std::st
   auto config = ParseVaeConfig(*text, dir + "/config.json");
   if (!config.ok()) return config.status();
   std::string weights = dir + "/diffusion_pytorch_model.safetensors";
-  auto tensors = LoadTensors(weights);
+  auto tensors = LoadPartTensors(dir, "diffusion_pytorch_model");
   if (!tensors.ok()) return tensors.status();
   const VaeConfig& c = *config;
   WeightTable t(std::move(*tensors), weights);
