@@ -13,8 +13,10 @@ PACKAGES=(
   libabsl-dev libssl-dev
   # Storage, flags, logging.
   librocksdb-dev libgflags-dev libgoogle-glog-dev
-  # Compute and images.
-  libtorch-dev libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libwebp-dev
+  # Compute and images. libopenblas0-pthread makes OpenBLAS the system BLAS
+  # that Debian's libtorch calls (19x faster float32 GEMM than the reference
+  # BLAS here; docs/benchmarks.md).
+  libtorch-dev libopenblas0-pthread libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libwebp-dev
   # Text.
   libre2-dev libutf8proc-dev nlohmann-json3-dev
   # Tests and benchmarks (fuzzing: clang's libFuzzer).
