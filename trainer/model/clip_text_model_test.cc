@@ -5,41 +5,29 @@
 #include <cstdlib>
 
 #include "gtest/gtest.h"
+#include "trainer/model/testing/fixtures.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
 namespace {
 
-std::string Fixtures() {
-  const char* dir = std::getenv("FIXTURES_DIR");
-  if (dir == nullptr) {
-    ADD_FAILURE() << "FIXTURES_DIR is not set: run through tests/run_all.sh";
-    return "";
-  }
-  return std::string(dir) + "/tiny-sd1";
-}
-
-double RelativeError(const at::Tensor& got, const at::Tensor& want) {
-  return (got - want).abs().max().item<double>() / want.abs().max().item<double>();
-}
-
 TEST(ClipTextModel, MatchesTransformersOnTheFixture) {
-  auto model = ClipTextModel::Load(Fixtures() + "/model/text_encoder");
+  auto model = ClipTextModel::Load(testing::TinySd1() + "/model/text_encoder");
   ASSERT_TRUE(model.ok()) << model.status();
-  auto ref = LoadTensors(Fixtures() + "/reference/text_encoder_io.safetensors");
+  auto ref = LoadTensors(testing::TinySd1() + "/reference/text_encoder_io.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   auto out = (*model)->Forward(ref->at("input_ids"));
   ASSERT_TRUE(out.ok()) << out.status();
-  EXPECT_LT(RelativeError(out->last_hidden_state, ref->at("last_hidden_state")), 1e-5);
-  EXPECT_LT(RelativeError(out->hidden_states[out->hidden_states.size() - 2],
+  EXPECT_LT(testing::RelativeError(out->last_hidden_state, ref->at("last_hidden_state")), 1e-5);
+  EXPECT_LT(testing::RelativeError(out->hidden_states[out->hidden_states.size() - 2],
                           ref->at("penultimate_hidden_state")),
             1e-5);
-  EXPECT_LT(RelativeError(out->Normed(2), ref->at("penultimate_normed")), 1e-5);
-  EXPECT_LT(RelativeError(out->pooled, ref->at("pooler_output")), 1e-5);
+  EXPECT_LT(testing::RelativeError(out->Normed(2), ref->at("penultimate_normed")), 1e-5);
+  EXPECT_LT(testing::RelativeError(out->pooled, ref->at("pooler_output")), 1e-5);
 }
 
 TEST(ClipTextModel, BadInputAndBadConfigAreClearErrors) {
-  auto model = ClipTextModel::Load(Fixtures() + "/model/text_encoder");
+  auto model = ClipTextModel::Load(testing::TinySd1() + "/model/text_encoder");
   ASSERT_TRUE(model.ok());
   EXPECT_EQ((*model)->Forward(at::zeros({1, 78}, at::kLong)).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -9,27 +9,19 @@
 #include <nlohmann/json.hpp>
 
 #include "gtest/gtest.h"
+#include "trainer/model/testing/fixtures.h"
 
 namespace dd::model {
 namespace {
 
-std::string Fixtures() {
-  const char* dir = std::getenv("FIXTURES_DIR");
-  if (dir == nullptr) {
-    ADD_FAILURE() << "FIXTURES_DIR is not set: run through tests/run_all.sh";
-    return "";
-  }
-  return std::string(dir) + "/tiny-sd1";
-}
-
 TEST(ClipTokenizer, MatchesTheReferenceOnEveryCase) {
-  auto tok = ClipTokenizer::Load(Fixtures() + "/model/tokenizer");
+  auto tok = ClipTokenizer::Load(testing::TinySd1() + "/model/tokenizer");
   ASSERT_TRUE(tok.ok()) << tok.status();
   EXPECT_EQ((*tok)->bos_id(), 2012);
   EXPECT_EQ((*tok)->eos_id(), 2013);
   EXPECT_EQ((*tok)->pad_id(), 2013);
   EXPECT_EQ((*tok)->model_max_length(), 77);
-  std::ifstream in(Fixtures() + "/reference/tokenizer_cases.json");
+  std::ifstream in(testing::TinySd1() + "/reference/tokenizer_cases.json");
   std::stringstream ss;
   ss << in.rdbuf();
   nlohmann::json doc = nlohmann::json::parse(ss.str());
@@ -45,7 +37,7 @@ TEST(ClipTokenizer, MatchesTheReferenceOnEveryCase) {
 }
 
 TEST(ClipTokenizer, InvalidUtf8AndSpecialTokensInText) {
-  auto tok = ClipTokenizer::Load(Fixtures() + "/model/tokenizer");
+  auto tok = ClipTokenizer::Load(testing::TinySd1() + "/model/tokenizer");
   ASSERT_TRUE(tok.ok());
   std::vector<int> ids = (*tok)->Encode("bad \xff\xfe bytes");
   EXPECT_EQ(ids.front(), 2012);

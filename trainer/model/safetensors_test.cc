@@ -6,19 +6,10 @@
 #include <sstream>
 
 #include "gtest/gtest.h"
+#include "trainer/model/testing/fixtures.h"
 
 namespace dd::model {
 namespace {
-
-std::string FixturesDir() {
-  const char* dir = std::getenv("FIXTURES_DIR");
-  if (dir == nullptr) {
-    ADD_FAILURE() << "FIXTURES_DIR is not set: run through tests/run_all.sh, which points it at "
-                     "../shared/fixtures";
-    return "";
-  }
-  return dir;
-}
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -40,7 +31,7 @@ absl::Status Check(const std::string& bytes) {
 }
 
 TEST(Safetensors, ReadsTheFixtureModelParts) {
-  std::string root = FixturesDir() + "/tiny-sd1/model";
+  std::string root = testing::TinySd1() + "/model";
   auto te = SafetensorsFile::Open(root + "/text_encoder/model.safetensors");
   ASSERT_TRUE(te.ok()) << te.status();
   EXPECT_EQ((*te)->metadata().at("format"), "pt");
@@ -59,7 +50,7 @@ TEST(Safetensors, ReadsTheFixtureModelParts) {
 }
 
 TEST(Safetensors, RewritingTheFixtureGivesTheSameTensorsAndBytes) {
-  std::string path = FixturesDir() + "/tiny-sd1/model/text_encoder/model.safetensors";
+  std::string path = testing::TinySd1() + "/model/text_encoder/model.safetensors";
   auto f = SafetensorsFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   std::vector<TensorToWrite> tensors;

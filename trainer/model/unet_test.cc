@@ -7,25 +7,17 @@
 #include <fstream>
 
 #include "gtest/gtest.h"
+#include "trainer/model/testing/fixtures.h"
 #include "trainer/model/safetensors.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
 namespace {
 
-std::string Fixtures() {
-  const char* dir = std::getenv("FIXTURES_DIR");
-  if (dir == nullptr) {
-    ADD_FAILURE() << "FIXTURES_DIR is not set: run through tests/run_all.sh";
-    return "";
-  }
-  return std::string(dir) + "/tiny-sd1";
-}
-
 TEST(UNet, MatchesDiffusersOnTheFixture) {
-  auto unet = UNet::Load(Fixtures() + "/model/unet");
+  auto unet = UNet::Load(testing::TinySd1() + "/model/unet");
   ASSERT_TRUE(unet.ok()) << unet.status();
-  auto ref = LoadTensors(Fixtures() + "/reference/unet_io.safetensors");
+  auto ref = LoadTensors(testing::TinySd1() + "/reference/unet_io.safetensors");
   ASSERT_TRUE(ref.ok()) << ref.status();
   auto out = (*unet)->Forward(ref->at("sample"), ref->at("timestep"),
                               ref->at("encoder_hidden_states"));
@@ -36,11 +28,11 @@ TEST(UNet, MatchesDiffusersOnTheFixture) {
 }
 
 TEST(UNet, SaveThenLoadGivesIdenticalTensorsKeysAndDtypes) {
-  auto unet = UNet::Load(Fixtures() + "/model/unet");
+  auto unet = UNet::Load(testing::TinySd1() + "/model/unet");
   ASSERT_TRUE(unet.ok()) << unet.status();
   std::string out = std::string(std::getenv("TEST_TMPDIR")) + "/saved_unet";
   ASSERT_TRUE((*unet)->Save(out).ok());
-  auto original = SafetensorsFile::Open(Fixtures() + "/model/unet/diffusion_pytorch_model.safetensors");
+  auto original = SafetensorsFile::Open(testing::TinySd1() + "/model/unet/diffusion_pytorch_model.safetensors");
   auto saved = SafetensorsFile::Open(out + "/diffusion_pytorch_model.safetensors");
   ASSERT_TRUE(original.ok() && saved.ok());
   ASSERT_EQ((*saved)->tensors().size(), (*original)->tensors().size());
@@ -59,11 +51,11 @@ TEST(UNet, SaveThenLoadGivesIdenticalTensorsKeysAndDtypes) {
 TEST(UNet, ShardedCheckpointsLoadLikeSingleFiles) {
   // Split the fixture's UNet into two shards with an index, as large
   // checkpoints come from the hub.
-  auto file = SafetensorsFile::Open(Fixtures() + "/model/unet/diffusion_pytorch_model.safetensors");
+  auto file = SafetensorsFile::Open(testing::TinySd1() + "/model/unet/diffusion_pytorch_model.safetensors");
   ASSERT_TRUE(file.ok());
   std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/sharded";
   std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(Fixtures() + "/model/unet/config.json", dir + "/config.json",
+  std::filesystem::copy_file(testing::TinySd1() + "/model/unet/config.json", dir + "/config.json",
                              std::filesystem::copy_options::overwrite_existing);
   std::vector<TensorToWrite> shard[2];
   std::string index = "{\"weight_map\": {";
@@ -79,7 +71,7 @@ TEST(UNet, ShardedCheckpointsLoadLikeSingleFiles) {
   std::ofstream(dir + "/diffusion_pytorch_model.safetensors.index.json") << index;
   auto sharded = UNet::Load(dir);
   ASSERT_TRUE(sharded.ok()) << sharded.status();
-  auto ref = LoadTensors(Fixtures() + "/reference/unet_io.safetensors");
+  auto ref = LoadTensors(testing::TinySd1() + "/reference/unet_io.safetensors");
   auto out = (*sharded)->Forward(ref->at("sample"), ref->at("timestep"), ref->at("encoder_hidden_states"));
   ASSERT_TRUE(out.ok());
   EXPECT_LT((*out - ref->at("output")).abs().max().item<double>(), 1e-4);
@@ -98,7 +90,7 @@ TEST(UNet, RefusesUnsupportedConfigsAndBadInputs) {
                                   "up_block_types": []})", "config.json");
   EXPECT_EQ(sdxl.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(sdxl.status().message().find("addition_embed_type"), absl::string_view::npos);
-  auto unet = UNet::Load(Fixtures() + "/model/unet");
+  auto unet = UNet::Load(testing::TinySd1() + "/model/unet");
   ASSERT_TRUE(unet.ok());
   EXPECT_EQ((*unet)->Forward(at::zeros({1, 3, 16, 16}), at::zeros({1}), at::zeros({1, 77, 32}))
                 .status().code(),
