@@ -108,6 +108,7 @@ struct Block {
 
 struct UNet::Impl {
   Linear time_1, time_2;
+  Linear add_1, add_2;  // text_time
   Conv conv_in, conv_out;
   GroupNorm norm_out;
   std::vector<Block> down, up;
@@ -129,7 +130,7 @@ absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& text, const std::s
     const char* key;
     json allowed;
   } fixed[] = {
-      {"addition_embed_type", nullptr}, {"class_embed_type", nullptr},
+      {"class_embed_type", nullptr},
       {"time_cond_proj_dim", nullptr},  {"encoder_hid_dim", nullptr},
       {"num_class_embeds", nullptr},    {"time_embedding_type", "positional"},
       {"resnet_time_scale_shift", "default"}, {"act_fn", "silu"},
@@ -162,6 +163,26 @@ absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& text, const std::s
     c.up_block_types = j.at("up_block_types").get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", e.what()));
+  }
+  if (j.contains("addition_embed_type") && !j["addition_embed_type"].is_null()) {
+    if (j["addition_embed_type"] != "text_time") {
+      return unsupported("addition_embed_type", j["addition_embed_type"].dump());
+    }
+    c.text_time = true;
+    if (!j.contains("addition_time_embed_dim") || !j["addition_time_embed_dim"].is_number_integer() ||
+        !j.contains("projection_class_embeddings_input_dim") ||
+        !j["projection_class_embeddings_input_dim"].is_number_integer()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": text_time needs integer addition_time_embed_dim and "
+                  "projection_class_embeddings_input_dim"));
+    }
+    c.addition_time_embed_dim = j["addition_time_embed_dim"].get<int64_t>();
+    c.projection_class_embeddings_input_dim =
+        j["projection_class_embeddings_input_dim"].get<int64_t>();
+    if (c.projection_class_embeddings_input_dim <= 6 * c.addition_time_embed_dim) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": projection_class_embeddings_input_dim must exceed 6 * addition_time_embed_dim"));
+    }
   }
   size_t n = c.block_out_channels.size();
   if (n == 0 || c.down_block_types.size() != n || c.up_block_types.size() != n) {
@@ -247,6 +268,10 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Build(const UNetConfig& config, void
   const int64_t n = ch.size(), temb = ch[0] * 4;
   m.time_1.Load(t, "time_embedding.linear_1", ch[0], temb);
   m.time_2.Load(t, "time_embedding.linear_2", temb, temb);
+  if (c.text_time) {
+    m.add_1.Load(t, "add_embedding.linear_1", c.projection_class_embeddings_input_dim, temb);
+    m.add_2.Load(t, "add_embedding.linear_2", temb, temb);
+  }
   m.conv_in.Load(t, "conv_in", c.in_channels, ch[0], 3);
   int64_t out = ch[0];
   m.down.resize(n);
@@ -339,7 +364,9 @@ absl::Status UNet::Save(const std::string& dir) const {
 }
 
 absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                                         const at::Tensor& context) const {
+                                         const at::Tensor& context,
+                                         const at::Tensor& added_text_embeds,
+                                         const at::Tensor& added_time_ids) const {
   const UNetConfig& c = config_;
   const int64_t n = c.block_out_channels.size();
   int64_t factor = int64_t{1} << (n - 1);
@@ -356,11 +383,31 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Ten
   if (timesteps.dim() > 1 || (timesteps.dim() == 1 && timesteps.size(0) != sample.size(0))) {
     return absl::InvalidArgumentError("timesteps must be a scalar or [batch]");
   }
+  if (c.text_time) {
+    int64_t pooled = c.projection_class_embeddings_input_dim - 6 * c.addition_time_embed_dim;
+    if (!added_text_embeds.defined() || !added_time_ids.defined() ||
+        added_text_embeds.dim() != 2 || added_text_embeds.size(0) != sample.size(0) ||
+        added_text_embeds.size(1) != pooled || added_time_ids.dim() != 2 ||
+        added_time_ids.size(0) != sample.size(0) || added_time_ids.size(1) != 6) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "this UNet (text_time) needs added_text_embeds [batch, ", pooled,
+          "] and added_time_ids [batch, 6]"));
+    }
+  }
   try {
     const Impl& m = *impl_;
     at::Tensor t = timesteps.dim() == 0 ? timesteps.expand({sample.size(0)}) : timesteps;
     at::Tensor temb = TimestepEmbedding(t, c.block_out_channels[0], c.flip_sin_to_cos, c.freq_shift);
     temb = m.time_2(at::silu(m.time_1(temb)));
+    if (c.text_time) {
+      // SDXL: sinusoidal embeddings of the six time ids next to the pooled
+      // text embedding, projected and added to the time embedding.
+      at::Tensor ids = TimestepEmbedding(added_time_ids.flatten(), c.addition_time_embed_dim,
+                                         c.flip_sin_to_cos, c.freq_shift)
+                           .reshape({sample.size(0), -1});
+      at::Tensor add = at::cat({added_text_embeds.to(at::kFloat), ids}, -1);
+      temb = temb + m.add_2(at::silu(m.add_1(add)));
+    }
     at::Tensor x = c.center_input_sample ? 2 * sample - 1.0 : sample;
     x = m.conv_in(x);
     std::vector<at::Tensor> skips = {x};

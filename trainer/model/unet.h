@@ -6,8 +6,9 @@
 // diffusers' semantics (ints or per-block lists; in SD1-style configs
 // attention_head_dim is the number of heads), use_linear_projection,
 // transformer_layers_per_block (int or per block), the sinusoidal timestep
-// embedding (flip_sin_to_cos, freq_shift). Any other setting (SDXL's
-// text_time conditioning among them, for now) is refused by name.
+// embedding (flip_sin_to_cos, freq_shift), and SDXL's "text_time" added
+// conditioning (pooled text embeddings + six time ids). Any other setting is
+// refused by name.
 #ifndef TRAINER_MODEL_UNET_H_
 #define TRAINER_MODEL_UNET_H_
 
@@ -38,6 +39,10 @@ struct UNetConfig {
   double freq_shift = 0;
   bool center_input_sample = false;
   int64_t downsample_padding = 1;
+  // SDXL: addition_embed_type "text_time".
+  bool text_time = false;
+  int64_t addition_time_embed_dim = 256;
+  int64_t projection_class_embeddings_input_dim = 0;
 };
 
 // InvalidArgument naming the key for any unsupported or malformed value.
@@ -57,10 +62,14 @@ class UNet {
   const UNetConfig& config() const { return config_; }
 
   // sample [B, in_channels, H, W] float (H, W divisible by 2^(blocks-1)),
-  // timesteps [B] or scalar, encoder_hidden_states [B, T, cross_attention_dim].
+  // timesteps [B] or scalar, encoder_hidden_states [B, T, cross_attention_dim];
+  // for text_time UNets also added_text_embeds [B, P] and added_time_ids
+  // [B, 6] (InvalidArgument when missing or of the wrong size).
   // Returns the predicted noise (or v) [B, out_channels, H, W].
   absl::StatusOr<at::Tensor> Forward(const at::Tensor& sample, const at::Tensor& timesteps,
-                                     const at::Tensor& encoder_hidden_states) const;
+                                     const at::Tensor& encoder_hidden_states,
+                                     const at::Tensor& added_text_embeds = at::Tensor(),
+                                     const at::Tensor& added_time_ids = at::Tensor()) const;
 
   // Every parameter by diffusers name: the float32 tensors the forward pass
   // uses (for training), with the dtype each had in the file.

@@ -85,11 +85,46 @@ TEST(UNet, ShardedCheckpointsLoadLikeSingleFiles) {
   EXPECT_NE(bad.status().message().find("does not hold it"), absl::string_view::npos);
 }
 
+TEST(UNet, SdxlTextTimeConditioningIsUsedAndChecked) {
+  // An SDXL-shaped miniature (no reference outputs exist for it here): the
+  // added conditioning must be required, size-checked and must matter.
+  auto config = ParseUNetConfig(R"({
+      "block_out_channels": [32, 64], "layers_per_block": 1,
+      "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+      "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+      "attention_head_dim": [2, 4], "transformer_layers_per_block": [1, 2],
+      "use_linear_projection": true, "cross_attention_dim": 16,
+      "addition_embed_type": "text_time", "addition_time_embed_dim": 8,
+      "projection_class_embeddings_input_dim": 60})", "sdxl.json");
+  ASSERT_TRUE(config.ok()) << config.status();
+  auto unet = UNet::Random(*config, 3);
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  at::Tensor x = at::randn({2, 4, 8, 8}), t = at::full({2}, 10, at::kLong), ctx = at::randn({2, 5, 16});
+  at::Tensor pooled = at::randn({2, 12});
+  at::Tensor ids = at::tensor({1024, 1024, 0, 0, 1024, 1024, 512, 768, 0, 0, 512, 768},
+                              at::kFloat).view({2, 6});
+  EXPECT_EQ((*unet)->Forward(x, t, ctx).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*unet)->Forward(x, t, ctx, at::randn({2, 11}), ids).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto a = (*unet)->Forward(x, t, ctx, pooled, ids);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->sizes(), x.sizes());
+  auto b = (*unet)->Forward(x, t, ctx, pooled, ids * 0.5);
+  ASSERT_TRUE(b.ok());
+  EXPECT_GT((*a - *b).abs().max().item<double>(), 0.0);
+  size_t add_params = 0;
+  for (const auto& p : (*unet)->parameters()) add_params += p.name.rfind("add_embedding", 0) == 0;
+  EXPECT_EQ(add_params, 4u);
+}
+
 TEST(UNet, RefusesUnsupportedConfigsAndBadInputs) {
-  auto sdxl = ParseUNetConfig(R"({"addition_embed_type": "text_time", "down_block_types": [],
-                                  "up_block_types": []})", "config.json");
-  EXPECT_EQ(sdxl.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_NE(sdxl.status().message().find("addition_embed_type"), absl::string_view::npos);
+  auto other = ParseUNetConfig(R"({"addition_embed_type": "image", "down_block_types": [],
+                                   "up_block_types": []})", "config.json");
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(other.status().message().find("addition_embed_type"), absl::string_view::npos);
+  auto no_dims = ParseUNetConfig(R"({"addition_embed_type": "text_time", "down_block_types": [],
+                                     "up_block_types": []})", "config.json");
+  EXPECT_EQ(no_dims.status().code(), absl::StatusCode::kInvalidArgument);
   auto unet = UNet::Load(testing::TinySd1() + "/model/unet");
   ASSERT_TRUE(unet.ok());
   EXPECT_EQ((*unet)->Forward(at::zeros({1, 3, 16, 16}), at::zeros({1}), at::zeros({1, 77, 32}))

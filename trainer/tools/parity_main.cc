@@ -110,7 +110,11 @@ void Unet(Report& r) {
   if (!unet.ok()) return r.Fail("unet", std::string(unet.status().message()));
   auto ref = LoadTensors(io);
   if (!ref.ok()) return r.Fail("unet", std::string(ref.status().message()));
-  auto out = (*unet)->Forward(ref->at("sample"), ref->at("timestep"), ref->at("encoder_hidden_states"));
+  // SDXL-style references also carry the text_time conditioning.
+  at::Tensor text_embeds = ref->count("added_text_embeds") ? ref->at("added_text_embeds") : at::Tensor();
+  at::Tensor time_ids = ref->count("added_time_ids") ? ref->at("added_time_ids") : at::Tensor();
+  auto out = (*unet)->Forward(ref->at("sample"), ref->at("timestep"), ref->at("encoder_hidden_states"),
+                              text_embeds, time_ids);
   if (!out.ok()) return r.Fail("unet", std::string(out.status().message()));
   r.Compare("unet.output", *out, ref->at("output"));
 }
