@@ -45,6 +45,18 @@ absl::StatusOr<ClipTextConfig> ParseClipTextConfig(const std::string& json,
         Read(j, "eos_token_id", source, &c.eos_token_id)}) {
     if (!s.ok()) return s;
   }
+  if (j.contains("architectures") && j["architectures"].is_array()) {
+    for (const auto& a : j["architectures"]) {
+      if (a == "CLIPTextModelWithProjection") c.with_projection = true;
+    }
+  }
+  if (c.with_projection) {
+    if (!j.contains("projection_dim") || !j["projection_dim"].is_number_integer()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": CLIPTextModelWithProjection needs projection_dim"));
+    }
+    c.projection_dim = j["projection_dim"].get<int64_t>();
+  }
   if (c.hidden_act != "quick_gelu" && c.hidden_act != "gelu") {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": hidden_act \"", c.hidden_act, "\" is not supported"));
@@ -98,6 +110,10 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
   if (s.ok()) s = get("embeddings.position_embedding.weight", {c.max_position_embeddings, h}, &m->position_embedding_);
   if (s.ok()) s = get("final_layer_norm.weight", {h}, &m->final_w_);
   if (s.ok()) s = get("final_layer_norm.bias", {h}, &m->final_b_);
+  if (s.ok() && c.with_projection) {
+    // Stored beside text_model.* (not under it) in transformers' files.
+    s = get("text_projection.weight", {c.projection_dim, h}, &m->projection_);
+  }
   for (int64_t i = 0; s.ok() && i < c.num_hidden_layers; ++i) {
     Layer l;
     std::string p = absl::StrCat("encoder.layers.", i, ".");
@@ -172,6 +188,7 @@ absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& input_id
     at::Tensor has = is_eos.amax(1) > 0;
     at::Tensor first = at::where(has, is_eos.argmax(1), at::full({b}, t - 1, input_ids.options()));
     out.pooled = out.last_hidden_state.index({at::arange(b), first});
+    if (c.with_projection) out.text_embeds = at::linear(out.pooled, projection_);
     return out;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("CLIP text model: ", e.what_without_backtrace()));

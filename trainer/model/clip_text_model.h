@@ -27,6 +27,10 @@ struct ClipTextConfig {
   double layer_norm_eps = 1e-5;
   std::string hidden_act = "quick_gelu";  // or "gelu"
   int64_t eos_token_id = 2;
+  // CLIPTextModelWithProjection (SDXL's second encoder): pooled output
+  // projected by text_projection (no bias) to projection_dim.
+  bool with_projection = false;
+  int64_t projection_dim = 0;
 };
 
 // InvalidArgument naming the key for a value this implementation does not
@@ -38,6 +42,7 @@ struct ClipTextOutput {
   at::Tensor last_hidden_state;           // [B, T, H], final layer norm applied
   std::vector<at::Tensor> hidden_states;  // L+1 entries: embeddings, each layer (pre final norm)
   at::Tensor pooled;                      // [B, H] at the first EOS token
+  at::Tensor text_embeds;                 // [B, projection_dim] (with projection only)
   // final_layer_norm(hidden_states[L + 1 - skip]): skip 1 = last, 2 = clip-skip 2.
   at::Tensor Normed(int skip) const;
   at::Tensor final_norm_weight, final_norm_bias;
@@ -67,6 +72,7 @@ class ClipTextModel {
   at::Tensor token_embedding_, position_embedding_;
   std::vector<Layer> layers_;
   at::Tensor final_w_, final_b_;
+  at::Tensor projection_;  // [projection_dim, hidden] when with_projection
 };
 
 }  // namespace dd::model

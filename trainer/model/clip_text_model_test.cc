@@ -3,9 +3,13 @@
 #include "trainer/model/clip_text_model.h"
 
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "gtest/gtest.h"
 #include "trainer/model/testing/fixtures.h"
+#include "trainer/model/safetensors.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
@@ -24,6 +28,38 @@ TEST(ClipTextModel, MatchesTransformersOnTheFixture) {
             1e-5);
   EXPECT_LT(testing::RelativeError(out->Normed(2), ref->at("penultimate_normed")), 1e-5);
   EXPECT_LT(testing::RelativeError(out->pooled, ref->at("pooler_output")), 1e-5);
+}
+
+TEST(ClipTextModel, WithProjectionProjectsThePooledOutput) {
+  // SDXL's second encoder is the same network plus text_projection: build one
+  // from the fixture by adding a projection and check text_embeds = pooled W^T.
+  std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/te2";
+  std::filesystem::create_directories(dir);
+  auto file = SafetensorsFile::Open(testing::TinySd1() + "/model/text_encoder/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  std::vector<TensorToWrite> tensors;
+  for (const auto& t : (*file)->tensors()) {
+    tensors.push_back({"text_model." + t.name, t.dtype, t.shape,
+                       std::string(reinterpret_cast<const char*>(t.data), t.nbytes)});
+  }
+  at::Tensor w = at::randn({16, 32});
+  tensors.push_back({"text_projection.weight", DType::kF32, {16, 32},
+                     std::string(static_cast<const char*>(w.data_ptr()), w.nbytes())});
+  ASSERT_TRUE(WriteSafetensors(dir + "/model.safetensors", tensors).ok());
+  std::ifstream in(testing::TinySd1() + "/model/text_encoder/config.json");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::string config = ss.str();
+  config.replace(config.find("\"CLIPTextModel\""), 15, "\"CLIPTextModelWithProjection\"");
+  config.replace(config.find("\"projection_dim\": 32"), 20, "\"projection_dim\": 16");
+  std::ofstream(dir + "/config.json") << config;
+  auto model = ClipTextModel::Load(dir);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_TRUE((*model)->config().with_projection);
+  auto ids = at::tensor({2012, 320, 2013}, at::kLong).view({1, 3});
+  auto out = (*model)->Forward(ids);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::allclose(out->text_embeds, at::linear(out->pooled, w)));
 }
 
 TEST(ClipTextModel, BadInputAndBadConfigAreClearErrors) {

@@ -32,14 +32,16 @@ absl::StatusOr<std::unique_ptr<DiffusersModel>> DiffusersModel::Load(const std::
     auto fail = [&](const absl::Status& s) {
       return absl::Status(s.code(), absl::StrCat("part \"", part, "\": ", s.message()));
     };
-    if (part == "tokenizer" && (cls == "CLIPTokenizer" || cls == "CLIPTokenizerFast")) {
+    bool is_tokenizer = cls == "CLIPTokenizer" || cls == "CLIPTokenizerFast";
+    if ((part == "tokenizer" || part == "tokenizer_2") && is_tokenizer) {
       auto t = ClipTokenizer::Load(path);
       if (!t.ok()) return fail(t.status());
-      model->tokenizer = std::move(*t);
-    } else if (part == "text_encoder" && cls == "CLIPTextModel") {
+      (part == "tokenizer" ? model->tokenizer : model->tokenizer_2) = std::move(*t);
+    } else if ((part == "text_encoder" && cls == "CLIPTextModel") ||
+               (part == "text_encoder_2" && cls == "CLIPTextModelWithProjection")) {
       auto t = ClipTextModel::Load(path);
       if (!t.ok()) return fail(t.status());
-      model->text_encoder = std::move(*t);
+      (part == "text_encoder" ? model->text_encoder : model->text_encoder_2) = std::move(*t);
     } else if (part == "unet" && cls == "UNet2DConditionModel") {
       auto u = UNet::Load(path);
       if (!u.ok()) return fail(u.status());

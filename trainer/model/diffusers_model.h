@@ -18,6 +18,9 @@ namespace dd::model {
 struct DiffusersModel {
   std::unique_ptr<ClipTokenizer> tokenizer;
   std::unique_ptr<ClipTextModel> text_encoder;
+  // SDXL: the second tokenizer and CLIPTextModelWithProjection.
+  std::unique_ptr<ClipTokenizer> tokenizer_2;
+  std::unique_ptr<ClipTextModel> text_encoder_2;
   std::unique_ptr<UNet> unet;
   std::unique_ptr<AutoencoderKL> vae;
   std::string scheduler_config_json;  // scheduler/scheduler_config.json
@@ -25,7 +28,7 @@ struct DiffusersModel {
 
   // Loads `dir`. NotFound naming model_index.json or a listed part that is
   // missing; InvalidArgument naming a part whose class is not supported
-  // (e.g. SDXL's second text encoder, for now) or a malformed index. Parts
+  // or a malformed index. Parts
   // set to null in the index (safety_checker, feature_extractor) are ignored.
   static absl::StatusOr<std::unique_ptr<DiffusersModel>> Load(const std::string& dir);
 };
