@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_format.h"
 #include "common/init/init.h"
+#include "trainer/diffusion/schedulers.h"
 #include "trainer/model/clip_text_model.h"
 #include "trainer/model/clip_tokenizer.h"
 #include "trainer/model/torch_tensors.h"
@@ -137,6 +138,43 @@ void Vae(Report& r) {
   r.Compare("vae.decoded", *decoded, ref->at("decoded"));
 }
 
+void Schedulers(Report& r) {
+  std::string io_path = FLAGS_reference_dir + "/scheduler_io.safetensors";
+  std::string outs_path = FLAGS_reference_dir + "/scheduler_model_outputs.safetensors";
+  if (!Exists(io_path) || !Exists(outs_path)) return;
+  std::string cfg_path = FLAGS_model_dir + "/scheduler/scheduler_config.json";
+  if (!Exists(cfg_path)) return r.Skip("scheduler", "no scheduler/");
+  std::ifstream in(cfg_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto config = dd::diffusion::ParseScheduleConfig(ss.str(), cfg_path);
+  if (!config.ok()) return r.Fail("scheduler", std::string(config.status().message()));
+  auto io = LoadTensors(io_path);
+  auto outs = LoadTensors(outs_path);
+  if (!io.ok() || !outs.ok()) return r.Fail("scheduler", "cannot read the reference files");
+  dd::diffusion::NoiseSchedule schedule(*config);
+  r.Compare("scheduler.alphas_cumprod", schedule.alphas_cumprod(), io->at("alphas_cumprod"));
+  r.Compare("scheduler.add_noise", schedule.AddNoise(io->at("x0"), io->at("noise"), io->at("t")),
+            io->at("noisy"));
+  r.Compare("scheduler.velocity", schedule.Velocity(io->at("x0"), io->at("noise"), io->at("t")),
+            io->at("velocity"));
+  int64_t steps = io->at("ddim_timesteps").size(0);
+  dd::diffusion::DdimSampler ddim(*config, steps);
+  at::Tensor x = io->at("ddim_trajectory")[0];
+  for (int64_t i = 0; i < steps; ++i) {
+    x = ddim.Step(outs->at("ddim_model_outputs")[i], ddim.timesteps()[i].item<int64_t>(), x);
+  }
+  r.Compare("scheduler.ddim_trajectory_end", x, io->at("ddim_trajectory")[steps]);
+  dd::diffusion::EulerSampler euler(*config, steps);
+  r.Compare("scheduler.euler_sigmas", euler.sigmas(), io->at("euler_sigmas"));
+  x = io->at("euler_trajectory")[0];
+  for (int64_t i = 0; i < steps; ++i) {
+    at::Tensor out = outs->at("euler_noise_part")[i] + 0.01 * euler.ScaleModelInput(x, i);
+    x = euler.Step(out, i, x);
+  }
+  r.Compare("scheduler.euler_trajectory_end", x, io->at("euler_trajectory")[steps]);
+}
+
 absl::Status Run(int, char**) {
   if (FLAGS_model_dir.empty() || FLAGS_reference_dir.empty()) {
     return absl::InvalidArgumentError("--model_dir and --reference_dir are required");
@@ -149,8 +187,8 @@ absl::Status Run(int, char**) {
   TextEncoder(r);
   Unet(r);
   Vae(r);
-  for (const char* later : {"scheduler_io.safetensors", "pipeline_io.safetensors",
-                            "train_step_io.safetensors"}) {
+  Schedulers(r);
+  for (const char* later : {"pipeline_io.safetensors", "train_step_io.safetensors"}) {
     if (Exists(FLAGS_reference_dir + "/" + later)) {
       r.Skip(later, "checked by a later version of this tool");
     }
