@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include <glog/logging.h>
@@ -387,10 +388,11 @@ absl::StatusOr<internal::Manifest> ScanOnly(const IndexOptions& options) {
 
 std::string ManifestPath(const std::string& work_dir) { return work_dir + "/manifest.pb"; }
 
-absl::StatusOr<internal::Manifest> BuildManifest(const IndexOptions& options) {
-  auto scanned = ScanOnly(options);
-  if (!scanned.ok()) return scanned.status();
-  internal::Manifest manifest = std::move(*scanned);
+namespace {
+
+// Turns a scan (files and the walk's skips) into chunks and hashes them.
+absl::StatusOr<internal::Manifest> BuildFromScan(internal::Manifest manifest,
+                                                 const IndexOptions& options) {
   std::vector<Sample> loose;
   for (int i = 0; i < manifest.files_size(); ++i) {
     if (KindOfExt(LowerExt(manifest.files(i).rel_path(), false)) == Kind::kShard) {
@@ -426,8 +428,17 @@ absl::StatusOr<internal::Manifest> BuildManifest(const IndexOptions& options) {
   return manifest;
 }
 
+}  // namespace
+
+absl::StatusOr<internal::Manifest> BuildManifest(const IndexOptions& options) {
+  auto scanned = ScanOnly(options);
+  if (!scanned.ok()) return scanned.status();
+  return BuildFromScan(std::move(*scanned), options);
+}
+
 absl::StatusOr<IndexResult> LoadOrBuildManifest(const IndexOptions& options) {
   IndexResult result;
+  std::optional<internal::Manifest> fresh_scan;  // reused when rebuilding
   if (!options.work_dir.empty()) {
     std::error_code ec;
     fs::create_directories(options.work_dir, ec);
@@ -452,10 +463,14 @@ absl::StatusOr<IndexResult> LoadOrBuildManifest(const IndexOptions& options) {
           return result;
         }
         LOG(INFO) << "dataset files changed since the saved manifest; re-indexing";
+        fresh_scan = std::move(*fresh);
       }
     }
   }
-  auto built = BuildManifest(options);
+  // The tree is walked once: the scan made for the reuse check is rebuilt
+  // from when it exists.
+  auto built = fresh_scan.has_value() ? BuildFromScan(std::move(*fresh_scan), options)
+                                      : BuildManifest(options);
   if (!built.ok()) return built.status();
   result.manifest = std::move(*built);
   if (!options.work_dir.empty()) {
