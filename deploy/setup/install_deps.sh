@@ -16,7 +16,7 @@ PACKAGES=(
   # Compute and images. libopenblas0-pthread makes OpenBLAS the system BLAS
   # that Debian's libtorch calls (19x faster float32 GEMM than the reference
   # BLAS here; docs/benchmarks.md).
-  libtorch-dev libopenblas0-pthread libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libwebp-dev
+  libtorch-dev libopenblas0-pthread libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libwebp-dev libexif-dev
   # Text.
   libre2-dev libutf8proc-dev nlohmann-json3-dev
   # Tests and benchmarks (fuzzing: clang's libFuzzer).

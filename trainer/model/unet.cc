@@ -159,6 +159,9 @@ absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& text, const std::s
     c.freq_shift = j.value("freq_shift", 0.0);
     c.center_input_sample = j.value("center_input_sample", false);
     c.downsample_padding = j.value("downsample_padding", int64_t{1});
+    if (j.contains("sample_size") && j["sample_size"].is_number_integer()) {
+      c.sample_size = j["sample_size"].get<int64_t>();
+    }
     c.down_block_types = j.at("down_block_types").get<std::vector<std::string>>();
     c.up_block_types = j.at("up_block_types").get<std::vector<std::string>>();
   } catch (const json::exception& e) {

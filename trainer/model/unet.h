@@ -39,6 +39,7 @@ struct UNetConfig {
   double freq_shift = 0;
   bool center_input_sample = false;
   int64_t downsample_padding = 1;
+  int64_t sample_size = 64;  // latent side the model was trained at
   // SDXL: addition_embed_type "text_time".
   bool text_time = false;
   int64_t addition_time_embed_dim = 256;

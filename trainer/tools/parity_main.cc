@@ -24,6 +24,7 @@
 #include "trainer/model/torch_tensors.h"
 #include "trainer/model/unet.h"
 #include "trainer/model/vae.h"
+#include "trainer/pipeline/txt2img.h"
 
 DEFINE_string(model_dir, "", "A diffusers model folder.");
 DEFINE_string(reference_dir, "", "Folder of reference files (*_io.safetensors, ...).");
@@ -175,6 +176,39 @@ void Schedulers(Report& r) {
   r.Compare("scheduler.euler_trajectory_end", x, io->at("euler_trajectory")[steps]);
 }
 
+nlohmann::json ReadJson(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return nlohmann::json::parse(ss.str(), nullptr, false);
+}
+
+void Pipeline(Report& r) {
+  std::string io = FLAGS_reference_dir + "/pipeline_io.safetensors";
+  std::string args_path = FLAGS_reference_dir + "/pipeline_args.json";
+  if (!Exists(io) || !Exists(args_path)) return;
+  auto model = DiffusersModel::Load(FLAGS_model_dir);
+  if (!model.ok()) return r.Fail("pipeline", std::string(model.status().message()));
+  auto pipe = dd::pipeline::Txt2ImgPipeline::Create(model->get());
+  if (!pipe.ok()) return r.Fail("pipeline", std::string(pipe.status().message()));
+  nlohmann::json args = ReadJson(args_path);
+  auto ref = LoadTensors(io);
+  if (args.is_discarded() || !ref.ok()) return r.Fail("pipeline", "cannot read the reference files");
+  dd::pipeline::Txt2ImgOptions o;
+  o.prompt = args.value("prompt", "");
+  o.negative_prompt = args.value("negative_prompt", "");
+  o.steps = args.value("num_inference_steps", 50);
+  o.guidance = args.value("guidance_scale", 7.5);
+  std::string scheduler = args.value("scheduler", "DDIMScheduler");
+  o.sampler = scheduler == "EulerDiscreteScheduler" ? "euler" : "ddim";
+  o.initial_latents = ref->at("latents");
+  o.height = static_cast<int>(ref->at("image").size(1));
+  o.width = static_cast<int>(ref->at("image").size(2));
+  auto image = pipe->Generate(o);
+  if (!image.ok()) return r.Fail("pipeline", std::string(image.status().message()));
+  r.Compare("pipeline.image", *image, ref->at("image")[0]);
+}
+
 absl::Status Run(int, char**) {
   if (FLAGS_model_dir.empty() || FLAGS_reference_dir.empty()) {
     return absl::InvalidArgumentError("--model_dir and --reference_dir are required");
@@ -188,7 +222,8 @@ absl::Status Run(int, char**) {
   Unet(r);
   Vae(r);
   Schedulers(r);
-  for (const char* later : {"pipeline_io.safetensors", "train_step_io.safetensors"}) {
+  Pipeline(r);
+  for (const char* later : {"train_step_io.safetensors"}) {
     if (Exists(FLAGS_reference_dir + "/" + later)) {
       r.Skip(later, "checked by a later version of this tool");
     }
