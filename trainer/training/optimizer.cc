@@ -1,0 +1,227 @@
+#include "trainer/training/optimizer.h"
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "trainer/averaging/codec.h"
+
+namespace dd::training {
+namespace {
+
+absl::Status CheckParams(const std::vector<NamedTensor>& params, const AdamWOptions& o) {
+  if (!(o.beta1 >= 0 && o.beta1 < 1) || !(o.beta2 >= 0 && o.beta2 < 1) || !(o.eps > 0) ||
+      !(o.weight_decay >= 0)) {
+    return absl::InvalidArgumentError("AdamW needs 0 <= betas < 1, eps > 0, weight_decay >= 0");
+  }
+  for (const NamedTensor& p : params) {
+    if (!p.value.defined() || p.value.scalar_type() != at::kFloat || !p.value.is_contiguous()) {
+      return absl::InvalidArgumentError(absl::StrCat("parameter ", p.name,
+                                                     " is not a contiguous float32 tensor"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckGrads(const std::vector<NamedTensor>& params, const std::vector<at::Tensor>& grads) {
+  if (grads.size() != params.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(grads.size(), " gradients for ", params.size(),
+                                                   " parameters"));
+  }
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].defined() && grads[i].sizes() != params[i].value.sizes()) {
+      return absl::InvalidArgumentError(absl::StrCat("gradient of ", params[i].name, " has shape ",
+                                                     c10::str(grads[i].sizes()), ", expected ",
+                                                     c10::str(params[i].value.sizes())));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Expect(const std::map<std::string, at::Tensor>& state, const std::string& key,
+                    at::IntArrayRef shape, at::ScalarType dtype, at::Tensor* out) {
+  auto it = state.find(key);
+  if (it == state.end()) return absl::InvalidArgumentError(absl::StrCat("optimizer state lacks ", key));
+  if (it->second.sizes() != shape || it->second.scalar_type() != dtype) {
+    return absl::InvalidArgumentError(absl::StrCat("optimizer state ", key, " has shape ",
+                                                   c10::str(it->second.sizes()), " ",
+                                                   c10::toString(it->second.scalar_type())));
+  }
+  *out = it->second.clone();
+  return absl::OkStatus();
+}
+
+// torch.optim.AdamW (single-tensor path), operation for operation, so that
+// results agree with PyTorch to float rounding.
+void AdamWUpdate(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg,
+                 at::Tensor& exp_avg_sq, int64_t step, double lr, const AdamWOptions& o) {
+  param.mul_(1 - lr * o.weight_decay);
+  exp_avg.lerp_(grad, 1 - o.beta1);
+  exp_avg_sq.mul_(o.beta2).addcmul_(grad, grad, 1 - o.beta2);
+  const double bias_correction1 = 1 - std::pow(o.beta1, static_cast<double>(step));
+  const double bias_correction2 = 1 - std::pow(o.beta2, static_cast<double>(step));
+  const double step_size = lr / bias_correction1;
+  at::Tensor denom = (exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(o.eps);
+  param.addcdiv_(exp_avg, denom, -step_size);
+}
+
+class AdamW : public Optimizer {
+ public:
+  AdamW(std::vector<NamedTensor> params, const AdamWOptions& o) : params_(std::move(params)), o_(o) {
+    for (const NamedTensor& p : params_) {
+      exp_avg_.push_back(at::zeros_like(p.value));
+      exp_avg_sq_.push_back(at::zeros_like(p.value));
+    }
+  }
+
+  absl::Status Step(const std::vector<at::Tensor>& grads, double lr) override {
+    if (absl::Status s = CheckGrads(params_, grads); !s.ok()) return s;
+    ++step_;
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      at::Tensor p = params_[i].value;
+      AdamWUpdate(p, grads[i], exp_avg_[i], exp_avg_sq_[i], step_, lr, o_);
+    }
+    return absl::OkStatus();
+  }
+
+  int64_t steps() const override { return step_; }
+
+  std::map<std::string, at::Tensor> ExportState() const override {
+    std::map<std::string, at::Tensor> out;
+    out["step"] = at::tensor({step_}, at::kLong);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      out[params_[i].name + ".exp_avg"] = exp_avg_[i].clone();
+      out[params_[i].name + ".exp_avg_sq"] = exp_avg_sq_[i].clone();
+    }
+    return out;
+  }
+
+  absl::Status ImportState(const std::map<std::string, at::Tensor>& state) override {
+    at::Tensor step;
+    if (absl::Status s = Expect(state, "step", {1}, at::kLong, &step); !s.ok()) return s;
+    std::vector<at::Tensor> m(params_.size()), v(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const auto shape = params_[i].value.sizes();
+      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg", shape, at::kFloat, &m[i]); !s.ok()) return s;
+      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg_sq", shape, at::kFloat, &v[i]); !s.ok()) return s;
+    }
+    step_ = step.item<int64_t>();
+    exp_avg_ = std::move(m);
+    exp_avg_sq_ = std::move(v);
+    return absl::OkStatus();
+  }
+
+  int64_t StateBytes() const override {
+    int64_t n = 0;
+    for (const auto& t : exp_avg_) n += t.nbytes() * 2;
+    return n;
+  }
+
+ private:
+  std::vector<NamedTensor> params_;
+  AdamWOptions o_;
+  std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
+  int64_t step_ = 0;
+};
+
+// 8-bit AdamW: moments live as blockwise-8-bit byte strings and are expanded
+// to float32 one parameter at a time during the step.
+class AdamW8bit : public Optimizer {
+ public:
+  AdamW8bit(std::vector<NamedTensor> params, const AdamWOptions& o)
+      : params_(std::move(params)), o_(o), codec_(averaging::CodecFor(averaging::CodecId::kBlockwise8Bit)) {
+    for (const NamedTensor& p : params_) {
+      std::vector<float> zeros(p.value.numel(), 0.0f);
+      std::string encoded;
+      codec_.Encode(zeros.data(), zeros.size(), &encoded);
+      exp_avg_.push_back(encoded);
+      exp_avg_sq_.push_back(encoded);
+    }
+  }
+
+  absl::Status Step(const std::vector<at::Tensor>& grads, double lr) override {
+    if (absl::Status s = CheckGrads(params_, grads); !s.ok()) return s;
+    ++step_;
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!grads[i].defined()) continue;
+      at::Tensor p = params_[i].value;
+      const size_t n = static_cast<size_t>(p.numel());
+      at::Tensor m = at::empty_like(p), v = at::empty_like(p);
+      if (absl::Status s = codec_.Decode(exp_avg_[i], n, m.data_ptr<float>()); !s.ok()) return s;
+      if (absl::Status s = codec_.Decode(exp_avg_sq_[i], n, v.data_ptr<float>()); !s.ok()) return s;
+      AdamWUpdate(p, grads[i].contiguous(), m, v, step_, lr, o_);
+      if (!averaging::AllFinite(m.data_ptr<float>(), n) || !averaging::AllFinite(v.data_ptr<float>(), n)) {
+        return absl::InvalidArgumentError(absl::StrCat("non-finite moments for ", params_[i].name));
+      }
+      exp_avg_[i].clear();
+      exp_avg_sq_[i].clear();
+      codec_.Encode(m.data_ptr<float>(), n, &exp_avg_[i]);
+      codec_.Encode(v.data_ptr<float>(), n, &exp_avg_sq_[i]);
+    }
+    return absl::OkStatus();
+  }
+
+  int64_t steps() const override { return step_; }
+
+  std::map<std::string, at::Tensor> ExportState() const override {
+    std::map<std::string, at::Tensor> out;
+    out["step"] = at::tensor({step_}, at::kLong);
+    auto bytes = [](const std::string& s) {
+      return at::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())}, at::kByte).clone();
+    };
+    for (size_t i = 0; i < params_.size(); ++i) {
+      out[params_[i].name + ".exp_avg_8bit"] = bytes(exp_avg_[i]);
+      out[params_[i].name + ".exp_avg_sq_8bit"] = bytes(exp_avg_sq_[i]);
+    }
+    return out;
+  }
+
+  absl::Status ImportState(const std::map<std::string, at::Tensor>& state) override {
+    at::Tensor step;
+    if (absl::Status s = Expect(state, "step", {1}, at::kLong, &step); !s.ok()) return s;
+    std::vector<std::string> m(params_.size()), v(params_.size());
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int64_t size = static_cast<int64_t>(codec_.EncodedSize(params_[i].value.numel()));
+      at::Tensor a, b;
+      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg_8bit", {size}, at::kByte, &a); !s.ok()) return s;
+      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg_sq_8bit", {size}, at::kByte, &b); !s.ok()) return s;
+      m[i].assign(static_cast<const char*>(a.data_ptr()), size);
+      v[i].assign(static_cast<const char*>(b.data_ptr()), size);
+    }
+    step_ = step.item<int64_t>();
+    exp_avg_ = std::move(m);
+    exp_avg_sq_ = std::move(v);
+    return absl::OkStatus();
+  }
+
+  int64_t StateBytes() const override {
+    int64_t n = 0;
+    for (const auto& s : exp_avg_) n += 2 * static_cast<int64_t>(s.size());
+    return n;
+  }
+
+ private:
+  std::vector<NamedTensor> params_;
+  AdamWOptions o_;
+  const averaging::Codec& codec_;
+  std::vector<std::string> exp_avg_, exp_avg_sq_;
+  int64_t step_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Optimizer>> MakeAdamW(std::vector<NamedTensor> params,
+                                                     const AdamWOptions& options) {
+  if (absl::Status s = CheckParams(params, options); !s.ok()) return s;
+  return std::unique_ptr<Optimizer>(new AdamW(std::move(params), options));
+}
+
+absl::StatusOr<std::unique_ptr<Optimizer>> MakeAdamW8bit(std::vector<NamedTensor> params,
+                                                         const AdamWOptions& options) {
+  if (absl::Status s = CheckParams(params, options); !s.ok()) return s;
+  return std::unique_ptr<Optimizer>(new AdamW8bit(std::move(params), options));
+}
+
+}  // namespace dd::training
