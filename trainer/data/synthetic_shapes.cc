@@ -73,4 +73,11 @@ ShapeSample RenderShapeSample(uint64_t seed, uint64_t index, int width, int heig
   return sample;
 }
 
+std::vector<std::string> ShapeVocabulary() {
+  std::vector<std::string> words = {"a", "an", "on", "background"};
+  for (const Colour& c : kColours) words.push_back(c.name);
+  for (const char* shape : kShapes) words.push_back(shape);
+  return words;
+}
+
 }  // namespace dd

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "common/image/image_codec.h"
 
@@ -21,6 +22,10 @@ struct ShapeSample {
 // background colours always differ; the shape covers 30-60% of the shorter
 // side and is anti-aliased at its edges.
 ShapeSample RenderShapeSample(uint64_t seed, uint64_t index, int width, int height);
+
+// Every word the captions use ("a", "an", colours, shapes, "on",
+// "background"): the demo's tokenizer makes each a single token.
+std::vector<std::string> ShapeVocabulary();
 
 }  // namespace dd
 

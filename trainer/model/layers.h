@@ -114,7 +114,12 @@ struct GroupNorm {
     groups = groups_;
     eps = eps_;
   }
-  at::Tensor operator()(const at::Tensor& x) const { return at::group_norm(x, groups, w, b, eps); }
+  // Normalisation runs in the weights' precision (float32) even when
+  // autocast hands it bf16 activations, as CUDA autocast does; CPU kernels
+  // of libtorch 1.13 refuse mixed dtypes.
+  at::Tensor operator()(const at::Tensor& x) const {
+    return at::group_norm(x.scalar_type() == w.scalar_type() ? x : x.to(w.scalar_type()), groups, w, b, eps);
+  }
 };
 
 struct LayerNorm {
@@ -125,7 +130,7 @@ struct LayerNorm {
     b = t.Get(p + ".bias", {c});
   }
   at::Tensor operator()(const at::Tensor& x) const {
-    return at::layer_norm(x, {x.size(-1)}, w, b, eps);
+    return at::layer_norm(x.scalar_type() == w.scalar_type() ? x : x.to(w.scalar_type()), {x.size(-1)}, w, b, eps);
   }
 };
 

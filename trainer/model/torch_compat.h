@@ -4,6 +4,7 @@
 #define TRAINER_MODEL_TORCH_COMPAT_H_
 
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <torch/version.h>
 
 #include <cmath>
@@ -26,6 +27,25 @@ inline at::Tensor ScaledDotProductAttention(const at::Tensor& q, const at::Tenso
   }
   return at::matmul(at::softmax(scores, -1), v);
 #endif
+}
+
+// Turns autocast (mixed precision) on or off for `device` ("cpu" or "cuda")
+// with `dtype` (kBFloat16, kHalf). The API was renamed in libtorch 2.4.
+inline void SetAutocast(bool cuda, bool enabled, at::ScalarType dtype) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  const at::DeviceType device = cuda ? at::kCUDA : at::kCPU;
+  at::autocast::set_autocast_enabled(device, enabled);
+  at::autocast::set_autocast_dtype(device, dtype);
+#else
+  if (cuda) {
+    at::autocast::set_enabled(enabled);
+    at::autocast::set_autocast_gpu_dtype(dtype);
+  } else {
+    at::autocast::set_cpu_enabled(enabled);
+    at::autocast::set_autocast_cpu_dtype(dtype);
+  }
+#endif
+  if (!enabled) at::autocast::clear_cache();
 }
 
 }  // namespace dd::model

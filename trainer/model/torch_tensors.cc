@@ -107,4 +107,27 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::str
   return out;
 }
 
+absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                         const std::map<std::string, std::string>& metadata) {
+  std::vector<TensorToWrite> out;
+  try {
+    for (const auto& [name, tensor] : tensors) {
+      at::Tensor t = tensor.detach().cpu().contiguous();
+      auto dtype = FromScalarType(t.scalar_type());
+      if (!dtype.ok()) return dtype.status();
+      out.push_back({name, *dtype, t.sizes().vec(),
+                     std::string(static_cast<const char*>(t.data_ptr()), t.nbytes())});
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("saving ", path, ": ", e.what_without_backtrace()));
+  }
+  return WriteSafetensors(path, out, metadata);
+}
+
+absl::StatusOr<std::map<std::string, std::string>> LoadMetadata(const std::string& path) {
+  auto file = SafetensorsFile::Open(path);
+  if (!file.ok()) return file.status();
+  return (*file)->metadata();
+}
+
 }  // namespace dd::model

@@ -31,6 +31,14 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string&
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::string& dir,
                                                                   const std::string& stem);
 
+// Writes `tensors` (CPU, any supported dtype) and `metadata` to a
+// safetensors file atomically.
+absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                         const std::map<std::string, std::string>& metadata = {});
+
+// The __metadata__ of a safetensors file.
+absl::StatusOr<std::map<std::string, std::string>> LoadMetadata(const std::string& path);
+
 }  // namespace dd::model
 
 #endif  // TRAINER_MODEL_TORCH_TENSORS_H_

@@ -442,7 +442,7 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Ten
     }
     return m.conv_out(at::silu(m.norm_out(x)));
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("UNet forward: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("UNet forward: ", (getenv("DD_TORCH_BACKTRACE") ? e.what() : e.what_without_backtrace())));
   }
 }
 

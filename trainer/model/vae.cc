@@ -117,8 +117,24 @@ absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Load(const std::st
   std::string weights = dir + "/diffusion_pytorch_model.safetensors";
   auto tensors = LoadPartTensors(dir, "diffusion_pytorch_model");
   if (!tensors.ok()) return tensors.status();
-  const VaeConfig& c = *config;
   WeightTable t(std::move(*tensors), weights);
+  return Build(*config, &t);
+}
+
+absl::StatusOr<std::vector<AutoencoderKL::ParameterShape>> AutoencoderKL::ParameterShapes(
+    const VaeConfig& config) {
+  WeightTable t = WeightTable::Random(0);
+  auto vae = Build(config, &t);
+  if (!vae.ok()) return vae.status();
+  std::vector<ParameterShape> out;
+  for (const auto& p : t.used_) out.push_back({p.name, p.value.sizes().vec()});
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Build(const VaeConfig& config,
+                                                                    void* table) {
+  WeightTable& t = *static_cast<WeightTable*>(table);
+  const VaeConfig& c = config;
   std::unique_ptr<AutoencoderKL> vae(new AutoencoderKL());
   vae->config_ = c;
   vae->impl_ = std::make_unique<Impl>();

@@ -51,8 +51,17 @@ class AutoencoderKL {
 
   struct Impl;
 
+  // The name and shape of every weight a VAE of `config` has (to write a
+  // randomly initialised model folder).
+  struct ParameterShape {
+    std::string name;
+    std::vector<int64_t> shape;
+  };
+  static absl::StatusOr<std::vector<ParameterShape>> ParameterShapes(const VaeConfig& config);
+
  private:
   AutoencoderKL();
+  static absl::StatusOr<std::unique_ptr<AutoencoderKL>> Build(const VaeConfig& config, void* table);
   VaeConfig config_;
   std::unique_ptr<Impl> impl_;
 };

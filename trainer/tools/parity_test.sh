@@ -12,6 +12,8 @@ echo "$out" | grep -q "unet.output .*PASS"
 echo "$out" | grep -q "vae.decoded .*PASS"
 echo "$out" | grep -q "scheduler.euler_trajectory_end .*PASS"
 echo "$out" | grep -q "pipeline.image .*PASS"
+echo "$out" | grep -q "train_step.loss\[1\] .*PASS"
+echo "$out" | grep -q "train_step.params .*PASS"
 [ "$(echo "$out" | grep -c PASS)" -ge 10 ]
 ! echo "$out" | grep -q FAIL
 # A model folder whose UNet weights disagree with its config must fail.

@@ -58,3 +58,25 @@ TEST(MinSnr, WeightsFollowTheDefinition) {
 
 }  // namespace
 }  // namespace dd::training
+
+#include "trainer/training/loss_scaler.h"
+
+namespace dd::training {
+namespace {
+
+TEST(LossScaler, BacksOffOnInfAndGrows) {
+  LossScaler s(1024, 3);
+  std::vector<at::Tensor> g = {at::tensor({2048.0f})};
+  EXPECT_TRUE(s.Unscale(g));
+  EXPECT_FLOAT_EQ(g[0].item<float>(), 2.0f);
+  std::vector<at::Tensor> bad = {at::tensor({INFINITY})};
+  EXPECT_FALSE(s.Unscale(bad));
+  s.Update(true);
+  EXPECT_EQ(s.scale(), 512);
+  for (int i = 0; i < 3; ++i) s.Update(false);
+  EXPECT_EQ(s.scale(), 1024);
+  EXPECT_EQ(s.clean_steps(), 0);
+}
+
+}  // namespace
+}  // namespace dd::training

@@ -1,0 +1,33 @@
+// Writes a Stable Diffusion model folder in diffusers layout with freshly
+// initialised weights, for a named size: the embedded demo trains one
+// without downloading anything, and benchmarks use the real SD 1.5 shapes.
+//
+// Initialisation follows PyTorch's defaults for the module types (what
+// `UNet2DConditionModel(**config)` gives): convolution and linear weights and
+// biases uniform in +-1/sqrt(fan_in), norm scales 1 and shifts 0, CLIP
+// embeddings normal with std 0.02. The tokenizer is a CLIP BPE vocabulary
+// built from `words` (byte alphabet + one merge chain per word), so every
+// text still tokenizes; listed words become single tokens.
+#ifndef TRAINER_MODEL_MODEL_INIT_H_
+#define TRAINER_MODEL_MODEL_INIT_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace dd::model {
+
+// Sizes: "tiny" (64 px, a few MB, the demo), "small" (256 px), "sd15"
+// (the SD 1.5 shapes, 1.07 G parameters; several GB).
+std::vector<std::string> ModelSizes();
+
+// Writes model_index.json, unet/, vae/, text_encoder/, tokenizer/ and
+// scheduler/ to `dir`. InvalidArgument for an unknown size.
+absl::Status WriteInitialModel(const std::string& dir, const std::string& size, uint64_t seed,
+                               const std::vector<std::string>& words);
+
+}  // namespace dd::model
+
+#endif  // TRAINER_MODEL_MODEL_INIT_H_

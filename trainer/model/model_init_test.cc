@@ -1,0 +1,39 @@
+#include "trainer/model/model_init.h"
+
+#include "gtest/gtest.h"
+#include "trainer/model/diffusers_model.h"
+
+namespace dd::model {
+namespace {
+
+TEST(ModelInit, TinyFolderLoadsAndRuns) {
+  std::string dir = std::string(getenv("TEST_TMPDIR")) + "/tiny";
+  ASSERT_TRUE(WriteInitialModel(dir, "tiny", 1, {"a", "red", "circle", "on", "blue", "background"}).ok());
+  auto m = DiffusersModel::Load(dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  // Listed words are one token each: BOS red circle EOS.
+  std::vector<int> ids = (*m)->tokenizer->Encode("red circle");
+  ASSERT_EQ(ids.size(), 4u);
+  // Other text still tokenizes (byte fallback), lower-cased.
+  EXPECT_GT((*m)->tokenizer->Encode("Zebra!").size(), 3u);
+  std::vector<int> padded = (*m)->tokenizer->EncodePadded("a red circle");
+  auto text = (*m)->text_encoder->Forward(
+      at::tensor(std::vector<int64_t>(padded.begin(), padded.end())).unsqueeze(0));
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_EQ(text->last_hidden_state.size(2), 64);
+  auto out = (*m)->unet->Forward(at::randn({1, 4, 16, 16}), at::tensor({10L}), text->last_hidden_state);
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_TRUE(at::isfinite(*out).all().item<bool>());
+  // PyTorch's default init: norm scales 1, weights within 1/sqrt(fan_in).
+  for (const auto& p : (*m)->unet->parameters()) {
+    if (p.name == "conv_in.weight") EXPECT_LE(p.value.abs().max().item<float>(), 1 / std::sqrt(36.0f));
+    if (p.name == "conv_norm_out.weight") EXPECT_TRUE(at::equal(p.value, at::ones_like(p.value)));
+  }
+  auto img = (*m)->vae->Decode(at::randn({1, 4, 16, 16}));
+  ASSERT_TRUE(img.ok());
+  EXPECT_EQ(img->size(2), 64);
+  EXPECT_FALSE(WriteInitialModel(dir, "huge", 1, {}).ok());
+}
+
+}  // namespace
+}  // namespace dd::model

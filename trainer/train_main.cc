@@ -1,0 +1,111 @@
+// train: fine-tunes a Stable Diffusion model on a folder of captioned images
+// (or WebDataset shards), on one peer.
+//
+//   bazel run //trainer:train -- --model_dir=D --dataset_dir=DATA --output_dir=O \
+//       --batch_size=4 --resolution=512 --lr=1e-5 --max_steps=10000
+//
+// Flags follow diffusers' train_text_to_image.py where a counterpart exists.
+#include <gflags/gflags.h>
+
+#include <iostream>
+
+#include "absl/strings/str_split.h"
+#include "common/init/init.h"
+#include "common/status/status_macros.h"
+#include "trainer/training/trainer.h"
+
+DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune.");
+DEFINE_string(dataset_dir, "", "Folder of image + .txt pairs and/or .tar shards, or one .tar.");
+DEFINE_string(output_dir, "", "Where checkpoints, samples and logs go.");
+DEFINE_int32(batch_size, 1, "Images per micro-batch (train_batch_size).");
+DEFINE_int32(resolution, 512, "Training resolution (bucket area resolution^2).");
+DEFINE_bool(bucketing, true, "Aspect-ratio buckets; false: square resize and crop.");
+DEFINE_bool(random_crop, false, "Random instead of centred crops.");
+DEFINE_bool(random_flip, false, "Mirror half of the images.");
+DEFINE_double(caption_dropout, 0.0, "Probability of an empty caption (the prototype's ucg).");
+DEFINE_bool(shuffle_tags, false, "Shuffle comma-separated caption tags.");
+DEFINE_int32(keep_tags, 0, "Leading tags kept in place when shuffling.");
+DEFINE_int32(dataloader_num_workers, 2, "Image decoding threads.");
+DEFINE_double(lr, 1e-4, "Learning rate (learning_rate).");
+DEFINE_string(lr_scheduler, "constant",
+              "constant, constant_with_warmup, linear, cosine or polynomial.");
+DEFINE_int64(lr_warmup_steps, 0, "Warm-up steps of the learning rate.");
+DEFINE_int64(max_steps, 1000, "Optimizer steps to train (max_train_steps).");
+DEFINE_int32(gradient_accumulation_steps, 1, "Micro-batches per optimizer step.");
+DEFINE_double(max_grad_norm, 1.0, "Gradient clipping norm (0: off).");
+DEFINE_bool(use_8bit_adam, false, "8-bit AdamW (blockwise-quantized moments).");
+DEFINE_double(adam_beta1, 0.9, "AdamW beta1.");
+DEFINE_double(adam_beta2, 0.999, "AdamW beta2.");
+DEFINE_double(adam_epsilon, 1e-8, "AdamW epsilon.");
+DEFINE_double(adam_weight_decay, 1e-2, "AdamW decoupled weight decay.");
+DEFINE_string(mixed_precision, "no", "no, fp16 (CUDA only) or bf16.");
+DEFINE_bool(gradient_checkpointing, false, "Recompute UNet blocks in backward (not available yet).");
+DEFINE_double(noise_offset, 0.0, "Offset noise scale.");
+DEFINE_double(snr_gamma, 0.0, "Min-SNR weighting gamma (0: off; 5 is usual).");
+DEFINE_bool(use_ema, false, "Keep an EMA of the weights (sampled and saved as unet_ema).");
+DEFINE_double(ema_decay, 0.9999, "EMA decay.");
+DEFINE_uint64(seed, 0, "Seed of data order, noise and timesteps.");
+DEFINE_int64(save_steps, 500, "Checkpoint every N steps (checkpointing_steps).");
+DEFINE_int32(checkpoints_total_limit, 3, "Checkpoints to keep.");
+DEFINE_int64(image_log_steps, 0, "Sample grid every N steps (0: off).");
+DEFINE_string(sample_prompts, "", "Prompts for the grids, separated by '|' (default: dataset captions).");
+DEFINE_int32(sample_steps, 20, "Denoising steps of the sample grids.");
+DEFINE_double(sample_guidance, 7.5, "Guidance scale of the sample grids.");
+DEFINE_string(resume_from, "", "\"latest\" or a checkpoint folder (resume_from_checkpoint).");
+
+namespace {
+
+absl::Status Run(int, char**) {
+  if (FLAGS_gradient_checkpointing) {
+    return absl::UnimplementedError(
+        "--gradient_checkpointing is not implemented yet; train without it");
+  }
+  dd::training::TrainerOptions o;
+  o.model_dir = FLAGS_model_dir;
+  o.dataset_dir = FLAGS_dataset_dir;
+  o.output_dir = FLAGS_output_dir;
+  o.batch_size = FLAGS_batch_size;
+  o.resolution = FLAGS_resolution;
+  o.bucketing = FLAGS_bucketing;
+  o.random_crop = FLAGS_random_crop;
+  o.random_flip = FLAGS_random_flip;
+  o.caption_dropout = FLAGS_caption_dropout;
+  o.shuffle_tags = FLAGS_shuffle_tags;
+  o.keep_tags = FLAGS_keep_tags;
+  o.num_workers = FLAGS_dataloader_num_workers;
+  o.lr = FLAGS_lr;
+  o.lr_scheduler = FLAGS_lr_scheduler;
+  o.lr_warmup_steps = FLAGS_lr_warmup_steps;
+  o.max_steps = FLAGS_max_steps;
+  o.gradient_accumulation_steps = FLAGS_gradient_accumulation_steps;
+  o.max_grad_norm = FLAGS_max_grad_norm;
+  o.use_8bit_adam = FLAGS_use_8bit_adam;
+  o.adam_beta1 = FLAGS_adam_beta1;
+  o.adam_beta2 = FLAGS_adam_beta2;
+  o.adam_epsilon = FLAGS_adam_epsilon;
+  o.adam_weight_decay = FLAGS_adam_weight_decay;
+  o.mixed_precision = FLAGS_mixed_precision;
+  o.noise_offset = FLAGS_noise_offset;
+  o.snr_gamma = FLAGS_snr_gamma;
+  o.use_ema = FLAGS_use_ema;
+  o.ema_decay = FLAGS_ema_decay;
+  o.seed = FLAGS_seed;
+  o.save_steps = FLAGS_save_steps;
+  o.keep_checkpoints = FLAGS_checkpoints_total_limit;
+  o.image_log_steps = FLAGS_image_log_steps;
+  if (!FLAGS_sample_prompts.empty()) o.sample_prompts = absl::StrSplit(FLAGS_sample_prompts, '|');
+  o.sample_steps = FLAGS_sample_steps;
+  o.sample_guidance = FLAGS_sample_guidance;
+  o.resume_from = FLAGS_resume_from;
+  ASSIGN_OR_RETURN(auto trainer, dd::training::Trainer::Create(o));
+  RETURN_IF_ERROR(trainer->Run());
+  std::cout << "trained to step " << trainer->step() << "; checkpoints, samples/ and logs/ are in "
+            << o.output_dir << " (tensorboard --logdir " << o.output_dir << "/logs)\n";
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  return dd::RunMain("train --model_dir=D --dataset_dir=DATA --output_dir=O [flags]", argc, argv, Run);
+}

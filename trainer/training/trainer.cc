@@ -1,0 +1,561 @@
+#include "trainer/training/trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <set>
+
+#include <glog/logging.h>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
+#include "common/image/image_codec.h"
+#include "common/io/file_util.h"
+#include "common/metrics/event_writer.h"
+#include "common/progress/progress_line.h"
+#include "common/status/status_macros.h"
+#include "trainer/data/sample_source.h"
+#include "trainer/diffusion/schedulers.h"
+#include "trainer/model/diffusers_model.h"
+#include "trainer/model/torch_compat.h"
+#include "trainer/model/torch_tensors.h"
+#include "trainer/pipeline/txt2img.h"
+#include "trainer/training/diffusion_loss.h"
+#include "trainer/training/ema.h"
+#include "trainer/training/gradients.h"
+#include "trainer/training/loss_scaler.h"
+#include "trainer/training/lr_schedule.h"
+#include "trainer/training/optimizer.h"
+
+namespace dd::training {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr char kStateFile[] = "training_state.safetensors";
+constexpr char kStateFormat[] = "distdiff-training-state-1";
+
+absl::Status CheckOptions(const TrainerOptions& o) {
+  if (o.model_dir.empty() || o.dataset_dir.empty() || o.output_dir.empty()) {
+    return absl::InvalidArgumentError("--model_dir, --dataset_dir and --output_dir are required");
+  }
+  if (o.batch_size < 1 || o.gradient_accumulation_steps < 1 || o.max_steps < 1 ||
+      o.resolution < 8 || o.save_steps < 0 || o.image_log_steps < 0 || o.keep_checkpoints < 1 ||
+      o.num_workers < 1) {
+    return absl::InvalidArgumentError(
+        "batch_size, gradient_accumulation_steps, max_steps, keep_checkpoints and num_workers "
+        "must be >= 1, resolution >= 8, save_steps and image_log_steps >= 0");
+  }
+  if (!(o.lr > 0) || !std::isfinite(o.lr)) return absl::InvalidArgumentError("--lr must be positive");
+  if (o.mixed_precision != "no" && o.mixed_precision != "fp16" && o.mixed_precision != "bf16") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--mixed_precision must be no, fp16 or bf16, not \"", o.mixed_precision, "\""));
+  }
+  if (o.mixed_precision == "fp16") {
+    // fp16 autocast exists for CUDA only; this build trains on the CPU.
+    return absl::FailedPreconditionError(
+        "--mixed_precision=fp16 needs a CUDA GPU; use bf16 (or no) on the CPU");
+  }
+  if (o.use_ema && !(o.ema_decay > 0 && o.ema_decay < 1)) {
+    return absl::InvalidArgumentError("--ema_decay must be in (0, 1)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckWritable(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("output directory ", dir, " cannot be created: ", ec.message()));
+  }
+  std::string probe = dir + "/.write_test";
+  if (absl::Status s = WriteFileAtomically(probe, "ok"); !s.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("output directory ", dir, " is not writable: ", s.message()));
+  }
+  fs::remove(probe, ec);
+  return absl::OkStatus();
+}
+
+// Hard-links every file under `from` into `to` (copies when linking fails,
+// e.g. across file systems): the frozen parts of a checkpoint cost no space.
+absl::Status LinkTree(const fs::path& from, const fs::path& to) {
+  std::error_code ec;
+  fs::create_directories(to, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", to.string()));
+  for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    fs::path rel = fs::relative(it->path(), from, ec);
+    fs::path dst = to / rel;
+    if (it->is_directory(ec)) {
+      fs::create_directories(dst, ec);
+    } else if (it->is_regular_file(ec)) {
+      fs::create_hard_link(it->path(), dst, ec);
+      if (ec) {
+        ec.clear();
+        fs::copy_file(it->path(), dst, fs::copy_options::overwrite_existing, ec);
+      }
+    }
+    if (ec) return absl::InternalError(absl::StrCat("linking ", it->path().string(), ": ", ec.message()));
+  }
+  if (ec) return absl::InternalError(absl::StrCat("reading ", from.string(), ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+std::vector<std::pair<int64_t, fs::path>> ListCheckpoints(const std::string& output_dir) {
+  std::vector<std::pair<int64_t, fs::path>> out;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(output_dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    int64_t step = 0;
+    if (absl::StartsWith(name, "checkpoint-") && absl::SimpleAtoi(name.substr(11), &step) &&
+        fs::exists(it->path() / kStateFile)) {
+      out.push_back({step, it->path()});
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ResolveCheckpoint(const std::string& output_dir,
+                                              const std::string& resume_from) {
+  if (resume_from == "latest") {
+    auto all = ListCheckpoints(output_dir);
+    if (all.empty()) return absl::NotFoundError(absl::StrCat("no checkpoint-N in ", output_dir));
+    return all.back().second.string();
+  }
+  if (!fs::exists(fs::path(resume_from) / kStateFile)) {
+    return absl::NotFoundError(absl::StrCat(resume_from, " has no ", kStateFile));
+  }
+  return resume_from;
+}
+
+struct Trainer::State {
+  TrainerOptions o;
+  std::string source_dir;  // where the frozen parts come from
+  std::unique_ptr<model::DiffusersModel> model;
+  std::unique_ptr<diffusion::NoiseSchedule> schedule;
+  std::optional<LrSchedule> lr;
+  std::vector<NamedTensor> params;
+  std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<Ema> ema;
+  LossScaler scaler;
+  std::vector<data::SampleRef> samples;
+  std::unique_ptr<data::DataLoader> loader;
+  data::DataPosition position;  // after the last batch trained
+  int64_t epoch = 0;
+  at::Generator gen;
+  int64_t step = 0;
+  int64_t skipped = 0;
+  int64_t samples_seen = 0;
+  std::vector<std::string> sample_prompts;
+  std::unique_ptr<metrics::EventWriter> events;
+  std::unique_ptr<metrics::JsonlWriter> jsonl;
+  std::function<void(std::vector<at::Tensor>&)> hook;
+
+  // Conditioning of a batch of captions: hidden states, and for SDXL the
+  // pooled embeddings and time ids.
+  absl::Status Encode(const data::Batch& batch, LossInputs* in) {
+    at::NoGradGuard no_grad;
+    auto ids = [](const model::ClipTokenizer& tok, const std::vector<std::string>& captions) {
+      std::vector<int64_t> flat;
+      for (const auto& c : captions) {
+        std::vector<int> v = tok.EncodePadded(c);
+        flat.insert(flat.end(), v.begin(), v.end());
+      }
+      return at::tensor(flat, at::kLong).reshape({static_cast<int64_t>(captions.size()), -1});
+    };
+    ASSIGN_OR_RETURN(auto one, model->text_encoder->Forward(ids(*model->tokenizer, batch.captions)));
+    if (!model->unet->config().text_time) {
+      in->encoder_hidden_states = one.last_hidden_state;
+      return absl::OkStatus();
+    }
+    ASSIGN_OR_RETURN(auto two, model->text_encoder_2->Forward(ids(*model->tokenizer_2, batch.captions)));
+    in->encoder_hidden_states = at::cat({one.hidden_states[one.hidden_states.size() - 2],
+                                         two.hidden_states[two.hidden_states.size() - 2]}, -1);
+    in->added_text_embeds = two.text_embeds.defined() ? two.text_embeds : two.pooled;
+    const int64_t b = batch.pixels.size(0);
+    at::Tensor target = at::tensor({batch.pixels.size(2), batch.pixels.size(3)}, at::kLong)
+                            .unsqueeze(0).expand({b, 2});
+    in->added_time_ids = at::cat({batch.original_sizes, batch.crop_top_left, target}, 1).to(at::kFloat);
+    return absl::OkStatus();
+  }
+
+  // Swaps the EMA weights into the model (and back on the second call).
+  void SwapEma() {
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) {
+      at::Tensor tmp = params[i].value.detach().clone();
+      params[i].value.detach().copy_(ema->shadow()[i]);
+      const_cast<at::Tensor&>(ema->shadow()[i]).copy_(tmp);
+    }
+  }
+
+  absl::Status RestoreFrom(const std::string& checkpoint) {
+    const std::string path = checkpoint + "/" + kStateFile;
+    ASSIGN_OR_RETURN(auto tensors, model::LoadTensors(path));
+    ASSIGN_OR_RETURN(auto meta, model::LoadMetadata(path));
+    if (meta["format"] != kStateFormat) {
+      return absl::FailedPreconditionError(absl::StrCat(path, " is not a training state of this version"));
+    }
+    at::NoGradGuard no_grad;
+    for (NamedTensor& p : params) {
+      auto it = tensors.find("param." + p.name);
+      if (it == tensors.end() || it->second.sizes() != p.value.sizes()) {
+        return absl::FailedPreconditionError(absl::StrCat(path, ": parameter ", p.name,
+                                                          " missing or of another shape"));
+      }
+      p.value.detach().copy_(it->second);
+    }
+    std::map<std::string, at::Tensor> opt, ema_state;
+    for (auto& [k, v] : tensors) {
+      if (absl::StartsWith(k, "opt.")) opt[k.substr(4)] = v;
+      if (absl::StartsWith(k, "ema.")) ema_state[k] = v;
+    }
+    RETURN_IF_ERROR(optimizer->ImportState(opt));
+    if (ema) RETURN_IF_ERROR(ema->ImportState(params, ema_state));
+    if (!tensors.count("rng")) return absl::FailedPreconditionError(path + ": no rng state");
+    gen.set_state(tensors.at("rng"));
+    if (!absl::SimpleAtoi(meta["step"], &step) || !absl::SimpleAtoi(meta["skipped_steps"], &skipped) ||
+        !absl::SimpleAtoi(meta["samples_seen"], &samples_seen)) {
+      return absl::FailedPreconditionError(path + ": malformed step counters");
+    }
+    double scale = 0;
+    int64_t clean = 0;
+    if (!absl::SimpleAtod(meta["loss_scale"], &scale) || !absl::SimpleAtoi(meta["loss_scale_clean_steps"], &clean)) {
+      return absl::FailedPreconditionError(path + ": malformed loss scale");
+    }
+    scaler.Restore(scale, clean);
+    ASSIGN_OR_RETURN(position, data::DataPosition::Parse(meta["data_position"]));
+    return absl::OkStatus();
+  }
+};
+
+Trainer::Trainer(std::unique_ptr<State> state) : s_(std::move(state)) {}
+Trainer::~Trainer() = default;
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& options) {
+  RETURN_IF_ERROR(CheckOptions(options));
+  RETURN_IF_ERROR(CheckWritable(options.output_dir));
+  auto s = std::make_unique<State>();
+  s->o = options;
+  const TrainerOptions& o = s->o;
+  std::string checkpoint;
+  if (!o.resume_from.empty()) {
+    auto resolved = ResolveCheckpoint(o.output_dir, o.resume_from);
+    if (!resolved.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("--resume_from: ", resolved.status().message()));
+    }
+    checkpoint = *resolved;
+  }
+  // A checkpoint is itself a complete model folder.
+  s->source_dir = checkpoint.empty() ? o.model_dir : checkpoint;
+  auto model = model::DiffusersModel::Load(s->source_dir);
+  if (!model.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model folder ", s->source_dir, " cannot be used: ", model.status().message()));
+  }
+  s->model = std::move(*model);
+  if (!s->model->unet || !s->model->vae || !s->model->text_encoder || !s->model->tokenizer) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "model folder ", s->source_dir, " lacks one of unet, vae, text_encoder, tokenizer"));
+  }
+  auto schedule = diffusion::ParseScheduleConfig(s->model->scheduler_config_json,
+                                                 s->source_dir + "/scheduler/scheduler_config.json");
+  if (!schedule.ok()) return absl::FailedPreconditionError(std::string(schedule.status().message()));
+  s->schedule = std::make_unique<diffusion::NoiseSchedule>(*schedule);
+
+  auto listing = data::ListSamples(o.dataset_dir);
+  if (!listing.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("dataset ", o.dataset_dir, ": ", listing.status().message()));
+  }
+  s->samples = std::move(listing->samples);
+  LOG(INFO) << "dataset " << o.dataset_dir << ": " << s->samples.size() << " samples ("
+            << listing->without_caption << " without caption, " << listing->skipped_files
+            << " files skipped)";
+
+  LrScheduleOptions lro;
+  lro.name = o.lr_scheduler;
+  lro.warmup_steps = o.lr_warmup_steps;
+  lro.total_steps = o.max_steps;
+  ASSIGN_OR_RETURN(LrSchedule lr, LrSchedule::Make(o.lr, lro));
+  s->lr = lr;
+
+  for (const auto& p : s->model->unet->parameters()) {
+    p.value.requires_grad_(true);
+    s->params.push_back({p.name, p.value});
+  }
+  AdamWOptions ao{o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.adam_weight_decay};
+  if (o.use_8bit_adam) {
+    ASSIGN_OR_RETURN(s->optimizer, MakeAdamW8bit(s->params, ao));
+  } else {
+    ASSIGN_OR_RETURN(s->optimizer, MakeAdamW(s->params, ao));
+  }
+  if (o.use_ema) s->ema = std::make_unique<Ema>(s->params, o.ema_decay);
+  s->gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  if (!checkpoint.empty()) {
+    RETURN_IF_ERROR(s->RestoreFrom(checkpoint));
+    LOG(INFO) << "resumed from " << checkpoint << " at step " << s->step;
+  }
+
+  data::LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.buckets.resolution = o.resolution;
+  lo.buckets.square_only = !o.bucketing;
+  lo.buckets.step = std::min(64, o.resolution);
+  lo.random_crop = o.random_crop;
+  lo.random_flip = o.random_flip;
+  lo.captions.dropout = o.caption_dropout;
+  lo.captions.shuffle_tags = o.shuffle_tags;
+  lo.captions.keep_tags = o.keep_tags;
+  lo.seed = o.seed;
+  lo.num_workers = o.num_workers;
+  ASSIGN_OR_RETURN(s->loader, data::DataLoader::Start(s->samples, lo, s->position));
+
+  s->sample_prompts = o.sample_prompts;
+  if (s->sample_prompts.empty()) {
+    std::set<std::string> seen;
+    for (const auto& ref : s->samples) {
+      if (s->sample_prompts.size() >= 4) break;
+      if (!ref.has_caption) continue;
+      auto text = data::ReadRange(ref.caption, 4096);
+      if (!text.ok()) continue;
+      std::string c = data::CleanCaption(*text);
+      if (!c.empty() && seen.insert(c).second) s->sample_prompts.push_back(c);
+    }
+  }
+  ASSIGN_OR_RETURN(s->events, metrics::EventWriter::Create(o.output_dir + "/logs"));
+  ASSIGN_OR_RETURN(s->jsonl, metrics::JsonlWriter::Open(o.output_dir + "/metrics.jsonl"));
+  return std::unique_ptr<Trainer>(new Trainer(std::move(s)));
+}
+
+int64_t Trainer::step() const { return s_->step; }
+int64_t Trainer::skipped_steps() const { return s_->skipped; }
+
+std::vector<std::pair<std::string, at::Tensor>> Trainer::Parameters() const {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& p : s_->params) out.push_back({p.name, p.value.detach()});
+  return out;
+}
+
+void Trainer::SetGradientHook(std::function<void(std::vector<at::Tensor>&)> hook) {
+  s_->hook = std::move(hook);
+}
+
+absl::StatusOr<StepReport> Trainer::Step() {
+  State& s = *s_;
+  const TrainerOptions& o = s.o;
+  const auto t0 = Clock::now();
+  StepReport r;
+  try {
+    for (auto& p : s.params) p.value.mutable_grad() = at::Tensor();
+    const bool autocast = o.mixed_precision == "bf16";
+    double loss_sum = 0;
+    for (int micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
+      ASSIGN_OR_RETURN(std::optional<data::Batch> batch, s.loader->Next());
+      if (!batch.has_value()) return absl::OutOfRangeError("the dataset ended");
+      LossInputs in;
+      {
+        at::NoGradGuard no_grad;
+        ASSIGN_OR_RETURN(model::LatentDistribution dist, s.model->vae->Encode(batch->pixels));
+        in.latents = dist.Sample(s.gen) * s.model->vae->scaling_factor();
+      }
+      RETURN_IF_ERROR(s.Encode(*batch, &in));
+      const int64_t b = in.latents.size(0);
+      in.noise = at::randn(in.latents.sizes(), s.gen);
+      if (o.noise_offset > 0) {
+        in.noise = in.noise + o.noise_offset * at::randn({b, in.latents.size(1), 1, 1}, s.gen);
+      }
+      in.timesteps = at::randint(s.schedule->config().num_train_timesteps, {b}, s.gen, at::kLong);
+      model::SetAutocast(false, autocast, at::kBFloat16);
+      auto loss = DiffusionLoss(*s.model->unet, *s.schedule, in, LossOptions{o.snr_gamma});
+      model::SetAutocast(false, false, at::kBFloat16);
+      if (!loss.ok()) return loss.status();
+      (*loss / static_cast<double>(o.gradient_accumulation_steps)).backward();
+      loss_sum += loss->item<double>();
+      r.samples += b;
+      s.position = batch->position;
+      s.epoch = batch->epoch;
+    }
+    std::vector<at::Tensor> grads;
+    for (auto& p : s.params) grads.push_back(p.value.grad());
+    if (s.hook) s.hook(grads);
+    r.lr = s.lr->At(s.step);
+    r.grad_norm = ClipGradNorm(grads, o.max_grad_norm);
+    r.skipped = !std::isfinite(r.grad_norm);
+    if (!r.skipped) {
+      RETURN_IF_ERROR(s.optimizer->Step(grads, r.lr));
+      if (s.ema) s.ema->Update(s.params);
+    } else {
+      ++s.skipped;
+      LOG(WARNING) << "step " << s.step + 1 << ": non-finite gradients, update skipped";
+    }
+    for (auto& p : s.params) p.value.mutable_grad() = at::Tensor();
+    r.loss = loss_sum / o.gradient_accumulation_steps;
+  } catch (const c10::Error& e) {
+    model::SetAutocast(false, false, at::kBFloat16);
+    return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
+  }
+  s.samples_seen += r.samples;
+  r.step = ++s.step;
+  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  return r;
+}
+
+absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
+  State& s = *s_;
+  const fs::path final_dir = fs::path(s.o.output_dir) / absl::StrCat("checkpoint-", s.step);
+  const fs::path tmp = fs::path(final_dir.string() + ".tmp");
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp.string()));
+  // The frozen parts and the index, linked from the source folder.
+  for (auto it = fs::directory_iterator(s.source_dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    if (name == "unet" || name == "unet_ema" || name == kStateFile || absl::StartsWith(name, "checkpoint-")) continue;
+    if (it->is_directory()) {
+      RETURN_IF_ERROR(LinkTree(it->path(), tmp / name));
+    } else if (name == "model_index.json") {
+      fs::copy_file(it->path(), tmp / name, fs::copy_options::overwrite_existing, ec);
+    }
+  }
+  RETURN_IF_ERROR(s.model->unet->Save((tmp / "unet").string()));
+  if (s.ema) {
+    s.SwapEma();
+    absl::Status saved = s.model->unet->Save((tmp / "unet_ema").string());
+    s.SwapEma();
+    RETURN_IF_ERROR(saved);
+  }
+  std::map<std::string, at::Tensor> state;
+  for (const auto& p : s.params) state["param." + p.name] = p.value.detach();
+  for (auto& [k, v] : s.optimizer->ExportState()) state["opt." + k] = v;
+  if (s.ema) {
+    for (auto& [k, v] : s.ema->ExportState(s.params)) state[k] = v;
+  }
+  state["rng"] = s.gen.get_state();
+  std::map<std::string, std::string> meta = {
+      {"format", kStateFormat},
+      {"step", absl::StrCat(s.step)},
+      {"skipped_steps", absl::StrCat(s.skipped)},
+      {"samples_seen", absl::StrCat(s.samples_seen)},
+      {"loss_scale", absl::StrCat(s.scaler.scale())},
+      {"loss_scale_clean_steps", absl::StrCat(s.scaler.clean_steps())},
+      {"data_position", s.position.Serialize()},
+      {"optimizer", s.o.use_8bit_adam ? "adamw8bit" : "adamw"},
+  };
+  RETURN_IF_ERROR(model::SaveTensors((tmp / kStateFile).string(), state, meta));
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp, final_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp.string(), ": ", ec.message()));
+  auto all = ListCheckpoints(s.o.output_dir);
+  for (size_t i = 0; i + s.o.keep_checkpoints < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  return final_dir.string();
+}
+
+absl::StatusOr<std::string> Trainer::WriteSamples() {
+  State& s = *s_;
+  if (s.sample_prompts.empty()) return absl::FailedPreconditionError("no sample prompts");
+  ASSIGN_OR_RETURN(auto pipe, pipeline::Txt2ImgPipeline::Create(s.model.get()));
+  const int grid = pipe.vae_scale() * (1 << (s.model->unet->config().block_out_channels.size() - 1));
+  const int size = std::max(grid, s.o.resolution / grid * grid);
+  if (s.ema) s.SwapEma();
+  std::vector<RgbImage> images;
+  absl::Status status;
+  for (size_t i = 0; i < s.sample_prompts.size() && status.ok(); ++i) {
+    pipeline::Txt2ImgOptions po;
+    po.prompt = s.sample_prompts[i];
+    po.steps = s.o.sample_steps;
+    po.guidance = s.o.sample_guidance;
+    po.seed = 1000 + i;  // fixed across the run, so grids are comparable
+    po.width = po.height = size;
+    auto image = pipe.Generate(po);
+    if (!image.ok()) {
+      status = image.status();
+      break;
+    }
+    auto rgb = pipeline::ToRgbImage(*image);
+    if (!rgb.ok()) status = rgb.status();
+    else images.push_back(std::move(*rgb));
+  }
+  if (s.ema) s.SwapEma();
+  RETURN_IF_ERROR(status);
+  ASSIGN_OR_RETURN(RgbImage grid_image, pipeline::MakeGrid(images, 4));
+  ASSIGN_OR_RETURN(std::string png, EncodePng(grid_image));
+  std::string dir = s.o.output_dir + "/samples";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  std::string path = absl::StrFormat("%s/step-%06d.png", dir, s.step);
+  RETURN_IF_ERROR(WriteFileAtomically(path, png));
+  std::string prompts;
+  for (const auto& p : s.sample_prompts) prompts += p + "\n";
+  RETURN_IF_ERROR(WriteFileAtomically(dir + "/prompts.txt", prompts));
+  RETURN_IF_ERROR(s.events->AddImage("samples", s.step, grid_image));
+  return path;
+}
+
+absl::Status Trainer::Run() {
+  State& s = *s_;
+  const TrainerOptions& o = s.o;
+  ProgressLine progress("training", o.max_steps, "steps");
+  double window_samples = 0, window_seconds = 0;
+  double ema_loss = NAN;
+  LOG(INFO) << "training " << s.params.size() << " UNet tensors from step " << s.step << " to "
+            << o.max_steps << ", batch " << o.batch_size << " x " << o.gradient_accumulation_steps
+            << " accumulation, output in " << o.output_dir;
+  if (s.step == 0 && o.image_log_steps > 0 && !s.sample_prompts.empty()) {
+    ASSIGN_OR_RETURN(std::string grid, WriteSamples());
+    LOG(INFO) << "samples before training: " << grid;
+  }
+  while (s.step < o.max_steps) {
+    ASSIGN_OR_RETURN(StepReport r, Step());
+    window_samples += r.samples;
+    window_seconds += r.seconds;
+    const double rate = window_seconds > 0 ? window_samples / window_seconds : 0;
+    ema_loss = std::isnan(ema_loss) ? r.loss : 0.9 * ema_loss + 0.1 * r.loss;
+    RETURN_IF_ERROR(s.jsonl->Write({{"step", double(r.step)},
+                                    {"loss", r.loss},
+                                    {"loss_smoothed", ema_loss},
+                                    {"lr", r.lr},
+                                    {"grad_norm", r.grad_norm},
+                                    {"images_per_second", r.samples / std::max(r.seconds, 1e-9)},
+                                    {"samples_seen", double(s.samples_seen)},
+                                    {"epoch", double(s.epoch)},
+                                    {"skipped_steps", double(s.skipped)}}));
+    RETURN_IF_ERROR(s.events->AddScalar("train/loss", r.step, r.loss));
+    RETURN_IF_ERROR(s.events->AddScalar("train/lr", r.step, r.lr));
+    RETURN_IF_ERROR(s.events->AddScalar("train/grad_norm", r.step, r.grad_norm));
+    RETURN_IF_ERROR(s.events->AddScalar("train/images_per_second", r.step, rate));
+    progress.Update(r.step, 0,
+                    absl::StrFormat("loss %.4f lr %.2e %.1f img/s", ema_loss, r.lr, rate));
+    const bool last = s.step == o.max_steps;
+    if ((o.save_steps > 0 && s.step % o.save_steps == 0) || last) {
+      ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint());
+      LOG(INFO) << "checkpoint: " << dir;
+    }
+    if (o.image_log_steps > 0 && (s.step % o.image_log_steps == 0 || last) && !s.sample_prompts.empty()) {
+      ASSIGN_OR_RETURN(std::string grid, WriteSamples());
+      LOG(INFO) << "samples: " << grid;
+    }
+  }
+  RETURN_IF_ERROR(s.events->Flush());
+  progress.Finish(absl::StrFormat("loss %.4f, %d steps skipped", ema_loss, s.skipped));
+  return absl::OkStatus();
+}
+
+}  // namespace dd::training

@@ -1,0 +1,193 @@
+#include "trainer/training/trainer.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/image/image_codec.h"
+#include "gtest/gtest.h"
+#include "trainer/data/synthetic_shapes.h"
+#include "trainer/model/testing/fixtures.h"
+
+namespace dd::training {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string Tmp(const std::string& name) {
+  std::string d = std::string(getenv("TEST_TMPDIR")) + "/" + name;
+  fs::remove_all(d);
+  return d;
+}
+
+std::string ShapesDataset() {
+  static std::string dir = [] {
+    std::string d = Tmp("shapes");
+    fs::create_directories(d);
+    for (int i = 0; i < 12; ++i) {
+      ShapeSample s = RenderShapeSample(5, i, 40, 32);
+      std::ofstream(d + "/" + std::to_string(i) + ".png", std::ios::binary) << *EncodePng(s.image);
+      std::ofstream(d + "/" + std::to_string(i) + ".txt") << s.caption;
+    }
+    return d;
+  }();
+  return dir;
+}
+
+TrainerOptions Options(const std::string& out) {
+  TrainerOptions o;
+  o.model_dir = model::testing::TinySd1() + "/model";
+  o.dataset_dir = ShapesDataset();
+  o.output_dir = out;
+  o.batch_size = 2;
+  o.resolution = 32;
+  o.random_flip = true;
+  o.caption_dropout = 0.1;
+  o.lr = 1e-3;
+  o.lr_scheduler = "cosine";
+  o.lr_warmup_steps = 3;
+  o.max_steps = 20;
+  o.gradient_accumulation_steps = 2;
+  o.save_steps = 10;
+  o.seed = 9;
+  o.num_workers = 2;
+  return o;
+}
+
+std::vector<at::Tensor> Weights(const Trainer& t) {
+  std::vector<at::Tensor> out;
+  for (auto& [name, value] : t.Parameters()) out.push_back(value.clone());
+  return out;
+}
+
+void ExpectIdentical(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) ASSERT_TRUE(at::equal(a[i], b[i])) << "tensor " << i;
+}
+
+// 20 straight steps and 10 + checkpoint + resume + 10 give identical
+// weights, with AdamW and with 8-bit AdamW + EMA.
+TEST(Trainer, ResumeIsExact) {
+  for (bool eight_bit : {false, true}) {
+    TrainerOptions straight = Options(Tmp("straight"));
+    straight.use_8bit_adam = eight_bit;
+    straight.use_ema = eight_bit;
+    straight.ema_decay = 0.9;
+    auto a = Trainer::Create(straight);
+    ASSERT_TRUE(a.ok()) << a.status();
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE((*a)->Step().ok());
+    std::vector<at::Tensor> want = Weights(**a);
+
+    TrainerOptions split = straight;
+    split.output_dir = Tmp("split");
+    {
+      auto b = Trainer::Create(split);
+      ASSERT_TRUE(b.ok()) << b.status();
+      for (int i = 0; i < 10; ++i) ASSERT_TRUE((*b)->Step().ok());
+      auto dir = (*b)->SaveCheckpoint();
+      ASSERT_TRUE(dir.ok()) << dir.status();
+      EXPECT_TRUE(fs::exists(*dir + "/unet/diffusion_pytorch_model.safetensors"));
+      EXPECT_TRUE(fs::exists(*dir + "/vae/config.json"));
+      EXPECT_EQ(fs::exists(*dir + "/unet_ema/config.json"), eight_bit);
+      for (int i = 0; i < 3; ++i) ASSERT_TRUE((*b)->Step().ok());  // lost work after the checkpoint
+    }
+    split.resume_from = "latest";
+    auto c = Trainer::Create(split);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ((*c)->step(), 10);
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*c)->Step().ok());
+    ExpectIdentical(Weights(**c), want);
+  }
+}
+
+TEST(Trainer, NonFiniteGradientsSkipTheStep) {
+  auto t = Trainer::Create(Options(Tmp("nan")));
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE((*t)->Step().ok());
+  std::vector<at::Tensor> before = Weights(**t);
+  (*t)->SetGradientHook([](std::vector<at::Tensor>& g) { g[3].view(-1)[0] = NAN; });
+  auto r = (*t)->Step();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->skipped);
+  EXPECT_EQ((*t)->skipped_steps(), 1);
+  ExpectIdentical(Weights(**t), before);
+  (*t)->SetGradientHook(nullptr);
+  r = (*t)->Step();
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->skipped);
+  EXPECT_TRUE(std::isfinite(r->loss));
+  EXPECT_FALSE(at::equal(Weights(**t)[0], before[0]));
+}
+
+TEST(Trainer, RunWritesMetricsCheckpointsAndSamples) {
+  TrainerOptions o = Options(Tmp("run"));
+  o.max_steps = 6;
+  o.save_steps = 2;
+  o.keep_checkpoints = 2;
+  o.image_log_steps = 3;
+  o.sample_steps = 2;
+  auto t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE((*t)->Run().ok());
+  EXPECT_FALSE(fs::exists(o.output_dir + "/checkpoint-2"));  // pruned: keep 2
+  EXPECT_TRUE(fs::exists(o.output_dir + "/checkpoint-4"));
+  EXPECT_TRUE(fs::exists(o.output_dir + "/checkpoint-6/model_index.json"));
+  EXPECT_TRUE(fs::exists(o.output_dir + "/samples/step-000000.png"));
+  EXPECT_TRUE(fs::exists(o.output_dir + "/samples/step-000006.png"));
+  std::ifstream jsonl(o.output_dir + "/metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(jsonl, line);) {
+    ++lines;
+    EXPECT_NE(line.find("\"loss\""), std::string::npos);
+  }
+  EXPECT_EQ(lines, 6);
+  bool events = false;
+  for (auto& e : fs::directory_iterator(o.output_dir + "/logs")) {
+    events |= e.path().filename().string().rfind("events.out.tfevents.", 0) == 0 && e.file_size() > 100;
+  }
+  EXPECT_TRUE(events);
+}
+
+TEST(Trainer, BadInputsFailAtOnceNamingTheProblem) {
+  TrainerOptions o = Options(Tmp("bad"));
+  o.model_dir = "/nonexistent/model";
+  auto t = Trainer::Create(o);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(t.status().message().find("/nonexistent/model"), std::string::npos) << t.status();
+
+  o = Options(Tmp("bad2"));
+  std::string empty = Tmp("empty_data");
+  fs::create_directories(empty);
+  o.dataset_dir = empty;
+  t = Trainer::Create(o);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(t.status().message().find("dataset"), std::string::npos) << t.status();
+
+  o = Options("/proc/not_writable");
+  t = Trainer::Create(o);
+  EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(t.status().message().find("output directory"), std::string::npos) << t.status();
+
+  o = Options(Tmp("bad3"));
+  o.mixed_precision = "fp8";
+  EXPECT_EQ(Trainer::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.mixed_precision = "no";
+  o.lr_scheduler = "sawtooth";
+  EXPECT_FALSE(Trainer::Create(o).ok());
+  o.lr_scheduler = "constant";
+  o.resume_from = "latest";
+  EXPECT_FALSE(Trainer::Create(o).ok());  // nothing to resume
+}
+
+TEST(Trainer, Bf16AutocastTrainsOnCpu) {
+  TrainerOptions o = Options(Tmp("bf16"));
+  o.mixed_precision = "bf16";
+  auto t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto r = (*t)->Step();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(std::isfinite(r->loss));
+  for (auto& [name, value] : (*t)->Parameters()) ASSERT_EQ(value.scalar_type(), at::kFloat) << name;
+}
+
+}  // namespace
+}  // namespace dd::training
