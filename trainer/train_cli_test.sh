@@ -45,5 +45,10 @@ mkdir -p "$T/empty"
 expect_error "model folder /nonexistent" --model_dir=/nonexistent --dataset_dir="$T/data" --output_dir="$T/o3"
 expect_error "dataset $T/empty" --model_dir="$T/model" --dataset_dir="$T/empty" --output_dir="$T/o4"
 expect_error "output directory" --model_dir="$T/model" --dataset_dir="$T/data" --output_dir=/proc/x
-expect_error "gradient_checkpointing" --model_dir="$T/model" --dataset_dir="$T/data" --output_dir="$T/o5" --gradient_checkpointing
+expect_error "mixed_precision=fp16 needs a CUDA GPU" --model_dir="$T/model" --dataset_dir="$T/data" --output_dir="$T/o5" --mixed_precision=fp16
+# Gradient checkpointing and 8-bit Adam with EMA run too.
+"$R/trainer/train" --model_dir="$T/model" --dataset_dir="$T/data" --output_dir="$T/o6" --batch_size=2 \
+  --resolution=64 --max_steps=2 --gradient_checkpointing --use_8bit_adam --use_ema 2>/dev/null \
+  || fail "gradient checkpointing run failed"
+[ -d "$T/o6/checkpoint-2/unet_ema" ] || fail "no unet_ema with --use_ema"
 echo PASS

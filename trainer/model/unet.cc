@@ -1,5 +1,8 @@
 #include "trainer/model/unet.h"
 
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+
 #include <cmath>
 #include <filesystem>
 #include <map>
@@ -104,6 +107,52 @@ struct Block {
   Conv resample_conv;
 };
 
+// One layer of a block: a resnet and the attention after it (if any). The
+// unit that gradient checkpointing recomputes.
+struct LayerRef {
+  const Resnet* resnet;
+  const Transformer2D* attention;  // null in blocks without attention
+  at::Tensor operator()(const at::Tensor& x, const at::Tensor& temb, const at::Tensor& context) const {
+    at::Tensor y = (*resnet)(x, temb);
+    return attention != nullptr ? (*attention)(y, context) : y;
+  }
+};
+
+// Gradient checkpointing of a layer (torch.utils.checkpoint, reentrant
+// form): the forward pass runs without recording the graph and keeps only
+// the layer's inputs; backward runs the layer again with the graph and
+// back-propagates through it, which also accumulates the parameters'
+// gradients. Activation memory drops to one layer's worth at the cost of a
+// second forward pass.
+struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx,
+                                                const at::Tensor& x, const at::Tensor& temb,
+                                                const at::Tensor& context, int64_t layer) {
+    ctx->saved_data["layer"] = layer;
+    ctx->save_for_backward({x, temb, context});
+    at::NoGradGuard no_grad;
+    return {(*reinterpret_cast<const LayerRef*>(layer))(x, temb, context)};
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_out) {
+    const auto* layer = reinterpret_cast<const LayerRef*>(ctx->saved_data["layer"].toInt());
+    std::vector<at::Tensor> in;
+    for (const at::Tensor& t : ctx->get_saved_variables()) {
+      in.push_back(t.defined() ? t.detach().requires_grad_(t.requires_grad()) : t);
+    }
+    at::Tensor out;
+    {
+      at::AutoGradMode enable(true);
+      out = (*layer)(in[0], in[1], in[2]);
+    }
+    at::Tensor g = grad_out[0];
+    if (g.scalar_type() != out.scalar_type()) g = g.to(out.scalar_type());
+    torch::autograd::backward({out}, {g});
+    auto grad_of = [](const at::Tensor& t) { return t.defined() && t.requires_grad() ? t.grad() : at::Tensor(); };
+    return {grad_of(in[0]), grad_of(in[1]), grad_of(in[2]), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 struct UNet::Impl {
@@ -114,6 +163,10 @@ struct UNet::Impl {
   std::vector<Block> down, up;
   Block mid;
   std::vector<UNet::Parameter> parameters;
+  // Layers in forward order (down blocks, mid, up blocks), for checkpointing.
+  std::vector<LayerRef> down_layers, up_layers;
+  LayerRef mid_first, mid_second;
+  bool checkpointing = false;
 };
 
 absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& text, const std::string& source) {
@@ -337,8 +390,19 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Build(const UNetConfig& config, void
   m.conv_out.Load(t, "conv_out", ch[0], c.out_channels, 3);
   if (!t.status().ok()) return t.status();
   for (auto& p : t.used_) m.parameters.push_back({p.name, p.value, p.file_dtype});
+  // The vectors of blocks are final now, so pointers into them stay valid.
+  auto layers_of = [](const Block& b, std::vector<LayerRef>* out) {
+    for (size_t l = 0; l < b.resnets.size(); ++l) {
+      out->push_back({&b.resnets[l], b.attentions.empty() ? nullptr : &b.attentions[l]});
+    }
+  };
+  for (const Block& b : m.down) layers_of(b, &m.down_layers);
+  for (const Block& b : m.up) layers_of(b, &m.up_layers);
+  m.mid_first = {&m.mid.resnets[0], &m.mid.attentions[0]};
   return unet;
 }
+
+void UNet::SetGradientCheckpointing(bool enabled) { impl_->checkpointing = enabled; }
 
 const std::vector<UNet::Parameter>& UNet::parameters() const { return impl_->parameters; }
 
@@ -414,10 +478,16 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Ten
     at::Tensor x = c.center_input_sample ? 2 * sample - 1.0 : sample;
     x = m.conv_in(x);
     std::vector<at::Tensor> skips = {x};
+    // Runs one layer, checkpointed when training with checkpointing on.
+    const bool checkpoint = m.checkpointing && at::GradMode::is_enabled();
+    auto run = [&](const LayerRef& layer, const at::Tensor& in) {
+      if (!checkpoint) return layer(in, temb, context);
+      return CheckpointedLayer::apply(in, temb, context, reinterpret_cast<int64_t>(&layer))[0];
+    };
+    size_t k = 0;
     for (const Block& b : m.down) {
       for (size_t l = 0; l < b.resnets.size(); ++l) {
-        x = b.resnets[l](x, temb);
-        if (!b.attentions.empty()) x = b.attentions[l](x, context);
+        x = run(m.down_layers[k++], x);
         skips.push_back(x);
       }
       if (b.resample) {
@@ -425,15 +495,14 @@ absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Ten
         skips.push_back(x);
       }
     }
-    x = m.mid.resnets[0](x, temb);
-    x = m.mid.attentions[0](x, context);
+    x = run(m.mid_first, x);
     x = m.mid.resnets[1](x, temb);
+    k = 0;
     for (const Block& b : m.up) {
       for (size_t l = 0; l < b.resnets.size(); ++l) {
         x = at::cat({x, skips.back()}, 1);
         skips.pop_back();
-        x = b.resnets[l](x, temb);
-        if (!b.attentions.empty()) x = b.attentions[l](x, context);
+        x = run(m.up_layers[k++], x);
       }
       if (b.resample) {
         x = at::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});

@@ -81,6 +81,11 @@ class UNet {
   };
   const std::vector<Parameter>& parameters() const;
 
+  // Gradient checkpointing: while autograd records, each resnet+attention
+  // layer keeps only its inputs and is recomputed in backward (less
+  // activation memory, one more forward pass). Same gradients.
+  void SetGradientCheckpointing(bool enabled);
+
   // A UNet of `config` with random weights (benchmarks).
   static absl::StatusOr<std::unique_ptr<UNet>> Random(const UNetConfig& config, uint64_t seed);
 

@@ -17,6 +17,7 @@
 
 #include <gflags/gflags.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "common/image/image_codec.h"
 #include "common/init/init.h"
@@ -32,6 +33,9 @@ DEFINE_string(model_dir, "", "A diffusers model folder.");
 DEFINE_int32(batch, 4, "Batch size.");
 DEFINE_int32(resolution, 32, "Image side in pixels.");
 DEFINE_int32(steps, 5, "Timed steps after one warm-up step.");
+DEFINE_string(variants, "adamw,adamw8bit,checkpointing",
+              "Which steps to time. Peak RSS is per process: run one variant per process to "
+              "compare memory.");
 
 namespace {
 
@@ -58,21 +62,25 @@ absl::Status Run(int, char**) {
   std::cout << absl::StrFormat("model %s, batch %d, %d px, %d threads\n", FLAGS_model_dir,
                                FLAGS_batch, FLAGS_resolution, at::get_num_threads());
   double forward_s = 0;
-  for (bool eight_bit : {false, true}) {
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool eight_bit = variant == 1, checkpointing = variant == 2;
+    const char* names[] = {"adamw", "adamw8bit", "checkpointing"};
+    if (!absl::StrContains(FLAGS_variants, names[variant])) continue;
     dd::training::TrainerOptions o;
     o.model_dir = FLAGS_model_dir;
     o.dataset_dir = tmp + "/data";
-    o.output_dir = tmp + (eight_bit ? "/out8" : "/out");
+    o.output_dir = tmp + "/out" + std::to_string(variant);
     o.batch_size = FLAGS_batch;
     o.resolution = FLAGS_resolution;
     o.max_steps = 1000;
     o.use_8bit_adam = eight_bit;
+    o.gradient_checkpointing = checkpointing;
     ASSIGN_OR_RETURN(auto trainer, dd::training::Trainer::Create(o));
     RETURN_IF_ERROR(trainer->Step().status());  // warm-up
     auto t0 = Clock::now();
     for (int i = 0; i < FLAGS_steps; ++i) RETURN_IF_ERROR(trainer->Step().status());
     const double step_s = std::chrono::duration<double>(Clock::now() - t0).count() / FLAGS_steps;
-    if (!eight_bit) {
+    if (forward_s == 0) {
       // Baseline: the UNet forward alone on a batch of the same latent size.
       ASSIGN_OR_RETURN(auto unet, dd::model::UNet::Load(FLAGS_model_dir + "/unet"));
       ASSIGN_OR_RETURN(std::string vae_json, dd::ReadFileToString(FLAGS_model_dir + "/vae/config.json"));
@@ -89,7 +97,8 @@ absl::Status Run(int, char**) {
       std::cout << absl::StrFormat("%-32s %9.1f ms\n", "UNet forward (baseline)", forward_s * 1e3);
     }
     std::cout << absl::StrFormat("%-32s %9.1f ms  %.1f img/s  ratio to forward %.2f  peak RSS %.0f MiB\n",
-                                 eight_bit ? "training step, 8-bit AdamW" : "training step, AdamW",
+                                 eight_bit ? "training step, 8-bit AdamW"
+                                 : checkpointing ? "step, AdamW, grad checkpointing" : "training step, AdamW",
                                  step_s * 1e3, FLAGS_batch / step_s, step_s / forward_s, PeakMiB());
   }
   // Optimizer state memory for this UNet.

@@ -295,6 +295,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   ASSIGN_OR_RETURN(LrSchedule lr, LrSchedule::Make(o.lr, lro));
   s->lr = lr;
 
+  s->model->unet->SetGradientCheckpointing(o.gradient_checkpointing);
   for (const auto& p : s->model->unet->parameters()) {
     p.value.requires_grad_(true);
     s->params.push_back({p.name, p.value});

@@ -57,6 +57,7 @@ struct TrainerOptions {
   std::string mixed_precision = "no";  // no, fp16, bf16
   double noise_offset = 0.0;
   double snr_gamma = 0.0;
+  bool gradient_checkpointing = false;  // recompute UNet layers in backward
   bool use_ema = false;
   double ema_decay = 0.9999;
   uint64_t seed = 0;
