@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -17,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/match.h"
+#include "common/crypto/sha256.h"
 #include "common/image/image_codec.h"
 #include "common/io/file_util.h"
 #include "common/metrics/event_writer.h"
@@ -130,6 +132,17 @@ std::vector<std::pair<int64_t, fs::path>> ListCheckpoints(const std::string& out
 
 }  // namespace
 
+uint64_t SampleSeed(uint64_t seed, uint64_t step, const std::string& key, int occurrence) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a of the key
+  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+  auto mix = [](uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  };
+  return mix(mix(mix(seed + 0x9E3779B97F4A7C15ull) ^ step) ^ h) ^ static_cast<uint64_t>(occurrence);
+}
+
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& output_dir,
                                               const std::string& resume_from) {
   if (resume_from == "latest") {
@@ -157,8 +170,13 @@ struct Trainer::State {
   std::unique_ptr<data::DataLoader> loader;
   data::DataPosition position;  // after the last batch trained
   int64_t epoch = 0;
-  at::Generator gen;
   int64_t step = 0;
+  // The gradients being accumulated toward the next step.
+  int64_t accumulated_samples = 0;
+  int64_t accumulated_batches = 0;
+  double loss_sum = 0;
+  Clock::time_point accumulation_start;
+  std::map<std::string, int> occurrences;  // of each sample key this step
   int64_t skipped = 0;
   int64_t samples_seen = 0;
   std::vector<std::string> sample_prompts;
@@ -227,8 +245,6 @@ struct Trainer::State {
     }
     RETURN_IF_ERROR(optimizer->ImportState(opt));
     if (ema) RETURN_IF_ERROR(ema->ImportState(params, ema_state));
-    if (!tensors.count("rng")) return absl::FailedPreconditionError(path + ": no rng state");
-    gen.set_state(tensors.at("rng"));
     if (!absl::SimpleAtoi(meta["step"], &step) || !absl::SimpleAtoi(meta["skipped_steps"], &skipped) ||
         !absl::SimpleAtoi(meta["samples_seen"], &samples_seen)) {
       return absl::FailedPreconditionError(path + ": malformed step counters");
@@ -307,7 +323,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     ASSIGN_OR_RETURN(s->optimizer, MakeAdamW(s->params, ao));
   }
   if (o.use_ema) s->ema = std::make_unique<Ema>(s->params, o.ema_decay);
-  s->gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
   if (!checkpoint.empty()) {
     RETURN_IF_ERROR(s->RestoreFrom(checkpoint));
     LOG(INFO) << "resumed from " << checkpoint << " at step " << s->step;
@@ -357,43 +372,122 @@ void Trainer::SetGradientHook(std::function<void(std::vector<at::Tensor>&)> hook
   s_->hook = std::move(hook);
 }
 
-absl::StatusOr<StepReport> Trainer::Step() {
+absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
   State& s = *s_;
   const TrainerOptions& o = s.o;
-  const auto t0 = Clock::now();
-  StepReport r;
+  if (s.accumulated_samples == 0) s.accumulation_start = Clock::now();
   try {
-    for (auto& p : s.params) p.value.mutable_grad() = at::Tensor();
     const bool autocast = o.mixed_precision == "bf16";
-    double loss_sum = 0;
-    for (int micro = 0; micro < o.gradient_accumulation_steps; ++micro) {
-      ASSIGN_OR_RETURN(std::optional<data::Batch> batch, s.loader->Next());
-      if (!batch.has_value()) return absl::OutOfRangeError("the dataset ended");
-      LossInputs in;
-      {
-        at::NoGradGuard no_grad;
-        ASSIGN_OR_RETURN(model::LatentDistribution dist, s.model->vae->Encode(batch->pixels));
-        in.latents = dist.Sample(s.gen) * s.model->vae->scaling_factor();
-      }
-      RETURN_IF_ERROR(s.Encode(*batch, &in));
-      const int64_t b = in.latents.size(0);
-      in.noise = at::randn(in.latents.sizes(), s.gen);
-      if (o.noise_offset > 0) {
-        in.noise = in.noise + o.noise_offset * at::randn({b, in.latents.size(1), 1, 1}, s.gen);
-      }
-      in.timesteps = at::randint(s.schedule->config().num_train_timesteps, {b}, s.gen, at::kLong);
-      model::SetAutocast(false, autocast, at::kBFloat16);
-      auto loss = DiffusionLoss(*s.model->unet, *s.schedule, in, LossOptions{o.snr_gamma});
-      model::SetAutocast(false, false, at::kBFloat16);
-      if (!loss.ok()) return loss.status();
-      (*loss / static_cast<double>(o.gradient_accumulation_steps)).backward();
-      loss_sum += loss->item<double>();
-      r.samples += b;
-      s.position = batch->position;
-      s.epoch = batch->epoch;
+    LossInputs in;
+    const int64_t b = batch.pixels.size(0);
+    model::LatentDistribution dist;
+    {
+      at::NoGradGuard no_grad;
+      ASSIGN_OR_RETURN(dist, s.model->vae->Encode(batch.pixels));
+    }
+    // Every random number of a sample (latent sample, noise, timestep) comes
+    // from a generator seeded by (seed, step, sample key), so a sample gets
+    // the same ones whichever peer trains it in whichever batch: N peers at
+    // batch B compute the same gradient as one peer at batch N*B.
+    std::vector<at::Tensor> latents, noise, timesteps;
+    const int64_t c = dist.mean.size(1);
+    for (int64_t i = 0; i < b; ++i) {
+      const std::string& key = i < static_cast<int64_t>(batch.keys.size()) ? batch.keys[i] : "";
+      const int occurrence = s.occurrences[key]++;
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
+          SampleSeed(o.seed, static_cast<uint64_t>(s.step), key, occurrence));
+      at::Tensor eps = at::randn(dist.mean[i].sizes(), gen);
+      latents.push_back((dist.mean[i] + dist.std[i] * eps) * s.model->vae->scaling_factor());
+      at::Tensor n = at::randn(dist.mean[i].sizes(), gen);
+      if (o.noise_offset > 0) n = n + o.noise_offset * at::randn({c, 1, 1}, gen);
+      noise.push_back(n);
+      timesteps.push_back(at::randint(s.schedule->config().num_train_timesteps, {1}, gen, at::kLong));
+    }
+    in.latents = at::stack(latents);
+    in.noise = at::stack(noise);
+    in.timesteps = at::cat(timesteps);
+    RETURN_IF_ERROR(s.Encode(batch, &in));
+    model::SetAutocast(false, autocast, at::kBFloat16);
+    auto loss = DiffusionLoss(*s.model->unet, *s.schedule, in, LossOptions{o.snr_gamma});
+    model::SetAutocast(false, false, at::kBFloat16);
+    if (!loss.ok()) return loss.status();
+    // Per-sample sums: divided by the sample count when the step is applied.
+    (*loss * static_cast<double>(b)).backward();
+    const double value = loss->item<double>();
+    s.loss_sum += value;
+    ++s.accumulated_batches;
+    s.accumulated_samples += b;
+    s.position = batch.position;
+    s.epoch = batch.epoch;
+    return value;
+  } catch (const c10::Error& e) {
+    model::SetAutocast(false, false, at::kBFloat16);
+    return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
+  }
+}
+
+int64_t Trainer::accumulated_samples() const { return s_->accumulated_samples; }
+
+int64_t Trainer::num_elements() const {
+  int64_t n = 0;
+  for (const auto& p : s_->params) n += p.value.numel();
+  return n;
+}
+
+absl::StatusOr<std::vector<float>> Trainer::AccumulatedGradient() const {
+  const State& s = *s_;
+  if (s.accumulated_samples == 0) return absl::FailedPreconditionError("no gradients accumulated");
+  std::vector<float> flat(num_elements());
+  size_t at = 0;
+  at::NoGradGuard no_grad;
+  const double inv = 1.0 / static_cast<double>(s.accumulated_samples);
+  for (const auto& p : s.params) {
+    const int64_t n = p.value.numel();
+    at::Tensor g = p.value.grad();
+    if (g.defined()) {
+      at::Tensor mean = (g.to(at::kFloat) * inv).contiguous();
+      std::memcpy(flat.data() + at, mean.data_ptr<float>(), n * sizeof(float));
+    } else {
+      std::fill(flat.begin() + at, flat.begin() + at + n, 0.0f);
+    }
+    at += n;
+  }
+  return flat;
+}
+
+void Trainer::DropAccumulated() {
+  State& s = *s_;
+  for (auto& p : s.params) p.value.mutable_grad() = at::Tensor();
+  s.accumulated_samples = 0;
+  s.accumulated_batches = 0;
+  s.loss_sum = 0;
+  s.occurrences.clear();
+}
+
+absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradient) {
+  State& s = *s_;
+  const TrainerOptions& o = s.o;
+  StepReport r;
+  if (s.accumulated_samples == 0 && gradient == nullptr) {
+    return absl::FailedPreconditionError("no gradients accumulated");
+  }
+  try {
+    std::vector<float> local;
+    if (gradient == nullptr) {
+      ASSIGN_OR_RETURN(local, AccumulatedGradient());
+      gradient = &local;
+    }
+    if (gradient->size() != static_cast<size_t>(num_elements())) {
+      return absl::InvalidArgumentError(absl::StrCat("gradient has ", gradient->size(),
+                                                     " values, the model ", num_elements()));
     }
     std::vector<at::Tensor> grads;
-    for (auto& p : s.params) grads.push_back(p.value.grad());
+    size_t at = 0;
+    for (auto& p : s.params) {
+      grads.push_back(at::from_blob(const_cast<float*>(gradient->data()) + at, p.value.sizes(),
+                                    at::kFloat).clone());
+      at += p.value.numel();
+    }
     if (s.hook) s.hook(grads);
     r.lr = s.lr->At(s.step);
     r.grad_norm = ClipGradNorm(grads, o.max_grad_norm);
@@ -405,17 +499,41 @@ absl::StatusOr<StepReport> Trainer::Step() {
       ++s.skipped;
       LOG(WARNING) << "step " << s.step + 1 << ": non-finite gradients, update skipped";
     }
-    for (auto& p : s.params) p.value.mutable_grad() = at::Tensor();
-    r.loss = loss_sum / o.gradient_accumulation_steps;
   } catch (const c10::Error& e) {
-    model::SetAutocast(false, false, at::kBFloat16);
-    return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("optimizer step: ", e.what_without_backtrace()));
   }
+  r.loss = s.accumulated_batches > 0 ? s.loss_sum / s.accumulated_batches : NAN;
+  r.samples = s.accumulated_samples;
+  r.seconds = s.accumulated_samples > 0
+                  ? std::chrono::duration<double>(Clock::now() - s.accumulation_start).count()
+                  : 0;
   s.samples_seen += r.samples;
+  DropAccumulated();
   r.step = ++s.step;
-  r.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   return r;
 }
+
+absl::StatusOr<StepReport> Trainer::Step() {
+  State& s = *s_;
+  if (!s.loader) return absl::FailedPreconditionError("this trainer has no dataset of its own");
+  for (int micro = 0; micro < s.o.gradient_accumulation_steps; ++micro) {
+    ASSIGN_OR_RETURN(std::optional<data::Batch> batch, s.loader->Next());
+    if (!batch.has_value()) return absl::OutOfRangeError("the dataset ended");
+    RETURN_IF_ERROR(AccumulateBatch(*batch).status());
+  }
+  return ApplyUpdate(nullptr);
+}
+
+std::string Trainer::ParameterHash() const {
+  Sha256 hash;
+  for (const auto& p : s_->params) {
+    at::Tensor v = p.value.detach().contiguous();
+    hash.Update(absl::string_view(static_cast<const char*>(v.data_ptr()), v.nbytes()));
+  }
+  return DigestToHex(hash.Finish());
+}
+
+void Trainer::SetStep(int64_t step) { s_->step = step; }
 
 absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   State& s = *s_;
@@ -449,7 +567,6 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   if (s.ema) {
     for (auto& [k, v] : s.ema->ExportState(s.params)) state[k] = v;
   }
-  state["rng"] = s.gen.get_state();
   std::map<std::string, std::string> meta = {
       {"format", kStateFormat},
       {"step", absl::StrCat(s.step)},

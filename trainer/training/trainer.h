@@ -95,8 +95,32 @@ class Trainer {
   // Trains until max_steps (progress line, metrics, checkpoints, samples).
   absl::Status Run();
 
-  // One optimizer step (gradient_accumulation_steps micro-batches).
+  // One optimizer step (gradient_accumulation_steps micro-batches from the
+  // trainer's own dataset): AccumulateBatch, then ApplyUpdate(nullptr).
   absl::StatusOr<StepReport> Step();
+
+  // The pieces of a step, for collaborative training, where the gradient
+  // applied is the collaboration's average:
+  // Forward and backward of one batch; gradients add up until ApplyUpdate
+  // or DropAccumulated. Returns the batch's mean loss.
+  absl::StatusOr<double> AccumulateBatch(const data::Batch& batch);
+  int64_t accumulated_samples() const;
+  // The mean per-sample gradient of what was accumulated, flattened in
+  // parameter order (float32). FailedPrecondition when nothing was.
+  absl::StatusOr<std::vector<float>> AccumulatedGradient() const;
+  // One optimizer step with `gradient` (flattened, as AccumulatedGradient),
+  // or the local accumulated gradient when null; clears the accumulation and
+  // advances the step. InvalidArgument for a gradient of the wrong length.
+  absl::StatusOr<StepReport> ApplyUpdate(const std::vector<float>* gradient);
+  // Forgets the accumulated gradients (a round this peer missed).
+  void DropAccumulated();
+  // Total number of trained values.
+  int64_t num_elements() const;
+  // Hex SHA-256 of every trained parameter's bytes, in order: peers that
+  // applied the same updates have the same hash.
+  std::string ParameterHash() const;
+  // The collaboration's global step (learning-rate schedule position).
+  void SetStep(int64_t step);
 
   // Writes checkpoint-<step> now and prunes old ones.
   absl::StatusOr<std::string> SaveCheckpoint();
@@ -120,6 +144,10 @@ class Trainer {
   explicit Trainer(std::unique_ptr<State> state);
   std::unique_ptr<State> s_;
 };
+
+// The seed of a sample's random numbers (latent sample, noise, timestep) at
+// `step`; `occurrence` counts earlier uses of the same key in the step.
+uint64_t SampleSeed(uint64_t seed, uint64_t step, const std::string& key, int occurrence);
 
 // The checkpoint folder `resume_from` names: "latest" is the newest
 // checkpoint-N in `output_dir`. NotFound when there is none.

@@ -6,6 +6,8 @@
 #include "common/image/image_codec.h"
 #include "gtest/gtest.h"
 #include "trainer/data/synthetic_shapes.h"
+#include "trainer/data/data_loader.h"
+#include "trainer/data/sample_source.h"
 #include "trainer/model/testing/fixtures.h"
 
 namespace dd::training {
@@ -187,6 +189,84 @@ TEST(Trainer, Bf16AutocastTrainsOnCpu) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(std::isfinite(r->loss));
   for (auto& [name, value] : (*t)->Parameters()) ASSERT_EQ(value.scalar_type(), at::kFloat) << name;
+}
+
+}  // namespace
+}  // namespace dd::training
+
+namespace dd::training {
+namespace {
+
+data::Batch Slice(const data::Batch& b, int64_t from, int64_t to) {
+  data::Batch out;
+  out.pixels = b.pixels.slice(0, from, to);
+  out.captions.assign(b.captions.begin() + from, b.captions.begin() + to);
+  out.keys.assign(b.keys.begin() + from, b.keys.begin() + to);
+  out.original_sizes = b.original_sizes.slice(0, from, to);
+  out.crop_top_left = b.crop_top_left.slice(0, from, to);
+  return out;
+}
+
+// Two peers at batch 2 whose mean gradients are averaged (weights =
+// samples, as the butterfly does) train exactly like one peer at batch 4 on
+// the same samples: same updates on both peers, and the same weights as the
+// single peer up to float rounding.
+TEST(Trainer, TwoPeersAveragingEqualOnePeerAtTheirCombinedBatch) {
+  TrainerOptions o = Options(Tmp("eq_single"));
+  o.max_grad_norm = 0;  // clipping is per step and would also be equal; keep the test sharp
+  auto single = Trainer::Create(o);
+  o.output_dir = Tmp("eq_a");
+  auto a = Trainer::Create(o);
+  o.output_dir = Tmp("eq_b");
+  auto b = Trainer::Create(o);
+  ASSERT_TRUE(single.ok() && a.ok() && b.ok());
+  data::LoaderOptions lo;
+  lo.batch_size = 4;
+  lo.buckets.resolution = 32;
+  lo.buckets.square_only = true;
+  lo.buckets.step = 32;
+  lo.seed = 3;
+  auto listing = data::ListSamples(ShapesDataset());
+  ASSERT_TRUE(listing.ok());
+  auto loader = data::DataLoader::Start(listing->samples, lo);
+  ASSERT_TRUE(loader.ok());
+  for (int step = 0; step < 3; ++step) {
+    auto batch = (*loader)->Next();
+    ASSERT_TRUE(batch.ok() && batch->has_value());
+    const data::Batch& full = **batch;
+    ASSERT_EQ(full.pixels.size(0), 4);
+    ASSERT_TRUE((*single)->AccumulateBatch(full).ok());
+    auto gs = (*single)->AccumulatedGradient();
+    ASSERT_TRUE(gs.ok());
+    ASSERT_TRUE((*single)->ApplyUpdate(nullptr).ok());
+    ASSERT_TRUE((*a)->AccumulateBatch(Slice(full, 0, 2)).ok());
+    ASSERT_TRUE((*b)->AccumulateBatch(Slice(full, 2, 4)).ok());
+    auto ga = (*a)->AccumulatedGradient(), gb = (*b)->AccumulatedGradient();
+    ASSERT_TRUE(ga.ok() && gb.ok());
+    std::vector<float> avg(ga->size());
+    for (size_t i = 0; i < avg.size(); ++i) avg[i] = (2 * (*ga)[i] + 2 * (*gb)[i]) / 4;
+    // The averaged gradient is the single peer's, to float rounding.
+    float largest = 0, diff = 0;
+    for (size_t i = 0; i < avg.size(); ++i) {
+      largest = std::max(largest, std::abs((*gs)[i]));
+      diff = std::max(diff, std::abs((*gs)[i] - avg[i]));
+    }
+    EXPECT_LT(diff / largest, 1e-5) << "step " << step;
+    ASSERT_TRUE((*a)->ApplyUpdate(&avg).ok());
+    ASSERT_TRUE((*b)->ApplyUpdate(&avg).ok());
+    EXPECT_EQ((*a)->ParameterHash(), (*b)->ParameterHash()) << "step " << step;
+  }
+  // Weights: equal to 1e-4 of each tensor's scale except where Adam's first
+  // steps amplify rounding of near-zero gradients (see train_step_check.h).
+  auto wa = Weights(**a), ws = Weights(**single);
+  int64_t differing = 0, total = 0;
+  for (size_t i = 0; i < wa.size(); ++i) {
+    double scale = std::max(ws[i].abs().max().item<double>(), 0.1);
+    differing += ((wa[i] - ws[i]).abs() > 1e-4 * scale).sum().item<int64_t>();
+    total += wa[i].numel();
+  }
+  EXPECT_LE(differing, total * 3 / 100);
+  EXPECT_NE((*a)->ParameterHash(), std::string(64, '0'));
 }
 
 }  // namespace
