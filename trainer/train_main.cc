@@ -4,6 +4,13 @@
 //   bazel run //trainer:train -- --model_dir=D --dataset_dir=DATA --output_dir=O \
 //       --batch_size=4 --resolution=512 --lr=1e-5 --max_steps=10000
 //
+// Collaborative mode (a peer of a run; data comes from the chunks the
+// coordinator leases, the step from the collaboration):
+//
+//   bazel run //trainer:train -- --coordinator=HOST:PORT --listen=0.0.0.0:7000 \
+//       --public_address=my.host:7000 --model_dir=D --output_dir=O \
+//       --auth_token_file=token [--tls_ca=ca.pem]
+//
 // Flags follow diffusers' train_text_to_image.py where a counterpart exists.
 #include <gflags/gflags.h>
 
@@ -12,6 +19,8 @@
 #include "absl/strings/str_split.h"
 #include "common/init/init.h"
 #include "common/status/status_macros.h"
+#include "common/rpc/security.h"
+#include "trainer/collab/peer.h"
 #include "trainer/training/trainer.h"
 
 DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune.");
@@ -52,6 +61,15 @@ DEFINE_string(sample_prompts, "", "Prompts for the grids, separated by '|' (defa
 DEFINE_int32(sample_steps, 20, "Denoising steps of the sample grids.");
 DEFINE_double(sample_guidance, 7.5, "Guidance scale of the sample grids.");
 DEFINE_string(resume_from, "", "\"latest\" or a checkpoint folder (resume_from_checkpoint).");
+DEFINE_string(coordinator, "", "host:port of a run's coordinator: train as a peer of that run.");
+DEFINE_string(listen, "127.0.0.1:0", "Peer mode: address of this peer's averaging service.");
+DEFINE_string(public_address, "", "Peer mode: address others dial (NAT, port forwarding).");
+DEFINE_bool(client_only, false, "Peer mode: not reachable; averages without reducing a span.");
+DEFINE_string(peer_name, "", "Peer mode: name shown by ddctl peers.");
+DEFINE_int64(max_local_samples_per_step, 0,
+             "Peer mode: stop accumulating at this many samples and wait for the round (0: no cap).");
+DEFINE_string(averaging_codec, "", "Peer mode: none, fp16, bf16, uniform8bit, blockwise8bit "
+                                   "(default: the run config's \"codec\").");
 
 namespace {
 
@@ -94,6 +112,21 @@ absl::Status Run(int, char**) {
   o.sample_steps = FLAGS_sample_steps;
   o.sample_guidance = FLAGS_sample_guidance;
   o.resume_from = FLAGS_resume_from;
+  if (!FLAGS_coordinator.empty()) {
+    dd::collab::PeerOptions po;
+    po.trainer = o;
+    po.coordinator = FLAGS_coordinator;
+    po.listen = FLAGS_listen;
+    po.public_address = FLAGS_public_address;
+    po.client_only = FLAGS_client_only;
+    po.name = FLAGS_peer_name;
+    po.max_local_samples_per_step = FLAGS_max_local_samples_per_step;
+    po.codec = FLAGS_averaging_codec;
+    ASSIGN_OR_RETURN(po.security, dd::SecurityConfigFromFlags());
+    RETURN_IF_ERROR(dd::collab::RunPeer(po));
+    std::cout << "collaborative training finished; outputs in " << o.output_dir << "\n";
+    return absl::OkStatus();
+  }
   ASSIGN_OR_RETURN(auto trainer, dd::training::Trainer::Create(o));
   RETURN_IF_ERROR(trainer->Run());
   std::cout << "trained to step " << trainer->step() << "; checkpoints, samples/ and logs/ are in "

@@ -74,6 +74,7 @@ struct RemoteSpan {
   // means the reducer has the round.
   bool confirmed = false;
   absl::Time probe_sent = absl::InfiniteFuture();
+  int not_found = 0;  // NOT_FOUND answers so far: the retry delay doubles
   std::unique_ptr<v1::Averager::Stub> stub;
 };
 
@@ -225,9 +226,12 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
             rs.done_parts++;
           } else if (status.error_code() == grpc::StatusCode::NOT_FOUND &&
                      absl::Now() < std::min(options.deadline, start + options.reducer_timeout)) {
-            // The reducer has not registered the round yet: try again soon,
-            // but a member that never starts the round is a failed reducer.
-            retries.push_back({absl::Now() + absl::Milliseconds(10), {ri, owned->part}});
+            // The reducer has not registered the round yet: try again soon
+            // (10 ms, doubling to 500 ms, so a member that is late, or never
+            // starts, is not flooded), but a member that never starts the
+            // round is a failed reducer.
+            const int64_t delay_ms = std::min<int64_t>(500, int64_t{10} << std::min(rs.not_found++, 6));
+            retries.push_back({absl::Now() + absl::Milliseconds(delay_ms), {ri, owned->part}});
           } else {
             if (!rs.failed) {
               LOG(WARNING) << "round " << spec.round_id << ": reducer " << rs.member << " ("

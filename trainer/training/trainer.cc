@@ -47,7 +47,7 @@ constexpr char kStateFile[] = "training_state.safetensors";
 constexpr char kStateFormat[] = "distdiff-training-state-1";
 
 absl::Status CheckOptions(const TrainerOptions& o) {
-  if (o.model_dir.empty() || o.dataset_dir.empty() || o.output_dir.empty()) {
+  if (o.model_dir.empty() || (o.dataset_dir.empty() && !o.external_data) || o.output_dir.empty()) {
     return absl::InvalidArgumentError("--model_dir, --dataset_dir and --output_dir are required");
   }
   if (o.batch_size < 1 || o.gradient_accumulation_steps < 1 || o.max_steps < 1 ||
@@ -294,15 +294,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   if (!schedule.ok()) return absl::FailedPreconditionError(std::string(schedule.status().message()));
   s->schedule = std::make_unique<diffusion::NoiseSchedule>(*schedule);
 
-  auto listing = data::ListSamples(o.dataset_dir);
-  if (!listing.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("dataset ", o.dataset_dir, ": ", listing.status().message()));
+  if (!o.external_data) {
+    auto listing = data::ListSamples(o.dataset_dir);
+    if (!listing.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("dataset ", o.dataset_dir, ": ", listing.status().message()));
+    }
+    s->samples = std::move(listing->samples);
+    LOG(INFO) << "dataset " << o.dataset_dir << ": " << s->samples.size() << " samples ("
+              << listing->without_caption << " without caption, " << listing->skipped_files
+              << " files skipped)";
   }
-  s->samples = std::move(listing->samples);
-  LOG(INFO) << "dataset " << o.dataset_dir << ": " << s->samples.size() << " samples ("
-            << listing->without_caption << " without caption, " << listing->skipped_files
-            << " files skipped)";
 
   LrScheduleOptions lro;
   lro.name = o.lr_scheduler;
@@ -328,19 +330,9 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     LOG(INFO) << "resumed from " << checkpoint << " at step " << s->step;
   }
 
-  data::LoaderOptions lo;
-  lo.batch_size = o.batch_size;
-  lo.buckets.resolution = o.resolution;
-  lo.buckets.square_only = !o.bucketing;
-  lo.buckets.step = std::min(64, o.resolution);
-  lo.random_crop = o.random_crop;
-  lo.random_flip = o.random_flip;
-  lo.captions.dropout = o.caption_dropout;
-  lo.captions.shuffle_tags = o.shuffle_tags;
-  lo.captions.keep_tags = o.keep_tags;
-  lo.seed = o.seed;
-  lo.num_workers = o.num_workers;
-  ASSIGN_OR_RETURN(s->loader, data::DataLoader::Start(s->samples, lo, s->position));
+  if (!o.external_data) {
+    ASSIGN_OR_RETURN(s->loader, data::DataLoader::Start(s->samples, LoaderOptionsFor(o), s->position));
+  }
 
   s->sample_prompts = o.sample_prompts;
   if (s->sample_prompts.empty()) {
@@ -535,6 +527,8 @@ std::string Trainer::ParameterHash() const {
 
 void Trainer::SetStep(int64_t step) { s_->step = step; }
 
+const TrainerOptions& Trainer::options() const { return s_->o; }
+
 absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   State& s = *s_;
   const fs::path final_dir = fs::path(s.o.output_dir) / absl::StrCat("checkpoint-", s.step);
@@ -627,6 +621,41 @@ absl::StatusOr<std::string> Trainer::WriteSamples() {
   return path;
 }
 
+data::LoaderOptions LoaderOptionsFor(const TrainerOptions& o) {
+  data::LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.buckets.resolution = o.resolution;
+  lo.buckets.square_only = !o.bucketing;
+  lo.buckets.step = std::min(64, o.resolution);
+  lo.random_crop = o.random_crop;
+  lo.random_flip = o.random_flip;
+  lo.captions.dropout = o.caption_dropout;
+  lo.captions.shuffle_tags = o.shuffle_tags;
+  lo.captions.keep_tags = o.keep_tags;
+  lo.seed = o.seed;
+  lo.num_workers = o.num_workers;
+  return lo;
+}
+
+absl::Status Trainer::RecordMetrics(const StepReport& r, const std::map<std::string, double>& extra) {
+  State& s = *s_;
+  std::map<std::string, double> row = {{"step", double(r.step)},
+                                       {"loss", r.loss},
+                                       {"lr", r.lr},
+                                       {"grad_norm", r.grad_norm},
+                                       {"samples", double(r.samples)},
+                                       {"samples_seen", double(s.samples_seen)},
+                                       {"epoch", double(s.epoch)},
+                                       {"skipped_steps", double(s.skipped)}};
+  for (const auto& [k, v] : extra) row[k] = v;
+  RETURN_IF_ERROR(s.jsonl->Write(row));
+  for (const auto& [k, v] : row) {
+    if (k == "step" || k == "epoch") continue;
+    RETURN_IF_ERROR(s.events->AddScalar("train/" + k, r.step, v));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Trainer::Run() {
   State& s = *s_;
   const TrainerOptions& o = s.o;
@@ -646,19 +675,7 @@ absl::Status Trainer::Run() {
     window_seconds += r.seconds;
     const double rate = window_seconds > 0 ? window_samples / window_seconds : 0;
     ema_loss = std::isnan(ema_loss) ? r.loss : 0.9 * ema_loss + 0.1 * r.loss;
-    RETURN_IF_ERROR(s.jsonl->Write({{"step", double(r.step)},
-                                    {"loss", r.loss},
-                                    {"loss_smoothed", ema_loss},
-                                    {"lr", r.lr},
-                                    {"grad_norm", r.grad_norm},
-                                    {"images_per_second", r.samples / std::max(r.seconds, 1e-9)},
-                                    {"samples_seen", double(s.samples_seen)},
-                                    {"epoch", double(s.epoch)},
-                                    {"skipped_steps", double(s.skipped)}}));
-    RETURN_IF_ERROR(s.events->AddScalar("train/loss", r.step, r.loss));
-    RETURN_IF_ERROR(s.events->AddScalar("train/lr", r.step, r.lr));
-    RETURN_IF_ERROR(s.events->AddScalar("train/grad_norm", r.step, r.grad_norm));
-    RETURN_IF_ERROR(s.events->AddScalar("train/images_per_second", r.step, rate));
+    RETURN_IF_ERROR(RecordMetrics(r, {{"loss_smoothed", ema_loss}, {"images_per_second", rate}}));
     progress.Update(r.step, 0,
                     absl::StrFormat("loss %.4f lr %.2e %.1f img/s", ema_loss, r.lr, rate));
     const bool last = s.step == o.max_steps;

@@ -20,6 +20,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -70,7 +71,13 @@ struct TrainerOptions {
   int sample_steps = 20;
   double sample_guidance = 7.5;
   std::string resume_from;  // "", "latest", or a checkpoint folder
+  // Batches come from the caller (AccumulateBatch), not from dataset_dir:
+  // the collaborative peer feeds leased chunks.
+  bool external_data = false;
 };
+
+// The data loader settings these options ask for.
+data::LoaderOptions LoaderOptionsFor(const TrainerOptions& options);
 
 // What one optimizer step did.
 struct StepReport {
@@ -121,6 +128,12 @@ class Trainer {
   std::string ParameterHash() const;
   // The collaboration's global step (learning-rate schedule position).
   void SetStep(int64_t step);
+
+  // Appends a step's numbers (and `extra` ones) to metrics.jsonl and the
+  // TensorBoard file under "train/".
+  absl::Status RecordMetrics(const StepReport& report, const std::map<std::string, double>& extra);
+
+  const TrainerOptions& options() const;
 
   // Writes checkpoint-<step> now and prunes old ones.
   absl::StatusOr<std::string> SaveCheckpoint();

@@ -1,0 +1,138 @@
+#include "trainer/collab/coordinator_client.h"
+
+#include "absl/time/clock.h"
+#include "common/rpc/channel.h"
+#include "common/status/grpc_status.h"
+
+namespace dd::collab {
+
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
+    : stub_(cv1::Coordinator::NewStub(channel)) {}
+
+cv1::PeerRef CoordinatorClient::Ref() const {
+  absl::MutexLock lock(&mu_);
+  return self_;
+}
+
+std::string CoordinatorClient::peer_id() const { return Ref().peer_id(); }
+
+absl::StatusOr<cv1::JoinResponse> CoordinatorClient::Join(const JoinOptions& o, absl::Duration wait) {
+  cv1::JoinRequest request;
+  request.set_peer_id(Ref().peer_id());
+  request.set_listen_address(o.listen_address);
+  request.set_public_address(o.public_address);
+  request.set_client_only(o.client_only);
+  request.set_display_name(o.display_name);
+  cv1::JoinResponse response;
+  auto context = MakeCallContext(std::max(wait, absl::Seconds(5)), /*wait_for_ready=*/true);
+  grpc::Status s = stub_->Join(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  absl::MutexLock lock(&mu_);
+  self_.set_peer_id(response.peer_id());
+  self_.set_incarnation(response.incarnation());
+  return response;
+}
+
+absl::Status CoordinatorClient::Heartbeat(double samples_per_second) {
+  cv1::HeartbeatRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_samples_per_second(samples_per_second);
+  cv1::HeartbeatResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  return FromGrpcStatus(stub_->Heartbeat(context.get(), request, &response));
+}
+
+absl::Status CoordinatorClient::Leave() {
+  cv1::LeaveRequest request;
+  *request.mutable_peer() = Ref();
+  cv1::LeaveResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  return FromGrpcStatus(stub_->Leave(context.get(), request, &response));
+}
+
+absl::StatusOr<std::vector<cv1::Lease>> CoordinatorClient::Acquire(uint32_t max_chunks) {
+  cv1::AcquireChunksRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_max_chunks(max_chunks);
+  cv1::AcquireChunksResponse response;
+  auto context = MakeCallContext();
+  grpc::Status s = stub_->AcquireChunks(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return std::vector<cv1::Lease>(response.leases().begin(), response.leases().end());
+}
+
+absl::StatusOr<std::vector<cv1::Lease>> CoordinatorClient::Renew(const std::vector<uint64_t>& ids,
+                                                                 std::vector<uint64_t>* lost) {
+  cv1::RenewLeasesRequest request;
+  *request.mutable_peer() = Ref();
+  for (uint64_t id : ids) request.add_lease_ids(id);
+  cv1::RenewLeasesResponse response;
+  auto context = MakeCallContext();
+  grpc::Status s = stub_->RenewLeases(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  if (lost != nullptr) lost->assign(response.lost().begin(), response.lost().end());
+  return std::vector<cv1::Lease>(response.renewed().begin(), response.renewed().end());
+}
+
+absl::StatusOr<cv1::CompleteChunkResponse> CoordinatorClient::Complete(uint64_t chunk_id,
+                                                                       uint64_t lease_id,
+                                                                       uint32_t samples) {
+  cv1::CompleteChunkRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_chunk_id(chunk_id);
+  request.set_lease_id(lease_id);
+  request.set_samples_trained(samples);
+  cv1::CompleteChunkResponse response;
+  auto context = MakeCallContext();
+  grpc::Status s = stub_->CompleteChunk(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+absl::Status CoordinatorClient::Release(const std::vector<uint64_t>& ids) {
+  if (ids.empty()) return absl::OkStatus();
+  cv1::ReleaseChunksRequest request;
+  *request.mutable_peer() = Ref();
+  for (uint64_t id : ids) request.add_lease_ids(id);
+  cv1::ReleaseChunksResponse response;
+  auto context = MakeCallContext();
+  return FromGrpcStatus(stub_->ReleaseChunks(context.get(), request, &response));
+}
+
+absl::StatusOr<cv1::ReportProgressResponse> CoordinatorClient::Report(uint64_t global_step,
+                                                                      uint64_t samples,
+                                                                      double samples_per_second) {
+  cv1::ReportProgressRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_global_step(global_step);
+  request.set_samples_accumulated(samples);
+  request.set_samples_per_second(samples_per_second);
+  cv1::ReportProgressResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  grpc::Status s = stub_->ReportProgress(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+absl::StatusOr<std::optional<cv1::Round>> CoordinatorClient::GetRound(uint64_t after_round_id) {
+  cv1::GetRoundRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_after_round_id(after_round_id);
+  cv1::GetRoundResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  grpc::Status s = stub_->GetRound(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  if (!response.found()) return std::optional<cv1::Round>();
+  return std::optional<cv1::Round>(response.round());
+}
+
+absl::StatusOr<cv1::RunState> CoordinatorClient::GetRunState() {
+  cv1::GetRunStateRequest request;
+  cv1::RunState response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  grpc::Status s = stub_->GetRunState(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+}  // namespace dd::collab

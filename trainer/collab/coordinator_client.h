@@ -1,0 +1,67 @@
+// CoordinatorClient: a trainer peer's side of the coordinator API (join,
+// heartbeat, chunk leases, progress reports, averaging rounds), with the
+// peer's identity filled in on every call. Errors are the server's status
+// as absl::Status; every call has a deadline.
+#ifndef TRAINER_COLLAB_COORDINATOR_CLIENT_H_
+#define TRAINER_COLLAB_COORDINATOR_CLIENT_H_
+
+#include <grpcpp/channel.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "protos/coordinator.grpc.pb.h"
+
+namespace dd::collab {
+
+namespace cv1 = ::distdiff::coordinator::v1;
+
+struct JoinOptions {
+  std::string listen_address;  // where this peer's Averager answers
+  std::string public_address;  // what others dial, when different
+  bool client_only = false;
+  std::string display_name;
+};
+
+class CoordinatorClient {
+ public:
+  explicit CoordinatorClient(std::shared_ptr<grpc::Channel> channel);
+
+  // Joins (or rejoins: a new incarnation) the run. Waits for the coordinator
+  // to be reachable for up to `wait`.
+  absl::StatusOr<cv1::JoinResponse> Join(const JoinOptions& options, absl::Duration wait);
+  absl::Status Heartbeat(double samples_per_second);
+  absl::Status Leave();
+
+  absl::StatusOr<std::vector<cv1::Lease>> Acquire(uint32_t max_chunks);
+  // The leases still held after renewal; `lost` gets the ones that were not.
+  absl::StatusOr<std::vector<cv1::Lease>> Renew(const std::vector<uint64_t>& lease_ids,
+                                                std::vector<uint64_t>* lost);
+  absl::StatusOr<cv1::CompleteChunkResponse> Complete(uint64_t chunk_id, uint64_t lease_id,
+                                                      uint32_t samples_trained);
+  absl::Status Release(const std::vector<uint64_t>& lease_ids);
+
+  // FailedPrecondition when `global_step` is not the collaboration's.
+  absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t global_step, uint64_t samples,
+                                                     double samples_per_second);
+  // The newest round after `after_round_id` that includes this peer.
+  absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id);
+  absl::StatusOr<cv1::RunState> GetRunState();
+
+  std::string peer_id() const;
+
+ private:
+  cv1::PeerRef Ref() const;
+
+  std::unique_ptr<cv1::Coordinator::Stub> stub_;
+  mutable absl::Mutex mu_;
+  cv1::PeerRef self_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dd::collab
+
+#endif  // TRAINER_COLLAB_COORDINATOR_CLIENT_H_
