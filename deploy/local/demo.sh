@@ -6,10 +6,12 @@
 # resumable, verified client while showing what a user sees (health,
 # reflection, info, the chunk table, progress, a chunk's contents), starts
 # the coordinator on that dataset (run state and chunk ledger with ddctl),
-# then trains a tiny Stable Diffusion model (written by init_model, random
-# weights) on the downloaded chunks on this CPU for a few minutes and shows
-# the falling loss, the checkpoints, sample grids and TensorBoard logs.
-# DEMO_STEPS (default 150) sets the length of the training.
+# then runs a collaboration on this machine: a coordinator, the dataset
+# service and two trainer peers (token auth, loopback) train a tiny Stable
+# Diffusion model (written by init_model, random weights) for a few minutes
+# on the CPU, averaging their gradients every global step; it shows the
+# peers, equal parameter hashes, the falling loss, checkpoints, sample grids
+# and TensorBoard logs. DEMO_STEPS (default 100) sets the global steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -98,18 +100,60 @@ wait $server || true
 trap - EXIT
 echo "== servers stopped cleanly"
 
-steps="${DEMO_STEPS:-150}"
+steps="${DEMO_STEPS:-100}"
 echo "== writing a tiny SD model folder with random weights (init_model --size=tiny)"
 "$bin/trainer/tools/init_model" --size=tiny --out="$out/model" --seed=0 | sed 's/^/   /'
-echo "== training it on the downloaded chunks: $steps steps, batch 16, 64 px, CPU"
-echo "   (progress every few seconds; checkpoints and sample grids every 50 steps)"
-"$bin/trainer/train" --model_dir="$out/model" --dataset_dir="$out/chunks" \
-  --output_dir="$out/train" --batch_size=16 --resolution=64 --max_steps="$steps" --lr=3e-4 \
-  --lr_scheduler=cosine --lr_warmup_steps=10 --save_steps=50 --image_log_steps=50 \
-  --sample_steps=10 --seed=0 2>&1 | grep -E "progress_line|checkpoint:|samples:|resumed|dataset " \
-  | sed 's/^[^]]*] //; s/^/   /'
-echo "== the loss fell (metrics.jsonl, mean of 10 steps):"
-python3 - "$out/train/metrics.jsonl" <<'PY'
+
+echo "== collaborative training: coordinator + dataset service + two trainer peers (auth on)"
+cat > "$out/collab.json" <<JSON
+{"run_id": "demo-collab", "model": "tiny", "target_batch_size": 32, "max_steps": $steps, "codec": "fp16"}
+JSON
+rm -f "$out/port" "$out/coordinator_port"
+"$bin/services/dataset/dataset_server" --dataset_dir="$out/data" --work_dir="$out/work" \
+  --host=127.0.0.1 --port=0 --port_file="$out/port" --chunk_size=64 \
+  --auth_token_file="$out/token" > "$out/server2.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+addr=$(wait_for_server "$out/port")
+"$bin/services/coordinator/coordinator" --config="$out/collab.json" --db_dir="$out/collab_ledger" \
+  --dataset_address="$addr" --host=127.0.0.1 --port=0 --port_file="$out/coordinator_port" \
+  --auth_token_file="$out/token" > "$out/coordinator2.log" 2>&1 &
+coordinator=$!
+trap 'kill $server $coordinator 2>/dev/null || true' EXIT
+caddr=$(wait_for_server "$out/coordinator_port")
+ddctl=("$bin/services/coordinator/ddctl" --coordinator="$caddr" --auth_token_file="$out/token")
+peers=()
+for name in alice bob; do
+  "$bin/trainer/train" --coordinator="$caddr" --auth_token_file="$out/token" --peer_name="$name" \
+    --model_dir="$out/model" --output_dir="$out/peer-$name" --batch_size=16 --resolution=64 \
+    --lr=3e-4 --lr_scheduler=cosine --lr_warmup_steps=5 --max_local_samples_per_step=16 \
+    --save_steps=50 --image_log_steps=50 --sample_steps=10 --seed=0 \
+    --sample_prompts="a red circle on a blue background|a green square on a yellow background|a blue triangle on a white background|an orange circle on a black background" \
+    --dataloader_num_workers=1 > "$out/peer-$name.log" 2>&1 &
+  peers+=($!)
+done
+trap 'kill $server $coordinator ${peers[*]} 2>/dev/null || true' EXIT
+echo "   two peers (alice, bob) at batch 16 each; the coordinator opens a round every 32 samples"
+sleep 30
+echo "== ddctl peers (while training)"
+"${ddctl[@]}" peers 2>/dev/null | sed 's/^/   /' || true
+echo "== progress of alice"
+status=0
+while kill -0 "${peers[0]}" 2>/dev/null || kill -0 "${peers[1]}" 2>/dev/null; do
+  { grep "progress_line" "$out/peer-alice.log" || true; } | tail -1 | sed 's/^[^]]*] /   /'
+  sleep 20
+done
+for pid in "${peers[@]}"; do wait "$pid" || status=1; done
+[ $status -eq 0 ] || { echo "a peer failed; see $out/peer-*.log"; tail -5 "$out"/peer-*.log; exit 1; }
+echo "== both peers applied the same updates (parameter hash after the last step):"
+for name in alice bob; do
+  echo "   $name: $(grep -o 'final parameters [0-9a-f]*' "$out/peer-$name.log" | cut -c18-33)"
+done
+echo "== ddctl status"
+"${ddctl[@]}" status | sed 's/^/   /'
+writer=$(ls -d "$out"/peer-*/checkpoint-* 2>/dev/null | head -1 | xargs dirname)
+echo "== the loss fell ($writer/metrics.jsonl, mean of 10 global steps):"
+python3 - "$writer/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 loss = [r["loss"] for r in rows]
@@ -119,14 +163,15 @@ for start in range(0, n, max(1, n // 6)):
     mean = sum(chunk) / len(chunk)
     print(f"   steps {start + 1:4d}-{start + len(chunk):4d}  loss {mean:.4f}  " + "#" * int(mean * 60))
 PY
-echo "== sampling from the last checkpoint with //trainer:sample"
-"$bin/trainer/sample" --model_dir="$out/train/checkpoint-$steps" --prompt="a red circle on a blue background" \
-  --steps=10 --seed=1 --width=64 --height=64 --out="$out/red_circle.png" 2>/dev/null | sed 's/^/   /'
+kill -TERM $coordinator $server
+wait $coordinator || true
+wait $server || true
+trap - EXIT
 echo "== results"
-echo "   checkpoints (diffusers folders):  $(ls -d "$out"/train/checkpoint-* | tr '\n' ' ')"
-echo "   sample grids:                     $out/train/samples/ (prompts in prompts.txt)"
-echo "   metrics:                          $out/train/metrics.jsonl"
-echo "   TensorBoard:                      tensorboard --logdir $out/train/logs"
-echo "   (a random VAE cannot draw recognisable shapes yet: the collaborative"
-echo "    demo first trains the VAE; see README Status)"
+echo "   checkpoints (written by the designated peer only): $(ls -d "$writer"/checkpoint-* | tr '\n' ' ')"
+echo "   sample grids:  $writer/samples/"
+echo "   metrics:       $out/peer-*/metrics.jsonl (loss, lr, members, averaging time, bytes)"
+echo "   TensorBoard:   tensorboard --logdir $out (one run per peer)"
+echo "   sample from a checkpoint:  bazel-bin/trainer/sample --model_dir=$writer/checkpoint-$steps --prompt='a red circle on a blue background' --width=64 --height=64 --out=x.png"
+echo "   (the VAE has random weights: grids show noise until the demo trains the VAE; see README Status)"
 echo "== everything is under $out"
