@@ -1,5 +1,7 @@
 #include "trainer/model/vae.h"
 
+#include <filesystem>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -54,6 +56,7 @@ struct AutoencoderKL::Impl {
   std::vector<std::vector<Resnet>> enc_blocks, dec_blocks;
   std::vector<Conv> downsamplers, upsamplers;  // empty conv for the last block
   MidBlock enc_mid, dec_mid;
+  std::vector<AutoencoderKL::Parameter> parameters;
 };
 
 absl::StatusOr<VaeConfig> ParseVaeConfig(const std::string& text, const std::string& source) {
@@ -118,7 +121,9 @@ absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Load(const std::st
   auto tensors = LoadPartTensors(dir, "diffusion_pytorch_model");
   if (!tensors.ok()) return tensors.status();
   WeightTable t(std::move(*tensors), weights);
-  return Build(*config, &t);
+  auto vae = Build(*config, &t);
+  if (vae.ok()) (*vae)->config_json_ = *text;
+  return vae;
 }
 
 absl::StatusOr<std::vector<AutoencoderKL::ParameterShape>> AutoencoderKL::ParameterShapes(
@@ -185,7 +190,29 @@ absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Build(const VaeCon
   m.dec_norm.Load(t, "decoder.conv_norm_out", ch[0], g, kVaeEps);
   m.dec_out.Load(t, "decoder.conv_out", ch[0], c.out_channels, 3);
   if (!t.status().ok()) return t.status();
+  for (auto& p : t.used_) m.parameters.push_back({p.name, p.value, p.file_dtype});
   return vae;
+}
+
+const std::vector<AutoencoderKL::Parameter>& AutoencoderKL::parameters() const {
+  return impl_->parameters;
+}
+
+absl::Status AutoencoderKL::Save(const std::string& dir) const {
+  if (config_json_.empty()) {
+    return absl::FailedPreconditionError("only a VAE loaded from a folder can be saved");
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  if (absl::Status s = WriteFileAtomically(dir + "/config.json", config_json_); !s.ok()) return s;
+  std::map<std::string, at::Tensor> tensors;
+  try {
+    for (const Parameter& p : impl_->parameters) tensors[p.name] = p.value.detach().to(p.file_dtype);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("saving the VAE: ", e.what_without_backtrace()));
+  }
+  return SaveTensors(dir + "/diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
 }
 
 absl::StatusOr<LatentDistribution> AutoencoderKL::Encode(const at::Tensor& image) const {

@@ -59,10 +59,23 @@ class AutoencoderKL {
   };
   static absl::StatusOr<std::vector<ParameterShape>> ParameterShapes(const VaeConfig& config);
 
+  // Every weight by diffusers name: the float32 tensors the passes use (for
+  // training the VAE), with the dtype each had in the file.
+  struct Parameter {
+    std::string name;
+    at::Tensor value;
+    at::ScalarType file_dtype;
+  };
+  const std::vector<Parameter>& parameters() const;
+
+  // Writes `dir`/config.json (as loaded) and the weights in their file dtypes.
+  absl::Status Save(const std::string& dir) const;
+
  private:
   AutoencoderKL();
   static absl::StatusOr<std::unique_ptr<AutoencoderKL>> Build(const VaeConfig& config, void* table);
   VaeConfig config_;
+  std::string config_json_;
   std::unique_ptr<Impl> impl_;
 };
 

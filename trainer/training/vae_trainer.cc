@@ -1,0 +1,157 @@
+#include "trainer/training/vae_trainer.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <deque>
+#include <filesystem>
+
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/image/image_codec.h"
+#include "common/io/file_util.h"
+#include "common/metrics/event_writer.h"
+#include "common/progress/progress_line.h"
+#include "common/status/status_macros.h"
+#include "trainer/data/data_loader.h"
+#include "trainer/data/sample_source.h"
+#include "trainer/model/vae.h"
+#include "trainer/pipeline/txt2img.h"
+#include "trainer/training/gradients.h"
+#include "trainer/training/optimizer.h"
+
+namespace dd::training {
+namespace {
+
+namespace fs = std::filesystem;
+
+// The model folder with `vae/` replaced: other parts hard-linked (copied
+// across file systems).
+absl::Status WriteModelFolder(const std::string& from, const std::string& to,
+                              const model::AutoencoderKL& vae) {
+  std::error_code ec;
+  fs::create_directories(to, ec);
+  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", to, ": ", ec.message()));
+  for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    fs::path rel = fs::relative(it->path(), from, ec);
+    if (rel.begin()->string() == "vae") continue;
+    fs::path dst = fs::path(to) / rel;
+    if (it->is_directory()) {
+      fs::create_directories(dst, ec);
+    } else if (it->is_regular_file()) {
+      fs::remove(dst, ec);
+      fs::create_hard_link(it->path(), dst, ec);
+      if (ec) {
+        ec.clear();
+        fs::copy_file(it->path(), dst, fs::copy_options::overwrite_existing, ec);
+      }
+    }
+    if (ec) return absl::InternalError(absl::StrCat("writing ", dst.string(), ": ", ec.message()));
+  }
+  return vae.Save(to + "/vae");
+}
+
+}  // namespace
+
+absl::StatusOr<VaeTrainResult> TrainVae(const VaeTrainOptions& o) {
+  if (o.batch_size < 1 || o.max_steps < 1 || !(o.lr > 0)) {
+    return absl::InvalidArgumentError("batch_size and max_steps must be >= 1 and lr > 0");
+  }
+  auto vae_or = model::AutoencoderKL::Load(o.model_dir + "/vae");
+  if (!vae_or.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model folder ", o.model_dir, ": ", vae_or.status().message()));
+  }
+  std::unique_ptr<model::AutoencoderKL> vae = std::move(*vae_or);
+  auto listing = data::ListSamples(o.dataset_dir);
+  if (!listing.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("dataset ", o.dataset_dir, ": ", listing.status().message()));
+  }
+  data::LoaderOptions lo;
+  lo.batch_size = o.batch_size;
+  lo.buckets.resolution = o.resolution;
+  lo.buckets.square_only = true;
+  lo.buckets.step = std::min(64, o.resolution);
+  lo.random_flip = true;
+  lo.seed = o.seed;
+  lo.num_workers = o.num_workers;
+  ASSIGN_OR_RETURN(auto loader, data::DataLoader::Start(listing->samples, lo));
+  std::vector<NamedTensor> params;
+  for (const auto& p : vae->parameters()) {
+    p.value.requires_grad_(true);
+    params.push_back({p.name, p.value});
+  }
+  ASSIGN_OR_RETURN(auto optimizer, MakeAdamW(params, AdamWOptions{0.9, 0.999, 1e-8, 0.0}));
+  ASSIGN_OR_RETURN(auto jsonl, metrics::JsonlWriter::Open(o.output_dir + "/vae_metrics.jsonl"));
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
+  ProgressLine progress("vae training", o.max_steps, "steps");
+  std::deque<double> recent;
+  VaeTrainResult result;
+  double first_sum = 0;
+  int first_n = 0;
+  at::Tensor last_inputs, last_recon;
+  try {
+    for (int64_t step = 0; step < o.max_steps; ++step) {
+      ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader->Next());
+      if (!batch.has_value()) return absl::OutOfRangeError("the dataset ended");
+      for (auto& p : params) p.value.mutable_grad() = at::Tensor();
+      ASSIGN_OR_RETURN(model::LatentDistribution dist, vae->Encode(batch->pixels));
+      at::Tensor z = dist.Sample(gen);
+      ASSIGN_OR_RETURN(at::Tensor recon, vae->Decode(z));
+      at::Tensor mse = at::mse_loss(recon, batch->pixels);
+      at::Tensor kl = 0.5 * (dist.mean.pow(2) + dist.logvar.exp() - 1 - dist.logvar).sum({1, 2, 3}).mean();
+      at::Tensor loss = mse + o.kl_weight * kl;
+      loss.backward();
+      std::vector<at::Tensor> grads;
+      for (auto& p : params) grads.push_back(p.value.grad());
+      const double norm = ClipGradNorm(grads, 1.0);
+      if (std::isfinite(norm)) RETURN_IF_ERROR(optimizer->Step(grads, o.lr));
+      const double value = mse.item<double>();
+      if (first_n < 10) {
+        first_sum += value;
+        ++first_n;
+      }
+      recent.push_back(value);
+      if (recent.size() > 10) recent.pop_front();
+      RETURN_IF_ERROR(jsonl->Write({{"step", double(step + 1)},
+                                    {"reconstruction_mse", value},
+                                    {"kl", kl.item<double>()},
+                                    {"grad_norm", norm}}));
+      progress.Update(step + 1, 0, absl::StrFormat("reconstruction mse %.4f", value));
+      if (step + 1 == o.max_steps) {
+        last_inputs = batch->pixels.detach();
+        last_recon = recon.detach();
+      }
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("vae training: ", e.what_without_backtrace()));
+  }
+  progress.Finish();
+  for (auto& p : params) {
+    p.value.requires_grad_(false);
+    p.value.mutable_grad() = at::Tensor();
+  }
+  result.first_loss = first_sum / std::max(first_n, 1);
+  double sum = 0;
+  for (double v : recent) sum += v;
+  result.last_loss = sum / std::max<size_t>(recent.size(), 1);
+  RETURN_IF_ERROR(WriteModelFolder(o.model_dir, o.output_dir, *vae));
+  // Inputs above their reconstructions.
+  std::vector<RgbImage> tiles;
+  const int64_t n = std::min<int64_t>(last_inputs.size(0), 8);
+  for (const at::Tensor& t : {last_inputs, last_recon}) {
+    for (int64_t i = 0; i < n; ++i) {
+      ASSIGN_OR_RETURN(RgbImage img, pipeline::ToRgbImage((t[i].permute({1, 2, 0}) + 1) / 2));
+      tiles.push_back(std::move(img));
+    }
+  }
+  ASSIGN_OR_RETURN(RgbImage grid, pipeline::MakeGrid(tiles, static_cast<int>(n)));
+  ASSIGN_OR_RETURN(std::string png, EncodePng(grid));
+  result.reconstructions_png = o.output_dir + "/vae_reconstructions.png";
+  RETURN_IF_ERROR(WriteFileAtomically(result.reconstructions_png, png));
+  return result;
+}
+
+}  // namespace dd::training

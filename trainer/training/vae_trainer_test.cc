@@ -1,0 +1,48 @@
+#include "trainer/training/vae_trainer.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "common/image/image_codec.h"
+#include "gtest/gtest.h"
+#include "trainer/data/synthetic_shapes.h"
+#include "trainer/model/diffusers_model.h"
+#include "trainer/model/model_init.h"
+
+namespace dd::training {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(VaeTrainer, ReconstructionImprovesAndTheFolderIsComplete) {
+  const std::string root = std::string(getenv("TEST_TMPDIR")) + "/vae";
+  fs::remove_all(root);
+  fs::create_directories(root + "/data");
+  for (int i = 0; i < 32; ++i) {
+    ShapeSample s = RenderShapeSample(2, i, 64, 64);
+    std::ofstream(root + "/data/" + std::to_string(i) + ".png", std::ios::binary) << *EncodePng(s.image);
+    std::ofstream(root + "/data/" + std::to_string(i) + ".txt") << s.caption;
+  }
+  ASSERT_TRUE(model::WriteInitialModel(root + "/model", "tiny", 1, ShapeVocabulary()).ok());
+  VaeTrainOptions o;
+  o.model_dir = root + "/model";
+  o.dataset_dir = root + "/data";
+  o.output_dir = root + "/trained";
+  o.batch_size = 4;
+  o.max_steps = 40;
+  o.lr = 2e-3;
+  auto r = TrainVae(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(r->last_loss, 0.5 * r->first_loss) << r->first_loss << " -> " << r->last_loss;
+  EXPECT_TRUE(fs::exists(r->reconstructions_png));
+  auto m = model::DiffusersModel::Load(o.output_dir);
+  ASSERT_TRUE(m.ok()) << m.status();
+  // The other parts are the original files (hard links).
+  EXPECT_TRUE(fs::equivalent(o.output_dir + "/unet/diffusion_pytorch_model.safetensors",
+                             o.model_dir + "/unet/diffusion_pytorch_model.safetensors"));
+  o.dataset_dir = root + "/missing";
+  EXPECT_EQ(TrainVae(o).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
+}  // namespace
+}  // namespace dd::training
