@@ -139,6 +139,62 @@ TEST_F(CollabTrainingTest, TwoPeersStepTogetherWithIdenticalParameters) {
   EXPECT_EQ(state->chunks_leased(), 0u);  // leases released or completed on exit
 }
 
+TEST_F(CollabTrainingTest, APeerWithNanGradientsIsExcludedAndTheRunGoesOn) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartCoordinator(R"({"run_id": "nan", "target_batch_size": 8, "max_steps": 3, "codec": "none"})"));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--debug_nan_at_step=2"});
+  auto ca = a.Wait(absl::Minutes(4));
+  auto cb = b.Wait(absl::Minutes(4));
+  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
+  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  std::string blog = Slurp(dir_ + "/b.log");
+  EXPECT_NE(blog.find("global step 2: local gradients are not finite; contributing weight 0"),
+            std::string::npos) << blog;
+  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(blog);
+  ASSERT_EQ(ha.size(), 3u);
+  EXPECT_EQ(ha, hb);  // both applied a's gradient at step 2, and stay identical
+}
+
+TEST_F(CollabTrainingTest, LateJoinerDownloadsTheStateAndAgreesWithTheOthers) {
+  ASSERT_NO_FATAL_FAILURE(
+      StartCoordinator(R"({"run_id": "late", "target_batch_size": 8, "max_steps": 8, "codec": "none"})"));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
+  for (int i = 0; i < 1200 && StepHashes(Slurp(dir_ + "/a.log")).size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GE(StepHashes(Slurp(dir_ + "/a.log")).size(), 2u) << Slurp(dir_ + "/a.log");
+  Subprocess c = StartPeer("c", {"--max_local_samples_per_step=4"});
+  for (Subprocess* p : {&a, &b, &c}) {
+    auto code = p->Wait(absl::Minutes(5));
+    ASSERT_TRUE(code.ok() && *code == 0) << Slurp(dir_ + "/a.log") << Slurp(dir_ + "/c.log");
+  }
+  std::string clog = Slurp(dir_ + "/c.log");
+  EXPECT_NE(clog.find("resynchronised (late join): downloaded the state of global step"),
+            std::string::npos) << clog;
+  // Every step any two peers both logged has one hash: the late joiner's
+  // (and any peer that missed a round and resynchronised) included.
+  std::map<int, std::string> agreed;
+  int c_steps = 0;
+  for (const char* name : {"a", "b", "c"}) {
+    for (const auto& [step, hash] : StepHashes(Slurp(dir_ + "/" + name + ".log"))) {
+      if (std::string(name) == "c") ++c_steps;
+      auto [it, fresh] = agreed.emplace(step, hash);
+      EXPECT_EQ(it->second, hash) << name << " at step " << step;
+    }
+  }
+  EXPECT_GE(c_steps, 1) << clog;
+  EXPECT_EQ(agreed.rbegin()->first, 8);
+  std::stringstream log(clog);
+  for (std::string l; std::getline(log, l);) {
+    if (l.find("global step") != std::string::npos || l.find("resynchronised") != std::string::npos ||
+        l.find("stale") != std::string::npos) {
+      std::cout << "c: " << l.substr(l.find(']') + 2).substr(0, 200) << "\n";
+    }
+  }
+}
+
 TEST_F(CollabTrainingTest, SurvivorFinishesWhenAPeerIsKilled) {
   ASSERT_NO_FATAL_FAILURE(
       StartCoordinator(R"({"run_id": "kill", "target_batch_size": 8, "max_steps": 6, "codec": "fp16"})"));

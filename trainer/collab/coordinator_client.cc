@@ -135,4 +135,13 @@ absl::StatusOr<cv1::RunState> CoordinatorClient::GetRunState() {
   return response;
 }
 
+absl::StatusOr<std::vector<cv1::PeerEntry>> CoordinatorClient::ListPeers() {
+  cv1::ListPeersRequest request;
+  cv1::ListPeersResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  grpc::Status s = stub_->ListPeers(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return std::vector<cv1::PeerEntry>(response.peers().begin(), response.peers().end());
+}
+
 }  // namespace dd::collab

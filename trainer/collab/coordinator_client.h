@@ -51,6 +51,7 @@ class CoordinatorClient {
   // The newest round after `after_round_id` that includes this peer.
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id);
   absl::StatusOr<cv1::RunState> GetRunState();
+  absl::StatusOr<std::vector<cv1::PeerEntry>> ListPeers();
 
   std::string peer_id() const;
 

@@ -20,7 +20,9 @@
 #include "services/dataset/dataset_client.h"
 #include "trainer/averaging/butterfly.h"
 #include "trainer/collab/chunk_stream.h"
+#include "common/crypto/sha256.h"
 #include "trainer/collab/coordinator_client.h"
+#include "trainer/collab/state_service.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/data/sample_source.h"
 
@@ -64,17 +66,50 @@ class Heartbeats {
 
 }  // namespace
 
+// Downloads the training state from a live reachable peer (other than
+// `self`) and loads it. NotFound when no peer could serve it.
+absl::Status Resync(CoordinatorClient& coordinator, training::Trainer& trainer,
+                    const SecurityConfig& security, const std::string& why) {
+  ASSIGN_OR_RETURN(auto peers, coordinator.ListPeers());
+  for (const auto& peer : peers) {
+    if (peer.peer_id() == coordinator.peer_id() || peer.address().empty() ||
+        peer.reachability() != cv1::REACHABLE) {
+      continue;
+    }
+    auto channel = MakeChannel(peer.address(), security);
+    if (!channel.ok()) continue;
+    auto state = FetchState(*channel, absl::Minutes(2));
+    if (!state.ok()) {
+      LOG(WARNING) << "state download from " << peer.display_name() << " (" << peer.address()
+                   << "): " << state.status();
+      continue;
+    }
+    absl::Status loaded = trainer.ImportState(state->bytes);
+    if (!loaded.ok()) {
+      LOG(WARNING) << "state from " << peer.address() << " does not fit this model: " << loaded;
+      continue;
+    }
+    LOG(INFO) << "resynchronised (" << why << "): downloaded the state of global step "
+              << state->global_step << " (" << state->bytes.size() << " bytes) from "
+              << peer.display_name() << " at " << peer.address() << ", params "
+              << trainer.ParameterHash().substr(0, 16);
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError("no live peer could serve its training state");
+}
+
 absl::Status RunPeer(const PeerOptions& po) {
   // This peer's Averager service: the other members send it their values of
-  // the span it reduces.
+  // the span it reduces; its state service serves late joiners.
   averaging::AveragerService averager;
+  StateService state_service(po.max_state_downloads);
   std::unique_ptr<ServiceHost> host;
   std::string listen_address;
   if (!po.client_only) {
     ServerOptions so;
     so.listen_address = po.listen;
     so.security = po.security;
-    ASSIGN_OR_RETURN(host, ServiceHost::Start(so, {&averager}));
+    ASSIGN_OR_RETURN(host, ServiceHost::Start(so, {&averager, &state_service}));
     host->SetServing(true);
     std::vector<std::string> parts = absl::StrSplit(po.listen, absl::MaxSplits(':', 1));
     listen_address = absl::StrCat(parts[0], ":", host->port());
@@ -102,10 +137,13 @@ absl::Status RunPeer(const PeerOptions& po) {
   ASSIGN_OR_RETURN(auto trainer, training::Trainer::Create(to));
   ASSIGN_OR_RETURN(cv1::RunState state, coordinator.GetRunState());
   if (state.global_step() > static_cast<uint64_t>(trainer->step())) {
-    LOG(WARNING) << "the collaboration is at step " << state.global_step()
-                 << "; this peer starts from its own weights at that step (parameter download "
-                    "from a live peer is not implemented yet, so its hash will differ)";
-    trainer->SetStep(static_cast<int64_t>(state.global_step()));
+    // A late joiner: start from the collaboration's weights, not the base.
+    absl::Status synced = Resync(coordinator, *trainer, po.security, "late join");
+    if (!synced.ok()) {
+      LOG(WARNING) << "the collaboration is at step " << state.global_step() << " but " << synced
+                   << "; starting from this peer's own weights";
+      trainer->SetStep(static_cast<int64_t>(state.global_step()));
+    }
   }
 
   ASSIGN_OR_RETURN(auto dataset_channel, MakeChannel(join->dataset_address(), po.security));
@@ -123,12 +161,28 @@ absl::Status RunPeer(const PeerOptions& po) {
   int64_t chunk_samples = 0;
   uint64_t last_round = 0;
   absl::Time last_report = absl::InfinitePast();
-  int64_t stale_dropped = 0, rounds_failed = 0;
+  int64_t stale_dropped = 0, rounds_failed = 0, nonfinite_rounds = 0;
   double window_samples = 0;
   auto window_start = Clock::now();
   ProgressLine progress("collaborative training", to.max_steps, "steps");
   absl::Status result;
+  auto publish_if_wanted = [&] {
+    if (!state_service.SnapshotWanted()) return;
+    auto bytes = trainer->ExportState();
+    if (!bytes.ok()) {
+      LOG(WARNING) << "state snapshot: " << bytes.status();
+      return;
+    }
+    auto snapshot = std::make_shared<StateSnapshot>();
+    snapshot->global_step = trainer->step();
+    snapshot->bytes = std::move(*bytes);
+    Sha256 hash;
+    hash.Update(snapshot->bytes);
+    snapshot->sha256 = DigestToHex(hash.Finish());
+    state_service.Publish(std::move(snapshot));
+  };
   while (trainer->step() < to.max_steps) {
+    publish_if_wanted();  // any point between updates is a step boundary
     const bool may_accumulate = po.max_local_samples_per_step <= 0 ||
                                 trainer->accumulated_samples() < po.max_local_samples_per_step;
     if (may_accumulate) {
@@ -197,7 +251,12 @@ absl::Status RunPeer(const PeerOptions& po) {
           ++stale_dropped;
           LOG(WARNING) << "stale gradients dropped (" << report.status().message() << ")";
           trainer->DropAccumulated();
-          if (now.ok()) trainer->SetStep(static_cast<int64_t>(now->global_step()));
+          // It missed an update: take the collaboration's state.
+          absl::Status synced = Resync(coordinator, *trainer, po.security, "missed a round");
+          if (!synced.ok()) {
+            LOG(WARNING) << "cannot resynchronise (" << synced << "); continuing with own weights";
+            if (now.ok()) trainer->SetStep(static_cast<int64_t>(now->global_step()));
+          }
           continue;
         }
       } else {
@@ -237,13 +296,26 @@ absl::Status RunPeer(const PeerOptions& po) {
       }
       gradient = std::move(*g);
     }
+    double weight = static_cast<double>(local_samples);
+    if (po.debug_nan_at_step > 0 && trainer->step() + 1 == po.debug_nan_at_step && !gradient.empty()) {
+      gradient[gradient.size() / 2] = NAN;  // fault injection for tests
+    }
+    if (!averaging::AllFinite(gradient.data(), gradient.size())) {
+      // Take part with nothing: zeros at weight 0 keep the round's spans
+      // served and leave the others' mean untouched, and this peer applies
+      // the same averaged update as everyone else.
+      ++nonfinite_rounds;
+      LOG(WARNING) << "global step " << trainer->step() + 1
+                   << ": local gradients are not finite; contributing weight 0";
+      std::fill(gradient.begin(), gradient.end(), 0.0f);
+      weight = 0;
+    }
     averaging::AllReduceOptions ar;
     ar.codec = codec;
     ar.sender_timeout = po.sender_timeout;
     ar.reducer_timeout = po.reducer_timeout;
     ar.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
-    auto averaged = allreduce.Run(spec, ar, gradient.data(), gradient.size(),
-                                  static_cast<double>(local_samples));
+    auto averaged = allreduce.Run(spec, ar, gradient.data(), gradient.size(), weight);
     const double averaging_s = std::chrono::duration<double>(Clock::now() - round_start).count();
     if (!averaged.ok()) {
       // Nothing averaged (e.g. non-finite local gradients refused before
@@ -251,7 +323,9 @@ absl::Status RunPeer(const PeerOptions& po) {
       ++rounds_failed;
       LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << averaged.status();
       trainer->DropAccumulated();
-      trainer->SetStep(static_cast<int64_t>(r.global_step()) + 1);
+      if (!Resync(coordinator, *trainer, po.security, "failed round").ok()) {
+        trainer->SetStep(static_cast<int64_t>(r.global_step()) + 1);
+      }
       continue;
     }
     auto step = trainer->ApplyUpdate(&gradient);
@@ -275,7 +349,8 @@ absl::Status RunPeer(const PeerOptions& po) {
                 {"bytes_sent", double(averaged->bytes_sent)},
                 {"bytes_received", double(averaged->bytes_received)},
                 {"stale_gradients_dropped", double(stale_dropped)},
-                {"rounds_failed", double(rounds_failed)}}));
+                {"rounds_failed", double(rounds_failed)},
+                {"nonfinite_gradients", double(nonfinite_rounds)}}));
     progress.Update(step->step, 0,
                     absl::StrFormat("loss %.4f, %d members, %.1f local img/s", step->loss,
                                     r.members_size(), rate));

@@ -4,7 +4,8 @@
 // gradient with the other members over the butterfly all-reduce and applies
 // the same optimizer step as every other member. After each global step it
 // logs a hash of its parameters; in a run without faults all members' hashes
-// agree at every step.
+// agree at every step. A peer that joins late, or misses a round, downloads
+// the training state from a live peer (StateService) and goes on from there.
 #ifndef TRAINER_COLLAB_PEER_H_
 #define TRAINER_COLLAB_PEER_H_
 
@@ -32,6 +33,11 @@ struct PeerOptions {
   absl::Duration sender_timeout = absl::Seconds(10);
   absl::Duration reducer_timeout = absl::Seconds(20);
   SecurityConfig security;
+  // Concurrent state downloads this peer serves to late joiners.
+  int max_state_downloads = 2;
+  // Test hook: poison this peer's gradient before the all-reduce of this
+  // global step (1-based; 0: never).
+  int64_t debug_nan_at_step = 0;
 };
 
 // Runs until the collaboration reaches trainer.max_steps (or the run config's

@@ -107,8 +107,9 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::str
   return out;
 }
 
-absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
-                         const std::map<std::string, std::string>& metadata) {
+namespace {
+
+absl::StatusOr<std::vector<TensorToWrite>> ToWrite(const std::map<std::string, at::Tensor>& tensors) {
   std::vector<TensorToWrite> out;
   try {
     for (const auto& [name, tensor] : tensors) {
@@ -119,9 +120,38 @@ absl::Status SaveTensors(const std::string& path, const std::map<std::string, at
                      std::string(static_cast<const char*>(t.data_ptr()), t.nbytes())});
     }
   } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("saving ", path, ": ", e.what_without_backtrace()));
+    return absl::InternalError(absl::StrCat("serializing tensors: ", e.what_without_backtrace()));
   }
-  return WriteSafetensors(path, out, metadata);
+  return out;
+}
+
+}  // namespace
+
+absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
+                         const std::map<std::string, std::string>& metadata) {
+  auto out = ToWrite(tensors);
+  if (!out.ok()) return out.status();
+  return WriteSafetensors(path, *out, metadata);
+}
+
+absl::StatusOr<std::string> SerializeTensors(const std::map<std::string, at::Tensor>& tensors,
+                                             const std::map<std::string, std::string>& metadata) {
+  auto out = ToWrite(tensors);
+  if (!out.ok()) return out.status();
+  return SerializeSafetensors(*out, metadata);
+}
+
+absl::Status ParseTensors(const std::string& bytes, std::map<std::string, at::Tensor>* tensors,
+                          std::map<std::string, std::string>* metadata) {
+  auto file = SafetensorsFile::FromBuffer(bytes, "state");
+  if (!file.ok()) return file.status();
+  for (const TensorView& view : (*file)->tensors()) {
+    auto t = ToTensor(view);
+    if (!t.ok()) return t.status();
+    (*tensors)[view.name] = std::move(*t);
+  }
+  *metadata = (*file)->metadata();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::map<std::string, std::string>> LoadMetadata(const std::string& path) {

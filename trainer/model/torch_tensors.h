@@ -36,6 +36,12 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::str
 absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                          const std::map<std::string, std::string>& metadata = {});
 
+// SaveTensors into memory, and its inverse (every tensor copied out).
+absl::StatusOr<std::string> SerializeTensors(const std::map<std::string, at::Tensor>& tensors,
+                                             const std::map<std::string, std::string>& metadata);
+absl::Status ParseTensors(const std::string& bytes, std::map<std::string, at::Tensor>* tensors,
+                          std::map<std::string, std::string>* metadata);
+
 // The __metadata__ of a safetensors file.
 absl::StatusOr<std::map<std::string, std::string>> LoadMetadata(const std::string& path);
 

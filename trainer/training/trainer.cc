@@ -226,36 +226,69 @@ struct Trainer::State {
     const std::string path = checkpoint + "/" + kStateFile;
     ASSIGN_OR_RETURN(auto tensors, model::LoadTensors(path));
     ASSIGN_OR_RETURN(auto meta, model::LoadMetadata(path));
+    return Restore(path, tensors, meta);
+  }
+
+  // The tensors and metadata of a training state (file or download).
+  std::map<std::string, at::Tensor> StateTensors() const {
+    std::map<std::string, at::Tensor> state;
+    for (const auto& p : params) state["param." + p.name] = p.value.detach();
+    for (auto& [k, v] : optimizer->ExportState()) state["opt." + k] = v;
+    if (ema) {
+      for (auto& [k, v] : ema->ExportState(params)) state[k] = v;
+    }
+    return state;
+  }
+  std::map<std::string, std::string> StateMetadata() const {
+    return {{"format", kStateFormat},
+            {"step", absl::StrCat(step)},
+            {"skipped_steps", absl::StrCat(skipped)},
+            {"samples_seen", absl::StrCat(samples_seen)},
+            {"loss_scale", absl::StrCat(scaler.scale())},
+            {"loss_scale_clean_steps", absl::StrCat(scaler.clean_steps())},
+            {"data_position", position.Serialize()},
+            {"optimizer", o.use_8bit_adam ? "adamw8bit" : "adamw"}};
+  }
+
+  absl::Status Restore(const std::string& path, std::map<std::string, at::Tensor>& tensors,
+                       std::map<std::string, std::string>& meta) {
     if (meta["format"] != kStateFormat) {
       return absl::FailedPreconditionError(absl::StrCat(path, " is not a training state of this version"));
     }
-    at::NoGradGuard no_grad;
+    // Everything is checked before anything changes.
+    std::vector<at::Tensor> values;
     for (NamedTensor& p : params) {
       auto it = tensors.find("param." + p.name);
       if (it == tensors.end() || it->second.sizes() != p.value.sizes()) {
         return absl::FailedPreconditionError(absl::StrCat(path, ": parameter ", p.name,
                                                           " missing or of another shape"));
       }
-      p.value.detach().copy_(it->second);
+      values.push_back(it->second);
     }
+    int64_t new_step = 0, new_skipped = 0, new_seen = 0, clean = 0;
+    double scale = 0;
+    if (!absl::SimpleAtoi(meta["step"], &new_step) || !absl::SimpleAtoi(meta["skipped_steps"], &new_skipped) ||
+        !absl::SimpleAtoi(meta["samples_seen"], &new_seen) ||
+        !absl::SimpleAtod(meta["loss_scale"], &scale) ||
+        !absl::SimpleAtoi(meta["loss_scale_clean_steps"], &clean)) {
+      return absl::FailedPreconditionError(path + ": malformed step counters or loss scale");
+    }
+    ASSIGN_OR_RETURN(data::DataPosition new_position, data::DataPosition::Parse(meta["data_position"]));
     std::map<std::string, at::Tensor> opt, ema_state;
     for (auto& [k, v] : tensors) {
       if (absl::StartsWith(k, "opt.")) opt[k.substr(4)] = v;
       if (absl::StartsWith(k, "ema.")) ema_state[k] = v;
     }
+    // The optimizer and EMA imports validate before they assign.
     RETURN_IF_ERROR(optimizer->ImportState(opt));
     if (ema) RETURN_IF_ERROR(ema->ImportState(params, ema_state));
-    if (!absl::SimpleAtoi(meta["step"], &step) || !absl::SimpleAtoi(meta["skipped_steps"], &skipped) ||
-        !absl::SimpleAtoi(meta["samples_seen"], &samples_seen)) {
-      return absl::FailedPreconditionError(path + ": malformed step counters");
-    }
-    double scale = 0;
-    int64_t clean = 0;
-    if (!absl::SimpleAtod(meta["loss_scale"], &scale) || !absl::SimpleAtoi(meta["loss_scale_clean_steps"], &clean)) {
-      return absl::FailedPreconditionError(path + ": malformed loss scale");
-    }
+    at::NoGradGuard no_grad;
+    for (size_t i = 0; i < params.size(); ++i) params[i].value.detach().copy_(values[i]);
+    step = new_step;
+    skipped = new_skipped;
+    samples_seen = new_seen;
     scaler.Restore(scale, clean);
-    ASSIGN_OR_RETURN(position, data::DataPosition::Parse(meta["data_position"]));
+    position = new_position;
     return absl::OkStatus();
   }
 };
@@ -527,6 +560,19 @@ std::string Trainer::ParameterHash() const {
 
 void Trainer::SetStep(int64_t step) { s_->step = step; }
 
+absl::StatusOr<std::string> Trainer::ExportState() const {
+  return model::SerializeTensors(s_->StateTensors(), s_->StateMetadata());
+}
+
+absl::Status Trainer::ImportState(const std::string& bytes) {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> meta;
+  RETURN_IF_ERROR(model::ParseTensors(bytes, &tensors, &meta));
+  RETURN_IF_ERROR(s_->Restore("downloaded state", tensors, meta));
+  DropAccumulated();
+  return absl::OkStatus();
+}
+
 const TrainerOptions& Trainer::options() const { return s_->o; }
 
 absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
@@ -555,23 +601,7 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
     s.SwapEma();
     RETURN_IF_ERROR(saved);
   }
-  std::map<std::string, at::Tensor> state;
-  for (const auto& p : s.params) state["param." + p.name] = p.value.detach();
-  for (auto& [k, v] : s.optimizer->ExportState()) state["opt." + k] = v;
-  if (s.ema) {
-    for (auto& [k, v] : s.ema->ExportState(s.params)) state[k] = v;
-  }
-  std::map<std::string, std::string> meta = {
-      {"format", kStateFormat},
-      {"step", absl::StrCat(s.step)},
-      {"skipped_steps", absl::StrCat(s.skipped)},
-      {"samples_seen", absl::StrCat(s.samples_seen)},
-      {"loss_scale", absl::StrCat(s.scaler.scale())},
-      {"loss_scale_clean_steps", absl::StrCat(s.scaler.clean_steps())},
-      {"data_position", s.position.Serialize()},
-      {"optimizer", s.o.use_8bit_adam ? "adamw8bit" : "adamw"},
-  };
-  RETURN_IF_ERROR(model::SaveTensors((tmp / kStateFile).string(), state, meta));
+  RETURN_IF_ERROR(model::SaveTensors((tmp / kStateFile).string(), s.StateTensors(), s.StateMetadata()));
   fs::remove_all(final_dir, ec);
   fs::rename(tmp, final_dir, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp.string(), ": ", ec.message()));

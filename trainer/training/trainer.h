@@ -129,6 +129,13 @@ class Trainer {
   // The collaboration's global step (learning-rate schedule position).
   void SetStep(int64_t step);
 
+  // The training state (what a checkpoint's training_state.safetensors
+  // holds) as bytes, and restoring from them (a peer joining late). The
+  // import fails without changing anything when the bytes do not match
+  // this model and optimizer.
+  absl::StatusOr<std::string> ExportState() const;
+  absl::Status ImportState(const std::string& bytes);
+
   // Appends a step's numbers (and `extra` ones) to metrics.jsonl and the
   // TensorBoard file under "train/".
   absl::Status RecordMetrics(const StepReport& report, const std::map<std::string, double>& extra);

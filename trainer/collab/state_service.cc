@@ -1,0 +1,188 @@
+#include "trainer/collab/state_service.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/crypto/sha256.h"
+#include "common/status/grpc_status.h"
+
+namespace dd::collab {
+namespace {
+
+constexpr size_t kFrameBytes = 1 << 20;
+
+class FailedWrite : public grpc::ServerWriteReactor<tv1::StateFrame> {
+ public:
+  explicit FailedWrite(grpc::Status status) { Finish(status); }
+  void OnDone() override { delete this; }
+};
+
+}  // namespace
+
+// One download: waits (without a thread) for a snapshot, then writes it
+// frame by frame from memory.
+class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
+ public:
+  Reactor(StateService* service, tv1::DownloadStateRequest request)
+      : service_(service), request_(std::move(request)) {}
+
+  // Called once with the snapshot to serve (under the service's lock or
+  // right after construction).
+  void Begin(std::shared_ptr<const StateSnapshot> snapshot) {
+    snapshot_ = std::move(snapshot);
+    if (request_.offset() > 0 && request_.global_step() != snapshot_->global_step) {
+      Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "the snapshot being resumed was replaced; download again from 0"));
+      return;
+    }
+    if (request_.offset() > snapshot_->bytes.size()) {
+      Finish(grpc::Status(grpc::StatusCode::OUT_OF_RANGE, "offset past the end of the snapshot"));
+      return;
+    }
+    offset_ = request_.offset();
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+      return;
+    }
+    WriteNext();
+  }
+
+  void OnCancel() override {
+    absl::MutexLock lock(&service_->mu_);
+    auto& w = service_->waiting_;
+    auto it = std::find(w.begin(), w.end(), this);
+    if (it != w.end()) {
+      w.erase(it);
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled"));
+    }
+  }
+
+  void OnDone() override {
+    service_->active_.fetch_sub(1);
+    delete this;
+  }
+
+ private:
+  void WriteNext() {
+    const std::string& bytes = snapshot_->bytes;
+    if (offset_ >= bytes.size() && !first_) {
+      Finish(grpc::Status::OK);
+      return;
+    }
+    frame_.Clear();
+    frame_.set_global_step(snapshot_->global_step);
+    frame_.set_total_bytes(bytes.size());
+    frame_.set_offset(offset_);
+    if (first_) frame_.set_sha256(snapshot_->sha256);
+    first_ = false;
+    const size_t n = std::min(kFrameBytes, bytes.size() - offset_);
+    frame_.set_data(bytes.data() + offset_, n);
+    offset_ += n;
+    StartWrite(&frame_);
+  }
+
+  StateService* const service_;
+  const tv1::DownloadStateRequest request_;
+  std::shared_ptr<const StateSnapshot> snapshot_;
+  tv1::StateFrame frame_;
+  uint64_t offset_ = 0;
+  bool first_ = true;
+};
+
+StateService::StateService(int max_concurrent_downloads) : max_downloads_(max_concurrent_downloads) {}
+
+StateService::~StateService() {
+  absl::MutexLock lock(&mu_);
+  for (Reactor* r : waiting_) r->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
+  waiting_.clear();
+}
+
+bool StateService::SnapshotWanted() const { return wanted_.load(); }
+
+void StateService::Publish(std::shared_ptr<const StateSnapshot> snapshot) {
+  absl::MutexLock lock(&mu_);
+  snapshot_ = snapshot;
+  wanted_ = false;
+  for (Reactor* r : waiting_) r->Begin(snapshot);
+  waiting_.clear();
+}
+
+grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
+    grpc::CallbackServerContext* /*context*/, const tv1::DownloadStateRequest* request) {
+  if (active_.fetch_add(1) >= max_downloads_) {
+    active_.fetch_sub(1);
+    return new FailedWrite(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("this peer already serves ", max_downloads_, " state downloads; try another")));
+  }
+  auto* reactor = new Reactor(this, *request);
+  absl::MutexLock lock(&mu_);
+  if (request->offset() > 0 && snapshot_ && snapshot_->global_step == request->global_step()) {
+    reactor->Begin(snapshot_);  // resuming the snapshot still served
+  } else {
+    // A fresh snapshot at the next step boundary, so the joiner gets the
+    // newest state.
+    waiting_.push_back(reactor);
+    wanted_ = true;
+  }
+  return reactor;
+}
+
+absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
+                                         absl::Duration timeout) {
+  auto stub = tv1::PeerState::NewStub(channel);
+  StateSnapshot out;
+  std::string want_sha;
+  uint64_t total = 0;
+  const absl::Time deadline = absl::Now() + timeout;
+  for (int attempt = 0; attempt < 5 && absl::Now() < deadline; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(deadline));
+    tv1::DownloadStateRequest request;
+    request.set_offset(out.bytes.size());
+    request.set_global_step(out.global_step);
+    auto reader = stub->DownloadState(&context, request);
+    tv1::StateFrame frame;
+    while (reader->Read(&frame)) {
+      if (frame.offset() != out.bytes.size() ||
+          (total != 0 && frame.total_bytes() != total) || frame.total_bytes() > (uint64_t{64} << 30) ||
+          out.bytes.size() + frame.data().size() > frame.total_bytes()) {
+        return absl::DataLossError("state stream frames do not fit together");
+      }
+      if (out.bytes.empty()) {
+        out.global_step = frame.global_step();
+        total = frame.total_bytes();
+        if (!frame.sha256().empty()) want_sha = frame.sha256();
+        out.bytes.reserve(total);
+      }
+      out.bytes.append(frame.data());
+    }
+    grpc::Status s = reader->Finish();
+    if (s.ok() && total > 0 && out.bytes.size() == total) break;
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // snapshot replaced
+      out = StateSnapshot();
+      total = 0;
+      continue;
+    }
+    if (!s.ok() && s.error_code() != grpc::StatusCode::UNAVAILABLE &&
+        s.error_code() != grpc::StatusCode::DEADLINE_EXCEEDED &&
+        s.error_code() != grpc::StatusCode::CANCELLED) {
+      return FromGrpcStatus(s);
+    }
+  }
+  if (total == 0 || out.bytes.size() != total) {
+    return absl::UnavailableError("the state download did not complete");
+  }
+  Sha256 hash;
+  hash.Update(out.bytes);
+  out.sha256 = DigestToHex(hash.Finish());
+  if (out.sha256 != want_sha) return absl::DataLossError("the downloaded state fails its SHA-256");
+  return out;
+}
+
+}  // namespace dd::collab

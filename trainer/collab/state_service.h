@@ -1,0 +1,66 @@
+// StateService: serves this peer's training state (protos/peer_state.proto)
+// and fetches another peer's. Snapshots are made by the training loop at a
+// step boundary when someone asks (Publish), so the loop never races the
+// stream; the callback reactors only copy bytes from memory and never block.
+#ifndef TRAINER_COLLAB_STATE_SERVICE_H_
+#define TRAINER_COLLAB_STATE_SERVICE_H_
+
+#include <grpcpp/channel.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "protos/peer_state.grpc.pb.h"
+
+namespace dd::collab {
+
+namespace tv1 = ::distdiff::trainer::v1;
+
+struct StateSnapshot {
+  uint64_t global_step = 0;
+  std::string bytes;
+  std::string sha256;  // hex
+};
+
+class StateService final : public tv1::PeerState::CallbackService {
+ public:
+  explicit StateService(int max_concurrent_downloads = 2);
+  ~StateService() override;
+
+  // True when a download waits for a snapshot: the training loop should
+  // call Publish at its next step boundary.
+  bool SnapshotWanted() const;
+  // Makes `snapshot` the one served (replacing any older one) and starts
+  // the waiting downloads.
+  void Publish(std::shared_ptr<const StateSnapshot> snapshot);
+
+  grpc::ServerWriteReactor<tv1::StateFrame>* DownloadState(
+      grpc::CallbackServerContext* context, const tv1::DownloadStateRequest* request) override;
+
+  class Reactor;
+
+ private:
+  friend class Reactor;
+  const int max_downloads_;
+  std::atomic<int> active_{0};
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const StateSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
+  std::vector<Reactor*> waiting_ ABSL_GUARDED_BY(mu_);
+  std::atomic<bool> wanted_{false};
+};
+
+// Downloads a peer's state (verifying its SHA-256). Resumes a broken stream
+// from where it stopped while the donor still has the same snapshot.
+absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
+                                         absl::Duration timeout);
+
+}  // namespace dd::collab
+
+#endif  // TRAINER_COLLAB_STATE_SERVICE_H_
