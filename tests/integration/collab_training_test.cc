@@ -76,19 +76,21 @@ class CollabTrainingTest : public ::testing::Test {
     dataset_port_ = *dport;
   }
 
-  void StartCoordinator(const std::string& config) {
+  void StartCoordinator(const std::string& config, int port = 0) {
     std::ofstream(dir_ + "/run.json") << config;
+    std::filesystem::remove(dir_ + "/cport");
     auto c = Subprocess::Start(
         {RunfilePath("services/coordinator/coordinator"), "--config=" + dir_ + "/run.json",
          "--db_dir=" + dir_ + "/ledger", absl::StrCat("--dataset_address=127.0.0.1:", dataset_port_),
-         "--host=127.0.0.1", "--port=0", "--port_file=" + dir_ + "/cport",
+         "--host=127.0.0.1", absl::StrCat("--port=", port), "--port_file=" + dir_ + "/cport",
          "--auth_token_file=" + dir_ + "/token", "--round_timeout=30s", "--heartbeat_ttl=5s"},
         dir_ + "/coordinator.log");
     ASSERT_TRUE(c.ok());
     coordinator_ = std::make_unique<Subprocess>(std::move(*c));
-    auto port = testing::WaitForPortFile(dir_ + "/cport", absl::Seconds(30));
-    ASSERT_TRUE(port.ok()) << Slurp(dir_ + "/coordinator.log");
-    coordinator_address_ = absl::StrCat("127.0.0.1:", *port);
+    auto bound = testing::WaitForPortFile(dir_ + "/cport", absl::Seconds(30));
+    ASSERT_TRUE(bound.ok()) << Slurp(dir_ + "/coordinator.log");
+    coordinator_address_ = absl::StrCat("127.0.0.1:", *bound);
+    coordinator_port_ = *bound;
   }
 
   Subprocess StartPeer(const std::string& name, const std::vector<std::string>& extra) {
@@ -107,6 +109,7 @@ class CollabTrainingTest : public ::testing::Test {
   std::string dir_;
   int dataset_port_ = 0;
   std::string coordinator_address_;
+  int coordinator_port_ = 0;
   std::unique_ptr<Subprocess> dataset_, coordinator_;
 };
 
@@ -205,6 +208,38 @@ TEST_F(CollabTrainingTest, LateJoinerDownloadsTheStateAndAgreesWithTheOthers) {
         l.find("stale") != std::string::npos) {
       std::cout << "c: " << l.substr(l.find(']') + 2).substr(0, 200) << "\n";
     }
+  }
+}
+
+TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {
+  const std::string config =
+      R"({"run_id": "restart", "target_batch_size": 8, "max_steps": 6, "codec": "none"})";
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(config));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
+  for (int i = 0; i < 1200 && StepHashes(Slurp(dir_ + "/a.log")).size() < 2; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GE(StepHashes(Slurp(dir_ + "/a.log")).size(), 2u) << Slurp(dir_ + "/a.log");
+  coordinator_->Signal(SIGKILL);
+  (void)coordinator_->Wait(absl::Seconds(10));
+  std::this_thread::sleep_for(std::chrono::seconds(2));  // the peers see it gone
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(config, coordinator_port_));
+  auto ca = a.Wait(absl::Minutes(5));
+  auto cb = b.Wait(absl::Minutes(5));
+  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
+  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  EXPECT_NE(Slurp(dir_ + "/coordinator.log").find("continuing at global step"), std::string::npos);
+  std::stringstream log(Slurp(dir_ + "/a.log"));
+  for (std::string l; std::getline(log, l);) {
+    if (l[0] == 'W' || l.find("global step") != std::string::npos || l.find("resynchronised") != std::string::npos) {
+      std::cout << "a: " << l.substr(0, 220) << "\n";
+    }
+  }
+  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
+  EXPECT_EQ(ha.rbegin()->first, 6) << Slurp(dir_ + "/a.log");
+  for (const auto& [step, hash] : ha) {
+    if (hb.count(step)) EXPECT_EQ(hb[step], hash) << "step " << step;
   }
 }
 

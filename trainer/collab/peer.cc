@@ -84,6 +84,13 @@ absl::Status Resync(CoordinatorClient& coordinator, training::Trainer& trainer,
                    << "): " << state.status();
       continue;
     }
+    if (state->global_step <= static_cast<uint64_t>(trainer.step())) {
+      // The donor is not ahead either: the update this peer "missed" was
+      // never applied by anyone (e.g. the coordinator died after opening the
+      // round). Every peer still has the same weights.
+      return absl::FailedPreconditionError(absl::StrCat(
+          peer.display_name(), " is at global step ", state->global_step, " too: no peer applied the missed update"));
+    }
     absl::Status loaded = trainer.ImportState(state->bytes);
     if (!loaded.ok()) {
       LOG(WARNING) << "state from " << peer.address() << " does not fit this model: " << loaded;
@@ -166,8 +173,7 @@ absl::Status RunPeer(const PeerOptions& po) {
   auto window_start = Clock::now();
   ProgressLine progress("collaborative training", to.max_steps, "steps");
   absl::Status result;
-  auto publish_if_wanted = [&] {
-    if (!state_service.SnapshotWanted()) return;
+  auto publish = [&](bool current) {
     auto bytes = trainer->ExportState();
     if (!bytes.ok()) {
       LOG(WARNING) << "state snapshot: " << bytes.status();
@@ -179,7 +185,23 @@ absl::Status RunPeer(const PeerOptions& po) {
     Sha256 hash;
     hash.Update(snapshot->bytes);
     snapshot->sha256 = DigestToHex(hash.Finish());
-    state_service.Publish(std::move(snapshot));
+    state_service.Publish(std::move(snapshot), current);
+  };
+  auto publish_if_wanted = [&] {
+    if (state_service.SnapshotWanted()) publish(false);
+  };
+  // Resynchronises, serving this peer's own state meanwhile (peers that
+  // missed the same round ask each other); when no one is ahead, takes the
+  // collaboration's step with the weights every peer shares.
+  auto resync = [&](const std::string& why, uint64_t collaboration_step) {
+    publish(true);
+    absl::Status synced = Resync(coordinator, *trainer, po.security, why);
+    publish(false);
+    if (!synced.ok()) {
+      LOG(WARNING) << "not resynchronised (" << synced << "); continuing at global step "
+                   << collaboration_step << " with this peer's weights";
+      trainer->SetStep(static_cast<int64_t>(collaboration_step));
+    }
   };
   while (trainer->step() < to.max_steps) {
     publish_if_wanted();  // any point between updates is a step boundary
@@ -252,11 +274,7 @@ absl::Status RunPeer(const PeerOptions& po) {
           LOG(WARNING) << "stale gradients dropped (" << report.status().message() << ")";
           trainer->DropAccumulated();
           // It missed an update: take the collaboration's state.
-          absl::Status synced = Resync(coordinator, *trainer, po.security, "missed a round");
-          if (!synced.ok()) {
-            LOG(WARNING) << "cannot resynchronise (" << synced << "); continuing with own weights";
-            if (now.ok()) trainer->SetStep(static_cast<int64_t>(now->global_step()));
-          }
+          resync("missed a round", now.ok() ? now->global_step() : trainer->step() + 1);
           continue;
         }
       } else {
@@ -323,9 +341,7 @@ absl::Status RunPeer(const PeerOptions& po) {
       ++rounds_failed;
       LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << averaged.status();
       trainer->DropAccumulated();
-      if (!Resync(coordinator, *trainer, po.security, "failed round").ok()) {
-        trainer->SetStep(static_cast<int64_t>(r.global_step()) + 1);
-      }
+      resync("failed round", r.global_step() + 1);
       continue;
     }
     auto step = trainer->ApplyUpdate(&gradient);

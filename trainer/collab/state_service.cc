@@ -104,9 +104,10 @@ StateService::~StateService() {
 
 bool StateService::SnapshotWanted() const { return wanted_.load(); }
 
-void StateService::Publish(std::shared_ptr<const StateSnapshot> snapshot) {
+void StateService::Publish(std::shared_ptr<const StateSnapshot> snapshot, bool current) {
   absl::MutexLock lock(&mu_);
   snapshot_ = snapshot;
+  current_ = current;
   wanted_ = false;
   for (Reactor* r : waiting_) r->Begin(snapshot);
   waiting_.clear();
@@ -122,8 +123,9 @@ grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
   }
   auto* reactor = new Reactor(this, *request);
   absl::MutexLock lock(&mu_);
-  if (request->offset() > 0 && snapshot_ && snapshot_->global_step == request->global_step()) {
-    reactor->Begin(snapshot_);  // resuming the snapshot still served
+  if ((request->offset() > 0 && snapshot_ && snapshot_->global_step == request->global_step()) ||
+      (current_ && snapshot_)) {
+    reactor->Begin(snapshot_);  // resuming, or the loop is paused on a current snapshot
   } else {
     // A fresh snapshot at the next step boundary, so the joiner gets the
     // newest state.

@@ -38,8 +38,10 @@ class StateService final : public tv1::PeerState::CallbackService {
   // call Publish at its next step boundary.
   bool SnapshotWanted() const;
   // Makes `snapshot` the one served (replacing any older one) and starts
-  // the waiting downloads.
-  void Publish(std::shared_ptr<const StateSnapshot> snapshot);
+  // the waiting downloads. With `current`, new downloads get it at once
+  // instead of waiting for the next step boundary (the loop is paused, e.g.
+  // while it resynchronises itself) until the next Publish without it.
+  void Publish(std::shared_ptr<const StateSnapshot> snapshot, bool current = false);
 
   grpc::ServerWriteReactor<tv1::StateFrame>* DownloadState(
       grpc::CallbackServerContext* context, const tv1::DownloadStateRequest* request) override;
@@ -53,6 +55,7 @@ class StateService final : public tv1::PeerState::CallbackService {
   mutable absl::Mutex mu_;
   std::shared_ptr<const StateSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
   std::vector<Reactor*> waiting_ ABSL_GUARDED_BY(mu_);
+  bool current_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> wanted_{false};
 };
 

@@ -5,6 +5,7 @@
 #include <glog/logging.h>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
@@ -18,6 +19,7 @@ using internal::PeerRecord;
 
 constexpr uint32_t kLedgerFormat = 1;
 constexpr char kMetaKey[] = "meta";
+constexpr char kGlobalStepKey[] = "global_step";
 constexpr char kChunkPrefix[] = "chunk/";
 constexpr char kPeerPrefix[] = "peer/";
 
@@ -551,6 +553,23 @@ absl::StatusOr<uint32_t> ChunkLedger::ExpireDue() {
   uint32_t n = txn.chunks.size();
   if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return n;
+}
+
+absl::StatusOr<uint64_t> ChunkLedger::GlobalStep() const {
+  auto value = store_->Get(kGlobalStepKey);
+  if (!value.ok()) return value.status();
+  if (!value->has_value()) return uint64_t{0};
+  uint64_t step = 0;
+  if (!absl::SimpleAtoi(**value, &step)) {
+    return absl::DataLossError(absl::StrCat("ledger key ", kGlobalStepKey, " is not a number"));
+  }
+  return step;
+}
+
+absl::Status ChunkLedger::SetGlobalStep(uint64_t step) {
+  KvBatch batch;
+  batch.Put(kGlobalStepKey, absl::StrCat(step));
+  return store_->Write(batch);
 }
 
 LedgerStats ChunkLedger::Stats() const {

@@ -164,6 +164,14 @@ class ChunkLedger {
   // Releases every lease whose deadline has passed; returns how many.
   absl::StatusOr<uint32_t> ExpireDue();
 
+  // --- Global step ---------------------------------------------------------
+
+  // The collaboration's global step as last persisted (0 for a new run), so
+  // a restarted coordinator continues the step count. Written straight to
+  // the store (durable when OK), outside the lease transactions.
+  absl::StatusOr<uint64_t> GlobalStep() const;
+  absl::Status SetGlobalStep(uint64_t step);
+
   // --- Queries -------------------------------------------------------------
 
   LedgerStats Stats() const;

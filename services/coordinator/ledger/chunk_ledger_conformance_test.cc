@@ -371,3 +371,20 @@ INSTANTIATE_TEST_SUITE_P(Backends, ChunkLedgerConformance,
 
 }  // namespace
 }  // namespace dd::coordinator
+
+namespace dd::coordinator {
+namespace {
+
+TEST_P(ChunkLedgerConformance, GlobalStepSurvivesAReopen) {
+  auto step = ledger_->GlobalStep();
+  ASSERT_TRUE(step.ok()) << step.status();
+  EXPECT_EQ(*step, 0u);
+  ASSERT_TRUE(ledger_->SetGlobalStep(41).ok());
+  ASSERT_TRUE(ledger_->SetGlobalStep(42).ok());
+  ledger_ = Reopen(identity_);
+  ASSERT_NE(ledger_, nullptr);
+  EXPECT_EQ(*ledger_->GlobalStep(), 42u);
+}
+
+}  // namespace
+}  // namespace dd::coordinator

@@ -11,7 +11,10 @@ namespace dd::coordinator {
 namespace v1 = ::distdiff::coordinator::v1;
 
 RoundPlanner::RoundPlanner(RoundPlannerOptions options, Clock* clock)
-    : options_(options), clock_(clock) {}
+    : options_(options), clock_(clock) {
+  absl::MutexLock lock(&mu_);
+  global_step_ = options_.initial_global_step;
+}
 
 absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
     const std::string& peer_id, uint64_t global_step, uint64_t samples, double samples_per_second,
@@ -63,6 +66,7 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
     rounds_.push_front(std::move(round));
     if (rounds_.size() > options_.rounds_kept) rounds_.pop_back();
     ++global_step_;
+    if (options_.on_step_advanced) options_.on_step_advanced(global_step_);
     reports_.clear();
     total = 0;
   }

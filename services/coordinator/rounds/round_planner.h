@@ -33,6 +33,11 @@ struct RoundPlannerOptions {
   // How long members have to finish the all-reduce.
   absl::Duration round_timeout = absl::Seconds(60);
   size_t rounds_kept = 100;
+  // Where the step count starts (a restarted coordinator: the persisted one).
+  uint64_t initial_global_step = 0;
+  // Called with the new step each time a round opens (to persist it), under
+  // the planner's lock.
+  std::function<void(uint64_t)> on_step_advanced;
 };
 
 // What the planner needs to know about a peer when a round opens.

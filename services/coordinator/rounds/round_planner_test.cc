@@ -69,3 +69,25 @@ TEST(RoundPlanner, BandwidthSharesWhenReported) {
 
 }  // namespace
 }  // namespace dd::coordinator
+
+namespace dd::coordinator {
+namespace {
+
+TEST(RoundPlanner, StartsAtTheGivenStepAndReportsEachNewOne) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  o.initial_global_step = 7;
+  std::vector<uint64_t> persisted;
+  o.on_step_advanced = [&](uint64_t s) { persisted.push_back(s); };
+  RoundPlanner planner(o, &clock);
+  EXPECT_EQ(planner.global_step(), 7u);
+  EXPECT_EQ(planner.Report("a", 0, 2, 1, 0, Info).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // a peer still at step 0 is stale
+  ASSERT_TRUE(planner.Report("a", 7, 2, 1, 0, Info).ok());
+  EXPECT_EQ(planner.global_step(), 8u);
+  EXPECT_EQ(persisted, (std::vector<uint64_t>{8}));
+}
+
+}  // namespace
+}  // namespace dd::coordinator
