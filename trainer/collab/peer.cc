@@ -168,6 +168,8 @@ absl::Status RunPeer(const PeerOptions& po) {
   int64_t chunk_samples = 0;
   uint64_t last_round = 0;
   absl::Time last_report = absl::InfinitePast();
+  double compute_s = 0;  // in AccumulateBatch since the last update
+  auto step_start = Clock::now();
   int64_t stale_dropped = 0, rounds_failed = 0, nonfinite_rounds = 0;
   double window_samples = 0;
   auto window_start = Clock::now();
@@ -241,7 +243,9 @@ absl::Status RunPeer(const PeerOptions& po) {
         loader.reset();
         continue;
       }
+      const auto compute_start = Clock::now();
       auto loss = trainer->AccumulateBatch(**batch);
+      compute_s += std::chrono::duration<double>(Clock::now() - compute_start).count();
       if (!loss.ok()) {
         result = loss.status();
         break;
@@ -344,11 +348,14 @@ absl::Status RunPeer(const PeerOptions& po) {
       resync("failed round", r.global_step() + 1);
       continue;
     }
+    const auto apply_start = Clock::now();
     auto step = trainer->ApplyUpdate(&gradient);
     if (!step.ok()) {
       result = step.status();
       break;
     }
+    const double optimizer_s = std::chrono::duration<double>(Clock::now() - apply_start).count();
+    const double step_s = std::chrono::duration<double>(Clock::now() - step_start).count();
     const std::string hash = trainer->ParameterHash();
     LOG(INFO) << absl::StrFormat(
         "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, averaging "
@@ -361,6 +368,9 @@ absl::Status RunPeer(const PeerOptions& po) {
                 {"global_samples", double(r.total_samples())},
                 {"local_samples_per_second", rate},
                 {"averaging_seconds", averaging_s},
+                {"step_seconds", step_s},
+                {"compute_seconds", compute_s + optimizer_s},
+                {"waiting_seconds", std::max(0.0, step_s - compute_s - optimizer_s - averaging_s)},
                 {"fraction_averaged", averaged->fraction_averaged},
                 {"bytes_sent", double(averaged->bytes_sent)},
                 {"bytes_received", double(averaged->bytes_received)},
@@ -385,6 +395,8 @@ absl::Status RunPeer(const PeerOptions& po) {
     }
     window_samples = 0;
     window_start = Clock::now();
+    compute_s = 0;
+    step_start = Clock::now();
   }
   loader.reset();
   stream->Close();
