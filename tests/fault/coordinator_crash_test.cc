@@ -5,6 +5,8 @@
 // no lease is held by a peer that is not live.
 #include <signal.h>
 
+#include <type_traits>
+
 #include <atomic>
 #include <filesystem>
 #include <fstream>
@@ -104,6 +106,7 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
   Ledgerbook book;
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> epoch{0};
+  std::atomic<int> acquires_retried{0};
   std::vector<v1::PeerRef> peers(4);
   std::vector<std::thread> clients;
   for (int t = 0; t < 4; ++t) {
@@ -115,6 +118,9 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
           auto ctx = MakeCallContext(absl::Seconds(5), /*wait_for_ready=*/true);
           grpc::Status s = ((*stub).*method)(ctx.get(), request, response);
           if (!Transient(s.error_code()) || stop) return s;
+          if constexpr (std::is_same_v<std::decay_t<decltype(request)>, v1::AcquireChunksRequest>) {
+            ++acquires_retried;  // the lost attempt may hold leases nobody knows of
+          }
           absl::SleepFor(absl::Milliseconds(20));
         }
       };
@@ -222,7 +228,12 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
   }
   EXPECT_EQ(chunks.chunks_size(), 30);
   EXPECT_GE(min_times, kTargetEpoch);
-  EXPECT_LE(max_times - min_times, 1u) << "least-trained-first was violated";
+  // Least-trained-first, unless an AcquireChunks reply was lost in a crash:
+  // its leases are held by nobody until they expire (--task_timeout), and
+  // meanwhile the other chunks go on being trained.
+  if (acquires_retried == 0) {
+    EXPECT_LE(max_times - min_times, 1u) << "least-trained-first was violated";
+  }
   // Every completion in the ledger was acknowledged, except at most those
   // whose reply was lost in a crash and whose retry found the lease gone.
   EXPECT_GE(total, book.acked.size());
