@@ -108,4 +108,35 @@ absl::Status WriteFileAtomically(const std::string& path,
   return absl::OkStatus();
 }
 
+absl::Status LinkOrCopyTree(const std::string& from, const std::string& to,
+                            const std::function<bool(const std::string&)>& keep) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(to, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", to, ": ", ec.message()));
+  for (auto it = fs::recursive_directory_iterator(from, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    const fs::path rel = fs::relative(it->path(), from, ec);
+    if (ec) break;
+    if (!keep(rel.begin()->string())) {
+      if (it->is_directory()) it.disable_recursion_pending();
+      continue;
+    }
+    const fs::path dst = fs::path(to) / rel;
+    if (it->is_directory(ec)) {
+      fs::create_directories(dst, ec);
+    } else if (it->is_regular_file(ec)) {
+      fs::remove(dst, ec);
+      fs::create_hard_link(it->path(), dst, ec);
+      if (ec) {
+        ec.clear();
+        fs::copy_file(it->path(), dst, fs::copy_options::overwrite_existing, ec);
+      }
+    }
+    if (ec) return absl::InternalError(absl::StrCat("linking ", it->path().string(), ": ", ec.message()));
+  }
+  if (ec) return absl::InternalError(absl::StrCat("reading ", from, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
 }  // namespace dd

@@ -3,6 +3,7 @@
 #define COMMON_IO_FILE_UTIL_H_
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/status.h"
@@ -21,6 +22,13 @@ absl::StatusOr<std::string> ReadFileToString(const std::string& path,
 // the directory.
 absl::Status WriteFileAtomically(const std::string& path,
                                  absl::string_view contents);
+
+// Recreates the tree under `from` at `to`, hard-linking each file (copying
+// when a link is impossible, e.g. across file systems), for the top-level
+// entries of `from` whose name `keep` accepts. A model folder's frozen
+// parts cost no space this way. Errors name the path.
+absl::Status LinkOrCopyTree(const std::string& from, const std::string& to,
+                            const std::function<bool(const std::string& top_level_name)>& keep);
 
 // Maps errno from a failed call on `path` to a canonical status.
 absl::Status ErrnoToStatus(int err, absl::string_view what,

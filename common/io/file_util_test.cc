@@ -1,6 +1,7 @@
 #include "common/io/file_util.h"
 
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 
 #include "gtest/gtest.h"
@@ -38,6 +39,21 @@ TEST(FileUtil, OversizedFileIsRefused) {
 TEST(FileUtil, WriteIntoMissingDirectoryFails) {
   EXPECT_EQ(WriteFileAtomically(TmpPath("no/such/dir/f"), "x").code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(FileUtil, LinkOrCopyTreeLinksTheKeptEntries) {
+  namespace fs = std::filesystem;
+  std::string from = TmpPath("tree_from"), to = TmpPath("tree_to");
+  fs::create_directories(from + "/keep/sub");
+  fs::create_directories(from + "/drop");
+  ASSERT_TRUE(WriteFileAtomically(from + "/keep/sub/a.bin", "aaa").ok());
+  ASSERT_TRUE(WriteFileAtomically(from + "/drop/b.bin", "bbb").ok());
+  ASSERT_TRUE(WriteFileAtomically(from + "/index.json", "{}").ok());
+  ASSERT_TRUE(LinkOrCopyTree(from, to, [](const std::string& n) { return n != "drop"; }).ok());
+  EXPECT_TRUE(fs::equivalent(from + "/keep/sub/a.bin", to + "/keep/sub/a.bin"));
+  EXPECT_EQ(*ReadFileToString(to + "/index.json"), "{}");
+  EXPECT_FALSE(fs::exists(to + "/drop"));
+  EXPECT_FALSE(LinkOrCopyTree("/proc/self/no-such-dir", "/proc/x/y", [](const std::string&) { return true; }).ok());
 }
 
 }  // namespace

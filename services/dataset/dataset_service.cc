@@ -1,5 +1,7 @@
 #include "services/dataset/dataset_service.h"
 
+#include "common/rpc/failed_stream.h"
+
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
@@ -93,23 +95,14 @@ grpc::ServerUnaryReactor* DatasetService::ListChunks(grpc::CallbackServerContext
   return reactor;
 }
 
-namespace {
-// A write reactor that finishes at once with an error.
-class FailedWrite : public grpc::ServerWriteReactor<v1::ChunkFrame> {
- public:
-  explicit FailedWrite(grpc::Status status) { Finish(status); }
-  void OnDone() override { delete this; }
-};
-}  // namespace
-
 grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
     grpc::CallbackServerContext* /*context*/, const v1::ReadChunkRequest* request) {
   auto stream = catalog_->OpenStream(request->chunk_id(), request->offset(),
                                      options_.frame_bytes);
-  if (!stream.ok()) return new FailedWrite(ToGrpcStatus(stream.status()));
+  if (!stream.ok()) return new FailedStream<v1::ChunkFrame>(ToGrpcStatus(stream.status()));
   if (active_reads_.fetch_add(1) >= options_.max_concurrent_reads) {
     active_reads_.fetch_sub(1);
-    return new FailedWrite(grpc::Status(
+    return new FailedStream<v1::ChunkFrame>(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("more than ", options_.max_concurrent_reads,
                      " concurrent chunk reads; retry later")));

@@ -50,15 +50,8 @@ namespace {
 
 using namespace dd::averaging;  // NOLINT: a main file
 
-absl::StatusOr<CodecId> ParseCodec(const std::string& name) {
-  for (int id = 0; id < kNumCodecs; ++id) {
-    if (CodecFor(static_cast<CodecId>(id)).name() == name) return static_cast<CodecId>(id);
-  }
-  return absl::InvalidArgumentError("unknown --codec " + name);
-}
-
 absl::Status Run() {
-  auto codec = ParseCodec(FLAGS_codec);
+  auto codec = CodecIdNamed(FLAGS_codec);
   if (!codec.ok()) return codec.status();
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();

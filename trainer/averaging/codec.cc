@@ -431,4 +431,12 @@ absl::StatusOr<const Codec*> GetCodec(int id) {
   return &CodecFor(static_cast<CodecId>(id));
 }
 
+absl::StatusOr<CodecId> CodecIdNamed(absl::string_view name) {
+  for (int id = 0; id < kNumCodecs; ++id) {
+    if (name == CodecFor(static_cast<CodecId>(id)).name()) return static_cast<CodecId>(id);
+  }
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown codec \"", name, "\" (none, fp16, bf16, uniform8bit, blockwise8bit)"));
+}
+
 }  // namespace dd::averaging

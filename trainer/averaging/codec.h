@@ -70,6 +70,10 @@ class Codec {
 absl::StatusOr<const Codec*> GetCodec(int id);
 const Codec& CodecFor(CodecId id);
 
+// The codec whose name() is `name` ("none", "fp16", "bf16", "uniform8bit",
+// "blockwise8bit"); InvalidArgument naming it otherwise (flags, run configs).
+absl::StatusOr<CodecId> CodecIdNamed(absl::string_view name);
+
 // hivemind's SizeAdaptiveCompression: tensors with at least `threshold`
 // elements use `large`, smaller ones `small`. The decision is made on the
 // whole tensor, so all parts of a tensor use one codec.

@@ -31,14 +31,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-absl::StatusOr<averaging::CodecId> CodecNamed(const std::string& name) {
-  for (int id = 0; id < averaging::kNumCodecs; ++id) {
-    auto codec = static_cast<averaging::CodecId>(id);
-    if (averaging::CodecFor(codec).name() == name) return codec;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown averaging codec \"", name, "\""));
-}
-
 // Sends heartbeats until stopped.
 class Heartbeats {
  public:
@@ -140,7 +132,7 @@ absl::Status RunPeer(const PeerOptions& po) {
   to.external_data = true;
   if (config.contains("max_steps")) to.max_steps = config["max_steps"].get<int64_t>();
   std::string codec_name = !po.codec.empty() ? po.codec : config.value("codec", std::string("none"));
-  ASSIGN_OR_RETURN(averaging::CodecId codec, CodecNamed(codec_name));
+  ASSIGN_OR_RETURN(averaging::CodecId codec, averaging::CodecIdNamed(codec_name));
   ASSIGN_OR_RETURN(auto trainer, training::Trainer::Create(to));
   ASSIGN_OR_RETURN(cv1::RunState state, coordinator.GetRunState());
   if (state.global_step() > static_cast<uint64_t>(trainer->step())) {
@@ -184,9 +176,7 @@ absl::Status RunPeer(const PeerOptions& po) {
     auto snapshot = std::make_shared<StateSnapshot>();
     snapshot->global_step = trainer->step();
     snapshot->bytes = std::move(*bytes);
-    Sha256 hash;
-    hash.Update(snapshot->bytes);
-    snapshot->sha256 = DigestToHex(hash.Finish());
+    snapshot->sha256 = DigestToHex(Sha256Of(snapshot->bytes));
     state_service.Publish(std::move(snapshot), current);
   };
   auto publish_if_wanted = [&] {
@@ -198,7 +188,7 @@ absl::Status RunPeer(const PeerOptions& po) {
   auto resync = [&](const std::string& why, uint64_t collaboration_step) {
     publish(true);
     absl::Status synced = Resync(coordinator, *trainer, po.security, why);
-    publish(false);
+    state_service.StopServingCurrent();
     if (!synced.ok()) {
       LOG(WARNING) << "not resynchronised (" << synced << "); continuing at global step "
                    << collaboration_step << " with this peer's weights";

@@ -5,18 +5,13 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/crypto/sha256.h"
+#include "common/rpc/failed_stream.h"
 #include "common/status/grpc_status.h"
 
 namespace dd::collab {
 namespace {
 
 constexpr size_t kFrameBytes = 1 << 20;
-
-class FailedWrite : public grpc::ServerWriteReactor<tv1::StateFrame> {
- public:
-  explicit FailedWrite(grpc::Status status) { Finish(status); }
-  void OnDone() override { delete this; }
-};
 
 }  // namespace
 
@@ -113,11 +108,16 @@ void StateService::Publish(std::shared_ptr<const StateSnapshot> snapshot, bool c
   waiting_.clear();
 }
 
+void StateService::StopServingCurrent() {
+  absl::MutexLock lock(&mu_);
+  current_ = false;
+}
+
 grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
     grpc::CallbackServerContext* /*context*/, const tv1::DownloadStateRequest* request) {
   if (active_.fetch_add(1) >= max_downloads_) {
     active_.fetch_sub(1);
-    return new FailedWrite(grpc::Status(
+    return new FailedStream<tv1::StateFrame>(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("this peer already serves ", max_downloads_, " state downloads; try another")));
   }
@@ -180,9 +180,7 @@ absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
   if (total == 0 || out.bytes.size() != total) {
     return absl::UnavailableError("the state download did not complete");
   }
-  Sha256 hash;
-  hash.Update(out.bytes);
-  out.sha256 = DigestToHex(hash.Finish());
+  out.sha256 = DigestToHex(Sha256Of(out.bytes));
   if (out.sha256 != want_sha) return absl::DataLossError("the downloaded state fails its SHA-256");
   return out;
 }

@@ -42,6 +42,9 @@ class StateService final : public tv1::PeerState::CallbackService {
   // instead of waiting for the next step boundary (the loop is paused, e.g.
   // while it resynchronises itself) until the next Publish without it.
   void Publish(std::shared_ptr<const StateSnapshot> snapshot, bool current = false);
+  // Ends the `current` mode of the last Publish: new downloads wait for the
+  // next step boundary again (the state is about to change).
+  void StopServingCurrent();
 
   grpc::ServerWriteReactor<tv1::StateFrame>* DownloadState(
       grpc::CallbackServerContext* context, const tv1::DownloadStateRequest* request) override;

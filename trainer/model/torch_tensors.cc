@@ -134,6 +134,16 @@ absl::Status SaveTensors(const std::string& path, const std::map<std::string, at
   return WriteSafetensors(path, *out, metadata);
 }
 
+absl::Status SaveDiffusersPart(const std::string& dir, const std::string& config_json,
+                               const std::string& weights_file,
+                               const std::map<std::string, at::Tensor>& tensors) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
+  if (absl::Status s = WriteFileAtomically(dir + "/config.json", config_json); !s.ok()) return s;
+  return SaveTensors(dir + "/" + weights_file, tensors, {{"format", "pt"}});
+}
+
 absl::StatusOr<std::string> SerializeTensors(const std::map<std::string, at::Tensor>& tensors,
                                              const std::map<std::string, std::string>& metadata) {
   auto out = ToWrite(tensors);

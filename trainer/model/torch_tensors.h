@@ -36,6 +36,12 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::str
 absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
                          const std::map<std::string, std::string>& metadata = {});
 
+// One part of a diffusers folder: creates `dir`, writes `dir`/config.json
+// and `dir`/`weights_file` (safetensors, format "pt").
+absl::Status SaveDiffusersPart(const std::string& dir, const std::string& config_json,
+                               const std::string& weights_file,
+                               const std::map<std::string, at::Tensor>& tensors);
+
 // SaveTensors into memory, and its inverse (every tensor copied out).
 absl::StatusOr<std::string> SerializeTensors(const std::map<std::string, at::Tensor>& tensors,
                                              const std::map<std::string, std::string>& metadata);

@@ -4,7 +4,6 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include <cmath>
-#include <filesystem>
 #include <map>
 
 #include <nlohmann/json.hpp>
@@ -410,24 +409,13 @@ absl::Status UNet::Save(const std::string& dir) const {
   if (config_json_.empty()) {
     return absl::FailedPreconditionError("only a UNet loaded from a folder can be saved");
   }
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  if (absl::Status s = WriteFileAtomically(dir + "/config.json", config_json_); !s.ok()) return s;
-  std::vector<TensorToWrite> out;
+  std::map<std::string, at::Tensor> tensors;
   try {
-    for (const Parameter& p : impl_->parameters) {
-      at::Tensor v = p.value.detach().to(p.file_dtype).contiguous();
-      auto dtype = FromScalarType(p.file_dtype);
-      if (!dtype.ok()) return dtype.status();
-      out.push_back({p.name, *dtype, v.sizes().vec(),
-                     std::string(static_cast<const char*>(v.data_ptr()), v.nbytes())});
-    }
+    for (const Parameter& p : impl_->parameters) tensors[p.name] = p.value.detach().to(p.file_dtype);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("saving the UNet: ", e.what_without_backtrace()));
   }
-  return WriteSafetensors(dir + "/diffusion_pytorch_model.safetensors", out,
-                          {{"format", "pt"}});
+  return SaveDiffusersPart(dir, config_json_, "diffusion_pytorch_model.safetensors", tensors);
 }
 
 absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Tensor& timesteps,

@@ -1,6 +1,5 @@
 #include "trainer/model/vae.h"
 
-#include <filesystem>
 
 #include <nlohmann/json.hpp>
 
@@ -202,17 +201,13 @@ absl::Status AutoencoderKL::Save(const std::string& dir) const {
   if (config_json_.empty()) {
     return absl::FailedPreconditionError("only a VAE loaded from a folder can be saved");
   }
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", dir, ": ", ec.message()));
-  if (absl::Status s = WriteFileAtomically(dir + "/config.json", config_json_); !s.ok()) return s;
   std::map<std::string, at::Tensor> tensors;
   try {
     for (const Parameter& p : impl_->parameters) tensors[p.name] = p.value.detach().to(p.file_dtype);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("saving the VAE: ", e.what_without_backtrace()));
   }
-  return SaveTensors(dir + "/diffusion_pytorch_model.safetensors", tensors, {{"format", "pt"}});
+  return SaveDiffusersPart(dir, config_json_, "diffusion_pytorch_model.safetensors", tensors);
 }
 
 absl::StatusOr<LatentDistribution> AutoencoderKL::Encode(const at::Tensor& image) const {

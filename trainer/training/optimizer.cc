@@ -64,14 +64,16 @@ void AdamWUpdate(at::Tensor& param, const at::Tensor& grad, at::Tensor& exp_avg,
   param.addcdiv_(exp_avg, denom, -step_size);
 }
 
-class AdamW : public Optimizer {
+// What AdamW and 8-bit AdamW share: parameters, step count, two moment
+// tensors per parameter (float32, or the 8-bit encoding's bytes) exported
+// under "<param><avg_key>" / "<param><avg_sq_key>", and restored only when
+// every one has the expected shape and dtype.
+class AdamWBase : public Optimizer {
  public:
-  AdamW(std::vector<NamedTensor> params, const AdamWOptions& o) : params_(std::move(params)), o_(o) {
-    for (const NamedTensor& p : params_) {
-      exp_avg_.push_back(at::zeros_like(p.value));
-      exp_avg_sq_.push_back(at::zeros_like(p.value));
-    }
-  }
+  AdamWBase(std::vector<NamedTensor> params, const AdamWOptions& o, std::string avg_key,
+            std::string avg_sq_key)
+      : params_(std::move(params)), o_(o), avg_key_(std::move(avg_key)),
+        avg_sq_key_(std::move(avg_sq_key)) {}
 
   absl::Status Step(const std::vector<at::Tensor>& grads, double lr) override {
     if (absl::Status s = CheckGrads(params_, grads); !s.ok()) return s;
@@ -79,8 +81,7 @@ class AdamW : public Optimizer {
     at::NoGradGuard no_grad;
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!grads[i].defined()) continue;
-      at::Tensor p = params_[i].value;
-      AdamWUpdate(p, grads[i], exp_avg_[i], exp_avg_sq_[i], step_, lr, o_);
+      if (absl::Status s = Update(i, grads[i], lr); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
@@ -91,8 +92,8 @@ class AdamW : public Optimizer {
     std::map<std::string, at::Tensor> out;
     out["step"] = at::tensor({step_}, at::kLong);
     for (size_t i = 0; i < params_.size(); ++i) {
-      out[params_[i].name + ".exp_avg"] = exp_avg_[i].clone();
-      out[params_[i].name + ".exp_avg_sq"] = exp_avg_sq_[i].clone();
+      out[params_[i].name + avg_key_] = exp_avg_[i].clone();
+      out[params_[i].name + avg_sq_key_] = exp_avg_sq_[i].clone();
     }
     return out;
   }
@@ -102,9 +103,10 @@ class AdamW : public Optimizer {
     if (absl::Status s = Expect(state, "step", {1}, at::kLong, &step); !s.ok()) return s;
     std::vector<at::Tensor> m(params_.size()), v(params_.size());
     for (size_t i = 0; i < params_.size(); ++i) {
-      const auto shape = params_[i].value.sizes();
-      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg", shape, at::kFloat, &m[i]); !s.ok()) return s;
-      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg_sq", shape, at::kFloat, &v[i]); !s.ok()) return s;
+      const std::vector<int64_t> shape = MomentShape(i);
+      const at::ScalarType dtype = exp_avg_[i].scalar_type();
+      if (absl::Status s = Expect(state, params_[i].name + avg_key_, shape, dtype, &m[i]); !s.ok()) return s;
+      if (absl::Status s = Expect(state, params_[i].name + avg_sq_key_, shape, dtype, &v[i]); !s.ok()) return s;
     }
     step_ = step.item<int64_t>();
     exp_avg_ = std::move(m);
@@ -114,100 +116,92 @@ class AdamW : public Optimizer {
 
   int64_t StateBytes() const override {
     int64_t n = 0;
-    for (const auto& t : exp_avg_) n += t.nbytes() * 2;
+    for (size_t i = 0; i < exp_avg_.size(); ++i) n += exp_avg_[i].nbytes() + exp_avg_sq_[i].nbytes();
     return n;
   }
 
- private:
+ protected:
+  // One parameter's update from its gradient (step_ already advanced).
+  virtual absl::Status Update(size_t i, const at::Tensor& grad, double lr) = 0;
+  // The shape of parameter i's stored moments.
+  virtual std::vector<int64_t> MomentShape(size_t i) const = 0;
+
   std::vector<NamedTensor> params_;
-  AdamWOptions o_;
+  const AdamWOptions o_;
   std::vector<at::Tensor> exp_avg_, exp_avg_sq_;
   int64_t step_ = 0;
+
+ private:
+  const std::string avg_key_, avg_sq_key_;
 };
 
-// 8-bit AdamW: moments live as blockwise-8-bit byte strings and are expanded
-// to float32 one parameter at a time during the step.
-class AdamW8bit : public Optimizer {
+class AdamW : public AdamWBase {
+ public:
+  AdamW(std::vector<NamedTensor> params, const AdamWOptions& o)
+      : AdamWBase(std::move(params), o, ".exp_avg", ".exp_avg_sq") {
+    for (const NamedTensor& p : params_) {
+      exp_avg_.push_back(at::zeros_like(p.value));
+      exp_avg_sq_.push_back(at::zeros_like(p.value));
+    }
+  }
+
+ protected:
+  absl::Status Update(size_t i, const at::Tensor& grad, double lr) override {
+    at::Tensor p = params_[i].value;
+    AdamWUpdate(p, grad, exp_avg_[i], exp_avg_sq_[i], step_, lr, o_);
+    return absl::OkStatus();
+  }
+  std::vector<int64_t> MomentShape(size_t i) const override { return params_[i].value.sizes().vec(); }
+};
+
+// 8-bit AdamW: moments live as blockwise-8-bit bytes (uint8 tensors) and
+// are expanded to float32 one parameter at a time during the step.
+class AdamW8bit : public AdamWBase {
  public:
   AdamW8bit(std::vector<NamedTensor> params, const AdamWOptions& o)
-      : params_(std::move(params)), o_(o), codec_(averaging::CodecFor(averaging::CodecId::kBlockwise8Bit)) {
+      : AdamWBase(std::move(params), o, ".exp_avg_8bit", ".exp_avg_sq_8bit"),
+        codec_(averaging::CodecFor(averaging::CodecId::kBlockwise8Bit)) {
     for (const NamedTensor& p : params_) {
       std::vector<float> zeros(p.value.numel(), 0.0f);
       std::string encoded;
       codec_.Encode(zeros.data(), zeros.size(), &encoded);
-      exp_avg_.push_back(encoded);
-      exp_avg_sq_.push_back(encoded);
+      exp_avg_.push_back(Bytes(encoded));
+      exp_avg_sq_.push_back(Bytes(encoded));
     }
   }
 
-  absl::Status Step(const std::vector<at::Tensor>& grads, double lr) override {
-    if (absl::Status s = CheckGrads(params_, grads); !s.ok()) return s;
-    ++step_;
-    at::NoGradGuard no_grad;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      if (!grads[i].defined()) continue;
-      at::Tensor p = params_[i].value;
-      const size_t n = static_cast<size_t>(p.numel());
-      at::Tensor m = at::empty_like(p), v = at::empty_like(p);
-      if (absl::Status s = codec_.Decode(exp_avg_[i], n, m.data_ptr<float>()); !s.ok()) return s;
-      if (absl::Status s = codec_.Decode(exp_avg_sq_[i], n, v.data_ptr<float>()); !s.ok()) return s;
-      AdamWUpdate(p, grads[i].contiguous(), m, v, step_, lr, o_);
-      if (!averaging::AllFinite(m.data_ptr<float>(), n) || !averaging::AllFinite(v.data_ptr<float>(), n)) {
-        return absl::InvalidArgumentError(absl::StrCat("non-finite moments for ", params_[i].name));
-      }
-      exp_avg_[i].clear();
-      exp_avg_sq_[i].clear();
-      codec_.Encode(m.data_ptr<float>(), n, &exp_avg_[i]);
-      codec_.Encode(v.data_ptr<float>(), n, &exp_avg_sq_[i]);
+ protected:
+  absl::Status Update(size_t i, const at::Tensor& grad, double lr) override {
+    at::Tensor p = params_[i].value;
+    const size_t n = static_cast<size_t>(p.numel());
+    at::Tensor m = at::empty_like(p), v = at::empty_like(p);
+    if (absl::Status s = codec_.Decode(View(exp_avg_[i]), n, m.data_ptr<float>()); !s.ok()) return s;
+    if (absl::Status s = codec_.Decode(View(exp_avg_sq_[i]), n, v.data_ptr<float>()); !s.ok()) return s;
+    AdamWUpdate(p, grad.contiguous(), m, v, step_, lr, o_);
+    if (!averaging::AllFinite(m.data_ptr<float>(), n) || !averaging::AllFinite(v.data_ptr<float>(), n)) {
+      return absl::InvalidArgumentError(absl::StrCat("non-finite moments for ", params_[i].name));
     }
+    std::string encoded;
+    codec_.Encode(m.data_ptr<float>(), n, &encoded);
+    exp_avg_[i] = Bytes(encoded);
+    encoded.clear();
+    codec_.Encode(v.data_ptr<float>(), n, &encoded);
+    exp_avg_sq_[i] = Bytes(encoded);
     return absl::OkStatus();
   }
-
-  int64_t steps() const override { return step_; }
-
-  std::map<std::string, at::Tensor> ExportState() const override {
-    std::map<std::string, at::Tensor> out;
-    out["step"] = at::tensor({step_}, at::kLong);
-    auto bytes = [](const std::string& s) {
-      return at::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())}, at::kByte).clone();
-    };
-    for (size_t i = 0; i < params_.size(); ++i) {
-      out[params_[i].name + ".exp_avg_8bit"] = bytes(exp_avg_[i]);
-      out[params_[i].name + ".exp_avg_sq_8bit"] = bytes(exp_avg_sq_[i]);
-    }
-    return out;
-  }
-
-  absl::Status ImportState(const std::map<std::string, at::Tensor>& state) override {
-    at::Tensor step;
-    if (absl::Status s = Expect(state, "step", {1}, at::kLong, &step); !s.ok()) return s;
-    std::vector<std::string> m(params_.size()), v(params_.size());
-    for (size_t i = 0; i < params_.size(); ++i) {
-      const int64_t size = static_cast<int64_t>(codec_.EncodedSize(params_[i].value.numel()));
-      at::Tensor a, b;
-      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg_8bit", {size}, at::kByte, &a); !s.ok()) return s;
-      if (absl::Status s = Expect(state, params_[i].name + ".exp_avg_sq_8bit", {size}, at::kByte, &b); !s.ok()) return s;
-      m[i].assign(static_cast<const char*>(a.data_ptr()), size);
-      v[i].assign(static_cast<const char*>(b.data_ptr()), size);
-    }
-    step_ = step.item<int64_t>();
-    exp_avg_ = std::move(m);
-    exp_avg_sq_ = std::move(v);
-    return absl::OkStatus();
-  }
-
-  int64_t StateBytes() const override {
-    int64_t n = 0;
-    for (const auto& s : exp_avg_) n += 2 * static_cast<int64_t>(s.size());
-    return n;
+  std::vector<int64_t> MomentShape(size_t i) const override {
+    return {static_cast<int64_t>(codec_.EncodedSize(params_[i].value.numel()))};
   }
 
  private:
-  std::vector<NamedTensor> params_;
-  AdamWOptions o_;
+  static at::Tensor Bytes(const std::string& s) {
+    return at::from_blob(const_cast<char*>(s.data()), {static_cast<int64_t>(s.size())}, at::kByte).clone();
+  }
+  static absl::string_view View(const at::Tensor& t) {
+    return absl::string_view(static_cast<const char*>(t.data_ptr()), t.nbytes());
+  }
+
   const averaging::Codec& codec_;
-  std::vector<std::string> exp_avg_, exp_avg_sq_;
-  int64_t step_ = 0;
 };
 
 }  // namespace

@@ -89,31 +89,6 @@ absl::Status CheckWritable(const std::string& dir) {
   return absl::OkStatus();
 }
 
-// Hard-links every file under `from` into `to` (copies when linking fails,
-// e.g. across file systems): the frozen parts of a checkpoint cost no space.
-absl::Status LinkTree(const fs::path& from, const fs::path& to) {
-  std::error_code ec;
-  fs::create_directories(to, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", to.string()));
-  for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    fs::path rel = fs::relative(it->path(), from, ec);
-    fs::path dst = to / rel;
-    if (it->is_directory(ec)) {
-      fs::create_directories(dst, ec);
-    } else if (it->is_regular_file(ec)) {
-      fs::create_hard_link(it->path(), dst, ec);
-      if (ec) {
-        ec.clear();
-        fs::copy_file(it->path(), dst, fs::copy_options::overwrite_existing, ec);
-      }
-    }
-    if (ec) return absl::InternalError(absl::StrCat("linking ", it->path().string(), ": ", ec.message()));
-  }
-  if (ec) return absl::InternalError(absl::StrCat("reading ", from.string(), ": ", ec.message()));
-  return absl::OkStatus();
-}
-
 std::vector<std::pair<int64_t, fs::path>> ListCheckpoints(const std::string& output_dir) {
   std::vector<std::pair<int64_t, fs::path>> out;
   std::error_code ec;
@@ -497,21 +472,27 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
     return absl::FailedPreconditionError("no gradients accumulated");
   }
   try {
-    std::vector<float> local;
-    if (gradient == nullptr) {
-      ASSIGN_OR_RETURN(local, AccumulatedGradient());
-      gradient = &local;
-    }
-    if (gradient->size() != static_cast<size_t>(num_elements())) {
-      return absl::InvalidArgumentError(absl::StrCat("gradient has ", gradient->size(),
-                                                     " values, the model ", num_elements()));
-    }
     std::vector<at::Tensor> grads;
-    size_t at = 0;
-    for (auto& p : s.params) {
-      grads.push_back(at::from_blob(const_cast<float*>(gradient->data()) + at, p.value.sizes(),
-                                    at::kFloat).clone());
-      at += p.value.numel();
+    if (gradient == nullptr) {
+      // The local mean gradient, straight from the accumulated per-sample
+      // sums (no round trip through a flat copy).
+      at::NoGradGuard no_grad;
+      const double inv = 1.0 / static_cast<double>(s.accumulated_samples);
+      for (auto& p : s.params) {
+        at::Tensor g = p.value.grad();
+        grads.push_back(g.defined() ? g.to(at::kFloat) * inv : at::zeros_like(p.value));
+      }
+    } else {
+      if (gradient->size() != static_cast<size_t>(num_elements())) {
+        return absl::InvalidArgumentError(absl::StrCat("gradient has ", gradient->size(),
+                                                       " values, the model ", num_elements()));
+      }
+      size_t at = 0;
+      for (auto& p : s.params) {
+        grads.push_back(at::from_blob(const_cast<float*>(gradient->data()) + at, p.value.sizes(),
+                                      at::kFloat).clone());
+        at += p.value.numel();
+      }
     }
     if (s.hook) s.hook(grads);
     r.lr = s.lr->At(s.step);
@@ -584,16 +565,10 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   fs::create_directories(tmp, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp.string()));
   // The frozen parts and the index, linked from the source folder.
-  for (auto it = fs::directory_iterator(s.source_dir, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    std::string name = it->path().filename().string();
-    if (name == "unet" || name == "unet_ema" || name == kStateFile || absl::StartsWith(name, "checkpoint-")) continue;
-    if (it->is_directory()) {
-      RETURN_IF_ERROR(LinkTree(it->path(), tmp / name));
-    } else if (name == "model_index.json") {
-      fs::copy_file(it->path(), tmp / name, fs::copy_options::overwrite_existing, ec);
-    }
-  }
+  RETURN_IF_ERROR(LinkOrCopyTree(s.source_dir, tmp.string(), [&](const std::string& name) {
+    if (name == "unet" || name == "unet_ema" || absl::StartsWith(name, "checkpoint-")) return false;
+    return name == "model_index.json" || fs::is_directory(fs::path(s.source_dir) / name);
+  }));
   RETURN_IF_ERROR(s.model->unet->Save((tmp / "unet").string()));
   if (s.ema) {
     s.SwapEma();

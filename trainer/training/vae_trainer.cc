@@ -3,7 +3,6 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include <deque>
-#include <filesystem>
 
 #include <glog/logging.h>
 
@@ -22,38 +21,6 @@
 #include "trainer/training/optimizer.h"
 
 namespace dd::training {
-namespace {
-
-namespace fs = std::filesystem;
-
-// The model folder with `vae/` replaced: other parts hard-linked (copied
-// across file systems).
-absl::Status WriteModelFolder(const std::string& from, const std::string& to,
-                              const model::AutoencoderKL& vae) {
-  std::error_code ec;
-  fs::create_directories(to, ec);
-  if (ec) return absl::FailedPreconditionError(absl::StrCat("cannot create ", to, ": ", ec.message()));
-  for (auto it = fs::recursive_directory_iterator(from, ec); !ec && it != fs::recursive_directory_iterator();
-       it.increment(ec)) {
-    fs::path rel = fs::relative(it->path(), from, ec);
-    if (rel.begin()->string() == "vae") continue;
-    fs::path dst = fs::path(to) / rel;
-    if (it->is_directory()) {
-      fs::create_directories(dst, ec);
-    } else if (it->is_regular_file()) {
-      fs::remove(dst, ec);
-      fs::create_hard_link(it->path(), dst, ec);
-      if (ec) {
-        ec.clear();
-        fs::copy_file(it->path(), dst, fs::copy_options::overwrite_existing, ec);
-      }
-    }
-    if (ec) return absl::InternalError(absl::StrCat("writing ", dst.string(), ": ", ec.message()));
-  }
-  return vae.Save(to + "/vae");
-}
-
-}  // namespace
 
 absl::StatusOr<VaeTrainResult> TrainVae(const VaeTrainOptions& o) {
   if (o.batch_size < 1 || o.max_steps < 1 || !(o.lr > 0)) {
@@ -137,7 +104,10 @@ absl::StatusOr<VaeTrainResult> TrainVae(const VaeTrainOptions& o) {
   double sum = 0;
   for (double v : recent) sum += v;
   result.last_loss = sum / std::max<size_t>(recent.size(), 1);
-  RETURN_IF_ERROR(WriteModelFolder(o.model_dir, o.output_dir, *vae));
+  // The model folder again with the trained VAE; the other parts linked.
+  RETURN_IF_ERROR(LinkOrCopyTree(o.model_dir, o.output_dir,
+                                 [](const std::string& name) { return name != "vae"; }));
+  RETURN_IF_ERROR(vae->Save(o.output_dir + "/vae"));
   // Inputs above their reconstructions.
   std::vector<RgbImage> tiles;
   const int64_t n = std::min<int64_t>(last_inputs.size(0), 8);
