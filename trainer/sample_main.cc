@@ -1,7 +1,7 @@
 // sample: text to image with a Stable Diffusion folder in diffusers layout.
 //
-//   bazel run //trainer:sample -- --model_dir=D --prompt="a red circle" \
-//       --negative_prompt="" --steps=30 --guidance=7.5 --seed=1 \
+//   bazel run //trainer:sample -- --model_dir=D --prompt="a red circle"
+//       --negative_prompt="" --steps=30 --guidance=7.5 --seed=1
 //       --width=512 --height=512 --out=x.png
 #include <gflags/gflags.h>
 #include <glog/logging.h>

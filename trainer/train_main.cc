@@ -1,14 +1,14 @@
 // train: fine-tunes a Stable Diffusion model on a folder of captioned images
 // (or WebDataset shards), on one peer.
 //
-//   bazel run //trainer:train -- --model_dir=D --dataset_dir=DATA --output_dir=O \
+//   bazel run //trainer:train -- --model_dir=D --dataset_dir=DATA --output_dir=O
 //       --batch_size=4 --resolution=512 --lr=1e-5 --max_steps=10000
 //
 // Collaborative mode (a peer of a run; data comes from the chunks the
 // coordinator leases, the step from the collaboration):
 //
-//   bazel run //trainer:train -- --coordinator=HOST:PORT --listen=0.0.0.0:7000 \
-//       --public_address=my.host:7000 --model_dir=D --output_dir=O \
+//   bazel run //trainer:train -- --coordinator=HOST:PORT --listen=0.0.0.0:7000
+//       --public_address=my.host:7000 --model_dir=D --output_dir=O
 //       --auth_token_file=token [--tls_ca=ca.pem]
 //
 // Flags follow diffusers' train_text_to_image.py where a counterpart exists.

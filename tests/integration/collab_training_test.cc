@@ -239,7 +239,9 @@ TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {
   auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
   EXPECT_EQ(ha.rbegin()->first, 6) << Slurp(dir_ + "/a.log");
   for (const auto& [step, hash] : ha) {
-    if (hb.count(step)) EXPECT_EQ(hb[step], hash) << "step " << step;
+    if (hb.count(step)) {
+      EXPECT_EQ(hb[step], hash) << "step " << step;
+    }
   }
 }
 

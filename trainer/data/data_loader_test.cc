@@ -111,7 +111,9 @@ TEST(DataLoader, BatchesComeFromOneBucketAndBadFilesAreSkipped) {
         EXPECT_EQ(b.original_sizes[i][1].item<int64_t>(), 10000);
         EXPECT_EQ(b.pixels.size(3), 128);  // the widest bucket
       }
-      if (b.keys[i] == "tiny") EXPECT_TRUE(b.captions[i].empty() || b.captions[i] == "bad \xEF\xBF\xBD utf8");
+      if (b.keys[i] == "tiny") {
+        EXPECT_TRUE(b.captions[i].empty() || b.captions[i] == "bad \xEF\xBF\xBD utf8");
+      }
     }
   }
   EXPECT_GE(shapes.size(), 3u);          // square, wide, tall buckets

@@ -26,8 +26,12 @@ TEST(ModelInit, TinyFolderLoadsAndRuns) {
   EXPECT_TRUE(at::isfinite(*out).all().item<bool>());
   // PyTorch's default init: norm scales 1, weights within 1/sqrt(fan_in).
   for (const auto& p : (*m)->unet->parameters()) {
-    if (p.name == "conv_in.weight") EXPECT_LE(p.value.abs().max().item<float>(), 1 / std::sqrt(36.0f));
-    if (p.name == "conv_norm_out.weight") EXPECT_TRUE(at::equal(p.value, at::ones_like(p.value)));
+    if (p.name == "conv_in.weight") {
+      EXPECT_LE(p.value.abs().max().item<float>(), 1 / std::sqrt(36.0f));
+    }
+    if (p.name == "conv_norm_out.weight") {
+      EXPECT_TRUE(at::equal(p.value, at::ones_like(p.value)));
+    }
   }
   auto img = (*m)->vae->Decode(at::randn({1, 4, 16, 16}));
   ASSERT_TRUE(img.ok());
