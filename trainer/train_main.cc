@@ -50,6 +50,9 @@ DEFINE_double(adam_epsilon, 1e-8, "AdamW epsilon.");
 DEFINE_double(adam_weight_decay, 1e-2, "AdamW decoupled weight decay.");
 DEFINE_string(mixed_precision, "no", "no, fp16 (CUDA only) or bf16.");
 DEFINE_bool(gradient_checkpointing, false, "Recompute UNet layers in backward: less memory, ~1 more forward.");
+DEFINE_bool(train_text_encoder, false,
+            "Also train the text encoder (same optimizer and learning rate); checkpoints then "
+            "carry the trained text_encoder/.");
 DEFINE_double(noise_offset, 0.0, "Offset noise scale.");
 DEFINE_double(snr_gamma, 0.0, "Min-SNR weighting gamma (0: off; 5 is usual).");
 DEFINE_bool(use_ema, false, "Keep an EMA of the weights (sampled and saved as unet_ema).");
@@ -65,6 +68,9 @@ DEFINE_string(resume_from, "", "\"latest\" or a checkpoint folder (resume_from_c
 DEFINE_bool(train_vae, false, "Train the model folder's VAE instead (reconstruction + KL); writes "
                              "--output_dir as a complete model folder with the trained VAE.");
 DEFINE_double(vae_kl_weight, 1e-6, "VAE training: weight of the KL term.");
+DEFINE_int32(vae_calibration_batches, 8,
+             "VAE training: batches encoded afterwards to set scaling_factor to 1/std of the "
+             "latents (0 keeps the config's). --max_steps=0 only measures it.");
 DEFINE_string(coordinator, "", "host:port of a run's coordinator: train as a peer of that run.");
 DEFINE_string(listen, "127.0.0.1:0", "Peer mode: address of this peer's averaging service.");
 DEFINE_string(public_address, "", "Peer mode: address others dial (NAT, port forwarding).");
@@ -108,6 +114,7 @@ absl::Status Run(int, char**) {
   o.noise_offset = FLAGS_noise_offset;
   o.snr_gamma = FLAGS_snr_gamma;
   o.gradient_checkpointing = FLAGS_gradient_checkpointing;
+  o.train_text_encoder = FLAGS_train_text_encoder;
   o.use_ema = FLAGS_use_ema;
   o.ema_decay = FLAGS_ema_decay;
   o.seed = FLAGS_seed;
@@ -128,12 +135,16 @@ absl::Status Run(int, char**) {
     vo.max_steps = FLAGS_max_steps;
     vo.lr = FLAGS_lr;
     vo.kl_weight = FLAGS_vae_kl_weight;
+    vo.calibration_batches = FLAGS_vae_calibration_batches;
     vo.seed = FLAGS_seed;
     vo.num_workers = FLAGS_dataloader_num_workers;
     ASSIGN_OR_RETURN(auto r, dd::training::TrainVae(vo));
-    std::cout << "VAE reconstruction MSE " << r.first_loss << " -> " << r.last_loss
-              << "; model folder with the trained VAE: " << vo.output_dir
-              << "; inputs above reconstructions: " << r.reconstructions_png << "\n";
+    if (vo.max_steps > 0) {
+      std::cout << "VAE reconstruction MSE " << r.first_loss << " -> " << r.last_loss
+                << "; inputs above reconstructions: " << r.reconstructions_png << "\n";
+    }
+    std::cout << "latent std " << r.latent_std << ", scaling_factor " << r.scaling_factor
+              << "; model folder with the trained VAE: " << vo.output_dir << "\n";
     return absl::OkStatus();
   }
   if (!FLAGS_coordinator.empty()) {

@@ -83,11 +83,16 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
   auto loaded = LoadPartTensors(dir, "model");
   if (!loaded.ok()) return loaded.status();
   std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> file_names;  // key -> name in the file
   for (auto& [name, t] : *loaded) {
     std::string key = absl::StartsWith(name, "text_model.") ? name.substr(11) : name;
+    file_names[key] = name;
     tensors[key] = std::move(t);
   }
   const ClipTextConfig& c = *config;
+  std::unique_ptr<ClipTextModel> m(new ClipTextModel());
+  m->config_ = c;
+  m->config_json_ = *config_text;
   auto get = [&](const std::string& name, std::vector<int64_t> shape,
                  at::Tensor* out) -> absl::Status {
     auto it = tensors.find(name);
@@ -100,11 +105,12 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
           absl::StrJoin(it->second.sizes().vec(), ","), "] but the config needs [",
           absl::StrJoin(shape, ","), "]"));
     }
-    *out = it->second.to(at::kFloat);
+    // A copy even when the file is float32, so training never writes into
+    // the loaded buffers.
+    *out = it->second.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+    m->parameters_.push_back({file_names[name], *out, it->second.scalar_type()});
     return absl::OkStatus();
   };
-  std::unique_ptr<ClipTextModel> m(new ClipTextModel());
-  m->config_ = c;
   const int64_t h = c.hidden_size, f = c.intermediate_size;
   absl::Status s = get("embeddings.token_embedding.weight", {c.vocab_size, h}, &m->token_embedding_);
   if (s.ok()) s = get("embeddings.position_embedding.weight", {c.max_position_embeddings, h}, &m->position_embedding_);
@@ -138,6 +144,16 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
   }
   if (!s.ok()) return s;
   return m;
+}
+
+absl::Status ClipTextModel::Save(const std::string& dir) const {
+  std::map<std::string, at::Tensor> tensors;
+  try {
+    for (const Parameter& p : parameters_) tensors[p.name] = p.value.detach().to(p.file_dtype);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("saving the text encoder: ", e.what_without_backtrace()));
+  }
+  return SaveDiffusersPart(dir, config_json_, "model.safetensors", tensors);
 }
 
 absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& input_ids) const {

@@ -62,6 +62,21 @@ class ClipTextModel {
   // vocab_size (InvalidArgument otherwise).
   absl::StatusOr<ClipTextOutput> Forward(const at::Tensor& input_ids) const;
 
+  // Every weight under its name in the file (with or without the
+  // "text_model." prefix, as loaded): the float32 tensors Forward uses, so
+  // setting requires_grad on them trains the encoder (--train_text_encoder),
+  // with the dtype each had in the file.
+  struct Parameter {
+    std::string name;
+    at::Tensor value;
+    at::ScalarType file_dtype;
+  };
+  const std::vector<Parameter>& parameters() const { return parameters_; }
+
+  // Writes `dir`/config.json (the loaded file, unchanged) and
+  // model.safetensors with every parameter in its file dtype.
+  absl::Status Save(const std::string& dir) const;
+
  private:
   struct Layer {
     at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
@@ -73,6 +88,8 @@ class ClipTextModel {
   std::vector<Layer> layers_;
   at::Tensor final_w_, final_b_;
   at::Tensor projection_;  // [projection_dim, hidden] when with_projection
+  std::vector<Parameter> parameters_;  // the tensors above, by file name
+  std::string config_json_;
 };
 
 }  // namespace dd::model

@@ -30,6 +30,49 @@ TEST(ClipTextModel, MatchesTransformersOnTheFixture) {
   EXPECT_LT(testing::RelativeError(out->pooled, ref->at("pooler_output")), 1e-5);
 }
 
+TEST(ClipTextModel, ParametersTrainAndSaveRoundTrips) {
+  auto model = ClipTextModel::Load(testing::TinySd1() + "/model/text_encoder");
+  ASSERT_TRUE(model.ok()) << model.status();
+  const auto& params = (*model)->parameters();
+  auto file = LoadTensors(testing::TinySd1() + "/model/text_encoder/model.safetensors");
+  ASSERT_TRUE(file.ok());
+  // Every tensor Forward uses is exposed, under its name in the file
+  // (the fixture has no text_projection, so every file tensor but
+  // position_ids, a buffer).
+  size_t weights_in_file = 0;
+  for (const auto& [name, t] : *file) weights_in_file += name.find("position_ids") == std::string::npos;
+  EXPECT_EQ(params.size(), weights_in_file);
+  for (const auto& p : params) {
+    ASSERT_TRUE(file->count(p.name)) << p.name;
+    EXPECT_TRUE(at::equal(p.value, file->at(p.name).to(at::kFloat))) << p.name;
+    p.value.requires_grad_(true);
+  }
+  // Gradients reach every parameter through Forward.
+  auto ref = LoadTensors(testing::TinySd1() + "/reference/text_encoder_io.safetensors");
+  ASSERT_TRUE(ref.ok());
+  auto out = (*model)->Forward(ref->at("input_ids"));
+  ASSERT_TRUE(out.ok());
+  out->last_hidden_state.pow(2).sum().backward();
+  for (const auto& p : params) {
+    ASSERT_TRUE(p.value.grad().defined()) << p.name;
+    EXPECT_GT(p.value.grad().abs().sum().item<double>(), 0) << p.name;
+  }
+  // Changed weights are what Save writes; a reload sees them.
+  {
+    at::NoGradGuard no_grad;
+    for (const auto& p : params) p.value.add_(0.25);
+  }
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/saved_text_encoder";
+  ASSERT_TRUE((*model)->Save(dir).ok());
+  auto again = ClipTextModel::Load(dir);
+  ASSERT_TRUE(again.ok()) << again.status();
+  ASSERT_EQ((*again)->parameters().size(), params.size());
+  for (size_t i = 0; i < params.size(); ++i) {
+    EXPECT_EQ((*again)->parameters()[i].name, params[i].name);
+    EXPECT_TRUE(at::equal((*again)->parameters()[i].value, params[i].value.detach())) << params[i].name;
+  }
+}
+
 TEST(ClipTextModel, WithProjectionProjectsThePooledOutput) {
   // SDXL's second encoder is the same network plus text_projection: build one
   // from the fixture by adding a projection and check text_embeds = pooled W^T.

@@ -1,5 +1,7 @@
 #include "trainer/model/vae.h"
 
+#include <cmath>
+
 
 #include <nlohmann/json.hpp>
 
@@ -195,6 +197,21 @@ absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Build(const VaeCon
 
 const std::vector<AutoencoderKL::Parameter>& AutoencoderKL::parameters() const {
   return impl_->parameters;
+}
+
+absl::Status AutoencoderKL::SetScalingFactor(double factor) {
+  if (!std::isfinite(factor) || !(factor > 0)) {
+    return absl::InvalidArgumentError(absl::StrCat("scaling_factor must be finite and > 0, got ", factor));
+  }
+  if (config_json_.empty()) {
+    return absl::FailedPreconditionError("only a VAE loaded from a folder has a config to change");
+  }
+  nlohmann::json j = nlohmann::json::parse(config_json_, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::InternalError("the loaded VAE config is not a JSON object");
+  j["scaling_factor"] = factor;
+  config_json_ = j.dump(2);
+  config_.scaling_factor = factor;
+  return absl::OkStatus();
 }
 
 absl::Status AutoencoderKL::Save(const std::string& dir) const {

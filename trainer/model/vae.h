@@ -68,8 +68,14 @@ class AutoencoderKL {
   };
   const std::vector<Parameter>& parameters() const;
 
-  // Writes `dir`/config.json (as loaded) and the weights in their file dtypes.
+  // Writes `dir`/config.json (as loaded, with any SetScalingFactor applied)
+  // and the weights in their file dtypes.
   absl::Status Save(const std::string& dir) const;
+
+  // Replaces the config's scaling_factor (the factor that brings latents to
+  // unit variance; a newly trained VAE needs its own). `factor` must be
+  // finite and > 0. Fails for a VAE not loaded from a folder.
+  absl::Status SetScalingFactor(double factor);
 
  private:
   AutoencoderKL();

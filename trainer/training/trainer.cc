@@ -162,7 +162,9 @@ struct Trainer::State {
   // Conditioning of a batch of captions: hidden states, and for SDXL the
   // pooled embeddings and time ids.
   absl::Status Encode(const data::Batch& batch, LossInputs* in) {
-    at::NoGradGuard no_grad;
+    // Frozen encoders record no graph.
+    std::optional<at::NoGradGuard> no_grad;
+    if (!o.train_text_encoder) no_grad.emplace();
     auto ids = [](const model::ClipTokenizer& tok, const std::vector<std::string>& captions) {
       std::vector<int64_t> flat;
       for (const auto& c : captions) {
@@ -325,6 +327,17 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   for (const auto& p : s->model->unet->parameters()) {
     p.value.requires_grad_(true);
     s->params.push_back({p.name, p.value});
+  }
+  if (o.train_text_encoder) {
+    // Named apart from the UNet's in the training state.
+    for (const auto& [part, encoder] : {std::pair{"text_encoder", s->model->text_encoder.get()},
+                                        std::pair{"text_encoder_2", s->model->text_encoder_2.get()}}) {
+      if (encoder == nullptr) continue;
+      for (const auto& p : encoder->parameters()) {
+        p.value.requires_grad_(true);
+        s->params.push_back({absl::StrCat(part, ".", p.name), p.value});
+      }
+    }
   }
   AdamWOptions ao{o.adam_beta1, o.adam_beta2, o.adam_epsilon, o.adam_weight_decay};
   if (o.use_8bit_adam) {
@@ -567,9 +580,16 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   // The frozen parts and the index, linked from the source folder.
   RETURN_IF_ERROR(LinkOrCopyTree(s.source_dir, tmp.string(), [&](const std::string& name) {
     if (name == "unet" || name == "unet_ema" || absl::StartsWith(name, "checkpoint-")) return false;
+    if (s.o.train_text_encoder && absl::StartsWith(name, "text_encoder")) return false;
     return name == "model_index.json" || fs::is_directory(fs::path(s.source_dir) / name);
   }));
   RETURN_IF_ERROR(s.model->unet->Save((tmp / "unet").string()));
+  if (s.o.train_text_encoder) {
+    RETURN_IF_ERROR(s.model->text_encoder->Save((tmp / "text_encoder").string()));
+    if (s.model->text_encoder_2) {
+      RETURN_IF_ERROR(s.model->text_encoder_2->Save((tmp / "text_encoder_2").string()));
+    }
+  }
   if (s.ema) {
     s.SwapEma();
     absl::Status saved = s.model->unet->Save((tmp / "unet_ema").string());
@@ -667,7 +687,8 @@ absl::Status Trainer::Run() {
   ProgressLine progress("training", o.max_steps, "steps");
   double window_samples = 0, window_seconds = 0;
   double ema_loss = NAN;
-  LOG(INFO) << "training " << s.params.size() << " UNet tensors from step " << s.step << " to "
+  LOG(INFO) << "training " << s.params.size()
+            << (o.train_text_encoder ? " tensors (UNet and text encoder)" : " UNet tensors") << " from step " << s.step << " to "
             << o.max_steps << ", batch " << o.batch_size << " x " << o.gradient_accumulation_steps
             << " accumulation, output in " << o.output_dir;
   if (s.step == 0 && o.image_log_steps > 0 && !s.sample_prompts.empty()) {

@@ -59,6 +59,10 @@ struct TrainerOptions {
   double noise_offset = 0.0;
   double snr_gamma = 0.0;
   bool gradient_checkpointing = false;  // recompute UNet layers in backward
+  // Also train the text encoder(s) (same optimizer and LR as the UNet); its
+  // weights are averaged with the UNet's in collaborative training and
+  // written to each checkpoint's text_encoder/.
+  bool train_text_encoder = false;
   bool use_ema = false;
   double ema_decay = 0.9999;
   uint64_t seed = 0;

@@ -21,10 +21,42 @@
 #include "trainer/training/optimizer.h"
 
 namespace dd::training {
+namespace {
+
+// Standard deviation of latents sampled from `batches` batches (over every
+// element, as SD's authors measured theirs).
+absl::StatusOr<double> MeasureLatentStd(const model::AutoencoderKL& vae, data::DataLoader& loader,
+                                        int batches, at::Generator& gen) {
+  double sum = 0, sum_sq = 0, count = 0;
+  try {
+    at::NoGradGuard no_grad;
+    for (int i = 0; i < batches; ++i) {
+      ASSIGN_OR_RETURN(std::optional<data::Batch> batch, loader.Next());
+      if (!batch.has_value()) break;
+      ASSIGN_OR_RETURN(model::LatentDistribution dist, vae.Encode(batch->pixels));
+      at::Tensor z = dist.Sample(gen).to(at::kDouble);
+      sum += z.sum().item<double>();
+      sum_sq += z.pow(2).sum().item<double>();
+      count += static_cast<double>(z.numel());
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("measuring the latents: ", e.what_without_backtrace()));
+  }
+  if (count < 2) return absl::FailedPreconditionError("no batch to measure the latents on");
+  const double mean = sum / count;
+  const double var = (sum_sq - count * mean * mean) / (count - 1);
+  if (!(var > 0) || !std::isfinite(var)) {
+    return absl::InternalError(absl::StrCat("the latents have variance ", var));
+  }
+  return std::sqrt(var);
+}
+
+}  // namespace
 
 absl::StatusOr<VaeTrainResult> TrainVae(const VaeTrainOptions& o) {
-  if (o.batch_size < 1 || o.max_steps < 1 || !(o.lr > 0)) {
-    return absl::InvalidArgumentError("batch_size and max_steps must be >= 1 and lr > 0");
+  if (o.batch_size < 1 || o.max_steps < 0 || !(o.lr > 0) || o.calibration_batches < 0) {
+    return absl::InvalidArgumentError(
+        "batch_size must be >= 1, max_steps and calibration_batches >= 0, and lr > 0");
   }
   auto vae_or = model::AutoencoderKL::Load(o.model_dir + "/vae");
   if (!vae_or.ok()) {
@@ -100,6 +132,12 @@ absl::StatusOr<VaeTrainResult> TrainVae(const VaeTrainOptions& o) {
     p.value.requires_grad_(false);
     p.value.mutable_grad() = at::Tensor();
   }
+  if (o.calibration_batches > 0) {
+    ASSIGN_OR_RETURN(result.latent_std, MeasureLatentStd(*vae, *loader, o.calibration_batches, gen));
+    RETURN_IF_ERROR(vae->SetScalingFactor(1.0 / result.latent_std));
+    LOG(INFO) << "latent std " << result.latent_std << ": scaling_factor " << 1.0 / result.latent_std;
+  }
+  result.scaling_factor = vae->scaling_factor();
   result.first_loss = first_sum / std::max(first_n, 1);
   double sum = 0;
   for (double v : recent) sum += v;
@@ -108,6 +146,7 @@ absl::StatusOr<VaeTrainResult> TrainVae(const VaeTrainOptions& o) {
   RETURN_IF_ERROR(LinkOrCopyTree(o.model_dir, o.output_dir,
                                  [](const std::string& name) { return name != "vae"; }));
   RETURN_IF_ERROR(vae->Save(o.output_dir + "/vae"));
+  if (!last_inputs.defined()) return result;  // calibration only
   // Inputs above their reconstructions.
   std::vector<RgbImage> tiles;
   const int64_t n = std::min<int64_t>(last_inputs.size(0), 8);

@@ -8,6 +8,7 @@
 #include "trainer/data/synthetic_shapes.h"
 #include "trainer/model/diffusers_model.h"
 #include "trainer/model/model_init.h"
+#include "trainer/model/vae.h"
 
 namespace dd::training {
 namespace {
@@ -37,6 +38,27 @@ TEST(VaeTrainer, ReconstructionImprovesAndTheFolderIsComplete) {
   EXPECT_TRUE(fs::exists(r->reconstructions_png));
   auto m = model::DiffusersModel::Load(o.output_dir);
   ASSERT_TRUE(m.ok()) << m.status();
+  // The written scaling factor is 1/std of the latents it measured, and
+  // brings freshly encoded latents close to unit variance.
+  ASSERT_GT(r->latent_std, 0);
+  EXPECT_DOUBLE_EQ(r->scaling_factor, 1.0 / r->latent_std);
+  auto vae = model::AutoencoderKL::Load(o.output_dir + "/vae");
+  ASSERT_TRUE(vae.ok());
+  EXPECT_DOUBLE_EQ((*vae)->scaling_factor(), r->scaling_factor);
+  {
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> images;
+    for (int i = 0; i < 8; ++i) {
+      ShapeSample s = RenderShapeSample(2, i, 64, 64);
+      images.push_back(at::from_blob(s.image.pixels.data(), {64, 64, 3}, at::kByte)
+                           .permute({2, 0, 1}).to(at::kFloat).div(127.5).sub(1));
+    }
+    auto dist = (*vae)->Encode(at::stack(images));
+    ASSERT_TRUE(dist.ok());
+    const double scaled_std = (dist->mean * (*vae)->scaling_factor()).std().item<double>();
+    EXPECT_GT(scaled_std, 0.5);
+    EXPECT_LT(scaled_std, 2.0);
+  }
   // The other parts are the original files (hard links).
   EXPECT_TRUE(fs::equivalent(o.output_dir + "/unet/diffusion_pytorch_model.safetensors",
                              o.model_dir + "/unet/diffusion_pytorch_model.safetensors"));
