@@ -119,8 +119,14 @@ void ChunkStream::Loop() {
       auto result = dataset_->DownloadChunk(info->second, path);
       status = result.status();
       if (result.ok()) {
+        if (result->attempts > 1) {
+          // The dataset service dropped or restarted; the client resumed.
+          LOG(INFO) << "chunk " << lease.chunk_id() << " downloaded after " << result->attempts
+                    << " attempts";
+        }
         std::lock_guard<std::mutex> lock(mu_);
         stats_.bytes += result->bytes_received;
+        stats_.retried += result->attempts > 1;
       }
     }
     if (!status.ok()) {

@@ -42,6 +42,7 @@ struct ChunkStreamOptions {
 struct ChunkStreamStats {
   int64_t downloaded = 0;
   int64_t failed = 0;   // released after a failed download or verification
+  int64_t retried = 0;  // downloaded, but only after more than one attempt
   int64_t completed = 0;
   uint64_t bytes = 0;
 };

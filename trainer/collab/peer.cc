@@ -388,13 +388,19 @@ absl::Status RunPeer(const PeerOptions& po) {
     compute_s = 0;
     step_start = Clock::now();
   }
+  if (loader && chunk_samples > 0) {
+    // The chunk being trained counts with what was trained of it; the
+    // prefetched ones are released by Close.
+    absl::Status done = stream->Complete(chunk, static_cast<uint32_t>(chunk_samples));
+    if (!done.ok()) LOG(WARNING) << "completing chunk " << chunk.chunk_id << ": " << done;
+  }
   loader.reset();
   stream->Close();
   ChunkStreamStats cs = stream->stats();
   if (absl::Status s = coordinator.Leave(); !s.ok()) LOG(WARNING) << "leaving: " << s;
-  progress.Finish(absl::StrFormat("%d chunks downloaded, %d completed, %d failed; %d stale "
-                                  "gradients dropped",
-                                  cs.downloaded, cs.completed, cs.failed, stale_dropped));
+  progress.Finish(absl::StrFormat("%d chunks downloaded (%d after retries), %d completed, %d "
+                                  "failed; %d stale gradients dropped",
+                                  cs.downloaded, cs.retried, cs.completed, cs.failed, stale_dropped));
   LOG(INFO) << "final parameters " << trainer->ParameterHash();
   if (host) host->Shutdown(absl::Seconds(2));
   return result;
