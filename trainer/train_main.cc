@@ -80,6 +80,8 @@ DEFINE_int64(max_local_samples_per_step, 0,
              "Peer mode: stop accumulating at this many samples and wait for the round (0: no cap).");
 DEFINE_int64(debug_nan_at_step, 0, "Peer mode, for fault tests: poison this peer's gradient at "
                                    "this global step.");
+DEFINE_string(trained_keys_log, "", "Peer mode: append \"STEP KEY\" for every sample this peer "
+              "contributed to each global step (audits, equivalence tests).");
 DEFINE_string(averaging_codec, "", "Peer mode: none, fp16, bf16, uniform8bit, blockwise8bit "
                                    "(default: the run config's \"codec\").");
 
@@ -154,6 +156,7 @@ absl::Status Run(int, char**) {
     po.listen = FLAGS_listen;
     po.public_address = FLAGS_public_address;
     po.client_only = FLAGS_client_only;
+    po.trained_keys_log = FLAGS_trained_keys_log;
     po.name = FLAGS_peer_name;
     po.max_local_samples_per_step = FLAGS_max_local_samples_per_step;
     po.codec = FLAGS_averaging_codec;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <fstream>
 #include <thread>
 
 #include <glog/logging.h>
@@ -338,6 +339,8 @@ absl::Status RunPeer(const PeerOptions& po) {
       resync("failed round", r.global_step() + 1);
       continue;
     }
+    const std::vector<std::string> contributed =
+        weight > 0 ? trainer->AccumulatedKeys() : std::vector<std::string>();
     const auto apply_start = Clock::now();
     auto step = trainer->ApplyUpdate(&gradient);
     if (!step.ok()) {
@@ -345,6 +348,11 @@ absl::Status RunPeer(const PeerOptions& po) {
       break;
     }
     const double optimizer_s = std::chrono::duration<double>(Clock::now() - apply_start).count();
+    if (!po.trained_keys_log.empty()) {
+      std::ofstream keys(po.trained_keys_log, std::ios::app);
+      for (const std::string& key : contributed) keys << step->step << " " << key << "\n";
+      if (!keys.good()) LOG(WARNING) << "cannot append to " << po.trained_keys_log;
+    }
     const double step_s = std::chrono::duration<double>(Clock::now() - step_start).count();
     const std::string hash = trainer->ParameterHash();
     LOG(INFO) << absl::StrFormat(

@@ -38,6 +38,10 @@ struct PeerOptions {
   // Test hook: poison this peer's gradient before the all-reduce of this
   // global step (1-based; 0: never).
   int64_t debug_nan_at_step = 0;
+  // When set, after each global step this peer applies, appends a line
+  // "STEP KEY" for every sample whose gradient it contributed (equivalence
+  // tests and audits of which data a step saw).
+  std::string trained_keys_log;
 };
 
 // Runs until the collaboration reaches trainer.max_steps (or the run config's

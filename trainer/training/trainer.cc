@@ -441,6 +441,12 @@ absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
 
 int64_t Trainer::accumulated_samples() const { return s_->accumulated_samples; }
 
+std::vector<std::string> Trainer::AccumulatedKeys() const {
+  std::vector<std::string> keys;
+  for (const auto& [key, count] : s_->occurrences) keys.insert(keys.end(), count, key);
+  return keys;
+}
+
 int64_t Trainer::num_elements() const {
   int64_t n = 0;
   for (const auto& p : s_->params) n += p.value.numel();

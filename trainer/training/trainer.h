@@ -116,6 +116,9 @@ class Trainer {
   // or DropAccumulated. Returns the batch's mean loss.
   absl::StatusOr<double> AccumulateBatch(const data::Batch& batch);
   int64_t accumulated_samples() const;
+  // The keys of the samples accumulated since the last update, sorted (a
+  // key trained twice appears twice).
+  std::vector<std::string> AccumulatedKeys() const;
   // The mean per-sample gradient of what was accumulated, flattened in
   // parameter order (float32). FailedPrecondition when nothing was.
   absl::StatusOr<std::vector<float>> AccumulatedGradient() const;
