@@ -49,6 +49,7 @@ DEFINE_double(adam_beta2, 0.999, "AdamW beta2.");
 DEFINE_double(adam_epsilon, 1e-8, "AdamW epsilon.");
 DEFINE_double(adam_weight_decay, 1e-2, "AdamW decoupled weight decay.");
 DEFINE_string(mixed_precision, "no", "no, fp16 (CUDA only) or bf16.");
+DEFINE_string(device, "cpu", "cpu, cuda, cuda:N, or auto (a GPU when libtorch has CUDA and sees one).");
 DEFINE_bool(gradient_checkpointing, false, "Recompute UNet layers in backward: less memory, ~1 more forward.");
 DEFINE_bool(train_text_encoder, false,
             "Also train the text encoder (same optimizer and learning rate); checkpoints then "
@@ -113,6 +114,7 @@ absl::Status Run(int, char**) {
   o.adam_epsilon = FLAGS_adam_epsilon;
   o.adam_weight_decay = FLAGS_adam_weight_decay;
   o.mixed_precision = FLAGS_mixed_precision;
+  o.device = FLAGS_device;
   o.noise_offset = FLAGS_noise_offset;
   o.snr_gamma = FLAGS_snr_gamma;
   o.gradient_checkpointing = FLAGS_gradient_checkpointing;

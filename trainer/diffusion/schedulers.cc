@@ -33,7 +33,8 @@ at::Tensor AlphasCumprod(const ScheduleConfig& c) {
 }
 
 at::Tensor Gather(const at::Tensor& table, const at::Tensor& t, int64_t dims) {
-  at::Tensor v = table.index_select(0, t.to(at::kLong));
+  // The table stays on the CPU; the values go where the timesteps are.
+  at::Tensor v = table.index_select(0, t.to(at::kCPU).to(at::kLong)).to(t.device());
   std::vector<int64_t> shape = {v.size(0)};
   for (int64_t i = 1; i < dims; ++i) shape.push_back(1);
   return v.view(shape);

@@ -203,7 +203,7 @@ absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& input_id
     at::Tensor is_eos = (input_ids == c.eos_token_id).to(at::kInt);
     at::Tensor has = is_eos.amax(1) > 0;
     at::Tensor first = at::where(has, is_eos.argmax(1), at::full({b}, t - 1, input_ids.options()));
-    out.pooled = out.last_hidden_state.index({at::arange(b), first});
+    out.pooled = out.last_hidden_state.index({at::arange(b, input_ids.options()), first});
     if (c.with_projection) out.text_embeds = at::linear(out.pooled, projection_);
     return out;
   } catch (const c10::Error& e) {

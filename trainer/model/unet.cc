@@ -281,7 +281,7 @@ absl::StatusOr<UNetConfig> ParseUNetConfig(const std::string& text, const std::s
 at::Tensor TimestepEmbedding(const at::Tensor& timesteps, int64_t dim, bool flip_sin_to_cos,
                              double freq_shift) {
   int64_t half = dim / 2;
-  at::Tensor exponent = -std::log(10000.0) * at::arange(half, at::TensorOptions().dtype(at::kFloat)) /
+  at::Tensor exponent = -std::log(10000.0) * at::arange(half, timesteps.options().dtype(at::kFloat)) /
                         (half - freq_shift);
   at::Tensor emb = timesteps.to(at::kFloat).unsqueeze(1) * at::exp(exponent).unsqueeze(0);
   emb = at::cat({at::sin(emb), at::cos(emb)}, -1);

@@ -44,9 +44,10 @@ int Txt2ImgPipeline::default_size() const {
 
 absl::StatusOr<Txt2ImgPipeline::Conditioning> Txt2ImgPipeline::Encode(const std::string& prompt,
                                                                       bool zero_if_empty) const {
-  auto ids_of = [](const model::ClipTokenizer& tok, const std::string& text) {
+  const at::Device device = model_->text_encoder->parameters().front().value.device();
+  auto ids_of = [&](const model::ClipTokenizer& tok, const std::string& text) {
     std::vector<int> ids = tok.EncodePadded(text);
-    return at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).unsqueeze(0);
+    return at::tensor(std::vector<int64_t>(ids.begin(), ids.end()), at::kLong).unsqueeze(0).to(device);
   };
   Conditioning c;
   if (!model_->unet->config().text_time) {
@@ -94,6 +95,8 @@ absl::StatusOr<at::Tensor> Txt2ImgPipeline::Generate(const Txt2ImgOptions& o) co
                                              width / vae_scale_};
   try {
     at::NoGradGuard no_grad;
+    // Where the UNet's weights are (a GPU when the trainer placed them there).
+    const at::Device device = unet.parameters().front().value.device();
     const bool cfg = o.guidance > 1.0;
     ASSIGN_OR_RETURN(Conditioning cond, Encode(o.prompt, false));
     at::Tensor hidden = cond.hidden, pooled = cond.pooled;
@@ -108,21 +111,23 @@ absl::StatusOr<at::Tensor> Txt2ImgPipeline::Generate(const Txt2ImgOptions& o) co
       time_ids = at::tensor(std::vector<float>{float(height), float(width), 0, 0, float(height),
                                                float(width)})
                      .unsqueeze(0)
-                     .repeat({cfg ? 2 : 1, 1});
+                     .repeat({cfg ? 2 : 1, 1})
+                     .to(device);
     }
     at::Tensor latents;
     if (o.initial_latents.defined()) {
       if (o.initial_latents.sizes() != at::IntArrayRef(latent_shape)) {
         return absl::InvalidArgumentError("initial latents do not match the image size");
       }
-      latents = o.initial_latents.to(at::kFloat);
+      latents = o.initial_latents.to(device, at::kFloat);
     } else {
+      // Drawn on the CPU whatever the device, so a seed gives the same image.
       at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(o.seed);
-      latents = at::randn(latent_shape, gen);
+      latents = at::randn(latent_shape, gen).to(device);
     }
     auto predict = [&](const at::Tensor& model_input, const at::Tensor& t) -> absl::StatusOr<at::Tensor> {
       at::Tensor x = cfg ? at::cat({model_input, model_input}) : model_input;
-      at::Tensor ts = t.reshape({1}).expand({x.size(0)});
+      at::Tensor ts = t.reshape({1}).expand({x.size(0)}).to(device);
       ASSIGN_OR_RETURN(at::Tensor out, unet.Forward(x, ts, hidden, pooled, time_ids));
       if (!cfg) return out;
       auto parts = out.chunk(2);
@@ -148,7 +153,7 @@ absl::StatusOr<at::Tensor> Txt2ImgPipeline::Generate(const Txt2ImgOptions& o) co
       }
     }
     ASSIGN_OR_RETURN(at::Tensor image, model_->vae->Decode(latents / model_->vae->scaling_factor()));
-    return (image / 2 + 0.5).clamp(0, 1)[0].permute({1, 2, 0}).contiguous();
+    return (image / 2 + 0.5).clamp(0, 1)[0].permute({1, 2, 0}).contiguous().cpu();
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("txt2img: ", e.what_without_backtrace()));
   }
@@ -158,7 +163,7 @@ absl::StatusOr<RgbImage> ToRgbImage(const at::Tensor& image) {
   if (image.dim() != 3 || image.size(2) != 3) {
     return absl::InvalidArgumentError("expected a [H, W, 3] image");
   }
-  at::Tensor u8 = (image.to(at::kFloat).clamp(0, 1) * 255).round().to(at::kByte).contiguous();
+  at::Tensor u8 = (image.cpu().to(at::kFloat).clamp(0, 1) * 255).round().to(at::kByte).contiguous();
   RgbImage out;
   out.height = static_cast<int>(u8.size(0));
   out.width = static_cast<int>(u8.size(1));

@@ -7,7 +7,9 @@ namespace dd::training {
 
 at::Tensor MinSnrWeights(const diffusion::NoiseSchedule& schedule, const at::Tensor& timesteps,
                          double gamma) {
-  at::Tensor a = schedule.alphas_cumprod().index_select(0, timesteps.to(at::kLong));
+  at::Tensor a = schedule.alphas_cumprod()
+                     .index_select(0, timesteps.to(at::kCPU).to(at::kLong))
+                     .to(timesteps.device());
   at::Tensor snr = a / (1 - a);
   at::Tensor clipped = at::clamp_max(snr, gamma);
   if (schedule.config().prediction_type == "v_prediction") return clipped / (snr + 1);

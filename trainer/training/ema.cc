@@ -45,7 +45,8 @@ absl::Status Ema::ImportState(const std::vector<NamedTensor>& params,
       return absl::InvalidArgumentError(absl::StrCat("training state lacks ema.", p.name,
                                                      " or it has the wrong shape"));
     }
-    shadow.push_back(it->second.to(at::kFloat).clone());
+    // On the parameter's device (a GPU when training there).
+    shadow.push_back(it->second.to(p.value.device(), at::kFloat, false, /*copy=*/true));
   }
   shadow_ = std::move(shadow);
   updates_ = u->second.item<int64_t>();

@@ -108,6 +108,10 @@ class AdamWBase : public Optimizer {
       if (absl::Status s = Expect(state, params_[i].name + avg_key_, shape, dtype, &m[i]); !s.ok()) return s;
       if (absl::Status s = Expect(state, params_[i].name + avg_sq_key_, shape, dtype, &v[i]); !s.ok()) return s;
     }
+    for (size_t i = 0; i < params_.size(); ++i) {
+      m[i] = m[i].to(exp_avg_[i].device());  // the state lives beside its parameter
+      v[i] = v[i].to(exp_avg_sq_[i].device());
+    }
     step_ = step.item<int64_t>();
     exp_avg_ = std::move(m);
     exp_avg_sq_ = std::move(v);

@@ -1,6 +1,7 @@
 #include "trainer/training/trainer.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -46,6 +47,33 @@ using Clock = std::chrono::steady_clock;
 constexpr char kStateFile[] = "training_state.safetensors";
 constexpr char kStateFormat[] = "distdiff-training-state-1";
 
+}  // namespace
+
+absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
+  if (name == "auto") return at::hasCUDA() ? at::Device(at::kCUDA, 0) : at::Device(at::kCPU);
+  std::optional<at::Device> device;
+  try {
+    device.emplace(name);
+  } catch (const c10::Error&) {
+    return absl::InvalidArgumentError(absl::StrCat("--device \"", name, "\": use cpu, cuda, cuda:N or auto"));
+  }
+  if (!device->is_cpu() && !device->is_cuda()) {
+    return absl::InvalidArgumentError(absl::StrCat("--device \"", name, "\": only cpu and cuda are supported"));
+  }
+  if (device->is_cuda()) {
+    if (!at::hasCUDA()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "--device=", name, ": this build of libtorch has no CUDA or the machine has no GPU"));
+    }
+    if (device->has_index() && device->index() >= static_cast<int>(at::detail::getCUDAHooks().getNumGPUs())) {
+      return absl::FailedPreconditionError(absl::StrCat("--device=", name, ": no such GPU"));
+    }
+  }
+  return *device;
+}
+
+namespace {
+
 absl::Status CheckOptions(const TrainerOptions& o) {
   if (o.model_dir.empty() || (o.dataset_dir.empty() && !o.external_data) || o.output_dir.empty()) {
     return absl::InvalidArgumentError("--model_dir, --dataset_dir and --output_dir are required");
@@ -62,10 +90,12 @@ absl::Status CheckOptions(const TrainerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--mixed_precision must be no, fp16 or bf16, not \"", o.mixed_precision, "\""));
   }
-  if (o.mixed_precision == "fp16") {
-    // fp16 autocast exists for CUDA only; this build trains on the CPU.
+  ASSIGN_OR_RETURN(at::Device device, ResolveDevice(o.device));
+  if (o.mixed_precision == "fp16" && !device.is_cuda()) {
+    // fp16 autocast is a CUDA feature (and libtorch 1.13's CPU autocast is
+    // bf16 only).
     return absl::FailedPreconditionError(
-        "--mixed_precision=fp16 needs a CUDA GPU; use bf16 (or no) on the CPU");
+        "--mixed_precision=fp16 needs a CUDA GPU (--device=cuda); use bf16 (or no) on the CPU");
   }
   if (o.use_ema && !(o.ema_decay > 0 && o.ema_decay < 1)) {
     return absl::InvalidArgumentError("--ema_decay must be in (0, 1)");
@@ -141,6 +171,9 @@ struct Trainer::State {
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<Ema> ema;
   LossScaler scaler;
+  at::Device device{at::kCPU};
+  bool loss_scaling = false;  // fp16, or forced
+  bool local_overflow = false;  // the last AccumulatedGradient was not finite
   std::vector<data::SampleRef> samples;
   std::unique_ptr<data::DataLoader> loader;
   data::DataPosition position;  // after the last batch trained
@@ -165,13 +198,13 @@ struct Trainer::State {
     // Frozen encoders record no graph.
     std::optional<at::NoGradGuard> no_grad;
     if (!o.train_text_encoder) no_grad.emplace();
-    auto ids = [](const model::ClipTokenizer& tok, const std::vector<std::string>& captions) {
+    auto ids = [this](const model::ClipTokenizer& tok, const std::vector<std::string>& captions) {
       std::vector<int64_t> flat;
       for (const auto& c : captions) {
         std::vector<int> v = tok.EncodePadded(c);
         flat.insert(flat.end(), v.begin(), v.end());
       }
-      return at::tensor(flat, at::kLong).reshape({static_cast<int64_t>(captions.size()), -1});
+      return at::tensor(flat, at::kLong).reshape({static_cast<int64_t>(captions.size()), -1}).to(device);
     };
     ASSIGN_OR_RETURN(auto one, model->text_encoder->Forward(ids(*model->tokenizer, batch.captions)));
     if (!model->unet->config().text_time) {
@@ -185,7 +218,7 @@ struct Trainer::State {
     const int64_t b = batch.pixels.size(0);
     at::Tensor target = at::tensor({batch.pixels.size(2), batch.pixels.size(3)}, at::kLong)
                             .unsqueeze(0).expand({b, 2});
-    in->added_time_ids = at::cat({batch.original_sizes, batch.crop_top_left, target}, 1).to(at::kFloat);
+    in->added_time_ids = at::cat({batch.original_sizes, batch.crop_top_left, target}, 1).to(device, at::kFloat);
     return absl::OkStatus();
   }
 
@@ -323,6 +356,25 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   ASSIGN_OR_RETURN(LrSchedule lr, LrSchedule::Make(o.lr, lro));
   s->lr = lr;
 
+  ASSIGN_OR_RETURN(s->device, ResolveDevice(o.device));
+  s->loss_scaling = o.mixed_precision == "fp16" || o.force_loss_scaling;
+  if (!s->device.is_cpu()) {
+    // set_data moves each weight in place: every holder of the tensor (the
+    // layers, the parameter lists) sees it on the device.
+    try {
+      auto move = [&](const auto& params) {
+        for (const auto& p : params) p.value.set_data(p.value.to(s->device));
+      };
+      move(s->model->unet->parameters());
+      move(s->model->vae->parameters());
+      move(s->model->text_encoder->parameters());
+      if (s->model->text_encoder_2) move(s->model->text_encoder_2->parameters());
+    } catch (const c10::Error& e) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("moving the model to ", o.device, ": ", e.what_without_backtrace()));
+    }
+    LOG(INFO) << "training on " << s->device.str();
+  }
   s->model->unet->SetGradientCheckpointing(o.gradient_checkpointing);
   for (const auto& p : s->model->unet->parameters()) {
     p.value.requires_grad_(true);
@@ -374,6 +426,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
 
 int64_t Trainer::step() const { return s_->step; }
 int64_t Trainer::skipped_steps() const { return s_->skipped; }
+double Trainer::loss_scale() const { return s_->loss_scaling ? s_->scaler.scale() : 1.0; }
 
 std::vector<std::pair<std::string, at::Tensor>> Trainer::Parameters() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
@@ -390,13 +443,19 @@ absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
   const TrainerOptions& o = s.o;
   if (s.accumulated_samples == 0) s.accumulation_start = Clock::now();
   try {
-    const bool autocast = o.mixed_precision == "bf16";
+    const bool autocast = o.mixed_precision != "no";
+    const bool cuda = s.device.is_cuda();
+    const at::ScalarType autocast_dtype = o.mixed_precision == "fp16" ? at::kHalf : at::kBFloat16;
     LossInputs in;
     const int64_t b = batch.pixels.size(0);
     model::LatentDistribution dist;
     {
       at::NoGradGuard no_grad;
-      ASSIGN_OR_RETURN(dist, s.model->vae->Encode(batch.pixels));
+      ASSIGN_OR_RETURN(dist, s.model->vae->Encode(batch.pixels.to(s.device)));
+      // The per-sample draws below are made on the CPU (the same numbers on
+      // every device and peer); the encoder's statistics join them there.
+      dist.mean = dist.mean.cpu();
+      dist.std = dist.std.cpu();
     }
     // Every random number of a sample (latent sample, noise, timestep) comes
     // from a generator seeded by (seed, step, sample key), so a sample gets
@@ -416,16 +475,18 @@ absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
       noise.push_back(n);
       timesteps.push_back(at::randint(s.schedule->config().num_train_timesteps, {1}, gen, at::kLong));
     }
-    in.latents = at::stack(latents);
-    in.noise = at::stack(noise);
-    in.timesteps = at::cat(timesteps);
+    in.latents = at::stack(latents).to(s.device);
+    in.noise = at::stack(noise).to(s.device);
+    in.timesteps = at::cat(timesteps).to(s.device);
     RETURN_IF_ERROR(s.Encode(batch, &in));
-    model::SetAutocast(false, autocast, at::kBFloat16);
+    model::SetAutocast(cuda, autocast, autocast_dtype);
     auto loss = DiffusionLoss(*s.model->unet, *s.schedule, in, LossOptions{o.snr_gamma});
-    model::SetAutocast(false, false, at::kBFloat16);
+    model::SetAutocast(cuda, false, autocast_dtype);
     if (!loss.ok()) return loss.status();
-    // Per-sample sums: divided by the sample count when the step is applied.
-    (*loss * static_cast<double>(b)).backward();
+    // Per-sample sums: divided by the sample count (and the loss scale) when
+    // the step is applied.
+    const double scale = s.loss_scaling ? s.scaler.scale() : 1.0;
+    (*loss * (static_cast<double>(b) * scale)).backward();
     const double value = loss->item<double>();
     s.loss_sum += value;
     ++s.accumulated_batches;
@@ -434,7 +495,7 @@ absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
     s.epoch = batch.epoch;
     return value;
   } catch (const c10::Error& e) {
-    model::SetAutocast(false, false, at::kBFloat16);
+    model::SetAutocast(s.device.is_cuda(), false, at::kBFloat16);
     return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
   }
 }
@@ -454,23 +515,27 @@ int64_t Trainer::num_elements() const {
 }
 
 absl::StatusOr<std::vector<float>> Trainer::AccumulatedGradient() const {
-  const State& s = *s_;
+  State& s = *s_;
   if (s.accumulated_samples == 0) return absl::FailedPreconditionError("no gradients accumulated");
   std::vector<float> flat(num_elements());
   size_t at = 0;
   at::NoGradGuard no_grad;
-  const double inv = 1.0 / static_cast<double>(s.accumulated_samples);
+  const double inv = 1.0 / (static_cast<double>(s.accumulated_samples) *
+                            (s.loss_scaling ? s.scaler.scale() : 1.0));
   for (const auto& p : s.params) {
     const int64_t n = p.value.numel();
     at::Tensor g = p.value.grad();
     if (g.defined()) {
-      at::Tensor mean = (g.to(at::kFloat) * inv).contiguous();
+      at::Tensor mean = (g.to(at::kFloat) * inv).contiguous().cpu();
       std::memcpy(flat.data() + at, mean.data_ptr<float>(), n * sizeof(float));
     } else {
       std::fill(flat.begin() + at, flat.begin() + at + n, 0.0f);
     }
     at += n;
   }
+  // With loss scaling, an overflow shows as inf/NaN here: the caller
+  // contributes nothing (weight 0) and the scale is lowered in ApplyUpdate.
+  s.local_overflow = s.loss_scaling && !std::all_of(flat.begin(), flat.end(), [](float v) { return std::isfinite(v); });
   return flat;
 }
 
@@ -496,7 +561,8 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
       // The local mean gradient, straight from the accumulated per-sample
       // sums (no round trip through a flat copy).
       at::NoGradGuard no_grad;
-      const double inv = 1.0 / static_cast<double>(s.accumulated_samples);
+      const double inv = 1.0 / (static_cast<double>(s.accumulated_samples) *
+                                (s.loss_scaling ? s.scaler.scale() : 1.0));
       for (auto& p : s.params) {
         at::Tensor g = p.value.grad();
         grads.push_back(g.defined() ? g.to(at::kFloat) * inv : at::zeros_like(p.value));
@@ -509,7 +575,8 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
       size_t at = 0;
       for (auto& p : s.params) {
         grads.push_back(at::from_blob(const_cast<float*>(gradient->data()) + at, p.value.sizes(),
-                                      at::kFloat).clone());
+                                      at::kFloat)
+                            .to(p.value.device(), at::kFloat, false, /*copy=*/true));
         at += p.value.numel();
       }
     }
@@ -517,6 +584,12 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
     r.lr = s.lr->At(s.step);
     r.grad_norm = ClipGradNorm(grads, o.max_grad_norm);
     r.skipped = !std::isfinite(r.grad_norm);
+    if (s.loss_scaling) {
+      // The scale follows this peer's own gradients: an overflow halves it,
+      // a run of clean steps doubles it.
+      s.scaler.Update(gradient == nullptr ? r.skipped : s.local_overflow);
+      s.local_overflow = false;
+    }
     if (!r.skipped) {
       RETURN_IF_ERROR(s.optimizer->Step(grads, r.lr));
       if (s.ema) s.ema->Update(s.params);
@@ -552,7 +625,7 @@ absl::StatusOr<StepReport> Trainer::Step() {
 std::string Trainer::ParameterHash() const {
   Sha256 hash;
   for (const auto& p : s_->params) {
-    at::Tensor v = p.value.detach().contiguous();
+    at::Tensor v = p.value.detach().contiguous().cpu();
     hash.Update(absl::string_view(static_cast<const char*>(v.data_ptr()), v.nbytes()));
   }
   return DigestToHex(hash.Finish());

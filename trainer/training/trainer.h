@@ -18,6 +18,8 @@
 #ifndef TRAINER_TRAINING_TRAINER_H_
 #define TRAINER_TRAINING_TRAINER_H_
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -55,7 +57,14 @@ struct TrainerOptions {
   double max_grad_norm = 1.0;
   bool use_8bit_adam = false;
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8, adam_weight_decay = 1e-2;
-  std::string mixed_precision = "no";  // no, fp16, bf16
+  std::string mixed_precision = "no";  // no, fp16 (CUDA), bf16
+  // Where the model trains: "cpu", "cuda", "cuda:N", or "auto" (the first
+  // GPU when this libtorch has CUDA and sees one, else the CPU).
+  std::string device = "cpu";
+  // Dynamic loss scaling (GradScaler's rules). On with fp16; may be forced
+  // on for fp32/bf16 (a power-of-two scale changes nothing there, which the
+  // tests use to check the scaling path on the CPU).
+  bool force_loss_scaling = false;
   double noise_offset = 0.0;
   double snr_gamma = 0.0;
   bool gradient_checkpointing = false;  // recompute UNet layers in backward
@@ -84,6 +93,11 @@ struct TrainerOptions {
 data::LoaderOptions LoaderOptionsFor(const TrainerOptions& options);
 
 // What one optimizer step did.
+// The device `name` asks for ("cpu", "cuda", "cuda:N", "auto").
+// InvalidArgument for a malformed name; FailedPrecondition for a GPU that
+// this libtorch build or machine does not have.
+absl::StatusOr<at::Device> ResolveDevice(const std::string& name);
+
 struct StepReport {
   int64_t step = 0;      // after the update (1-based)
   double loss = 0;       // mean over the micro-batches
@@ -121,6 +135,7 @@ class Trainer {
   std::vector<std::string> AccumulatedKeys() const;
   // The mean per-sample gradient of what was accumulated, flattened in
   // parameter order (float32). FailedPrecondition when nothing was.
+  // With loss scaling, the gradient is unscaled.
   absl::StatusOr<std::vector<float>> AccumulatedGradient() const;
   // One optimizer step with `gradient` (flattened, as AccumulatedGradient),
   // or the local accumulated gradient when null; clears the accumulation and
@@ -157,6 +172,8 @@ class Trainer {
 
   int64_t step() const;
   int64_t skipped_steps() const;
+  // The dynamic loss scale (1 without loss scaling).
+  double loss_scale() const;
 
   // The trained parameters (UNet, float32) by name, for tests.
   std::vector<std::pair<std::string, at::Tensor>> Parameters() const;

@@ -226,6 +226,58 @@ TEST(Trainer, TrainTextEncoderUpdatesSavesAndResumesIt) {
   ExpectIdentical(Weights(**r), want);
 }
 
+TEST(Trainer, DeviceNamesAreCheckedBeforeAnythingLoads) {
+  EXPECT_TRUE(ResolveDevice("cpu").ok());
+  EXPECT_EQ(ResolveDevice("auto")->is_cuda(), at::hasCUDA());
+  EXPECT_EQ(ResolveDevice("tpu").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ResolveDevice("cuda:x").status().code(), absl::StatusCode::kInvalidArgument);
+  TrainerOptions o = Options(Tmp("device"));
+  if (!at::hasCUDA()) {
+    o.device = "cuda";
+    auto t = Trainer::Create(o);
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(t.status().message().find("CUDA"), std::string::npos) << t.status();
+    o.device = "cpu";
+    o.mixed_precision = "fp16";
+    EXPECT_EQ(Trainer::Create(o).status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+// Loss scaling, checked on the CPU in fp32: a power-of-two scale changes no
+// bit of the training, an overflow skips the step (counted) and halves the
+// scale, and the scale is part of the training state.
+TEST(Trainer, LossScalingIsExactAndBacksOffOnOverflow) {
+  TrainerOptions o = Options(Tmp("unscaled"));
+  auto plain = Trainer::Create(o);
+  o.output_dir = Tmp("scaled");
+  o.force_loss_scaling = true;
+  auto scaled = Trainer::Create(o);
+  ASSERT_TRUE(plain.ok() && scaled.ok());
+  EXPECT_EQ((*plain)->loss_scale(), 1.0);
+  EXPECT_EQ((*scaled)->loss_scale(), 65536.0);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*plain)->Step().ok());
+    ASSERT_TRUE((*scaled)->Step().ok());
+  }
+  ExpectIdentical(Weights(**scaled), Weights(**plain));
+  std::vector<at::Tensor> before = Weights(**scaled);
+  (*scaled)->SetGradientHook([](std::vector<at::Tensor>& g) { g[0].view(-1)[0] = INFINITY; });
+  auto r = (*scaled)->Step();
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->skipped);
+  EXPECT_EQ((*scaled)->skipped_steps(), 1);
+  EXPECT_EQ((*scaled)->loss_scale(), 32768.0);
+  ExpectIdentical(Weights(**scaled), before);
+  (*scaled)->SetGradientHook(nullptr);
+  ASSERT_FALSE((*scaled)->Step()->skipped);
+  auto dir = (*scaled)->SaveCheckpoint();
+  ASSERT_TRUE(dir.ok());
+  o.resume_from = *dir;
+  auto resumed = Trainer::Create(o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  EXPECT_EQ((*resumed)->loss_scale(), 32768.0);
+}
+
 TEST(Trainer, Bf16AutocastTrainsOnCpu) {
   TrainerOptions o = Options(Tmp("bf16"));
   o.mixed_precision = "bf16";
