@@ -208,6 +208,11 @@ absl::Status WritePart(const std::string& path,
 
 std::vector<std::string> ModelSizes() { return {"tiny", "small", "sd15"}; }
 
+absl::StatusOr<std::string> UNetConfigJson(const std::string& size_name) {
+  ASSIGN_OR_RETURN(Size size, SizeNamed(size_name));
+  return size.unet.dump(2);
+}
+
 absl::Status WriteInitialModel(const std::string& dir, const std::string& size_name, uint64_t seed,
                                const std::vector<std::string>& words) {
   ASSIGN_OR_RETURN(Size size, SizeNamed(size_name));

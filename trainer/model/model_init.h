@@ -16,12 +16,17 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace dd::model {
 
 // Sizes: "tiny" (64 px, a few MB, the demo), "small" (256 px), "sd15"
 // (the SD 1.5 shapes, 1.07 G parameters; several GB).
 std::vector<std::string> ModelSizes();
+
+// The UNet's config.json for a named size (benchmarks build the UNet from
+// it with random weights). InvalidArgument for an unknown size.
+absl::StatusOr<std::string> UNetConfigJson(const std::string& size);
 
 // Writes model_index.json, unet/, vae/, text_encoder/, tokenizer/ and
 // scheduler/ to `dir`. InvalidArgument for an unknown size.
