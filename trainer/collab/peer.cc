@@ -364,6 +364,7 @@ absl::Status RunPeer(const PeerOptions& po) {
     RETURN_IF_ERROR(trainer->RecordMetrics(
         *step, {{"members", double(r.members_size())},
                 {"global_samples", double(r.total_samples())},
+                {"global_samples_per_second", step_s > 0 ? r.total_samples() / step_s : 0.0},
                 {"local_samples_per_second", rate},
                 {"averaging_seconds", averaging_s},
                 {"step_seconds", step_s},
@@ -376,8 +377,9 @@ absl::Status RunPeer(const PeerOptions& po) {
                 {"rounds_failed", double(rounds_failed)},
                 {"nonfinite_gradients", double(nonfinite_rounds)}}));
     progress.Update(step->step, 0,
-                    absl::StrFormat("loss %.4f, %d members, %.1f local img/s", step->loss,
-                                    r.members_size(), rate));
+                    absl::StrFormat("loss %.4f, %d members, %.1f local / %.1f global img/s",
+                                    step->loss, r.members_size(), rate,
+                                    step_s > 0 ? r.total_samples() / step_s : 0.0));
     // The round's first member writes checkpoints and samples, so N peers
     // do not write N copies.
     const bool designated = spec.my_index == 0;
