@@ -7,11 +7,13 @@
 # reflection, info, the chunk table, progress, a chunk's contents), starts
 # the coordinator on that dataset (run state and chunk ledger with ddctl),
 # then runs a collaboration on this machine: a coordinator, the dataset
-# service and two trainer peers (token auth, loopback) train a tiny Stable
-# Diffusion model (written by init_model, random weights) for a few minutes
-# on the CPU, averaging their gradients every global step; it shows the
-# peers, equal parameter hashes, the falling loss, checkpoints, sample grids
-# and TensorBoard logs. DEMO_STEPS (default 100) sets the global steps.
+# service and two trainer peers (token auth, loopback) fine-tune the small
+# base model the project ships (deploy/local/shapes-tiny-base, made on the
+# CPU by tools/models/make_shapes_base.sh from init_model's random weights)
+# for a few minutes, averaging their gradients every global step; it shows
+# the peers, equal parameter hashes, the loss, checkpoints, sample grids of
+# the prompts and TensorBoard logs. DEMO_STEPS (default 100) sets the global
+# steps.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -101,8 +103,8 @@ trap - EXIT
 echo "== servers stopped cleanly"
 
 steps="${DEMO_STEPS:-100}"
-echo "== writing a tiny SD model folder with random weights (init_model --size=tiny)"
-"$bin/trainer/tools/init_model" --size=tiny --out="$out/model" --seed=0 | sed 's/^/   /'
+echo "== the base model: deploy/local/shapes-tiny-base (tiny SD 1.x, fp16, made by tools/models/make_shapes_base.sh)"
+cp -r deploy/local/shapes-tiny-base "$out/model"
 
 echo "== collaborative training: coordinator + dataset service + two trainer peers (auth on)"
 cat > "$out/collab.json" <<JSON
@@ -126,8 +128,9 @@ peers=()
 for name in alice bob; do
   "$bin/trainer/train" --coordinator="$caddr" --auth_token_file="$out/token" --peer_name="$name" \
     --model_dir="$out/model" --output_dir="$out/peer-$name" --batch_size=16 --resolution=64 \
-    --lr=3e-4 --lr_scheduler=cosine --lr_warmup_steps=5 --max_local_samples_per_step=16 \
-    --save_steps=50 --image_log_steps=50 --sample_steps=10 --seed=0 \
+    --lr=1e-4 --lr_scheduler=cosine --lr_warmup_steps=5 --max_local_samples_per_step=16 \
+    --caption_dropout=0.1 --save_steps=50 --image_log_steps=50 --sample_steps=20 \
+    --sample_guidance=4 --seed=0 \
     --sample_prompts="a red circle on a blue background|a green square on a yellow background|a blue triangle on a white background|an orange circle on a black background" \
     --dataloader_num_workers=1 > "$out/peer-$name.log" 2>&1 &
   peers+=($!)
@@ -152,7 +155,7 @@ done
 echo "== ddctl status"
 "${ddctl[@]}" status | sed 's/^/   /'
 writer=$(ls -d "$out"/peer-*/checkpoint-* 2>/dev/null | head -1 | xargs dirname)
-echo "== the loss fell ($writer/metrics.jsonl, mean of 10 global steps):"
+echo "== the loss ($writer/metrics.jsonl, mean of 10 global steps):"
 python3 - "$writer/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -169,9 +172,10 @@ wait $server || true
 trap - EXIT
 echo "== results"
 echo "   checkpoints (written by the designated peer only): $(ls -d "$writer"/checkpoint-* | tr '\n' ' ')"
-echo "   sample grids:  $writer/samples/"
+cp "$writer/samples/step-$(printf %06d "$steps").png" "$out/grid.png"
+echo "   sample grids:  $writer/samples/ (the last one also as $out/grid.png), one image per prompt:"
+sed 's/^/     /' "$writer/samples/prompts.txt"
 echo "   metrics:       $out/peer-*/metrics.jsonl (loss, lr, members, averaging time, bytes)"
 echo "   TensorBoard:   tensorboard --logdir $out (one run per peer)"
 echo "   sample from a checkpoint:  bazel-bin/trainer/sample --model_dir=$writer/checkpoint-$steps --prompt='a red circle on a blue background' --width=64 --height=64 --out=x.png"
-echo "   (the VAE has random weights: grids show noise until the demo trains the VAE; see README Status)"
 echo "== everything is under $out"
