@@ -52,6 +52,7 @@ SpanReducer::SpanReducer(ReducerOptions options, absl::Time start)
   excluded_.assign(options_.num_members, false);
   last_seen_.assign(options_.num_members, start);
   given_count_.assign(options_.num_members, 0);
+  pending_.assign(options_.num_members, 0);
 }
 
 uint32_t SpanReducer::PartLength(uint32_t part) const {
@@ -101,7 +102,8 @@ std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_
   return out;
 }
 
-std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bool force) {
+std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bool force,
+                                                              absl::Time now) {
   Part& p = parts_[index];
   if (p.outcome != nullptr) return {};
   if (!force) {
@@ -111,6 +113,10 @@ std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bo
   }
   p.outcome = Reduce(p, PartLength(index));
   ++reduced_;
+  for (uint32_t s = 0; s < options_.num_members; ++s) {
+    // A sender's silence counts from when its last waiting part was done.
+    if (p.given[s] && --pending_[s] == 0) last_seen_[s] = now;
+  }
   p.acc.clear();
   p.acc.shrink_to_fit();
   p.inputs.clear();
@@ -166,12 +172,13 @@ void SpanReducer::Contribute(uint32_t sender, uint64_t offset, const float* valu
         }
         last_seen_[sender] = now;
         given_count_[sender]++;
+        pending_[sender]++;
         p.waiting.push_back(std::move(done));
-        ready = MaybeReduceLocked(index, false);
+        ready = MaybeReduceLocked(index, false, now);
         outcome = p.outcome;
       } else if (error.code() == absl::StatusCode::kInvalidArgument) {
         // Bad data: do not wait for this sender any longer.
-        excluded_ready = ExcludeLocked(sender);
+        excluded_ready = ExcludeLocked(sender, now);
       }
     }
   }
@@ -184,12 +191,12 @@ void SpanReducer::Contribute(uint32_t sender, uint64_t offset, const float* valu
 }
 
 std::vector<std::pair<SpanReducer::Done, std::shared_ptr<const PartOutcome>>>
-SpanReducer::ExcludeLocked(uint32_t sender) {
+SpanReducer::ExcludeLocked(uint32_t sender, absl::Time now) {
   std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> out;
   if (sender >= options_.num_members || excluded_[sender]) return out;
   excluded_[sender] = true;
   for (uint32_t i = 0; i < num_parts_; ++i) {
-    for (auto& cb : MaybeReduceLocked(i, false)) out.push_back({std::move(cb), parts_[i].outcome});
+    for (auto& cb : MaybeReduceLocked(i, false, now)) out.push_back({std::move(cb), parts_[i].outcome});
   }
   return out;
 }
@@ -198,7 +205,7 @@ void SpanReducer::Exclude(uint32_t sender) {
   std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ready;
   {
     absl::MutexLock lock(&mu_);
-    ready = ExcludeLocked(sender);
+    ready = ExcludeLocked(sender, absl::Now());
   }
   for (auto& [cb, out] : ready) cb(out);
 }
@@ -209,9 +216,9 @@ int SpanReducer::ExcludeStalled(absl::Time now, absl::Duration sender_timeout) {
   {
     absl::MutexLock lock(&mu_);
     for (uint32_t s = 0; s < options_.num_members; ++s) {
-      if (excluded_[s] || given_count_[s] == num_parts_) continue;
+      if (excluded_[s] || given_count_[s] == num_parts_ || pending_[s] > 0) continue;
       if (now - last_seen_[s] > sender_timeout) {
-        auto r = ExcludeLocked(s);
+        auto r = ExcludeLocked(s, now);
         ready.insert(ready.end(), std::make_move_iterator(r.begin()),
                      std::make_move_iterator(r.end()));
         ++n;
@@ -227,7 +234,7 @@ void SpanReducer::Finish() {
   {
     absl::MutexLock lock(&mu_);
     for (uint32_t i = 0; i < num_parts_; ++i) {
-      for (auto& cb : MaybeReduceLocked(i, true)) ready.push_back({std::move(cb), parts_[i].outcome});
+      for (auto& cb : MaybeReduceLocked(i, true, absl::Now())) ready.push_back({std::move(cb), parts_[i].outcome});
     }
     for (uint32_t s = 0; s < options_.num_members; ++s) excluded_[s] = true;
   }

@@ -4,8 +4,10 @@
 // and each waiting contributor is called back with the same outcome (the
 // mean encoded once with the round's codec, so all members end identical).
 //
-// Failures: a member that sends nothing for `sender_timeout` (checked by
-// ExcludeStalled) or sends bad data (Exclude) stops being waited for; parts
+// Failures: a member that sends nothing for `sender_timeout` while nothing
+// it sent is waiting on the others (checked by ExcludeStalled; a sender
+// whose parts wait for a slower member is blocked by its in-flight window,
+// not stalled) or sends bad data (Exclude) stops being waited for; parts
 // it already contributed keep its values, later parts are averaged over the
 // rest with the weights renormalised. A part whose total weight is zero is
 // not averaged (everyone keeps their own values). Finish() ends the round:
@@ -81,8 +83,9 @@ class SpanReducer {
   // Stops waiting for `sender`; parts it already gave keep its values.
   void Exclude(uint32_t sender);
 
-  // Excludes every sender that has parts left to give and gave nothing since
-  // `now - sender_timeout` (or since the start). Returns how many.
+  // Excludes every sender that has parts left to give, has none waiting to
+  // be reduced, and gave nothing since `now - sender_timeout` (or since the
+  // start, or since its last waiting part was reduced). Returns how many.
   int ExcludeStalled(absl::Time now, absl::Duration sender_timeout);
 
   // Ends the round: every unreduced part is reduced with what it has.
@@ -104,10 +107,11 @@ class SpanReducer {
   };
   // Reduces `part` if nothing more is expected; returns the callbacks to run
   // (outside the lock).
-  std::vector<Done> MaybeReduceLocked(uint32_t index, bool force)
+  std::vector<Done> MaybeReduceLocked(uint32_t index, bool force, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   std::shared_ptr<const PartOutcome> Reduce(const Part& part, uint32_t length) const;
-  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ExcludeLocked(uint32_t sender)
+  std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ExcludeLocked(uint32_t sender,
+                                                                             absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ReducerOptions options_;
@@ -118,6 +122,8 @@ class SpanReducer {
   std::vector<bool> excluded_ ABSL_GUARDED_BY(mu_);
   std::vector<absl::Time> last_seen_ ABSL_GUARDED_BY(mu_);
   std::vector<uint32_t> given_count_ ABSL_GUARDED_BY(mu_);
+  // Parts each sender gave that are not reduced yet (it waits on others).
+  std::vector<uint32_t> pending_ ABSL_GUARDED_BY(mu_);
   uint32_t reduced_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -77,6 +77,31 @@ TEST(SpanReducer, StalledSenderIsExcludedAfterTheTimeout) {
   EXPECT_EQ((*got[0])->contributors, 1u);
 }
 
+// A sender whose parts wait on a slow member is blocked by its in-flight
+// window, not stalled: only the slow member can time out, and the others'
+// silence counts from when their waiting parts were reduced.
+TEST(SpanReducer, SendersWaitingOnASlowerMemberAreNotStalled) {
+  absl::Time t0 = absl::FromUnixSeconds(1000);
+  SpanReducer r(Options(6, 2, 3), t0);  // 3 parts, 3 members
+  std::vector<float> v = {1, 1};
+  int answered = 0;
+  auto count = [&](Outcome) { ++answered; };
+  for (uint32_t s : {0u, 1u}) {
+    r.Contribute(s, 0, v.data(), 2, 1, t0, count);
+    r.Contribute(s, 2, v.data(), 2, 1, t0, count);
+  }
+  r.Contribute(2, 0, v.data(), 2, 1, t0 + absl::Seconds(3), count);  // slow
+  EXPECT_EQ(answered, 3);  // part 0 reduced
+  // Members 0 and 1 have said nothing for 7.5 s, but part 1 waits on member 2.
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Milliseconds(7500), absl::Seconds(5)), 0);
+  // Member 2 has been silent for 5.5 s: excluded, part 1 reduced without it.
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Milliseconds(8500), absl::Seconds(5)), 1);
+  EXPECT_EQ(answered, 5);
+  // Members 0 and 1 now owe part 2; their silence starts at 8.5 s.
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Seconds(10), absl::Seconds(5)), 0);
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Seconds(14), absl::Seconds(5)), 2);
+}
+
 TEST(SpanReducer, FinishReducesWhatIsThereAndZeroWeightIsNotAveraged) {
   SpanReducer r(Options(4, 2, 2));
   std::vector<float> v = {5, 5};
