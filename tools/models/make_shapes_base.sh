@@ -3,8 +3,11 @@
 # (deploy/local/shapes-tiny-base): everything from this project's own tools
 # on this machine's CPU, nothing downloaded.
 #
-#   1. init_model --size=tiny: a tiny SD 1.x folder with random weights and a
-#      CLIP vocabulary of the shapes captions' words;
+#   1. init_model --size=tiny: a tiny SD 1.x folder with random weights, a
+#      CLIP vocabulary of the shapes captions' words and v-prediction (with
+#      epsilon, 500 steps taught the UNet to denoise but to ignore the
+#      captions: at high noise an epsilon target carries almost nothing of
+#      the picture's layout and colours, a v target is mostly the picture);
 #   2. make_shapes_dataset: 4000 captioned 64x64 images of coloured shapes;
 #   3. train --train_vae: fits the VAE (a random one carries no picture) and
 #      sets scaling_factor to 1/std of its latents;
@@ -29,7 +32,7 @@ rm -rf "$out"
 mkdir -p "$out"
 prompts="a red circle on a blue background|a green square on a yellow background|a blue triangle on a white background|an orange circle on a black background"
 
-"$bin/trainer/tools/init_model" --size=tiny --seed=0 --out="$out/init"
+"$bin/trainer/tools/init_model" --size=tiny --seed=0 --prediction_type=v_prediction --out="$out/init"
 "$bin/trainer/tools/make_shapes_dataset" --out_dir="$out/data" --num_samples=4000 \
   --width=64 --height=64 --seed=7
 "$bin/trainer/train" --train_vae --model_dir="$out/init" --dataset_dir="$out/data" \

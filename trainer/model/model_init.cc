@@ -214,7 +214,12 @@ absl::StatusOr<std::string> UNetConfigJson(const std::string& size_name) {
 }
 
 absl::Status WriteInitialModel(const std::string& dir, const std::string& size_name, uint64_t seed,
-                               const std::vector<std::string>& words) {
+                               const std::vector<std::string>& words,
+                               const std::string& prediction_type) {
+  if (prediction_type != "epsilon" && prediction_type != "v_prediction") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prediction_type \"", prediction_type, "\": use epsilon or v_prediction"));
+  }
   ASSIGN_OR_RETURN(Size size, SizeNamed(size_name));
   std::error_code ec;
   for (const char* part : {"unet", "vae", "text_encoder", "tokenizer", "scheduler"}) {
@@ -272,7 +277,7 @@ absl::Status WriteInitialModel(const std::string& dir, const std::string& size_n
   }
   json scheduler = {{"_class_name", "DDIMScheduler"}, {"beta_schedule", "scaled_linear"},
                     {"beta_start", 0.00085},          {"beta_end", 0.012},
-                    {"num_train_timesteps", 1000},     {"prediction_type", "epsilon"},
+                    {"num_train_timesteps", 1000},     {"prediction_type", prediction_type},
                     {"set_alpha_to_one", false},       {"steps_offset", 1},
                     {"clip_sample", false},            {"timestep_spacing", "leading"}};
   RETURN_IF_ERROR(WriteFileAtomically(dir + "/scheduler/scheduler_config.json", scheduler.dump(2)));

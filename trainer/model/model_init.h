@@ -29,9 +29,14 @@ std::vector<std::string> ModelSizes();
 absl::StatusOr<std::string> UNetConfigJson(const std::string& size);
 
 // Writes model_index.json, unet/, vae/, text_encoder/, tokenizer/ and
-// scheduler/ to `dir`. InvalidArgument for an unknown size.
+// scheduler/ to `dir`; the scheduler's prediction_type is `prediction_type`
+// ("epsilon" or "v_prediction": a model trained from scratch learns the
+// picture's layout and colours much sooner with v, whose target at high
+// noise is the image rather than the noise). InvalidArgument for an
+// unknown size or prediction type.
 absl::Status WriteInitialModel(const std::string& dir, const std::string& size, uint64_t seed,
-                               const std::vector<std::string>& words);
+                               const std::vector<std::string>& words,
+                               const std::string& prediction_type = "epsilon");
 
 }  // namespace dd::model
 

@@ -37,6 +37,14 @@ TEST(ModelInit, TinyFolderLoadsAndRuns) {
   ASSERT_TRUE(img.ok());
   EXPECT_EQ(img->size(2), 64);
   EXPECT_FALSE(WriteInitialModel(dir, "huge", 1, {}).ok());
+  EXPECT_NE((*m)->scheduler_config_json.find("\"epsilon\""), std::string::npos);
+  // v-prediction is written into the scheduler config; other types refused.
+  const std::string v_dir = dir + "-v";
+  ASSERT_TRUE(WriteInitialModel(v_dir, "tiny", 1, {"red"}, "v_prediction").ok());
+  auto v = DiffusersModel::Load(v_dir);
+  ASSERT_TRUE(v.ok()) << v.status();
+  EXPECT_NE((*v)->scheduler_config_json.find("\"v_prediction\""), std::string::npos);
+  EXPECT_EQ(WriteInitialModel(dir + "-x", "tiny", 1, {}, "sample").code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

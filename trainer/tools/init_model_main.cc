@@ -15,6 +15,7 @@
 DEFINE_string(size, "tiny", "tiny, small or sd15.");
 DEFINE_string(out, "", "Folder to write.");
 DEFINE_uint64(seed, 0, "Seed of the initial weights.");
+DEFINE_string(prediction_type, "epsilon", "The scheduler's prediction_type: epsilon or v_prediction.");
 DEFINE_string(words, "", "Comma-separated words made single tokens (default: the synthetic "
                          "shapes vocabulary).");
 
@@ -28,7 +29,8 @@ absl::Status Run(int, char**) {
   } else {
     words = absl::StrSplit(FLAGS_words, ',', absl::SkipEmpty());
   }
-  if (absl::Status s = dd::model::WriteInitialModel(FLAGS_out, FLAGS_size, FLAGS_seed, words); !s.ok()) {
+  if (absl::Status s = dd::model::WriteInitialModel(FLAGS_out, FLAGS_size, FLAGS_seed, words,
+                                                      FLAGS_prediction_type); !s.ok()) {
     return s;
   }
   std::cout << "wrote a " << FLAGS_size << " model to " << FLAGS_out << "\n";
