@@ -7,6 +7,8 @@
 # hosts (198.18.0.0/24, the benchmarking range of RFC 2544) and removes them.
 #
 #   tools/bench/allreduce_bench.sh [MEGABYTES=256] [MBIT=200] [MEMBERS=4]
+# Environment: CODECS (default: all five), TBF_LATENCY (the links' queue,
+# default 100ms), MEMBER_ARGS (extra averaging_member flags).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mb="${1:-256}"; mbit="${2:-200}"; n="${3:-4}"
@@ -77,8 +79,8 @@ setup_netns() {
     ip netns exec "ddbench$i" ip link set "ddp$i" up
     ip netns exec "ddbench$i" ip link set lo up
     # Upload (namespace -> bridge) and download (bridge -> namespace) caps.
-    ip netns exec "ddbench$i" tc qdisc add dev "ddp$i" root tbf rate "${mbit}mbit" burst 256kb latency 100ms
-    tc qdisc add dev "ddv$i" root tbf rate "${mbit}mbit" burst 256kb latency 100ms
+    ip netns exec "ddbench$i" tc qdisc add dev "ddp$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
+    tc qdisc add dev "ddv$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
   done
   local san="subjectAltName="
   for i in $(seq 1 "$n"); do san+="IP:198.18.0.$i,"; done
@@ -117,6 +119,18 @@ s.shutdown(socket.SHUT_WR); s.recv(1); print('%.1f' % (64 * 8 * 1.048576 / (time
 wait
 echo "baseline: one TCP stream through the capped link: $tcp Mbit/s"
 echo "achievable bound at that rate: $(python3 -c "print('%.2f' % ($bound * $mbit / $tcp))") s"
+# Second baseline: the same bytes in the butterfly's pattern over plain TCP
+# (every member sends 2*bytes/N to each other member at once).
+per_peer=$(( 2 * mb * 1024 * 1024 / n ))
+start_at=$(python3 -c "import time; print(time.time() + 1.5)")
+for i in $(seq 0 $((n - 1))); do
+  ip netns exec "ddbench$((i + 1))" python3 tools/bench/tcp_all_to_all.py "$i" "$n" "$per_peer" "$start_at" \
+    > "$work/a2a.$i" &
+done
+wait
+a2a=$(cat "$work"/a2a.* | sort -n | tail -1)
+echo "baseline: the same exchange in plain TCP (all-to-all, no reduction): $a2a s," \
+  "$(python3 -c "print('%.3f' % ($bound / $a2a))") of the nominal bound"
 for codec in $codecs; do
   read -r secs bytes frac sums cpu < <(run_round "$codec" netns)
   ratio=$(python3 -c "print('%.3f' % ($bound/$secs))")
