@@ -130,7 +130,7 @@ for name in alice bob; do
     --model_dir="$out/model" --output_dir="$out/peer-$name" --batch_size=16 --resolution=64 \
     --lr=1e-4 --lr_scheduler=cosine --lr_warmup_steps=5 --max_local_samples_per_step=16 \
     --caption_dropout=0.1 --save_steps=50 --image_log_steps=50 --sample_steps=20 \
-    --sample_guidance=4 --seed=0 \
+    --sample_guidance=4 --train_text_encoder --seed=0 \
     --sample_prompts="a red circle on a blue background|a green square on a yellow background|a blue triangle on a white background|an orange circle on a black background" \
     --dataloader_num_workers=1 > "$out/peer-$name.log" 2>&1 &
   peers+=($!)
