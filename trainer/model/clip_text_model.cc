@@ -6,8 +6,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "common/io/file_util.h"
+#include "trainer/model/layers.h"
 #include "trainer/model/torch_compat.h"
 #include "trainer/model/torch_tensors.h"
 
@@ -82,8 +82,10 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
   std::string weights = dir + "/model.safetensors";
   auto loaded = LoadPartTensors(dir, "model");
   if (!loaded.ok()) return loaded.status();
+  // Names without the "text_model." prefix for the lookups below; the
+  // parameters keep the names the file used, so Save writes them back alike.
   std::map<std::string, at::Tensor> tensors;
-  std::map<std::string, std::string> file_names;  // key -> name in the file
+  std::map<std::string, std::string> file_names;
   for (auto& [name, t] : *loaded) {
     std::string key = absl::StartsWith(name, "text_model.") ? name.substr(11) : name;
     file_names[key] = name;
@@ -93,34 +95,17 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
   std::unique_ptr<ClipTextModel> m(new ClipTextModel());
   m->config_ = c;
   m->config_json_ = *config_text;
-  auto get = [&](const std::string& name, std::vector<int64_t> shape,
-                 at::Tensor* out) -> absl::Status {
-    auto it = tensors.find(name);
-    if (it == tensors.end()) {
-      return absl::InvalidArgumentError(absl::StrCat(weights, ": missing tensor \"", name, "\""));
-    }
-    if (it->second.sizes().vec() != shape) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          weights, ": tensor \"", name, "\" has shape [",
-          absl::StrJoin(it->second.sizes().vec(), ","), "] but the config needs [",
-          absl::StrJoin(shape, ","), "]"));
-    }
-    // A copy even when the file is float32, so training never writes into
-    // the loaded buffers.
-    *out = it->second.to(at::kFloat, /*non_blocking=*/false, /*copy=*/true);
-    m->parameters_.push_back({file_names[name], *out, it->second.scalar_type()});
-    return absl::OkStatus();
-  };
+  WeightTable t(std::move(tensors), weights);
   const int64_t h = c.hidden_size, f = c.intermediate_size;
-  absl::Status s = get("embeddings.token_embedding.weight", {c.vocab_size, h}, &m->token_embedding_);
-  if (s.ok()) s = get("embeddings.position_embedding.weight", {c.max_position_embeddings, h}, &m->position_embedding_);
-  if (s.ok()) s = get("final_layer_norm.weight", {h}, &m->final_w_);
-  if (s.ok()) s = get("final_layer_norm.bias", {h}, &m->final_b_);
-  if (s.ok() && c.with_projection) {
+  m->token_embedding_ = t.Get("embeddings.token_embedding.weight", {c.vocab_size, h});
+  m->position_embedding_ = t.Get("embeddings.position_embedding.weight", {c.max_position_embeddings, h});
+  m->final_w_ = t.Get("final_layer_norm.weight", {h});
+  m->final_b_ = t.Get("final_layer_norm.bias", {h});
+  if (c.with_projection) {
     // Stored beside text_model.* (not under it) in transformers' files.
-    s = get("text_projection.weight", {c.projection_dim, h}, &m->projection_);
+    m->projection_ = t.Get("text_projection.weight", {c.projection_dim, h});
   }
-  for (int64_t i = 0; s.ok() && i < c.num_hidden_layers; ++i) {
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     Layer l;
     std::string p = absl::StrCat("encoder.layers.", i, ".");
     struct Item {
@@ -137,23 +122,17 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
         {"mlp.fc1.weight", {f, h}, &l.fc1_w}, {"mlp.fc1.bias", {f}, &l.fc1_b},
         {"mlp.fc2.weight", {h, f}, &l.fc2_w}, {"mlp.fc2.bias", {h}, &l.fc2_b},
     };
-    for (auto& item : items) {
-      if (s.ok()) s = get(p + item.name, item.shape, item.out);
-    }
+    for (auto& item : items) *item.out = t.Get(p + item.name, item.shape);
     m->layers_.push_back(std::move(l));
   }
-  if (!s.ok()) return s;
+  if (!t.status().ok()) return t.status();
+  m->parameters_ = std::move(t.used_);
+  for (Parameter& p : m->parameters_) p.name = file_names[p.name];
   return m;
 }
 
 absl::Status ClipTextModel::Save(const std::string& dir) const {
-  std::map<std::string, at::Tensor> tensors;
-  try {
-    for (const Parameter& p : parameters_) tensors[p.name] = p.value.detach().to(p.file_dtype);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("saving the text encoder: ", e.what_without_backtrace()));
-  }
-  return SaveDiffusersPart(dir, config_json_, "model.safetensors", tensors);
+  return SaveDiffusersPart(dir, config_json_, "model.safetensors", parameters_);
 }
 
 absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& input_ids) const {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
 
@@ -66,11 +67,7 @@ class ClipTextModel {
   // "text_model." prefix, as loaded): the float32 tensors Forward uses, so
   // setting requires_grad on them trains the encoder (--train_text_encoder),
   // with the dtype each had in the file.
-  struct Parameter {
-    std::string name;
-    at::Tensor value;
-    at::ScalarType file_dtype;
-  };
+  using Parameter = ModelParameter;
   const std::vector<Parameter>& parameters() const { return parameters_; }
 
   // Writes `dir`/config.json (the loaded file, unchanged) and

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "trainer/model/torch_compat.h"
+#include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
 
@@ -36,11 +37,7 @@ class WeightTable {
 
   // A parameter as built: the float32 tensor the modules use, and the dtype
   // it had in the file (for saving it back the same way).
-  struct Parameter {
-    std::string name;
-    at::Tensor value;
-    at::ScalarType file_dtype;
-  };
+  using Parameter = ModelParameter;
 
   // The tensor `name` with `shape`, or an undefined tensor after recording
   // the first error.

@@ -13,8 +13,8 @@ namespace {
 namespace fs = std::filesystem;
 
 absl::Status RewriteTensors(const fs::path& from, const fs::path& to, at::ScalarType dtype) {
-  ASSIGN_OR_RETURN(auto tensors, LoadTensors(from.string()));
-  ASSIGN_OR_RETURN(auto metadata, LoadMetadata(from.string()));
+  std::map<std::string, std::string> metadata;
+  ASSIGN_OR_RETURN(auto tensors, LoadTensors(from.string(), &metadata));
   try {
     for (auto& [name, t] : tensors) {
       if (at::isFloatingType(t.scalar_type())) t = t.to(dtype);

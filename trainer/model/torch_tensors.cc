@@ -53,9 +53,11 @@ absl::StatusOr<DType> FromScalarType(at::ScalarType type) {
   }
 }
 
-absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path) {
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(
+    const std::string& path, std::map<std::string, std::string>* metadata) {
   auto file = SafetensorsFile::Open(path);
   if (!file.ok()) return file.status();
+  if (metadata != nullptr) *metadata = (*file)->metadata();
   std::map<std::string, at::Tensor> out;
   for (const auto& view : (*file)->tensors()) {
     auto t = ToTensor(view);
@@ -144,6 +146,18 @@ absl::Status SaveDiffusersPart(const std::string& dir, const std::string& config
   return SaveTensors(dir + "/" + weights_file, tensors, {{"format", "pt"}});
 }
 
+absl::Status SaveDiffusersPart(const std::string& dir, const std::string& config_json,
+                               const std::string& weights_file,
+                               const std::vector<ModelParameter>& parameters) {
+  std::map<std::string, at::Tensor> tensors;
+  try {
+    for (const ModelParameter& p : parameters) tensors[p.name] = p.value.detach().to(p.file_dtype);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("saving ", dir, ": ", e.what_without_backtrace()));
+  }
+  return SaveDiffusersPart(dir, config_json, weights_file, tensors);
+}
+
 absl::StatusOr<std::string> SerializeTensors(const std::map<std::string, at::Tensor>& tensors,
                                              const std::map<std::string, std::string>& metadata) {
   auto out = ToWrite(tensors);
@@ -162,12 +176,6 @@ absl::Status ParseTensors(const std::string& bytes, std::map<std::string, at::Te
   }
   *metadata = (*file)->metadata();
   return absl::OkStatus();
-}
-
-absl::StatusOr<std::map<std::string, std::string>> LoadMetadata(const std::string& path) {
-  auto file = SafetensorsFile::Open(path);
-  if (!file.ok()) return file.status();
-  return (*file)->metadata();
 }
 
 }  // namespace dd::model

@@ -7,6 +7,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "trainer/model/safetensors.h"
@@ -20,8 +21,10 @@ absl::StatusOr<at::Tensor> ToTensor(const TensorView& view);
 // The safetensors dtype of a libtorch scalar type.
 absl::StatusOr<DType> FromScalarType(at::ScalarType type);
 
-// Every tensor of a safetensors file, by name.
-absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(const std::string& path);
+// Every tensor of a safetensors file, by name; its __metadata__ into
+// `metadata` when given (one open of the file for both).
+absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(
+    const std::string& path, std::map<std::string, std::string>* metadata = nullptr);
 
 // The weights of one part of a diffusers folder: `dir`/`stem`.safetensors,
 // or, for sharded checkpoints, the files listed by
@@ -42,14 +45,25 @@ absl::Status SaveDiffusersPart(const std::string& dir, const std::string& config
                                const std::string& weights_file,
                                const std::map<std::string, at::Tensor>& tensors);
 
+// A model weight as the modules use it (float32, on any device) with the
+// dtype it had in its file, so it can be written back the same way. The
+// UNet, the VAE and the CLIP text model all expose theirs as these.
+struct ModelParameter {
+  std::string name;
+  at::Tensor value;
+  at::ScalarType file_dtype;
+};
+
+// SaveDiffusersPart with every parameter converted back to its file dtype.
+absl::Status SaveDiffusersPart(const std::string& dir, const std::string& config_json,
+                               const std::string& weights_file,
+                               const std::vector<ModelParameter>& parameters);
+
 // SaveTensors into memory, and its inverse (every tensor copied out).
 absl::StatusOr<std::string> SerializeTensors(const std::map<std::string, at::Tensor>& tensors,
                                              const std::map<std::string, std::string>& metadata);
 absl::Status ParseTensors(const std::string& bytes, std::map<std::string, at::Tensor>* tensors,
                           std::map<std::string, std::string>* metadata);
-
-// The __metadata__ of a safetensors file.
-absl::StatusOr<std::map<std::string, std::string>> LoadMetadata(const std::string& path);
 
 }  // namespace dd::model
 

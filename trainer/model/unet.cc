@@ -388,7 +388,7 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Build(const UNetConfig& config, void
   m.norm_out.Load(t, "conv_norm_out", ch[0], c.norm_num_groups, c.norm_eps);
   m.conv_out.Load(t, "conv_out", ch[0], c.out_channels, 3);
   if (!t.status().ok()) return t.status();
-  for (auto& p : t.used_) m.parameters.push_back({p.name, p.value, p.file_dtype});
+  m.parameters = t.used_;
   // The vectors of blocks are final now, so pointers into them stay valid.
   auto layers_of = [](const Block& b, std::vector<LayerRef>* out) {
     for (size_t l = 0; l < b.resnets.size(); ++l) {
@@ -409,13 +409,7 @@ absl::Status UNet::Save(const std::string& dir) const {
   if (config_json_.empty()) {
     return absl::FailedPreconditionError("only a UNet loaded from a folder can be saved");
   }
-  std::map<std::string, at::Tensor> tensors;
-  try {
-    for (const Parameter& p : impl_->parameters) tensors[p.name] = p.value.detach().to(p.file_dtype);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("saving the UNet: ", e.what_without_backtrace()));
-  }
-  return SaveDiffusersPart(dir, config_json_, "diffusion_pytorch_model.safetensors", tensors);
+  return SaveDiffusersPart(dir, config_json_, "diffusion_pytorch_model.safetensors", impl_->parameters);
 }
 
 absl::StatusOr<at::Tensor> UNet::Forward(const at::Tensor& sample, const at::Tensor& timesteps,

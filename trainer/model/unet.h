@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
 
@@ -74,11 +75,7 @@ class UNet {
 
   // Every parameter by diffusers name: the float32 tensors the forward pass
   // uses (for training), with the dtype each had in the file.
-  struct Parameter {
-    std::string name;
-    at::Tensor value;
-    at::ScalarType file_dtype;
-  };
+  using Parameter = ModelParameter;
   const std::vector<Parameter>& parameters() const;
 
   // Gradient checkpointing: while autograd records, each resnet+attention

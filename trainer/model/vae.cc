@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
@@ -191,7 +190,7 @@ absl::StatusOr<std::unique_ptr<AutoencoderKL>> AutoencoderKL::Build(const VaeCon
   m.dec_norm.Load(t, "decoder.conv_norm_out", ch[0], g, kVaeEps);
   m.dec_out.Load(t, "decoder.conv_out", ch[0], c.out_channels, 3);
   if (!t.status().ok()) return t.status();
-  for (auto& p : t.used_) m.parameters.push_back({p.name, p.value, p.file_dtype});
+  m.parameters = t.used_;
   return vae;
 }
 
@@ -218,13 +217,7 @@ absl::Status AutoencoderKL::Save(const std::string& dir) const {
   if (config_json_.empty()) {
     return absl::FailedPreconditionError("only a VAE loaded from a folder can be saved");
   }
-  std::map<std::string, at::Tensor> tensors;
-  try {
-    for (const Parameter& p : impl_->parameters) tensors[p.name] = p.value.detach().to(p.file_dtype);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("saving the VAE: ", e.what_without_backtrace()));
-  }
-  return SaveDiffusersPart(dir, config_json_, "diffusion_pytorch_model.safetensors", tensors);
+  return SaveDiffusersPart(dir, config_json_, "diffusion_pytorch_model.safetensors", impl_->parameters);
 }
 
 absl::StatusOr<LatentDistribution> AutoencoderKL::Encode(const at::Tensor& image) const {

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
 
@@ -61,11 +62,7 @@ class AutoencoderKL {
 
   // Every weight by diffusers name: the float32 tensors the passes use (for
   // training the VAE), with the dtype each had in the file.
-  struct Parameter {
-    std::string name;
-    at::Tensor value;
-    at::ScalarType file_dtype;
-  };
+  using Parameter = ModelParameter;
   const std::vector<Parameter>& parameters() const;
 
   // Writes `dir`/config.json (as loaded, with any SetScalingFactor applied)

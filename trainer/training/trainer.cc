@@ -234,8 +234,8 @@ struct Trainer::State {
 
   absl::Status RestoreFrom(const std::string& checkpoint) {
     const std::string path = checkpoint + "/" + kStateFile;
-    ASSIGN_OR_RETURN(auto tensors, model::LoadTensors(path));
-    ASSIGN_OR_RETURN(auto meta, model::LoadMetadata(path));
+    std::map<std::string, std::string> meta;
+    ASSIGN_OR_RETURN(auto tensors, model::LoadTensors(path, &meta));
     return Restore(path, tensors, meta);
   }
 
