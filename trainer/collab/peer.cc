@@ -313,7 +313,8 @@ absl::Status RunPeer(const PeerOptions& po) {
     if (po.debug_nan_at_step > 0 && trainer->step() + 1 == po.debug_nan_at_step && !gradient.empty()) {
       gradient[gradient.size() / 2] = NAN;  // fault injection for tests
     }
-    if (!averaging::AllFinite(gradient.data(), gradient.size())) {
+    const bool local_finite = averaging::AllFinite(gradient.data(), gradient.size());
+    if (!local_finite) {
       // Take part with nothing: zeros at weight 0 keep the round's spans
       // served and leave the others' mean untouched, and this peer applies
       // the same averaged update as everyone else.
@@ -342,7 +343,7 @@ absl::Status RunPeer(const PeerOptions& po) {
     const std::vector<std::string> contributed =
         weight > 0 ? trainer->AccumulatedKeys() : std::vector<std::string>();
     const auto apply_start = Clock::now();
-    auto step = trainer->ApplyUpdate(&gradient);
+    auto step = trainer->ApplyUpdate(&gradient, local_finite);
     if (!step.ok()) {
       result = step.status();
       break;

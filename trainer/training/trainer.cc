@@ -173,7 +173,6 @@ struct Trainer::State {
   LossScaler scaler;
   at::Device device{at::kCPU};
   bool loss_scaling = false;  // fp16, or forced
-  bool local_overflow = false;  // the last AccumulatedGradient was not finite
   std::vector<data::SampleRef> samples;
   std::unique_ptr<data::DataLoader> loader;
   data::DataPosition position;  // after the last batch trained
@@ -220,6 +219,16 @@ struct Trainer::State {
                             .unsqueeze(0).expand({b, 2});
     in->added_time_ids = at::cat({batch.original_sizes, batch.crop_top_left, target}, 1).to(device, at::kFloat);
     return absl::OkStatus();
+  }
+
+  double LossScale() const { return loss_scaling ? scaler.scale() : 1.0; }
+
+  // The mean per-sample gradient of `param` accumulated so far, unscaled,
+  // float32, on the parameter's device (zeros when it got none).
+  at::Tensor MeanGradient(const at::Tensor& param) const {
+    const at::Tensor& g = param.grad();
+    if (!g.defined()) return at::zeros_like(param, param.options().dtype(at::kFloat));
+    return g.to(at::kFloat) * (1.0 / (static_cast<double>(accumulated_samples) * LossScale()));
   }
 
   // Swaps the EMA weights into the model (and back on the second call).
@@ -426,7 +435,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
 
 int64_t Trainer::step() const { return s_->step; }
 int64_t Trainer::skipped_steps() const { return s_->skipped; }
-double Trainer::loss_scale() const { return s_->loss_scaling ? s_->scaler.scale() : 1.0; }
+double Trainer::loss_scale() const { return s_->LossScale(); }
 
 std::vector<std::pair<std::string, at::Tensor>> Trainer::Parameters() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
@@ -485,8 +494,7 @@ absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
     if (!loss.ok()) return loss.status();
     // Per-sample sums: divided by the sample count (and the loss scale) when
     // the step is applied.
-    const double scale = s.loss_scaling ? s.scaler.scale() : 1.0;
-    (*loss * (static_cast<double>(b) * scale)).backward();
+    (*loss * (static_cast<double>(b) * s.LossScale())).backward();
     const double value = loss->item<double>();
     s.loss_sum += value;
     ++s.accumulated_batches;
@@ -515,27 +523,16 @@ int64_t Trainer::num_elements() const {
 }
 
 absl::StatusOr<std::vector<float>> Trainer::AccumulatedGradient() const {
-  State& s = *s_;
+  const State& s = *s_;
   if (s.accumulated_samples == 0) return absl::FailedPreconditionError("no gradients accumulated");
   std::vector<float> flat(num_elements());
   size_t at = 0;
   at::NoGradGuard no_grad;
-  const double inv = 1.0 / (static_cast<double>(s.accumulated_samples) *
-                            (s.loss_scaling ? s.scaler.scale() : 1.0));
   for (const auto& p : s.params) {
-    const int64_t n = p.value.numel();
-    at::Tensor g = p.value.grad();
-    if (g.defined()) {
-      at::Tensor mean = (g.to(at::kFloat) * inv).contiguous().cpu();
-      std::memcpy(flat.data() + at, mean.data_ptr<float>(), n * sizeof(float));
-    } else {
-      std::fill(flat.begin() + at, flat.begin() + at + n, 0.0f);
-    }
-    at += n;
+    at::Tensor mean = s.MeanGradient(p.value).contiguous().cpu();
+    std::memcpy(flat.data() + at, mean.data_ptr<float>(), mean.numel() * sizeof(float));
+    at += mean.numel();
   }
-  // With loss scaling, an overflow shows as inf/NaN here: the caller
-  // contributes nothing (weight 0) and the scale is lowered in ApplyUpdate.
-  s.local_overflow = s.loss_scaling && !std::all_of(flat.begin(), flat.end(), [](float v) { return std::isfinite(v); });
   return flat;
 }
 
@@ -548,7 +545,8 @@ void Trainer::DropAccumulated() {
   s.occurrences.clear();
 }
 
-absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradient) {
+absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradient,
+                                               bool local_finite) {
   State& s = *s_;
   const TrainerOptions& o = s.o;
   StepReport r;
@@ -561,12 +559,7 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
       // The local mean gradient, straight from the accumulated per-sample
       // sums (no round trip through a flat copy).
       at::NoGradGuard no_grad;
-      const double inv = 1.0 / (static_cast<double>(s.accumulated_samples) *
-                                (s.loss_scaling ? s.scaler.scale() : 1.0));
-      for (auto& p : s.params) {
-        at::Tensor g = p.value.grad();
-        grads.push_back(g.defined() ? g.to(at::kFloat) * inv : at::zeros_like(p.value));
-      }
+      for (auto& p : s.params) grads.push_back(s.MeanGradient(p.value));
     } else {
       if (gradient->size() != static_cast<size_t>(num_elements())) {
         return absl::InvalidArgumentError(absl::StrCat("gradient has ", gradient->size(),
@@ -587,8 +580,7 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
     if (s.loss_scaling) {
       // The scale follows this peer's own gradients: an overflow halves it,
       // a run of clean steps doubles it.
-      s.scaler.Update(gradient == nullptr ? r.skipped : s.local_overflow);
-      s.local_overflow = false;
+      s.scaler.Update(gradient == nullptr ? r.skipped : !local_finite);
     }
     if (!r.skipped) {
       RETURN_IF_ERROR(s.optimizer->Step(grads, r.lr));

@@ -140,7 +140,12 @@ class Trainer {
   // One optimizer step with `gradient` (flattened, as AccumulatedGradient),
   // or the local accumulated gradient when null; clears the accumulation and
   // advances the step. InvalidArgument for a gradient of the wrong length.
-  absl::StatusOr<StepReport> ApplyUpdate(const std::vector<float>* gradient);
+  // `local_finite` says whether this peer's own AccumulatedGradient was
+  // finite (the caller checked it before averaging); with loss scaling an
+  // overflow there lowers the scale. Unused for the local gradient, which
+  // is checked here.
+  absl::StatusOr<StepReport> ApplyUpdate(const std::vector<float>* gradient,
+                                         bool local_finite = true);
   // Forgets the accumulated gradients (a round this peer missed).
   void DropAccumulated();
   // Total number of trained values.
