@@ -120,6 +120,31 @@ class CollabTrainingTest : public ::testing::Test {
     return std::move(*p);
   }
 
+  // Waits (up to 2 minutes) until peer `name` has logged `steps` global steps.
+  void WaitForSteps(const std::string& name, size_t steps) {
+    const std::string log = dir_ + "/" + name + ".log";
+    for (int i = 0; i < 2400 && StepHashes(Slurp(log)).size() < steps; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ASSERT_GE(StepHashes(Slurp(log)).size(), steps) << Slurp(log);
+  }
+
+  // Waits for peer `name` to exit and requires exit status 0.
+  void ExpectCleanExit(Subprocess& peer, const std::string& name, absl::Duration timeout) {
+    auto code = peer.Wait(timeout);
+    ASSERT_TRUE(code.ok() && *code == 0) << Slurp(dir_ + "/" + name + ".log");
+  }
+
+  // The coordinator's run state, asked with the run's token.
+  absl::StatusOr<collab::cv1::RunState> RunState() {
+    SecurityConfig security;
+    security.auth_token = kToken;
+    auto channel = MakeChannel(coordinator_address_, security);
+    if (!channel.ok()) return channel.status();
+    collab::CoordinatorClient client(*channel);
+    return client.GetRunState();
+  }
+
   std::string dir_;
   int dataset_port_ = 0;
   std::string coordinator_address_;
@@ -132,10 +157,8 @@ TEST_F(CollabTrainingTest, TwoPeersStepTogetherWithIdenticalParameters) {
       StartCoordinator(R"({"run_id": "it", "target_batch_size": 8, "max_steps": 4, "codec": "none"})"));
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
-  auto ca = a.Wait(absl::Minutes(4));
-  auto cb = b.Wait(absl::Minutes(4));
-  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
-  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
   auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
   ASSERT_EQ(ha.size(), 4u) << Slurp(dir_ + "/a.log");
   EXPECT_EQ(ha, hb);  // the same parameters after every global step
@@ -144,12 +167,7 @@ TEST_F(CollabTrainingTest, TwoPeersStepTogetherWithIdenticalParameters) {
   bool b_wrote = std::filesystem::exists(dir_ + "/b/checkpoint-4/unet/config.json");
   EXPECT_NE(a_wrote, b_wrote);
   // The ledger saw the trained samples and 4 rounds.
-  SecurityConfig security;
-  security.auth_token = kToken;
-  auto channel = MakeChannel(coordinator_address_, security);
-  ASSERT_TRUE(channel.ok());
-  collab::CoordinatorClient client(*channel);
-  auto state = client.GetRunState();
+  auto state = RunState();
   ASSERT_TRUE(state.ok()) << state.status();
   EXPECT_EQ(state->global_step(), 4u);
   EXPECT_GT(state->samples_done(), 0u);
@@ -161,10 +179,8 @@ TEST_F(CollabTrainingTest, APeerWithNanGradientsIsExcludedAndTheRunGoesOn) {
       StartCoordinator(R"({"run_id": "nan", "target_batch_size": 8, "max_steps": 3, "codec": "none"})"));
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--debug_nan_at_step=2"});
-  auto ca = a.Wait(absl::Minutes(4));
-  auto cb = b.Wait(absl::Minutes(4));
-  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
-  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
   std::string blog = Slurp(dir_ + "/b.log");
   EXPECT_NE(blog.find("global step 2: local gradients are not finite; contributing weight 0"),
             std::string::npos) << blog;
@@ -178,10 +194,7 @@ TEST_F(CollabTrainingTest, LateJoinerDownloadsTheStateAndAgreesWithTheOthers) {
       StartCoordinator(R"({"run_id": "late", "target_batch_size": 8, "max_steps": 8, "codec": "none"})"));
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
-  for (int i = 0; i < 1200 && StepHashes(Slurp(dir_ + "/a.log")).size() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_GE(StepHashes(Slurp(dir_ + "/a.log")).size(), 2u) << Slurp(dir_ + "/a.log");
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 2));
   Subprocess c = StartPeer("c", {"--max_local_samples_per_step=4"});
   for (Subprocess* p : {&a, &b, &c}) {
     auto code = p->Wait(absl::Minutes(5));
@@ -231,18 +244,13 @@ TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(config));
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
-  for (int i = 0; i < 1200 && StepHashes(Slurp(dir_ + "/a.log")).size() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_GE(StepHashes(Slurp(dir_ + "/a.log")).size(), 2u) << Slurp(dir_ + "/a.log");
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 2));
   coordinator_->Signal(SIGKILL);
   (void)coordinator_->Wait(absl::Seconds(10));
   std::this_thread::sleep_for(std::chrono::seconds(2));  // the peers see it gone
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(config, coordinator_port_));
-  auto ca = a.Wait(absl::Minutes(5));
-  auto cb = b.Wait(absl::Minutes(5));
-  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
-  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(5)));
   EXPECT_NE(Slurp(dir_ + "/coordinator.log").find("continuing at global step"), std::string::npos);
   std::stringstream log(Slurp(dir_ + "/a.log"));
   for (std::string l; std::getline(log, l);) {
@@ -270,19 +278,14 @@ TEST_F(CollabTrainingTest, DatasetServiceRestartedMidRunTheDownloadsResume) {
       R"({"run_id": "dataset-restart", "target_batch_size": 8, "max_steps": 10, "codec": "none"})"));
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
-  for (int i = 0; i < 1200 && StepHashes(Slurp(dir_ + "/a.log")).empty(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_FALSE(StepHashes(Slurp(dir_ + "/a.log")).empty()) << Slurp(dir_ + "/a.log");
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 1));
   const int port = dataset_port_;
   dataset_->Signal(SIGKILL);
   (void)dataset_->Wait(absl::Seconds(10));
   std::this_thread::sleep_for(std::chrono::seconds(6));
   ASSERT_NO_FATAL_FAILURE(StartDataset(port));
-  auto ca = a.Wait(absl::Minutes(5));
-  auto cb = b.Wait(absl::Minutes(5));
-  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
-  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(5)));
   const std::string la = Slurp(dir_ + "/a.log"), lb = Slurp(dir_ + "/b.log");
   auto ha = StepHashes(la), hb = StepHashes(lb);
   ASSERT_EQ(ha.size(), 10u) << la;
@@ -296,12 +299,7 @@ TEST_F(CollabTrainingTest, DatasetServiceRestartedMidRunTheDownloadsResume) {
     retries += std::stoi(m[1]);
   }
   EXPECT_GE(retries, 1) << la << lb;
-  SecurityConfig security;
-  security.auth_token = kToken;
-  auto channel = MakeChannel(coordinator_address_, security);
-  ASSERT_TRUE(channel.ok());
-  collab::CoordinatorClient client(*channel);
-  auto state = client.GetRunState();
+  auto state = RunState();
   ASSERT_TRUE(state.ok()) << state.status();
   EXPECT_EQ(state->global_step(), 10u);
   EXPECT_EQ(state->chunks_leased(), 0u);
@@ -323,10 +321,8 @@ TEST_F(CollabTrainingTest, TwoPeersEqualOneTrainerAtTheirCombinedBatch) {
                                  "--trained_keys_log=" + dir_ + "/a.keys"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--lr=1e-3",
                                  "--trained_keys_log=" + dir_ + "/b.keys"});
-  auto ca = a.Wait(absl::Minutes(4));
-  auto cb = b.Wait(absl::Minutes(4));
-  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
-  ASSERT_TRUE(cb.ok() && *cb == 0) << Slurp(dir_ + "/b.log");
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
   ASSERT_EQ(StepHashes(Slurp(dir_ + "/a.log")), StepHashes(Slurp(dir_ + "/b.log")));
   // Which samples each global step saw.
   std::map<int, std::set<std::string>> step_keys;
@@ -408,14 +404,10 @@ TEST_F(CollabTrainingTest, SurvivorFinishesWhenAPeerIsKilled) {
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=8"});
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=8"});
   // Let them train together, then kill b without warning.
-  for (int i = 0; i < 600 && StepHashes(Slurp(dir_ + "/b.log")).size() < 2; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_GE(StepHashes(Slurp(dir_ + "/b.log")).size(), 2u) << Slurp(dir_ + "/b.log");
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("b", 2));
   b.Signal(SIGKILL);
   (void)b.Wait(absl::Seconds(10));
-  auto ca = a.Wait(absl::Minutes(5));
-  ASSERT_TRUE(ca.ok() && *ca == 0) << Slurp(dir_ + "/a.log");
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
   auto ha = StepHashes(Slurp(dir_ + "/a.log"));
   EXPECT_EQ(ha.rbegin()->first, 6) << Slurp(dir_ + "/a.log");
   // What the survivor saw, for the test log.

@@ -19,7 +19,7 @@
 #   5. export_model: the last checkpoint as an fp16 diffusers folder.
 #
 #   tools/models/make_shapes_base.sh [OUT=out/shapes-base] [UNET_STEPS=2000]
-# Takes about 50 minutes on 2 cores (VAE ~10 min at 0.5 steps/s, UNet ~35 min
+# Takes about 50 minutes on 2 cores (VAE ~13 min at 0.5 steps/s, UNet ~33 min
 # at 1 step/s). The result is written to OUT/export;
 # copy it to deploy/local/shapes-tiny-base to ship it.
 set -euo pipefail
