@@ -7,13 +7,20 @@
 # hosts (198.18.0.0/24, the benchmarking range of RFC 2544) and removes them.
 #
 #   tools/bench/allreduce_bench.sh [MEGABYTES=256] [MBIT=200] [MEMBERS=4]
-# Environment: CODECS (default: all five), TBF_LATENCY (the links' queue,
-# default 100ms), MEMBER_ARGS (extra averaging_member flags).
+# Environment: CODECS (default: all five), ROUNDS (rounds per codec and
+# link, each with fresh member processes; the median is reported, with the
+# range; default 3), TBF_LATENCY (the links' queue, default 100ms),
+# MEMBER_ARGS (extra averaging_member flags), KEEP_LOGS (a path prefix to
+# keep the members' logs under), TCP_CONGESTION
+# (the test hosts' TCP congestion control, set on their route with `congctl`;
+# default: the kernel's default, which is BBR on the dev VM and cubic on a
+# stock Debian kernel).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mb="${1:-256}"; mbit="${2:-200}"; n="${3:-4}"
 length=$(( mb * 1024 * 1024 / 4 ))
 codecs="${CODECS:-none fp16 bf16 uniform8bit blockwise8bit}"
+rounds="${ROUNDS:-3}"
 work=$(mktemp -d /tmp/dd-allreduce.XXXX)
 bazel build //trainer/averaging:averaging_member 2>&1 | grep -v linux-sandbox | tail -1
 member="$(pwd)/bazel-bin/trainer/averaging/averaging_member"
@@ -56,6 +63,9 @@ run_round() {
     "${ids%,}" "$(IFS=,; echo "${addrs[*]}")" "${shares%,}" > "$work/spec.tmp"
   mv "$work/spec.tmp" "$work/spec.json"
   for p in "${pids[@]}"; do wait "$p"; done
+  if [ -n "${KEEP_LOGS:-}" ]; then
+    for i in $(seq 0 $((n - 1))); do cp "$work/log.$i" "$KEEP_LOGS.$mode.$codec.$i"; done
+  fi
   python3 - "$work" "$n" <<'PY'
 import json, sys
 work, n = sys.argv[1], int(sys.argv[2])
@@ -65,6 +75,18 @@ print("%.3f %d %.4f %d %.1f" % (max(r["seconds"] for r in rows), max(r["bytes_se
                           min(r["fraction_averaged"] for r in rows), len(sums),
                           sum(r["cpu_seconds"] for r in rows)))
 PY
+}
+
+# Runs `rounds` rounds; prints the median round's line with the fastest and
+# slowest seconds appended.
+run_rounds() {
+  local lines=()
+  for _ in $(seq 1 "$rounds"); do lines+=("$(run_round "$1" "$2")"); done
+  printf '%s\n' "${lines[@]}" | sort -n | python3 -c "
+import sys
+rows = [l.split() for l in sys.stdin if l.strip()]
+mid = rows[(len(rows) - 1) // 2]
+print(' '.join(mid + [rows[0][0], rows[-1][0]]))"
 }
 
 setup_netns() {
@@ -78,6 +100,9 @@ setup_netns() {
     ip netns exec "ddbench$i" ip addr add "198.18.0.$i/24" dev "ddp$i"
     ip netns exec "ddbench$i" ip link set "ddp$i" up
     ip netns exec "ddbench$i" ip link set lo up
+    if [ -n "${TCP_CONGESTION:-}" ]; then
+      ip netns exec "ddbench$i" ip route replace 198.18.0.0/24 dev "ddp$i" congctl "$TCP_CONGESTION"
+    fi
     # Upload (namespace -> bridge) and download (bridge -> namespace) caps.
     ip netns exec "ddbench$i" tc qdisc add dev "ddp$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
     tc qdisc add dev "ddv$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
@@ -93,13 +118,16 @@ setup_netns() {
 }
 
 bound=$(python3 -c "print(2*($n-1)/$n*$mb*1024*1024*8/($mbit*1e6))")
-echo "vector: $mb MB float32 ($length values), $n members; link: $mbit Mbit/s each way"
+echo "vector: $mb MB float32 ($length values), $n members; link: $mbit Mbit/s each way;" \
+  "TCP congestion control: ${TCP_CONGESTION:-$(cat /proc/sys/net/ipv4/tcp_congestion_control)}"
 echo "lower bound without compression: 2(N-1)/N * bytes / rate = ${bound} s"
-printf "%-8s %-14s %9s %14s %9s %10s %7s %9s\n" mode codec seconds bytes_sent averaged bound/time agree cpu_s_all
+echo "rounds per row: $rounds (seconds: the median round, then the fastest-slowest)"
+printf "%-8s %-14s %9s %14s %14s %9s %10s %7s %9s\n" mode codec seconds range bytes_sent averaged \
+  bound/time agree cpu_s_all
 for codec in $codecs; do
-  read -r secs bytes frac sums cpu < <(run_round "$codec" loopback)
-  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s %9s\n" loopback "$codec" "$secs" "$bytes" "$frac" - \
-    "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
+  read -r secs bytes frac sums cpu lo hi < <(run_rounds "$codec" loopback)
+  printf "%-8s %-14s %9.2f %14s %14d %9.4f %10s %7s %9s\n" loopback "$codec" "$secs" "$lo-$hi" \
+    "$bytes" "$frac" - "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
 done
 setup_netns
 # Baseline in the same run: one plain TCP stream from member 1 to member 2
@@ -122,18 +150,25 @@ echo "achievable bound at that rate: $(python3 -c "print('%.2f' % ($bound * $mbi
 # Second baseline: the same bytes in the butterfly's pattern over plain TCP
 # (every member sends 2*bytes/N to each other member at once).
 per_peer=$(( 2 * mb * 1024 * 1024 / n ))
-start_at=$(python3 -c "import time; print(time.time() + 1.5)")
-for i in $(seq 0 $((n - 1))); do
-  ip netns exec "ddbench$((i + 1))" python3 tools/bench/tcp_all_to_all.py "$i" "$n" "$per_peer" "$start_at" \
-    > "$work/a2a.$i" &
+a2a_times=()
+for _ in $(seq 1 "$rounds"); do
+  start_at=$(python3 -c "import time; print(time.time() + 1.5)")
+  for i in $(seq 0 $((n - 1))); do
+    ip netns exec "ddbench$((i + 1))" python3 tools/bench/tcp_all_to_all.py "$i" "$n" "$per_peer" "$start_at" \
+      > "$work/a2a.$i" &
+  done
+  wait
+  a2a_times+=("$(cat "$work"/a2a.* | sort -n | tail -1)")
 done
-wait
-a2a=$(cat "$work"/a2a.* | sort -n | tail -1)
-echo "baseline: the same exchange in plain TCP (all-to-all, no reduction): $a2a s," \
-  "$(python3 -c "print('%.3f' % ($bound / $a2a))") of the nominal bound"
+read -r a2a a2a_lo a2a_hi < <(printf '%s\n' "${a2a_times[@]}" | sort -n | python3 -c "
+import sys
+t = [l.strip() for l in sys.stdin if l.strip()]
+print(t[(len(t) - 1) // 2], t[0], t[-1])")
+echo "baseline: the same exchange in plain TCP (all-to-all, no reduction): median $a2a s" \
+  "($a2a_lo-$a2a_hi), $(python3 -c "print('%.3f' % ($bound / $a2a))") of the nominal bound"
 for codec in $codecs; do
-  read -r secs bytes frac sums cpu < <(run_round "$codec" netns)
+  read -r secs bytes frac sums cpu lo hi < <(run_rounds "$codec" netns)
   ratio=$(python3 -c "print('%.3f' % ($bound/$secs))")
-  printf "%-8s %-14s %9.2f %14d %9.4f %10s %7s %9s\n" "${mbit}M" "$codec" "$secs" "$bytes" "$frac" \
-    "$ratio" "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
+  printf "%-8s %-14s %9.2f %14s %14d %9.4f %10s %7s %9s\n" "${mbit}M" "$codec" "$secs" "$lo-$hi" \
+    "$bytes" "$frac" "$ratio" "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
 done

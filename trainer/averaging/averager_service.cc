@@ -4,10 +4,60 @@
 
 namespace dd::averaging {
 
+AveragerService::AveragerService(absl::Duration early_part_wait, size_t max_held_bytes)
+    : early_part_wait_(early_part_wait),
+      max_held_bytes_(max_held_bytes),
+      expirer_([this] { ExpireHeldParts(); }) {}
+
+AveragerService::~AveragerService() {
+  std::deque<HeldPart> held;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+    held.swap(held_);
+  }
+  expirer_.join();
+  for (const HeldPart& h : held) {
+    h.reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the member is shutting down"));
+  }
+}
+
+void AveragerService::ExpireHeldParts() {
+  absl::MutexLock lock(&mu_);
+  while (!stopping_) {
+    absl::Time now = absl::Now();
+    while (!held_.empty() && held_.front().expires <= now) {
+      const HeldPart h = held_.front();
+      held_.pop_front();
+      held_bytes_ -= h.request->data().size();
+      h.reactor->Finish(grpc::Status(
+          grpc::StatusCode::NOT_FOUND,
+          absl::StrCat("round ", h.request->round_id(), " is not known here (yet)")));
+    }
+    absl::Time next = held_.empty() ? now + absl::Seconds(1) : held_.front().expires;
+    // Every part waits the same time, so a part held meanwhile never
+    // expires before `next`: only the destructor needs to wake this early.
+    mu_.AwaitWithDeadline(absl::Condition(&stopping_), next);
+  }
+}
+
 void AveragerService::RegisterRound(uint64_t round_id, std::vector<std::string> peer_ids,
                                     uint32_t my_index, std::shared_ptr<SpanReducer> reducer) {
-  absl::MutexLock lock(&mu_);
-  rounds_[round_id] = Round{std::move(peer_ids), my_index, std::move(reducer)};
+  std::vector<HeldPart> ready;
+  {
+    absl::MutexLock lock(&mu_);
+    rounds_[round_id] = Round{std::move(peer_ids), my_index, std::move(reducer)};
+    for (auto it = held_.begin(); it != held_.end();) {
+      if (it->request->round_id() != round_id) {
+        ++it;
+        continue;
+      }
+      held_bytes_ -= it->request->data().size();
+      ready.push_back(*it);
+      it = held_.erase(it);
+    }
+  }
+  for (const HeldPart& h : ready) Serve(h.reactor, h.request, h.response);
 }
 
 void AveragerService::EndRound(uint64_t round_id) {
@@ -32,6 +82,31 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
                                                       const v1::ReducePartRequest* request,
                                                       v1::ReducePartResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  {
+    absl::MutexLock lock(&mu_);
+    if (rounds_.count(request->round_id()) == 0) {
+      if (finished_.count(request->round_id())) {
+        reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                                     absl::StrCat("round ", request->round_id(), " is over")));
+      } else if (early_part_wait_ > absl::ZeroDuration() && !stopping_ &&
+                 held_bytes_ + request->data().size() <= max_held_bytes_) {
+        held_.push_back({reactor, request, response, absl::Now() + early_part_wait_});
+        held_bytes_ += request->data().size();
+      } else {
+        reactor->Finish(grpc::Status(
+            grpc::StatusCode::NOT_FOUND,
+            absl::StrCat("round ", request->round_id(), " is not known here (yet)")));
+      }
+      return reactor;
+    }
+  }
+  Serve(reactor, request, response);
+  return reactor;
+}
+
+void AveragerService::Serve(grpc::ServerUnaryReactor* reactor,
+                            const v1::ReducePartRequest* request,
+                            v1::ReducePartResponse* response) {
   auto finish = [reactor](grpc::StatusCode code, const std::string& message) {
     reactor->Finish(grpc::Status(code, message));
   };
@@ -39,15 +114,10 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
   {
     absl::MutexLock lock(&mu_);
     auto it = rounds_.find(request->round_id());
-    if (it == rounds_.end()) {
-      if (finished_.count(request->round_id())) {
-        finish(grpc::StatusCode::FAILED_PRECONDITION,
-               absl::StrCat("round ", request->round_id(), " is over"));
-      } else {
-        finish(grpc::StatusCode::NOT_FOUND,
-               absl::StrCat("round ", request->round_id(), " is not known here (yet)"));
-      }
-      return reactor;
+    if (it == rounds_.end()) {  // ended in the meantime
+      finish(grpc::StatusCode::FAILED_PRECONDITION,
+             absl::StrCat("round ", request->round_id(), " is over"));
+      return;
     }
     const Round& round = it->second;
     if (request->sender_index() >= round.peer_ids.size() ||
@@ -57,14 +127,14 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
              absl::StrCat("sender ", request->sender_peer_id(), " (index ",
                           request->sender_index(), ") is not another member of round ",
                           request->round_id()));
-      return reactor;
+      return;
     }
     reducer = round.reducer;
     if (request->span() != round.my_index) {
       reducer->Exclude(request->sender_index());
       finish(grpc::StatusCode::INVALID_ARGUMENT,
              absl::StrCat("this member reduces span ", round.my_index, ", not ", request->span()));
-      return reactor;
+      return;
     }
   }
   const ReducerOptions& options = reducer->options();
@@ -76,21 +146,21 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
   if (static_cast<int>(options.codec) != request->codec()) {
     reject(absl::StrCat("codec ", request->codec(), " is not the round's codec ",
                         static_cast<int>(options.codec)));
-    return reactor;
+    return;
   }
   // Bound the allocation before decoding anything.
   if (request->count() == 0 || request->count() > options.part_elements ||
       request->offset() >= options.span_length) {
     reject(absl::StrCat("part (offset ", request->offset(), ", count ", request->count(),
                         ") does not fit the span of ", options.span_length, " values"));
-    return reactor;
+    return;
   }
   std::vector<float> values(request->count());
   absl::Status decoded =
       CodecFor(options.codec).Decode(request->data(), request->count(), values.data());
   if (!decoded.ok()) {
     reject(std::string(decoded.message()));
-    return reactor;
+    return;
   }
   reducer->Contribute(
       sender, request->offset(), values.data(), values.size(), request->weight(), absl::Now(),
@@ -110,7 +180,6 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
         response->set_total_weight((*outcome)->total_weight);
         reactor->Finish(grpc::Status::OK);
       });
-  return reactor;
 }
 
 }  // namespace dd::averaging

@@ -120,6 +120,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   ro.aggregation = options.aggregation;
   ro.clip_tau = options.clip_tau;
   ro.delta_results = options.delta_results;
+  ro.local_sender = me;
   auto reducer = std::make_shared<SpanReducer>(ro, start);
   local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer);
 
@@ -132,8 +133,13 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   uint32_t own_done = 0;
   uint32_t own_min_contributors = UINT32_MAX;
 
-  // 2. Own values into own reducer (exact, no codec on the way in).
-  for (uint32_t p = 0; p < reducer->num_parts(); ++p) {
+  // 2. Own values go into the own reducer (exact, no codec on the way in)
+  // just ahead of this member's sending, since every member sends its parts
+  // in the same order: contributing the whole span first held all its
+  // accumulators at once and delayed the first byte sent (by ~1 s for a
+  // 64 MB span on the dev VM).
+  uint32_t own_next = 0;  // guarded by mu
+  auto contribute_own = [&](uint32_t p) {
     uint64_t off = uint64_t{p} * options.part_elements;
     reducer->Contribute(me, off, values + my_start + off, reducer->PartLength(p), weight,
                         absl::Now(), [&, p](absl::StatusOr<std::shared_ptr<const PartOutcome>> r) {
@@ -142,7 +148,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                           ++own_done;
                           wake = true;
                         });
-  }
+  };
 
   // 3. Other members' spans.
   std::vector<RemoteSpan> remotes;
@@ -280,6 +286,24 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                under_cap()) {
           launch(ri, r.next_part++);
         }
+      }
+      // Own parts up to 2 windows ahead of the slowest remote this member
+      // is still sending to; all of them once nothing is left to send.
+      uint32_t own_target = reducer->num_parts();
+      for (const RemoteSpan& r : remotes) {
+        if (r.failed || r.next_part >= r.num_parts) continue;
+        own_target = std::min<uint32_t>(
+            own_target, static_cast<uint32_t>(static_cast<double>(r.next_part) / r.num_parts *
+                                              reducer->num_parts()) +
+                            2 * static_cast<uint32_t>(options.parts_in_flight));
+      }
+      if (own_next < own_target) {
+        uint32_t from = own_next, to = own_target;
+        own_next = own_target;
+        mu.Unlock();  // a contribution may complete a part and call back
+        for (uint32_t p = from; p < to; ++p) contribute_own(p);
+        mu.Lock();
+        continue;
       }
       if (all_done()) break;
       mu.AwaitWithTimeout(absl::Condition(+[](bool* b) { return *b; }, &wake),

@@ -216,7 +216,10 @@ int SpanReducer::ExcludeStalled(absl::Time now, absl::Duration sender_timeout) {
   {
     absl::MutexLock lock(&mu_);
     for (uint32_t s = 0; s < options_.num_members; ++s) {
-      if (excluded_[s] || given_count_[s] == num_parts_ || pending_[s] > 0) continue;
+      if (excluded_[s] || given_count_[s] == num_parts_ || pending_[s] > 0 ||
+          s == options_.local_sender) {
+        continue;
+      }
       if (now - last_seen_[s] > sender_timeout) {
         auto r = ExcludeLocked(s, now);
         ready.insert(ready.end(), std::make_move_iterator(r.begin()),

@@ -47,6 +47,9 @@ struct ReducerOptions {
   // hivemind's result form: each sender gets (mean - its decoded values),
   // encoded for it alone, instead of the one shared encoded mean.
   bool delta_results = false;
+  // The member that owns this reducer, if any. It contributes its own parts
+  // in step with its own sending, so it is never excluded as stalled.
+  int64_t local_sender = -1;
 };
 
 struct PartOutcome {
@@ -85,7 +88,8 @@ class SpanReducer {
 
   // Excludes every sender that has parts left to give, has none waiting to
   // be reduced, and gave nothing since `now - sender_timeout` (or since the
-  // start, or since its last waiting part was reduced). Returns how many.
+  // start, or since its last waiting part was reduced), except the local
+  // sender (ReducerOptions::local_sender). Returns how many.
   int ExcludeStalled(absl::Time now, absl::Duration sender_timeout);
 
   // Ends the round: every unreduced part is reduced with what it has.

@@ -102,6 +102,25 @@ TEST(SpanReducer, SendersWaitingOnASlowerMemberAreNotStalled) {
   EXPECT_EQ(r.ExcludeStalled(t0 + absl::Seconds(14), absl::Seconds(5)), 2);
 }
 
+TEST(SpanReducer, TheLocalSenderIsNeverExcludedAsStalled) {
+  // The owner contributes in step with its own sending, which may pause for
+  // longer than the sender timeout while its other reducers are slow.
+  absl::Time t0 = absl::FromUnixSeconds(1000);
+  ReducerOptions o = Options(4, 2, 2);  // 2 parts, 2 members
+  o.local_sender = 0;
+  SpanReducer r(o, t0);
+  std::vector<float> v = {1, 1};
+  r.Contribute(1, 0, v.data(), 2, 1, t0, [](Outcome) {});
+  r.Contribute(0, 0, v.data(), 2, 1, t0, [](Outcome) {});
+  // Both silent for 6 s with part 1 still owed: only member 1 is excluded.
+  EXPECT_EQ(r.ExcludeStalled(t0 + absl::Seconds(6), absl::Seconds(5)), 1);
+  std::vector<Outcome> got;
+  r.Contribute(0, 2, v.data(), 2, 1, t0 + absl::Seconds(7), [&](Outcome o) { got.push_back(o); });
+  ASSERT_EQ(got.size(), 1u);
+  ASSERT_TRUE(got[0].ok());
+  EXPECT_EQ((*got[0])->contributors, 1u);
+}
+
 TEST(SpanReducer, FinishReducesWhatIsThereAndZeroWeightIsNotAveraged) {
   SpanReducer r(Options(4, 2, 2));
   std::vector<float> v = {5, 5};

@@ -1,0 +1,137 @@
+// AveragerService on a real loopback gRPC server, driven by a raw client:
+// parts that arrive before their round is registered are held and served
+// when it registers, and refused (NOT_FOUND) when it never does or when
+// holding them would pass the memory bound.
+#include "trainer/averaging/averager_service.h"
+
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/server.h"
+#include "gtest/gtest.h"
+
+namespace dd::averaging {
+namespace {
+
+constexpr char kToken[] = "averager-service-test-token-0123";
+constexpr uint32_t kCount = 1000;
+
+SecurityConfig Security() {
+  SecurityConfig s;
+  s.auth_token = kToken;
+  return s;
+}
+
+struct Server {
+  explicit Server(absl::Duration early_part_wait, size_t max_held_bytes = size_t{64} << 20)
+      : service(early_part_wait, max_held_bytes) {
+    ServerOptions o;
+    o.listen_address = "127.0.0.1:0";
+    o.security = Security();
+    auto started = ServiceHost::Start(o, {&service});
+    EXPECT_TRUE(started.ok()) << started.status();
+    host = std::move(*started);
+    host->SetServing(true);
+  }
+  AveragerService service;
+  std::unique_ptr<ServiceHost> host;
+};
+
+// Member 1 of a two-member round sends its part of member 0's span.
+grpc::Status SendPart(const Server& server, uint64_t round_id, float value,
+                      v1::ReducePartResponse* response) {
+  auto stub = v1::Averager::NewStub(
+      *MakeChannel(absl::StrCat("127.0.0.1:", server.host->port()), Security()));
+  v1::ReducePartRequest req;
+  req.set_round_id(round_id);
+  req.set_sender_peer_id("peer-1");
+  req.set_sender_index(1);
+  req.set_span(0);
+  req.set_offset(0);
+  req.set_count(kCount);
+  req.set_codec(v1::NONE);
+  req.set_weight(1);
+  std::vector<float> values(kCount, value);
+  req.set_data(std::string(reinterpret_cast<const char*>(values.data()), kCount * sizeof(float)));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return stub->ReducePart(&ctx, req, response);
+}
+
+std::shared_ptr<SpanReducer> TwoMemberReducer() {
+  ReducerOptions o;
+  o.span_length = kCount;
+  o.part_elements = kCount;
+  o.num_members = 2;
+  o.local_sender = 0;
+  return std::make_shared<SpanReducer>(o);
+}
+
+TEST(AveragerService, APartSentBeforeTheRoundRegistersIsHeldAndServed) {
+  Server server(absl::Seconds(30));
+  v1::ReducePartResponse response;
+  grpc::Status status;
+  std::thread sender([&] { status = SendPart(server, 7, 3.0f, &response); });
+  absl::SleepFor(absl::Milliseconds(300));  // the part is held by now
+  auto reducer = TwoMemberReducer();
+  server.service.RegisterRound(7, {"peer-0", "peer-1"}, 0, reducer);
+  std::vector<float> own(kCount, 1.0f);
+  reducer->Contribute(0, 0, own.data(), kCount, 1.0, absl::Now(), [](auto) {});
+  sender.join();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_TRUE(response.averaged());
+  ASSERT_EQ(response.data().size(), kCount * sizeof(float));
+  std::vector<float> mean(kCount);
+  std::memcpy(mean.data(), response.data().data(), response.data().size());
+  for (float m : mean) ASSERT_EQ(m, 2.0f);
+  EXPECT_EQ(response.contributors(), 2u);
+}
+
+TEST(AveragerService, APartForARoundThatNeverRegistersIsRefusedAfterTheWait) {
+  Server server(absl::Milliseconds(200));
+  v1::ReducePartResponse response;
+  EXPECT_EQ(SendPart(server, 8, 1.0f, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  // Without a wait, at once.
+  Server no_wait(absl::ZeroDuration());
+  EXPECT_EQ(SendPart(no_wait, 8, 1.0f, &response).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST(AveragerService, HeldPartsAreBoundedInBytes) {
+  // Room for one part's data, not two: the second is refused at once (well
+  // before the 30 s wait and the client's 10 s deadline).
+  Server server(absl::Seconds(30), kCount * sizeof(float) + 100);
+  v1::ReducePartResponse first_response, second_response;
+  grpc::Status first;
+  std::thread held([&] { first = SendPart(server, 9, 1.0f, &first_response); });
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_EQ(SendPart(server, 10, 1.0f, &second_response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  // The held one is answered when its round registers and completes.
+  auto reducer = TwoMemberReducer();
+  server.service.RegisterRound(9, {"peer-0", "peer-1"}, 0, reducer);
+  std::vector<float> own(kCount, 1.0f);
+  reducer->Contribute(0, 0, own.data(), kCount, 1.0, absl::Now(), [](auto) {});
+  held.join();
+  EXPECT_TRUE(first.ok()) << first.error_message();
+}
+
+TEST(AveragerService, AHeldPartEndsWithItsRoundWhenItsOwnerNeverContributes) {
+  Server server(absl::Seconds(30));
+  v1::ReducePartResponse response;
+  grpc::Status status;
+  std::thread sender([&] { status = SendPart(server, 11, 1.0f, &response); });
+  absl::SleepFor(absl::Milliseconds(300));
+  auto reducer = TwoMemberReducer();
+  server.service.RegisterRound(11, {"peer-0", "peer-1"}, 0, reducer);
+  server.service.EndRound(11);  // the reducer finishes without member 0
+  sender.join();
+  // Served when the round registered, then reduced by Finish() with what it
+  // had: member 1's values alone.
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.contributors(), 1u);
+}
+
+}  // namespace
+}  // namespace dd::averaging
