@@ -55,6 +55,13 @@ absl::Status Run() {
   if (!codec.ok()) return codec.status();
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
+  // The values exist before the round is known, as a trainer's gradient
+  // does, and before the port file announces this member, so filling them
+  // neither counts as round time nor makes members start apart.
+  std::vector<float> values(FLAGS_length);
+  for (uint64_t k = 0; k < FLAGS_length; ++k) {
+    values[k] = std::sin(0.001f * k + FLAGS_index) * (1 + FLAGS_index) + 0.01f * FLAGS_index;
+  }
   AveragerService service;
   dd::ServerOptions options;
   options.listen_address = FLAGS_listen;
@@ -64,12 +71,6 @@ absl::Status Run() {
   if (!host.ok()) return host.status();
   (*host)->SetServing(true);
 
-  // The values exist before the round is known (as a trainer's gradient
-  // does), so filling them does not count as round time or skew the start.
-  std::vector<float> values(FLAGS_length);
-  for (uint64_t k = 0; k < FLAGS_length; ++k) {
-    values[k] = std::sin(0.001f * k + FLAGS_index) * (1 + FLAGS_index) + 0.01f * FLAGS_index;
-  }
   std::string text;
   while (true) {
     std::ifstream in(FLAGS_spec_file);

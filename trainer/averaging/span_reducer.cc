@@ -94,9 +94,13 @@ std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_
     return out;
   }
   codec.Encode(mean.data(), length, &out->encoded);
-  out->values.resize(length);
-  if (!codec.Decode(out->encoded, length, out->values.data()).ok()) {
-    return std::make_shared<PartOutcome>();  // cannot happen for finite input
+  if (options_.codec == CodecId::kNone) {
+    out->values = std::move(mean);  // decoding the copy would give it back
+  } else {
+    out->values.resize(length);
+    if (!codec.Decode(out->encoded, length, out->values.data()).ok()) {
+      return std::make_shared<PartOutcome>();  // cannot happen for finite input
+    }
   }
   out->averaged = true;
   return out;
@@ -117,8 +121,7 @@ std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bo
     // A sender's silence counts from when its last waiting part was done.
     if (p.given[s] && --pending_[s] == 0) last_seen_[s] = now;
   }
-  p.acc.clear();
-  p.acc.shrink_to_fit();
+  p.acc.reset();
   p.inputs.clear();
   std::vector<Done> waiting;
   waiting.swap(p.waiting);
@@ -167,8 +170,12 @@ void SpanReducer::Contribute(uint32_t sender, uint64_t offset, const float* valu
           p.inputs[sender].assign(values, values + count);
         }
         if (options_.aggregation != Aggregation::kCenteredClip) {
-          if (p.acc.empty()) p.acc.assign(count, 0.0);
-          for (size_t j = 0; j < count; ++j) p.acc[j] += weight * values[j];
+          if (p.acc == nullptr) {
+            p.acc.reset(new double[count]);  // not zeroed: written here
+            for (size_t j = 0; j < count; ++j) p.acc[j] = weight * values[j];
+          } else {
+            for (size_t j = 0; j < count; ++j) p.acc[j] += weight * values[j];
+          }
         }
         last_seen_[sender] = now;
         given_count_[sender]++;

@@ -100,7 +100,9 @@ class SpanReducer {
 
  private:
   struct Part {
-    std::vector<double> acc;                  // sum of w * x (kMean)
+    // Sum of w * x (kMean); allocated uninitialised by the first
+    // contribution, which writes it.
+    std::unique_ptr<double[]> acc;
     std::vector<std::vector<float>> inputs;   // by sender (kCenteredClip)
     std::vector<double> weights;              // by sender
     std::vector<bool> given;                  // by sender
