@@ -13,14 +13,15 @@
 # MEMBER_ARGS (extra averaging_member flags), KEEP_LOGS (a path prefix to
 # keep the members' logs under), TCP_CONGESTION
 # (the test hosts' TCP congestion control, set on their route with `congctl`;
-# default: the kernel's default, which is BBR on the dev VM and cubic on a
-# stock Debian kernel).
+# default cubic, the default of stock Debian and Ubuntu kernels; empty: this
+# kernel's default, which is BBR on the dev VM).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mb="${1:-256}"; mbit="${2:-200}"; n="${3:-4}"
 length=$(( mb * 1024 * 1024 / 4 ))
 codecs="${CODECS:-none fp16 bf16 uniform8bit blockwise8bit}"
 rounds="${ROUNDS:-3}"
+congestion="${TCP_CONGESTION-cubic}"
 work=$(mktemp -d /tmp/dd-allreduce.XXXX)
 bazel build //trainer/averaging:averaging_member 2>&1 | grep -v linux-sandbox | tail -1
 member="$(pwd)/bazel-bin/trainer/averaging/averaging_member"
@@ -100,8 +101,8 @@ setup_netns() {
     ip netns exec "ddbench$i" ip addr add "198.18.0.$i/24" dev "ddp$i"
     ip netns exec "ddbench$i" ip link set "ddp$i" up
     ip netns exec "ddbench$i" ip link set lo up
-    if [ -n "${TCP_CONGESTION:-}" ]; then
-      ip netns exec "ddbench$i" ip route replace 198.18.0.0/24 dev "ddp$i" congctl "$TCP_CONGESTION"
+    if [ -n "$congestion" ]; then
+      ip netns exec "ddbench$i" ip route replace 198.18.0.0/24 dev "ddp$i" congctl "$congestion"
     fi
     # Upload (namespace -> bridge) and download (bridge -> namespace) caps.
     ip netns exec "ddbench$i" tc qdisc add dev "ddp$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
@@ -119,7 +120,7 @@ setup_netns() {
 
 bound=$(python3 -c "print(2*($n-1)/$n*$mb*1024*1024*8/($mbit*1e6))")
 echo "vector: $mb MB float32 ($length values), $n members; link: $mbit Mbit/s each way;" \
-  "TCP congestion control: ${TCP_CONGESTION:-$(cat /proc/sys/net/ipv4/tcp_congestion_control)}"
+  "TCP congestion control: ${congestion:-$(cat /proc/sys/net/ipv4/tcp_congestion_control)}"
 echo "lower bound without compression: 2(N-1)/N * bytes / rate = ${bound} s"
 echo "rounds per row: $rounds (seconds: the median round, then the fastest-slowest)"
 printf "%-8s %-14s %9s %14s %14s %9s %10s %7s %9s\n" mode codec seconds range bytes_sent averaged \
