@@ -786,7 +786,11 @@ absl::Status Trainer::Run() {
     }
   }
   RETURN_IF_ERROR(s.events->Flush());
-  progress.Finish(absl::StrFormat("loss %.4f, %d steps skipped", ema_loss, s.skipped));
+  // The final line carries the run's rate too: a short run may print no
+  // other line (progress lines are rate-limited).
+  progress.Finish(absl::StrFormat("loss %.4f, %.1f img/s, %d steps skipped", ema_loss,
+                                  window_seconds > 0 ? window_samples / window_seconds : 0.0,
+                                  s.skipped));
   return absl::OkStatus();
 }
 
