@@ -3,6 +3,19 @@
 #include "absl/strings/str_cat.h"
 
 namespace dd::averaging {
+namespace {
+
+grpc::Status RoundNotKnown(uint64_t round_id) {
+  return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                      absl::StrCat("round ", round_id, " is not known here (yet)"));
+}
+
+grpc::Status RoundOver(uint64_t round_id) {
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      absl::StrCat("round ", round_id, " is over"));
+}
+
+}  // namespace
 
 AveragerService::AveragerService(absl::Duration early_part_wait, size_t max_held_bytes)
     : early_part_wait_(early_part_wait),
@@ -26,13 +39,17 @@ void AveragerService::ExpireHeldParts() {
   absl::MutexLock lock(&mu_);
   while (!stopping_) {
     absl::Time now = absl::Now();
+    std::vector<HeldPart> expired;
     while (!held_.empty() && held_.front().expires <= now) {
-      const HeldPart h = held_.front();
+      held_bytes_ -= held_.front().request->data().size();
+      expired.push_back(held_.front());
       held_.pop_front();
-      held_bytes_ -= h.request->data().size();
-      h.reactor->Finish(grpc::Status(
-          grpc::StatusCode::NOT_FOUND,
-          absl::StrCat("round ", h.request->round_id(), " is not known here (yet)")));
+    }
+    if (!expired.empty()) {
+      mu_.Unlock();  // answered outside the lock, like every call here
+      for (const HeldPart& h : expired) h.reactor->Finish(RoundNotKnown(h.request->round_id()));
+      mu_.Lock();
+      continue;
     }
     absl::Time next = held_.empty() ? now + absl::Seconds(1) : held_.front().expires;
     // Every part waits the same time, so a part held meanwhile never
@@ -82,66 +99,74 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
                                                       const v1::ReducePartRequest* request,
                                                       v1::ReducePartResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const uint64_t round_id = request->round_id();
+  bool known = true;
+  grpc::Status refusal;  // stays OK for a held part
   {
     absl::MutexLock lock(&mu_);
-    if (rounds_.count(request->round_id()) == 0) {
-      if (finished_.count(request->round_id())) {
-        reactor->Finish(grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
-                                     absl::StrCat("round ", request->round_id(), " is over")));
+    if (rounds_.count(round_id) == 0) {
+      known = false;
+      if (finished_.count(round_id)) {
+        refusal = RoundOver(round_id);
       } else if (early_part_wait_ > absl::ZeroDuration() && !stopping_ &&
                  held_bytes_ + request->data().size() <= max_held_bytes_) {
+        // Answered by RegisterRound, ExpireHeldParts or the destructor.
         held_.push_back({reactor, request, response, absl::Now() + early_part_wait_});
         held_bytes_ += request->data().size();
       } else {
-        reactor->Finish(grpc::Status(
-            grpc::StatusCode::NOT_FOUND,
-            absl::StrCat("round ", request->round_id(), " is not known here (yet)")));
+        refusal = RoundNotKnown(round_id);
       }
-      return reactor;
     }
   }
-  Serve(reactor, request, response);
+  if (known) {
+    Serve(reactor, request, response);
+  } else if (!refusal.ok()) {
+    reactor->Finish(refusal);
+  }
   return reactor;
 }
 
 void AveragerService::Serve(grpc::ServerUnaryReactor* reactor,
                             const v1::ReducePartRequest* request,
                             v1::ReducePartResponse* response) {
-  auto finish = [reactor](grpc::StatusCode code, const std::string& message) {
-    reactor->Finish(grpc::Status(code, message));
-  };
+  // Decided under the lock, answered outside it (as everywhere here: no
+  // gRPC call or reducer callback runs under this service's lock).
   std::shared_ptr<SpanReducer> reducer;
+  grpc::Status refusal;
   {
     absl::MutexLock lock(&mu_);
     auto it = rounds_.find(request->round_id());
     if (it == rounds_.end()) {  // ended in the meantime
-      finish(grpc::StatusCode::FAILED_PRECONDITION,
-             absl::StrCat("round ", request->round_id(), " is over"));
-      return;
+      refusal = RoundOver(request->round_id());
+    } else if (const Round& round = it->second;
+               request->sender_index() >= round.peer_ids.size() ||
+               round.peer_ids[request->sender_index()] != request->sender_peer_id() ||
+               request->sender_index() == round.my_index) {
+      refusal = grpc::Status(
+          grpc::StatusCode::PERMISSION_DENIED,
+          absl::StrCat("sender ", request->sender_peer_id(), " (index ", request->sender_index(),
+                       ") is not another member of round ", request->round_id()));
+    } else {
+      reducer = round.reducer;
+      if (request->span() != round.my_index) {
+        refusal = grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                               absl::StrCat("this member reduces span ", round.my_index, ", not ",
+                                            request->span()));
+      }
     }
-    const Round& round = it->second;
-    if (request->sender_index() >= round.peer_ids.size() ||
-        round.peer_ids[request->sender_index()] != request->sender_peer_id() ||
-        request->sender_index() == round.my_index) {
-      finish(grpc::StatusCode::PERMISSION_DENIED,
-             absl::StrCat("sender ", request->sender_peer_id(), " (index ",
-                          request->sender_index(), ") is not another member of round ",
-                          request->round_id()));
-      return;
-    }
-    reducer = round.reducer;
-    if (request->span() != round.my_index) {
-      reducer->Exclude(request->sender_index());
-      finish(grpc::StatusCode::INVALID_ARGUMENT,
-             absl::StrCat("this member reduces span ", round.my_index, ", not ", request->span()));
-      return;
-    }
+  }
+  if (!refusal.ok()) {
+    // A member naming the wrong span is excluded like any sender of bad data.
+    if (reducer != nullptr) reducer->Exclude(request->sender_index());
+    reactor->Finish(refusal);
+    return;
   }
   const ReducerOptions& options = reducer->options();
   uint32_t sender = request->sender_index();
   auto reject = [&](const std::string& why) {
     reducer->Exclude(sender);
-    finish(grpc::StatusCode::INVALID_ARGUMENT, why + "; sender excluded from the round");
+    reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                                 why + "; sender excluded from the round"));
   };
   if (static_cast<int>(options.codec) != request->codec()) {
     reject(absl::StrCat("codec ", request->codec(), " is not the round's codec ",

@@ -60,13 +60,23 @@ grpc::Status SendPart(const Server& server, uint64_t round_id, float value,
   return stub->ReducePart(&ctx, req, response);
 }
 
-std::shared_ptr<SpanReducer> TwoMemberReducer() {
+// Registers `round_id` on `server` as member 0 of peer-0 and peer-1, with a
+// one-part span of kCount values; returns its reducer.
+std::shared_ptr<SpanReducer> RegisterTwoMemberRound(Server& server, uint64_t round_id) {
   ReducerOptions o;
   o.span_length = kCount;
   o.part_elements = kCount;
   o.num_members = 2;
   o.local_sender = 0;
-  return std::make_shared<SpanReducer>(o);
+  auto reducer = std::make_shared<SpanReducer>(o);
+  server.service.RegisterRound(round_id, {"peer-0", "peer-1"}, 0, reducer);
+  return reducer;
+}
+
+// Member 0's own part: kCount ones at weight 1.
+void ContributeOwnOnes(SpanReducer& reducer) {
+  std::vector<float> own(kCount, 1.0f);
+  reducer.Contribute(0, 0, own.data(), kCount, 1.0, absl::Now(), [](auto) {});
 }
 
 TEST(AveragerService, APartSentBeforeTheRoundRegistersIsHeldAndServed) {
@@ -75,10 +85,7 @@ TEST(AveragerService, APartSentBeforeTheRoundRegistersIsHeldAndServed) {
   grpc::Status status;
   std::thread sender([&] { status = SendPart(server, 7, 3.0f, &response); });
   absl::SleepFor(absl::Milliseconds(300));  // the part is held by now
-  auto reducer = TwoMemberReducer();
-  server.service.RegisterRound(7, {"peer-0", "peer-1"}, 0, reducer);
-  std::vector<float> own(kCount, 1.0f);
-  reducer->Contribute(0, 0, own.data(), kCount, 1.0, absl::Now(), [](auto) {});
+  ContributeOwnOnes(*RegisterTwoMemberRound(server, 7));
   sender.join();
   ASSERT_TRUE(status.ok()) << status.error_message();
   ASSERT_TRUE(response.averaged());
@@ -109,10 +116,7 @@ TEST(AveragerService, HeldPartsAreBoundedInBytes) {
   EXPECT_EQ(SendPart(server, 10, 1.0f, &second_response).error_code(),
             grpc::StatusCode::NOT_FOUND);
   // The held one is answered when its round registers and completes.
-  auto reducer = TwoMemberReducer();
-  server.service.RegisterRound(9, {"peer-0", "peer-1"}, 0, reducer);
-  std::vector<float> own(kCount, 1.0f);
-  reducer->Contribute(0, 0, own.data(), kCount, 1.0, absl::Now(), [](auto) {});
+  ContributeOwnOnes(*RegisterTwoMemberRound(server, 9));
   held.join();
   EXPECT_TRUE(first.ok()) << first.error_message();
 }
@@ -123,8 +127,7 @@ TEST(AveragerService, AHeldPartEndsWithItsRoundWhenItsOwnerNeverContributes) {
   grpc::Status status;
   std::thread sender([&] { status = SendPart(server, 11, 1.0f, &response); });
   absl::SleepFor(absl::Milliseconds(300));
-  auto reducer = TwoMemberReducer();
-  server.service.RegisterRound(11, {"peer-0", "peer-1"}, 0, reducer);
+  RegisterTwoMemberRound(server, 11);
   server.service.EndRound(11);  // the reducer finishes without member 0
   sender.join();
   // Served when the round registered, then reduced by Finish() with what it
