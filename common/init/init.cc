@@ -21,8 +21,9 @@ void InitProcess(const char* usage, int* argc, char*** argv) {
   // the time. By default glibc maps each such buffer afresh (or trims the
   // heap it came from), so every one is zeroed and page-faulted in again;
   // on the dev VM that was the largest single cost of an averaging round.
-  // Keeping them in the heap (up to 256 MiB freed before trimming) made a
-  // loopback round ~8% faster (docs/benchmarks.md).
+  // Keeping them in the heap (up to 256 MiB freed before trimming) made the
+  // uncompressed loopback averaging round 6-14 % faster; the 8-bit one
+  // moved within noise (docs/benchmarks.md, butterfly section).
   mallopt(M_MMAP_THRESHOLD, 64 << 20);
   mallopt(M_TRIM_THRESHOLD, 256 << 20);
 }

@@ -9,7 +9,9 @@
 #   tools/bench/allreduce_bench.sh [MEGABYTES=256] [MBIT=200] [MEMBERS=4]
 # Environment: CODECS (default: all five), ROUNDS (rounds per codec and
 # link, each with fresh member processes; the median is reported, with the
-# range; default 3), TBF_LATENCY (the links' queue, default 100ms),
+# range; default 3), LOOPBACK_ONLY=1 (only the loopback rows; no root
+# needed), MEMBER (another averaging_member binary, to compare two builds in
+# one run), TBF_LATENCY (the links' queue, default 100ms),
 # MEMBER_ARGS (extra averaging_member flags), KEEP_LOGS (a path prefix to
 # keep the members' logs under), TCP_CONGESTION
 # (the test hosts' TCP congestion control, set on their route with `congctl`;
@@ -24,7 +26,7 @@ rounds="${ROUNDS:-3}"
 congestion="${TCP_CONGESTION-cubic}"
 work=$(mktemp -d /tmp/dd-allreduce.XXXX)
 bazel build //trainer/averaging:averaging_member 2>&1 | grep -v linux-sandbox | tail -1
-member="$(pwd)/bazel-bin/trainer/averaging/averaging_member"
+member="${MEMBER:-$(pwd)/bazel-bin/trainer/averaging/averaging_member}"
 openssl rand -hex 24 > "$work/token"
 
 cleanup() {
@@ -78,16 +80,18 @@ print("%.3f %d %.4f %d %.1f" % (max(r["seconds"] for r in rows), max(r["bytes_se
 PY
 }
 
-# Runs `rounds` rounds; prints the median round's line with the fastest and
-# slowest seconds appended.
-run_rounds() {
-  local lines=()
-  for _ in $(seq 1 "$rounds"); do lines+=("$(run_round "$1" "$2")"); done
-  printf '%s\n' "${lines[@]}" | sort -n | python3 -c "
+# Reads lines whose first field is seconds; prints the median line with the
+# fastest and slowest seconds appended.
+median_line() {
+  sort -n | python3 -c "
 import sys
 rows = [l.split() for l in sys.stdin if l.strip()]
-mid = rows[(len(rows) - 1) // 2]
-print(' '.join(mid + [rows[0][0], rows[-1][0]]))"
+print(' '.join(rows[(len(rows) - 1) // 2] + [rows[0][0], rows[-1][0]]))"
+}
+
+# Runs `rounds` rounds of codec $1 in mode $2; prints median_line of them.
+run_rounds() {
+  for _ in $(seq 1 "$rounds"); do run_round "$1" "$2"; done | median_line
 }
 
 setup_netns() {
@@ -130,6 +134,7 @@ for codec in $codecs; do
   printf "%-8s %-14s %9.2f %14s %14d %9.4f %10s %7s %9s\n" loopback "$codec" "$secs" "$lo-$hi" \
     "$bytes" "$frac" - "$([ "$sums" = 1 ] && echo yes || echo NO)" "$cpu"
 done
+[ "${LOOPBACK_ONLY:-0}" = 1 ] && exit 0
 setup_netns
 # Baseline in the same run: one plain TCP stream from member 1 to member 2
 # through the same capped links.
@@ -161,10 +166,7 @@ for _ in $(seq 1 "$rounds"); do
   wait
   a2a_times+=("$(cat "$work"/a2a.* | sort -n | tail -1)")
 done
-read -r a2a a2a_lo a2a_hi < <(printf '%s\n' "${a2a_times[@]}" | sort -n | python3 -c "
-import sys
-t = [l.strip() for l in sys.stdin if l.strip()]
-print(t[(len(t) - 1) // 2], t[0], t[-1])")
+read -r a2a a2a_lo a2a_hi < <(printf '%s\n' "${a2a_times[@]}" | median_line)
 echo "baseline: the same exchange in plain TCP (all-to-all, no reduction): median $a2a s" \
   "($a2a_lo-$a2a_hi), $(python3 -c "print('%.3f' % ($bound / $a2a))") of the nominal bound"
 for codec in $codecs; do
