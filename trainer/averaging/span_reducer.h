@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,7 @@ struct ReducerOptions {
   bool delta_results = false;
   // The member that owns this reducer, if any. It contributes its own parts
   // in step with its own sending, so it is never excluded as stalled.
-  int64_t local_sender = -1;
+  std::optional<uint32_t> local_sender;
 };
 
 struct PartOutcome {
