@@ -79,8 +79,8 @@ DEFINE_bool(client_only, false, "Peer mode: not reachable; averages without redu
 DEFINE_string(peer_name, "", "Peer mode: name shown by ddctl peers.");
 DEFINE_int64(max_local_samples_per_step, 0,
              "Peer mode: stop accumulating at this many samples and wait for the round (0: no cap).");
-DEFINE_int64(debug_nan_at_step, 0, "Peer mode, for fault tests: poison this peer's gradient at "
-                                   "this global step.");
+DEFINE_int64(nan_contribution_at_step_for_test, 0,
+             "Peer mode, fault tests only: poison this peer's contribution to this global step.");
 DEFINE_string(trained_keys_log, "", "Peer mode: append \"STEP KEY\" for every sample this peer "
               "contributed to each global step (audits, equivalence tests).");
 DEFINE_string(averaging_codec, "", "Peer mode: none, fp16, bf16, uniform8bit, blockwise8bit "
@@ -162,7 +162,7 @@ absl::Status Run(int, char**) {
     po.name = FLAGS_peer_name;
     po.max_local_samples_per_step = FLAGS_max_local_samples_per_step;
     po.codec = FLAGS_averaging_codec;
-    po.debug_nan_at_step = FLAGS_debug_nan_at_step;
+    po.nan_contribution_at_step_for_test = FLAGS_nan_contribution_at_step_for_test;
     ASSIGN_OR_RETURN(po.security, dd::SecurityConfigFromFlags());
     RETURN_IF_ERROR(dd::collab::RunPeer(po));
     std::cout << "collaborative training finished; outputs in " << o.output_dir << "\n";

@@ -273,12 +273,16 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   for (const auto& p : liveness_->Snapshot()) {
     if (p.reachability == Reachability::kReachable) reachable[p.peer_id] = p.address;
   }
-  return rounds_->Report(
+  auto response = rounds_->Report(
       peer.peer_id, request.global_step(), request.samples_accumulated(),
       request.samples_per_second(), request.bandwidth_mbps(), [&](const std::string& id) {
         auto it = reachable.find(id);
         return MemberInfo{it == reachable.end() ? "" : it->second};
       });
+  if (!response.ok()) return response;
+  auto round = rounds_->RoundFor(peer.peer_id, request.after_round_id());
+  if (round.has_value()) *response->mutable_round() = std::move(*round);
+  return response;
 }
 
 absl::StatusOr<v1::GetRoundResponse> CoordinatorCore::GetRound(const v1::GetRoundRequest& request) {

@@ -178,7 +178,7 @@ TEST_F(CollabTrainingTest, APeerWithNanGradientsIsExcludedAndTheRunGoesOn) {
   ASSERT_NO_FATAL_FAILURE(
       StartCoordinator(R"({"run_id": "nan", "target_batch_size": 8, "max_steps": 3, "codec": "none"})"));
   Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
-  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--debug_nan_at_step=2"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--nan_contribution_at_step_for_test=2"});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
   std::string blog = Slurp(dir_ + "/b.log");

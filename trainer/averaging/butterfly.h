@@ -81,11 +81,15 @@ class ButterflyAllReduce {
   ButterflyAllReduce(AveragerService* local, SecurityConfig security);
 
   // Averages `values[0..n)` (n == span_starts.back()) in place with weight
-  // `weight` (samples). InvalidArgument for a malformed spec, options with
+  // `weight` (samples). When `contributed` is set it receives (resized to n)
+  // the values the reducers got from this member: its own span exactly,
+  // the other spans as decoded from the bytes sent (what the codec kept;
+  // error feedback uses the difference). InvalidArgument for a malformed spec, options with
   // reducer_timeout <= sender_timeout, or non-finite values or weight
   // (refused before anything is sent).
   absl::StatusOr<AllReduceResult> Run(const RoundSpec& spec, const AllReduceOptions& options,
-                                      float* values, size_t n, double weight);
+                                      float* values, size_t n, double weight,
+                                      std::vector<float>* contributed = nullptr);
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);

@@ -101,9 +101,11 @@ absl::Status CoordinatorClient::Release(const std::vector<uint64_t>& ids) {
 
 absl::StatusOr<cv1::ReportProgressResponse> CoordinatorClient::Report(uint64_t global_step,
                                                                       uint64_t samples,
-                                                                      double samples_per_second) {
+                                                                      double samples_per_second,
+                                                                      uint64_t after_round_id) {
   cv1::ReportProgressRequest request;
   *request.mutable_peer() = Ref();
+  request.set_after_round_id(after_round_id);
   request.set_global_step(global_step);
   request.set_samples_accumulated(samples);
   request.set_samples_per_second(samples_per_second);

@@ -4,33 +4,29 @@
 
 #include <atomic>
 #include <chrono>
-#include <cmath>
-#include <fstream>
 #include <thread>
 
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "common/progress/progress_line.h"
+#include "common/crypto/sha256.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
 #include "common/status/status_macros.h"
 #include "services/dataset/dataset_client.h"
 #include "trainer/averaging/butterfly.h"
 #include "trainer/collab/chunk_stream.h"
-#include "common/crypto/sha256.h"
 #include "trainer/collab/coordinator_client.h"
+#include "trainer/collab/peer_session.h"
 #include "trainer/collab/state_service.h"
+#include "trainer/collab/sync_config.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/data/sample_source.h"
 
 namespace dd::collab {
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 // Sends heartbeats until stopped.
 class Heartbeats {
@@ -57,46 +53,209 @@ class Heartbeats {
   std::thread thread_;
 };
 
-}  // namespace
 
-// Downloads the training state from a live reachable peer (other than
-// `self`) and loads it. NotFound when no peer could serve it.
-absl::Status Resync(CoordinatorClient& coordinator, training::Trainer& trainer,
-                    const SecurityConfig& security, const std::string& why) {
-  ASSIGN_OR_RETURN(auto peers, coordinator.ListPeers());
-  for (const auto& peer : peers) {
-    if (peer.peer_id() == coordinator.peer_id() || peer.address().empty() ||
-        peer.reachability() != cv1::REACHABLE) {
-      continue;
-    }
-    auto channel = MakeChannel(peer.address(), security);
-    if (!channel.ok()) continue;
-    auto state = FetchState(*channel, absl::Minutes(2));
-    if (!state.ok()) {
-      LOG(WARNING) << "state download from " << peer.display_name() << " (" << peer.address()
-                   << "): " << state.status();
-      continue;
-    }
-    if (state->global_step <= static_cast<uint64_t>(trainer.step())) {
-      // The donor is not ahead either: the update this peer "missed" was
-      // never applied by anyone (e.g. the coordinator died after opening the
-      // round). Every peer still has the same weights.
-      return absl::FailedPreconditionError(absl::StrCat(
-          peer.display_name(), " is at global step ", state->global_step, " too: no peer applied the missed update"));
-    }
-    absl::Status loaded = trainer.ImportState(state->bytes);
-    if (!loaded.ok()) {
-      LOG(WARNING) << "state from " << peer.address() << " does not fit this model: " << loaded;
-      continue;
-    }
-    LOG(INFO) << "resynchronised (" << why << "): downloaded the state of global step "
-              << state->global_step << " (" << state->bytes.size() << " bytes) from "
-              << peer.display_name() << " at " << peer.address() << ", params "
-              << trainer.ParameterHash().substr(0, 16);
-    return absl::OkStatus();
+// The coordinator over gRPC, with heartbeats carrying the training rate.
+class GrpcCoordinatorLink final : public CoordinatorLink {
+ public:
+  GrpcCoordinatorLink(CoordinatorClient* client, absl::Duration heartbeat_interval)
+      : client_(client), heartbeats_(client, heartbeat_interval) {}
+  std::string peer_id() const override { return client_->peer_id(); }
+  absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t step, uint64_t samples, double rate,
+                                                     uint64_t after_round_id) override {
+    return client_->Report(step, samples, rate, after_round_id);
   }
-  return absl::NotFoundError("no live peer could serve its training state");
-}
+  absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id) override {
+    return client_->GetRound(after_round_id);
+  }
+  absl::StatusOr<uint64_t> GlobalStep() override {
+    ASSIGN_OR_RETURN(cv1::RunState state, client_->GetRunState());
+    return state.global_step();
+  }
+  void SetSamplesPerSecond(double rate) override { heartbeats_.SetRate(rate); }
+
+ private:
+  CoordinatorClient* const client_;
+  Heartbeats heartbeats_;
+};
+
+// Batches from the chunks this peer leases, one loader per chunk; a chunk
+// is completed with the samples trained of it when its loader ends, and
+// the one being trained when the peer stops with what was trained so far.
+class ChunkBatches final : public BatchSource {
+ public:
+  ChunkBatches(ChunkStream* stream, data::LoaderOptions options, uint64_t seed)
+      : stream_(stream), options_(std::move(options)), seed_(seed) {}
+  ~ChunkBatches() override { Close(); }
+
+  absl::StatusOr<data::Batch> Next() override {
+    while (true) {
+      if (!loader_) {
+        ASSIGN_OR_RETURN(chunk_, stream_->Next(absl::Minutes(5)));
+        chunk_samples_ = 0;
+        auto listing = data::ListSamples(chunk_.path);
+        if (!listing.ok()) {
+          LOG(WARNING) << "chunk " << chunk_.chunk_id << " cannot be read (" << listing.status()
+                       << "); reported with 0 samples and skipped";
+          (void)stream_->Complete(chunk_, 0);
+          continue;
+        }
+        data::LoaderOptions lo = options_;
+        lo.max_epochs = 1;
+        lo.seed = seed_ ^ (chunk_.chunk_id * 0x9E3779B97F4A7C15ull);
+        ASSIGN_OR_RETURN(loader_, data::DataLoader::Start(listing->samples, lo));
+      }
+      auto batch = loader_->Next();
+      if (batch.ok() && batch->has_value()) {
+        chunk_samples_ += (*batch)->pixels.size(0);
+        return std::move(**batch);
+      }
+      if (!batch.ok()) LOG(WARNING) << "chunk " << chunk_.chunk_id << ": " << batch.status();
+      absl::Status done = stream_->Complete(chunk_, static_cast<uint32_t>(chunk_samples_));
+      if (!done.ok()) LOG(WARNING) << "completing chunk " << chunk_.chunk_id << ": " << done;
+      loader_.reset();
+    }
+  }
+
+  void Close() {
+    if (loader_ && chunk_samples_ > 0) {
+      absl::Status done = stream_->Complete(chunk_, static_cast<uint32_t>(chunk_samples_));
+      if (!done.ok()) LOG(WARNING) << "completing chunk " << chunk_.chunk_id << ": " << done;
+    }
+    loader_.reset();
+  }
+
+ private:
+  ChunkStream* const stream_;
+  const data::LoaderOptions options_;
+  const uint64_t seed_;
+  std::unique_ptr<data::DataLoader> loader_;
+  LocalChunk chunk_;
+  int64_t chunk_samples_ = 0;
+};
+
+// The butterfly all-reduce over the round's members.
+class ButterflyRoundAverager final : public RoundAverager {
+ public:
+  ButterflyRoundAverager(averaging::AveragerService* service, const SecurityConfig& security,
+                         const std::string& self, averaging::AllReduceOptions options)
+      : allreduce_(service, security), self_(self), options_(options) {}
+
+  absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& r,
+                                                     std::vector<float>* values, double weight,
+                                                     std::vector<float>* contributed) override {
+    averaging::RoundSpec spec;
+    spec.round_id = r.round_id();
+    std::vector<double> shares;
+    for (int i = 0; i < r.members_size(); ++i) {
+      spec.peer_ids.push_back(r.members(i).peer_id());
+      spec.addresses.push_back(r.members(i).address());
+      shares.push_back(r.members(i).span_share());
+      if (r.members(i).peer_id() == self_) spec.my_index = i;
+    }
+    spec.span_starts = averaging::SplitSpans(values->size(), r.members_size(), shares);
+    averaging::AllReduceOptions o = options_;
+    o.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
+    return allreduce_.Run(spec, o, values->data(), values->size(), weight, contributed);
+  }
+
+ private:
+  averaging::ButterflyAllReduce allreduce_;
+  const std::string self_;
+  const averaging::AllReduceOptions options_;
+};
+
+// This peer's state served by its StateService; others' fetched from the
+// live reachable peers the coordinator lists.
+class PeerStates final : public StateExchange {
+ public:
+  PeerStates(StateService* service, CoordinatorClient* coordinator, SecurityConfig security)
+      : service_(service), coordinator_(coordinator), security_(std::move(security)) {}
+
+  bool Wanted() const override { return service_->SnapshotWanted(); }
+  void Publish(Snapshot s, bool current) override {
+    auto snapshot = std::make_shared<StateSnapshot>();
+    snapshot->global_step = s.global_step;
+    snapshot->sha256 = DigestToHex(Sha256Of(s.bytes));
+    snapshot->bytes = std::move(s.bytes);
+    service_->Publish(std::move(snapshot), current);
+  }
+  void StopServingCurrent() override { service_->StopServingCurrent(); }
+
+  absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step) override {
+    ASSIGN_OR_RETURN(auto peers, coordinator_->ListPeers());
+    bool nobody_ahead = false;
+    for (const auto& peer : peers) {
+      if (peer.peer_id() == coordinator_->peer_id() || peer.address().empty() ||
+          peer.reachability() != cv1::REACHABLE) {
+        continue;
+      }
+      auto channel = MakeChannel(peer.address(), security_);
+      if (!channel.ok()) continue;
+      auto state = FetchState(*channel, absl::Minutes(2));
+      if (!state.ok()) {
+        LOG(WARNING) << "state download from " << peer.display_name() << " (" << peer.address()
+                     << "): " << state.status();
+        continue;
+      }
+      if (state->global_step <= global_step) {
+        nobody_ahead = true;
+        continue;
+      }
+      LOG(INFO) << "state of global step " << state->global_step << " from "
+                << peer.display_name() << " at " << peer.address();
+      return Snapshot{state->global_step, std::move(state->bytes)};
+    }
+    if (nobody_ahead) {
+      return absl::FailedPreconditionError("no peer is ahead: no peer applied the missed update");
+    }
+    return absl::NotFoundError("no live peer could serve its training state");
+  }
+
+ private:
+  StateService* const service_;
+  CoordinatorClient* const coordinator_;
+  const SecurityConfig security_;
+};
+
+// training::Trainer as the session's model.
+class TrainerModel final : public LocalModel {
+ public:
+  explicit TrainerModel(training::Trainer* t) : t_(t) {}
+  absl::StatusOr<double> AccumulateBatch(const data::Batch& b) override { return t_->AccumulateBatch(b); }
+  int64_t accumulated_samples() const override { return t_->accumulated_samples(); }
+  std::vector<std::string> AccumulatedKeys() const override { return t_->AccumulatedKeys(); }
+  absl::StatusOr<std::vector<float>> AccumulatedGradient() const override {
+    return t_->AccumulatedGradient();
+  }
+  absl::StatusOr<training::StepReport> ApplyUpdate(const std::vector<float>* g,
+                                                   bool local_finite) override {
+    return t_->ApplyUpdate(g, local_finite);
+  }
+  void DropAccumulated() override { t_->DropAccumulated(); }
+  int64_t num_elements() const override { return t_->num_elements(); }
+  absl::Status ReadParameters(std::vector<float>* out) const override { return t_->ReadParameters(out); }
+  absl::Status WriteParameters(const std::vector<float>& v) override { return t_->WriteParameters(v); }
+  int64_t step() const override { return t_->step(); }
+  void SetStep(int64_t step) override { t_->SetStep(step); }
+  std::string ParameterHash() const override { return t_->ParameterHash(); }
+  absl::StatusOr<std::string> ExportState(const StateExtras& extras) const override {
+    return t_->ExportState(extras);
+  }
+  absl::Status ImportState(const std::string& bytes, StateExtras* extras) override {
+    return t_->ImportState(bytes, extras);
+  }
+  absl::Status RecordMetrics(const training::StepReport& r,
+                             const std::map<std::string, double>& extra) override {
+    return t_->RecordMetrics(r, extra);
+  }
+  absl::StatusOr<std::string> SaveCheckpoint() override { return t_->SaveCheckpoint(); }
+  absl::StatusOr<std::string> WriteSamples() override { return t_->WriteSamples(); }
+
+ private:
+  training::Trainer* const t_;
+};
+
+}  // namespace
 
 absl::Status RunPeer(const PeerOptions& po) {
   // This peer's Averager service: the other members send it their values of
@@ -128,23 +287,34 @@ absl::Status RunPeer(const PeerOptions& po) {
             << (po.client_only ? "none (client only)" : listen_address);
   auto config = nlohmann::json::parse(join->run_config_json(), nullptr, false);
   if (!config.is_object()) return absl::FailedPreconditionError("the run config is not a JSON object");
+  ASSIGN_OR_RETURN(SyncConfig sync_config, ParseSyncConfig(join->run_config_json()));
+  if (!po.codec.empty()) {
+    ASSIGN_OR_RETURN(sync_config.codec, averaging::CodecIdNamed(po.codec));
+  }
 
   training::TrainerOptions to = po.trainer;
   to.external_data = true;
-  if (config.contains("max_steps")) to.max_steps = config["max_steps"].get<int64_t>();
-  std::string codec_name = !po.codec.empty() ? po.codec : config.value("codec", std::string("none"));
-  ASSIGN_OR_RETURN(averaging::CodecId codec, averaging::CodecIdNamed(codec_name));
+  SessionOptions so;
+  so.max_steps = config.contains("max_steps") ? config["max_steps"].get<int64_t>() : to.max_steps;
+  // The trainer counts its own optimizer steps: one per global step when
+  // averaging gradients, H per outer step (the inner schedule spans them).
+  to.max_steps = sync_config.mode == SyncMode::kOuter ? so.max_steps * sync_config.outer.local_steps
+                                                      : so.max_steps;
   ASSIGN_OR_RETURN(auto trainer, training::Trainer::Create(to));
-  ASSIGN_OR_RETURN(cv1::RunState state, coordinator.GetRunState());
-  if (state.global_step() > static_cast<uint64_t>(trainer->step())) {
-    // A late joiner: start from the collaboration's weights, not the base.
-    absl::Status synced = Resync(coordinator, *trainer, po.security, "late join");
-    if (!synced.ok()) {
-      LOG(WARNING) << "the collaboration is at step " << state.global_step() << " but " << synced
-                   << "; starting from this peer's own weights";
-      trainer->SetStep(static_cast<int64_t>(state.global_step()));
-    }
+  TrainerModel model(trainer.get());
+  std::unique_ptr<Synchronizer> sync;
+  if (sync_config.mode == SyncMode::kOuter) {
+    ASSIGN_OR_RETURN(sync, MakeOuterSync(&model, sync_config.outer, to.gradient_accumulation_steps));
+  } else {
+    sync = MakeGradientSync(&model);
   }
+  LOG(INFO) << "sync: " << SyncModeName(sync_config.mode) << ", codec "
+            << averaging::CodecFor(sync_config.codec).name()
+            << (sync_config.mode == SyncMode::kOuter
+                    ? absl::StrCat(", H = ", sync_config.outer.local_steps, " local steps, outer lr ",
+                                   sync_config.outer.lr, ", momentum ", sync_config.outer.momentum,
+                                   sync_config.outer.overlap ? ", overlapped" : "")
+                    : "");
 
   ASSIGN_OR_RETURN(auto dataset_channel, MakeChannel(join->dataset_address(), po.security));
   dataset::DatasetClient dataset(dataset_channel);
@@ -152,267 +322,39 @@ absl::Status RunPeer(const PeerOptions& po) {
   co.cache_dir = to.output_dir + "/chunks";
   co.lease_timeout = absl::Milliseconds(join->lease_timeout_ms());
   ASSIGN_OR_RETURN(auto stream, ChunkStream::Start(&coordinator, &dataset, co));
-  Heartbeats heartbeats(&coordinator, absl::Milliseconds(std::max<uint32_t>(join->heartbeat_interval_ms(), 100)));
+  ChunkBatches batches(stream.get(), training::LoaderOptionsFor(to), to.seed);
+  GrpcCoordinatorLink link(&coordinator,
+                           absl::Milliseconds(std::max<uint32_t>(join->heartbeat_interval_ms(), 100)));
+  averaging::AllReduceOptions ar;
+  ar.codec = sync_config.codec;
+  ar.sender_timeout = po.sender_timeout;
+  ar.reducer_timeout = po.reducer_timeout;
+  ButterflyRoundAverager round_averager(&averager, po.security, join->peer_id(), ar);
+  PeerStates states(&state_service, &coordinator, po.security);
 
-  averaging::ButterflyAllReduce allreduce(&averager, po.security);
-  const data::LoaderOptions base_lo = training::LoaderOptionsFor(to);
-  std::unique_ptr<data::DataLoader> loader;
-  LocalChunk chunk;
-  int64_t chunk_samples = 0;
-  uint64_t last_round = 0;
-  absl::Time last_report = absl::InfinitePast();
-  double compute_s = 0;  // in AccumulateBatch since the last update
-  auto step_start = Clock::now();
-  int64_t stale_dropped = 0, rounds_failed = 0, nonfinite_rounds = 0;
-  double window_samples = 0;
-  auto window_start = Clock::now();
-  ProgressLine progress("collaborative training", to.max_steps, "steps");
+  so.max_local_samples_per_step = po.max_local_samples_per_step;
+  so.save_steps = to.save_steps;
+  so.image_log_steps = to.image_log_steps;
+  so.write_samples = true;
+  so.trained_keys_log = po.trained_keys_log;
+  so.nan_contribution_at_step_for_test = po.nan_contribution_at_step_for_test;
   absl::Status result;
-  auto publish = [&](bool current) {
-    auto bytes = trainer->ExportState();
-    if (!bytes.ok()) {
-      LOG(WARNING) << "state snapshot: " << bytes.status();
-      return;
-    }
-    auto snapshot = std::make_shared<StateSnapshot>();
-    snapshot->global_step = trainer->step();
-    snapshot->bytes = std::move(*bytes);
-    snapshot->sha256 = DigestToHex(Sha256Of(snapshot->bytes));
-    state_service.Publish(std::move(snapshot), current);
-  };
-  auto publish_if_wanted = [&] {
-    if (state_service.SnapshotWanted()) publish(false);
-  };
-  // Resynchronises, serving this peer's own state meanwhile (peers that
-  // missed the same round ask each other); when no one is ahead, takes the
-  // collaboration's step with the weights every peer shares.
-  auto resync = [&](const std::string& why, uint64_t collaboration_step) {
-    publish(true);
-    absl::Status synced = Resync(coordinator, *trainer, po.security, why);
-    state_service.StopServingCurrent();
-    if (!synced.ok()) {
-      LOG(WARNING) << "not resynchronised (" << synced << "); continuing at global step "
-                   << collaboration_step << " with this peer's weights";
-      trainer->SetStep(static_cast<int64_t>(collaboration_step));
-    }
-  };
-  while (trainer->step() < to.max_steps) {
-    publish_if_wanted();  // any point between updates is a step boundary
-    const bool may_accumulate = po.max_local_samples_per_step <= 0 ||
-                                trainer->accumulated_samples() < po.max_local_samples_per_step;
-    if (may_accumulate) {
-      if (!loader) {
-        auto next = stream->Next(absl::Minutes(5));
-        if (!next.ok()) {
-          result = next.status();
-          break;
-        }
-        chunk = *next;
-        chunk_samples = 0;
-        auto listing = data::ListSamples(chunk.path);
-        if (!listing.ok()) {
-          LOG(WARNING) << "chunk " << chunk.chunk_id << " cannot be read (" << listing.status()
-                       << "); reported with 0 samples and skipped";
-          (void)stream->Complete(chunk, 0);
-          continue;
-        }
-        data::LoaderOptions lo = base_lo;
-        lo.max_epochs = 1;
-        lo.seed = to.seed ^ (chunk.chunk_id * 0x9E3779B97F4A7C15ull);
-        auto started = data::DataLoader::Start(listing->samples, lo);
-        if (!started.ok()) {
-          result = started.status();
-          break;
-        }
-        loader = std::move(*started);
-      }
-      auto batch = loader->Next();
-      if (!batch.ok() || !batch->has_value()) {
-        if (!batch.ok()) LOG(WARNING) << "chunk " << chunk.chunk_id << ": " << batch.status();
-        absl::Status done = stream->Complete(chunk, static_cast<uint32_t>(chunk_samples));
-        if (!done.ok()) LOG(WARNING) << "completing chunk " << chunk.chunk_id << ": " << done;
-        loader.reset();
-        continue;
-      }
-      const auto compute_start = Clock::now();
-      auto loss = trainer->AccumulateBatch(**batch);
-      compute_s += std::chrono::duration<double>(Clock::now() - compute_start).count();
-      if (!loss.ok()) {
-        result = loss.status();
-        break;
-      }
-      chunk_samples += (*batch)->pixels.size(0);
-      window_samples += (*batch)->pixels.size(0);
-    }
-    const double elapsed = std::chrono::duration<double>(Clock::now() - window_start).count();
-    const double rate = elapsed > 0 ? window_samples / elapsed : 0;
-    heartbeats.SetRate(rate);
-    // A round that includes this peer (opened by someone's report)?
-    auto round = coordinator.GetRound(last_round);
-    if (round.ok() && !round->has_value() &&
-        (may_accumulate || absl::Now() - last_report > absl::Seconds(5))) {
-      // Tell the coordinator what this peer has (after each new batch, and
-      // every few seconds while waiting so the report does not expire).
-      last_report = absl::Now();
-      auto report = coordinator.Report(trainer->step(), trainer->accumulated_samples(), rate);
-      if (!report.ok()) {
-        if (report.status().code() != absl::StatusCode::kFailedPrecondition) {
-          LOG(WARNING) << "progress report: " << report.status();
-        }
-        round = coordinator.GetRound(last_round);
-        if (report.status().code() == absl::StatusCode::kFailedPrecondition &&
-            (!round.ok() || !round->has_value())) {
-          // A round went ahead without this peer: its gradients are for a
-          // past step. Drop them and continue at the collaboration's step.
-          auto now = coordinator.GetRunState();
-          ++stale_dropped;
-          LOG(WARNING) << "stale gradients dropped (" << report.status().message() << ")";
-          trainer->DropAccumulated();
-          // It missed an update: take the collaboration's state.
-          resync("missed a round", now.ok() ? now->global_step() : trainer->step() + 1);
-          continue;
-        }
-      } else {
-        round = coordinator.GetRound(last_round);
-      }
-    }
-    if (!round.ok() || !round->has_value()) {
-      if (!may_accumulate) std::this_thread::sleep_for(std::chrono::milliseconds(20));
-      continue;
-    }
-    const cv1::Round& r = **round;
-    last_round = r.round_id();
-    if (r.global_step() != static_cast<uint64_t>(trainer->step())) {
-      LOG(WARNING) << "round " << r.round_id() << " is for step " << r.global_step()
-                   << ", this peer is at " << trainer->step() << "; skipped";
-      continue;
-    }
-    averaging::RoundSpec spec;
-    spec.round_id = r.round_id();
-    std::vector<double> shares;
-    for (int i = 0; i < r.members_size(); ++i) {
-      spec.peer_ids.push_back(r.members(i).peer_id());
-      spec.addresses.push_back(r.members(i).address());
-      shares.push_back(r.members(i).span_share());
-      if (r.members(i).peer_id() == coordinator.peer_id()) spec.my_index = i;
-    }
-    const int64_t n = trainer->num_elements();
-    spec.span_starts = averaging::SplitSpans(n, r.members_size(), shares);
-    const auto round_start = Clock::now();
-    const int64_t local_samples = trainer->accumulated_samples();
-    std::vector<float> gradient(n, 0.0f);
-    if (local_samples > 0) {
-      auto g = trainer->AccumulatedGradient();
-      if (!g.ok()) {
-        result = g.status();
-        break;
-      }
-      gradient = std::move(*g);
-    }
-    double weight = static_cast<double>(local_samples);
-    if (po.debug_nan_at_step > 0 && trainer->step() + 1 == po.debug_nan_at_step && !gradient.empty()) {
-      gradient[gradient.size() / 2] = NAN;  // fault injection for tests
-    }
-    const bool local_finite = averaging::AllFinite(gradient.data(), gradient.size());
-    if (!local_finite) {
-      // Take part with nothing: zeros at weight 0 keep the round's spans
-      // served and leave the others' mean untouched, and this peer applies
-      // the same averaged update as everyone else.
-      ++nonfinite_rounds;
-      LOG(WARNING) << "global step " << trainer->step() + 1
-                   << ": local gradients are not finite; contributing weight 0";
-      std::fill(gradient.begin(), gradient.end(), 0.0f);
-      weight = 0;
-    }
-    averaging::AllReduceOptions ar;
-    ar.codec = codec;
-    ar.sender_timeout = po.sender_timeout;
-    ar.reducer_timeout = po.reducer_timeout;
-    ar.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
-    auto averaged = allreduce.Run(spec, ar, gradient.data(), gradient.size(), weight);
-    const double averaging_s = std::chrono::duration<double>(Clock::now() - round_start).count();
-    if (!averaged.ok()) {
-      // Nothing averaged (e.g. non-finite local gradients refused before
-      // sending): this peer misses the step and drops its gradients.
-      ++rounds_failed;
-      LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << averaged.status();
-      trainer->DropAccumulated();
-      resync("failed round", r.global_step() + 1);
-      continue;
-    }
-    const std::vector<std::string> contributed =
-        weight > 0 ? trainer->AccumulatedKeys() : std::vector<std::string>();
-    const auto apply_start = Clock::now();
-    auto step = trainer->ApplyUpdate(&gradient, local_finite);
-    if (!step.ok()) {
-      result = step.status();
-      break;
-    }
-    const double optimizer_s = std::chrono::duration<double>(Clock::now() - apply_start).count();
-    if (!po.trained_keys_log.empty()) {
-      std::ofstream keys(po.trained_keys_log, std::ios::app);
-      for (const std::string& key : contributed) keys << step->step << " " << key << "\n";
-      if (!keys.good()) LOG(WARNING) << "cannot append to " << po.trained_keys_log;
-    }
-    const double step_s = std::chrono::duration<double>(Clock::now() - step_start).count();
-    const std::string hash = trainer->ParameterHash();
-    LOG(INFO) << absl::StrFormat(
-        "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, averaging "
-        "%.2fs, sent %d B, received %d B, loss %.4f, params %s",
-        step->step, r.members_size(), local_samples, r.total_samples(),
-        averaged->fraction_averaged, averaging_s, averaged->bytes_sent, averaged->bytes_received,
-        step->loss, hash.substr(0, 16));
-    RETURN_IF_ERROR(trainer->RecordMetrics(
-        *step, {{"members", double(r.members_size())},
-                {"global_samples", double(r.total_samples())},
-                {"global_samples_per_second", step_s > 0 ? r.total_samples() / step_s : 0.0},
-                {"local_samples_per_second", rate},
-                {"averaging_seconds", averaging_s},
-                {"step_seconds", step_s},
-                {"compute_seconds", compute_s + optimizer_s},
-                {"waiting_seconds", std::max(0.0, step_s - compute_s - optimizer_s - averaging_s)},
-                {"fraction_averaged", averaged->fraction_averaged},
-                {"bytes_sent", double(averaged->bytes_sent)},
-                {"bytes_received", double(averaged->bytes_received)},
-                {"stale_gradients_dropped", double(stale_dropped)},
-                {"rounds_failed", double(rounds_failed)},
-                {"nonfinite_gradients", double(nonfinite_rounds)}}));
-    progress.Update(step->step, 0,
-                    absl::StrFormat("loss %.4f, %d members, %.1f local / %.1f global img/s",
-                                    step->loss, r.members_size(), rate,
-                                    step_s > 0 ? r.total_samples() / step_s : 0.0));
-    // The round's first member writes checkpoints and samples, so N peers
-    // do not write N copies.
-    const bool designated = spec.my_index == 0;
-    const bool last = trainer->step() >= to.max_steps;
-    if (designated && to.save_steps > 0 && (trainer->step() % to.save_steps == 0 || last)) {
-      ASSIGN_OR_RETURN(std::string dir, trainer->SaveCheckpoint());
-      LOG(INFO) << "checkpoint (designated writer): " << dir;
-    }
-    if (designated && to.image_log_steps > 0 && !to.sample_prompts.empty() &&
-        (trainer->step() % to.image_log_steps == 0 || last)) {
-      ASSIGN_OR_RETURN(std::string grid, trainer->WriteSamples());
-      LOG(INFO) << "samples (designated writer): " << grid;
-    }
-    window_samples = 0;
-    window_start = Clock::now();
-    compute_s = 0;
-    step_start = Clock::now();
+  SessionStats stats;
+  {
+    PeerSession session(so, sync.get(), &link, &batches, &model, &round_averager, &states);
+    result = session.Run();
+    stats = session.stats();
   }
-  if (loader && chunk_samples > 0) {
-    // The chunk being trained counts with what was trained of it; the
-    // prefetched ones are released by Close.
-    absl::Status done = stream->Complete(chunk, static_cast<uint32_t>(chunk_samples));
-    if (!done.ok()) LOG(WARNING) << "completing chunk " << chunk.chunk_id << ": " << done;
-  }
-  loader.reset();
+  batches.Close();
   stream->Close();
   ChunkStreamStats cs = stream->stats();
   if (absl::Status s = coordinator.Leave(); !s.ok()) LOG(WARNING) << "leaving: " << s;
-  progress.Finish(absl::StrFormat("%d chunks downloaded (%d after retries), %d completed, %d "
-                                  "failed; %d stale gradients dropped",
-                                  cs.downloaded, cs.retried, cs.completed, cs.failed, stale_dropped));
-  LOG(INFO) << "final parameters " << trainer->ParameterHash();
+  LOG(INFO) << "peer done: " << cs.downloaded << " chunks downloaded (" << cs.retried
+            << " after retries), " << cs.completed << " completed, " << cs.failed << " failed; "
+            << stats.stale_dropped << " stale contributions dropped, " << stats.rounds_failed
+            << " rounds failed, " << stats.resyncs << " resynchronisations; sent "
+            << stats.bytes_sent << " B, received " << stats.bytes_received << " B";
+  LOG(INFO) << "final parameters " << sync->Hash();
   if (host) host->Shutdown(absl::Seconds(2));
   return result;
 }

@@ -35,17 +35,18 @@ struct PeerOptions {
   SecurityConfig security;
   // Concurrent state downloads this peer serves to late joiners.
   int max_state_downloads = 2;
-  // Test hook: poison this peer's gradient before the all-reduce of this
-  // global step (1-based; 0: never).
-  int64_t debug_nan_at_step = 0;
+  // Fault tests: poison this peer's contribution to this global step
+  // (1-based; 0: never).
+  int64_t nan_contribution_at_step_for_test = 0;
   // When set, after each global step this peer applies, appends a line
   // "STEP KEY" for every sample whose gradient it contributed (equivalence
   // tests and audits of which data a step saw).
   std::string trained_keys_log;
 };
 
-// Runs until the collaboration reaches trainer.max_steps (or the run config's
-// "max_steps"). FailedPrecondition / Unavailable with a message when the
+// Runs a PeerSession (peer_session.h) with the real parts until the
+// collaboration reaches trainer.max_steps (or the run config's "max_steps"),
+// in the run config's sync mode (sync_config.h). FailedPrecondition / Unavailable with a message when the
 // coordinator or dataset cannot be used.
 absl::Status RunPeer(const PeerOptions& options);
 

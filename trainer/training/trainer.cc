@@ -625,16 +625,75 @@ std::string Trainer::ParameterHash() const {
 
 void Trainer::SetStep(int64_t step) { s_->step = step; }
 
-absl::StatusOr<std::string> Trainer::ExportState() const {
-  return model::SerializeTensors(s_->StateTensors(), s_->StateMetadata());
+absl::Status Trainer::ReadParameters(std::vector<float>* out) const {
+  out->resize(num_elements());
+  size_t at = 0;
+  try {
+    for (const auto& p : s_->params) {
+      at::Tensor v = p.value.detach().to(at::kCPU, at::kFloat).contiguous();
+      std::memcpy(out->data() + at, v.data_ptr<float>(), v.numel() * sizeof(float));
+      at += v.numel();
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("reading parameters: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
 }
 
-absl::Status Trainer::ImportState(const std::string& bytes) {
+absl::Status Trainer::WriteParameters(const std::vector<float>& values) {
+  if (values.size() != static_cast<size_t>(num_elements())) {
+    return absl::InvalidArgumentError(absl::StrCat("parameter vector has ", values.size(),
+                                                   " values, the model ", num_elements()));
+  }
+  size_t at = 0;
+  try {
+    at::NoGradGuard no_grad;
+    for (auto& p : s_->params) {
+      p.value.detach().copy_(at::from_blob(const_cast<float*>(values.data()) + at, p.value.sizes(),
+                                           at::kFloat));
+      at += p.value.numel();
+    }
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("writing parameters: ", e.what_without_backtrace()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> Trainer::ExportState(const StateExtras& extra) const {
+  std::map<std::string, at::Tensor> tensors = s_->StateTensors();
+  std::map<std::string, std::string> meta = s_->StateMetadata();
+  for (const auto& [name, t] : extra.tensors) {
+    if (absl::StartsWith(name, "param.") || absl::StartsWith(name, "opt.") ||
+        absl::StartsWith(name, "ema.") || tensors.count(name) > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("extra state tensor ", name, " collides"));
+    }
+    tensors[name] = t;
+  }
+  for (const auto& [k, v] : extra.metadata) {
+    if (meta.count(k) > 0) return absl::InvalidArgumentError(absl::StrCat("extra metadata ", k, " collides"));
+    meta[k] = v;
+  }
+  return model::SerializeTensors(tensors, meta);
+}
+
+absl::Status Trainer::ImportState(const std::string& bytes, StateExtras* extra) {
   std::map<std::string, at::Tensor> tensors;
   std::map<std::string, std::string> meta;
   RETURN_IF_ERROR(model::ParseTensors(bytes, &tensors, &meta));
   RETURN_IF_ERROR(s_->Restore("downloaded state", tensors, meta));
   DropAccumulated();
+  if (extra != nullptr) {
+    const std::map<std::string, std::string> own = s_->StateMetadata();
+    for (auto& [name, t] : tensors) {
+      if (!absl::StartsWith(name, "param.") && !absl::StartsWith(name, "opt.") &&
+          !absl::StartsWith(name, "ema.")) {
+        extra->tensors[name] = t;
+      }
+    }
+    for (auto& [k, v] : meta) {
+      if (own.count(k) == 0) extra->metadata[k] = v;
+    }
+  }
   return absl::OkStatus();
 }
 

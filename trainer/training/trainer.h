@@ -156,12 +156,25 @@ class Trainer {
   // The collaboration's global step (learning-rate schedule position).
   void SetStep(int64_t step);
 
+  // The trained parameters flattened in parameter order (float32), as
+  // AccumulatedGradient lays out a gradient: read into `out` (resized to
+  // num_elements()), and written back from `values`. InvalidArgument for a
+  // vector of the wrong length.
+  absl::Status ReadParameters(std::vector<float>* out) const;
+  absl::Status WriteParameters(const std::vector<float>& values);
+
   // The training state (what a checkpoint's training_state.safetensors
   // holds) as bytes, and restoring from them (a peer joining late). The
   // import fails without changing anything when the bytes do not match
-  // this model and optimizer.
-  absl::StatusOr<std::string> ExportState() const;
-  absl::Status ImportState(const std::string& bytes);
+  // this model and optimizer. `extra` tensors (names must not start with
+  // "param.", "opt." or "ema.") and metadata travel with the state, e.g. a
+  // collaboration's outer-step state; the import hands them back.
+  struct StateExtras {
+    std::map<std::string, at::Tensor> tensors;
+    std::map<std::string, std::string> metadata;
+  };
+  absl::StatusOr<std::string> ExportState(const StateExtras& extra = {}) const;
+  absl::Status ImportState(const std::string& bytes, StateExtras* extra = nullptr);
 
   // Appends a step's numbers (and `extra` ones) to metrics.jsonl and the
   // TensorBoard file under "train/".

@@ -1,0 +1,67 @@
+#include "trainer/collab/outer_optimizer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace dd::collab {
+namespace {
+
+bool AllFinite(const float* v, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(v[i])) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+OuterOptimizer::OuterOptimizer(std::vector<float> global, const OuterOptions& options)
+    : options_(options), global_(std::move(global)), momentum_(global_.size(), 0.0f) {}
+
+void OuterOptimizer::PseudoGradient(const float* local, float* delta) const {
+  for (size_t i = 0; i < global_.size(); ++i) delta[i] = global_[i] - local[i];
+}
+
+absl::Status OuterOptimizer::Step(const float* mean_delta) {
+  if (!AllFinite(mean_delta, global_.size())) {
+    return absl::InvalidArgumentError("the averaged pseudo-gradient is not finite");
+  }
+  const float mu = static_cast<float>(options_.momentum);
+  const float lr = static_cast<float>(options_.lr);
+  for (size_t i = 0; i < global_.size(); ++i) {
+    const float g = mean_delta[i];
+    const float m = mu * momentum_[i] + g;
+    momentum_[i] = m;
+    const float update = options_.nesterov ? g + mu * m : m;
+    global_[i] -= lr * update;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status OuterOptimizer::Restore(std::vector<float> global, std::vector<float> momentum) {
+  if (global.size() != global_.size() || momentum.size() != global_.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("outer state has ", global.size(), " / ",
+                                                   momentum.size(), " values, the model ",
+                                                   global_.size()));
+  }
+  if (!AllFinite(global.data(), global.size()) || !AllFinite(momentum.data(), momentum.size())) {
+    return absl::InvalidArgumentError("outer state holds non-finite values");
+  }
+  global_ = std::move(global);
+  momentum_ = std::move(momentum);
+  return absl::OkStatus();
+}
+
+void ErrorFeedback::AddTo(float* delta) const {
+  for (size_t i = 0; i < residual_.size(); ++i) delta[i] += residual_[i];
+}
+
+void ErrorFeedback::Update(const float* delta, const float* sent) {
+  for (size_t i = 0; i < residual_.size(); ++i) residual_[i] = delta[i] - sent[i];
+}
+
+void ErrorFeedback::Reset() { std::fill(residual_.begin(), residual_.end(), 0.0f); }
+
+}  // namespace dd::collab

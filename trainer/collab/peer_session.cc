@@ -1,0 +1,392 @@
+#include "trainer/collab/peer_session.h"
+
+#include <algorithm>
+#include <fstream>
+
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status/status_macros.h"
+
+namespace dd::collab {
+
+const char* PeerStateName(PeerState s) {
+  switch (s) {
+    case PeerState::kJoining: return "joining";
+    case PeerState::kAccumulating: return "accumulating";
+    case PeerState::kWaitingForRound: return "waiting for a round";
+    case PeerState::kAveraging: return "averaging";
+    case PeerState::kResynchronising: return "resynchronising";
+    case PeerState::kDone: return "done";
+  }
+  return "?";
+}
+
+// A round this peer takes part in, run on its own thread.
+struct PeerSession::InFlightRound {
+  cv1::Round round;
+  uint32_t my_index = 0;
+  Contribution contribution;
+  std::vector<float> contributed;
+  absl::Time started;
+  std::thread thread;
+  std::atomic<bool> done{false};
+  absl::StatusOr<averaging::AllReduceResult> result = absl::UnknownError("not run");
+};
+
+PeerSession::PeerSession(SessionOptions options, Synchronizer* sync, CoordinatorLink* coordinator,
+                         BatchSource* batches, LocalModel* model, RoundAverager* averager,
+                         StateExchange* states)
+    : options_(std::move(options)),
+      sync_(sync),
+      coordinator_(coordinator),
+      batches_(batches),
+      model_(model),
+      averager_(averager),
+      states_(states),
+      progress_("collaborative training", static_cast<uint64_t>(options_.max_steps), "steps") {}
+
+PeerSession::~PeerSession() {
+  if (in_flight_ && in_flight_->thread.joinable()) in_flight_->thread.join();
+}
+
+absl::Status PeerSession::Run() {
+  while (state_ != PeerState::kDone) RETURN_IF_ERROR(Advance());
+  return absl::OkStatus();
+}
+
+absl::Status PeerSession::Advance() {
+  switch (state_) {
+    case PeerState::kJoining: return Join();
+    case PeerState::kAccumulating: return Accumulate();
+    case PeerState::kWaitingForRound: return WaitForRound();
+    case PeerState::kAveraging: return StartRound();
+    case PeerState::kResynchronising: return Resynchronise();
+    case PeerState::kDone: return absl::OkStatus();
+  }
+  return absl::InternalError("unknown peer state");
+}
+
+double PeerSession::Rate() const {
+  const double s = std::chrono::duration<double>(Clock::now() - window_start_).count();
+  return s > 0 ? window_samples_ / s : 0;
+}
+
+void PeerSession::Publish(bool current) {
+  auto bytes = model_->ExportState(sync_->Extras());
+  if (!bytes.ok()) {
+    LOG(WARNING) << "state snapshot: " << bytes.status();
+    return;
+  }
+  states_->Publish({applied_, std::move(*bytes)}, current);
+}
+
+void PeerSession::ToResync(uint64_t target, std::string why) {
+  resync_target_ = target;
+  resync_why_ = std::move(why);
+  state_ = PeerState::kResynchronising;
+}
+
+absl::Status PeerSession::Join() {
+  auto collaboration = coordinator_->GlobalStep();
+  if (!collaboration.ok()) return collaboration.status();
+  // The trainer's step is the global step in gradient mode; outer steps
+  // start from the run's beginning.
+  applied_ = next_step_ =
+      sync_->mode() == SyncMode::kGradients ? static_cast<uint64_t>(model_->step()) : 0;
+  if (*collaboration > applied_) {
+    // A late joiner starts from the collaboration's weights, not the base.
+    ToResync(*collaboration, "late join");
+  } else {
+    state_ = PeerState::kAccumulating;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PeerSession::Accumulate() {
+  if (states_->Wanted()) Publish(false);  // any point here is a step boundary
+  ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/false));
+  if (finished && state_ != PeerState::kAccumulating) return absl::OkStatus();
+  if (applied_ >= static_cast<uint64_t>(options_.max_steps) && !in_flight_) {
+    state_ = PeerState::kDone;
+    return absl::OkStatus();
+  }
+  const bool more = next_step_ < static_cast<uint64_t>(options_.max_steps) &&
+                    sync_->MayTrain(options_.max_local_samples_per_step);
+  if (!more) {
+    state_ = PeerState::kWaitingForRound;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(data::Batch batch, batches_->Next());
+  const int64_t samples = batch.pixels.defined() ? batch.pixels.size(0) : batch.keys.size();
+  const auto compute_start = Clock::now();
+  RETURN_IF_ERROR(model_->AccumulateBatch(batch).status());
+  ASSIGN_OR_RETURN(std::optional<training::StepReport> local, sync_->AfterBatch(samples));
+  compute_s_ += std::chrono::duration<double>(Clock::now() - compute_start).count();
+  window_samples_ += samples;
+  coordinator_->SetSamplesPerSecond(Rate());
+  if (local.has_value()) {
+    // Outer steps: one metrics row per local step. Bytes are those of the
+    // rounds finished during it, so a run's rows add up to its traffic.
+    const double step_s = std::chrono::duration<double>(Clock::now() - record_start_).count();
+    RETURN_IF_ERROR(model_->RecordMetrics(
+        *local, {{"outer_step", double(applied_)},
+                 {"bytes_sent", double(stats_.bytes_sent - record_bytes_sent_)},
+                 {"bytes_received", double(stats_.bytes_received - record_bytes_received_)},
+                 {"compute_seconds", compute_s_},
+                 {"waiting_seconds", std::max(0.0, step_s - compute_s_)},
+                 {"step_seconds", step_s},
+                 {"local_samples_per_second", Rate()}}));
+    compute_s_ = 0;
+    record_start_ = Clock::now();
+    record_bytes_sent_ = stats_.bytes_sent;
+    record_bytes_received_ = stats_.bytes_received;
+  }
+  if (sync_->AtBoundary()) return ReportAndLook();
+  return absl::OkStatus();
+}
+
+absl::Status PeerSession::ReportAndLook() {
+  last_report_ = absl::Now();
+  auto report = coordinator_->Report(next_step_, sync_->samples(), Rate(), last_round_id_);
+  if (report.ok()) {
+    if (report->has_round() && report->round().round_id() > last_round_id_) {
+      pending_ = report->round();
+      state_ = PeerState::kAveraging;
+    }
+    return absl::OkStatus();
+  }
+  if (report.status().code() != absl::StatusCode::kFailedPrecondition) {
+    LOG(WARNING) << "progress report: " << report.status();
+    return absl::OkStatus();
+  }
+  // The step moved on: by a round that includes this peer, or without it.
+  auto round = coordinator_->GetRound(last_round_id_);
+  if (round.ok() && round->has_value()) {
+    pending_ = **round;
+    state_ = PeerState::kAveraging;
+    return absl::OkStatus();
+  }
+  ++stats_.stale_dropped;
+  LOG(WARNING) << "stale gradients dropped (" << report.status().message() << ")";
+  sync_->Drop();
+  auto now = coordinator_->GlobalStep();
+  ToResync(now.ok() ? *now : next_step_ + 1, "missed a round");
+  return absl::OkStatus();
+}
+
+absl::Status PeerSession::WaitForRound() {
+  if (states_->Wanted()) Publish(false);
+  if (next_step_ >= static_cast<uint64_t>(options_.max_steps)) {
+    // Nothing more to train: finish the last round, then stop.
+    ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/true));
+    if (!finished || state_ == PeerState::kWaitingForRound) state_ = PeerState::kAccumulating;
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/false));
+  if (finished && state_ != PeerState::kWaitingForRound) return absl::OkStatus();
+  if (sync_->MayTrain(options_.max_local_samples_per_step)) {
+    state_ = PeerState::kAccumulating;
+    return absl::OkStatus();
+  }
+  auto round = coordinator_->GetRound(last_round_id_);
+  if (round.ok() && round->has_value()) {
+    pending_ = **round;
+    state_ = PeerState::kAveraging;
+    return absl::OkStatus();
+  }
+  if (absl::Now() - last_report_ > options_.report_refresh) return ReportAndLook();
+  absl::SleepFor(options_.poll_interval);
+  return absl::OkStatus();
+}
+
+absl::Status PeerSession::StartRound() {
+  cv1::Round r = std::move(*pending_);
+  pending_.reset();
+  last_round_id_ = std::max(last_round_id_, r.round_id());
+  state_ = PeerState::kAccumulating;
+  if (in_flight_) {
+    // The previous round must be applied before the next contribution.
+    ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/true));
+    (void)finished;
+    if (state_ != PeerState::kAccumulating) return absl::OkStatus();
+  }
+  if (r.global_step() != next_step_) {
+    ++stats_.rounds_skipped;
+    LOG(WARNING) << "round " << r.round_id() << " is for step " << r.global_step()
+                 << ", this peer is at " << next_step_ << "; skipped";
+    return absl::OkStatus();
+  }
+  auto f = std::make_unique<InFlightRound>();
+  f->round = std::move(r);
+  bool member = false;
+  for (int i = 0; i < f->round.members_size(); ++i) {
+    if (f->round.members(i).peer_id() == coordinator_->peer_id()) {
+      f->my_index = i;
+      member = true;
+    }
+  }
+  if (!member) return absl::InternalError("a round without this peer was handed to it");
+  const bool poison = options_.nan_contribution_at_step_for_test > 0 &&
+                      next_step_ + 1 == static_cast<uint64_t>(options_.nan_contribution_at_step_for_test);
+  ASSIGN_OR_RETURN(f->contribution, sync_->Contribute(next_step_, poison));
+  if (!f->contribution.local_finite) {
+    ++stats_.nonfinite;
+    LOG(WARNING) << "global step " << next_step_ + 1
+                 << ": local gradients are not finite; contributing weight 0";
+  }
+  f->started = absl::Now();
+  InFlightRound* raw = f.get();
+  const bool want_contributed = sync_->mode() == SyncMode::kOuter;
+  raw->thread = std::thread([this, raw, want_contributed] {
+    raw->result = averager_->Average(raw->round, &raw->contribution.values, raw->contribution.weight,
+                                     want_contributed ? &raw->contributed : nullptr);
+    raw->done = true;
+  });
+  in_flight_ = std::move(f);
+  ++next_step_;
+  if (!sync_->Overlaps()) {
+    ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/true));
+    (void)finished;
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
+  if (!in_flight_ || (!wait && !in_flight_->done)) return false;
+  in_flight_->thread.join();
+  std::unique_ptr<InFlightRound> f = std::move(in_flight_);
+  const cv1::Round& r = f->round;
+  const double averaging_s = absl::ToDoubleSeconds(absl::Now() - f->started);
+  if (!f->result.ok()) {
+    // Nothing averaged: this peer misses the step and takes the state of a
+    // peer that applied it.
+    ++stats_.rounds_failed;
+    LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << f->result.status();
+    sync_->Drop();
+    ToResync(r.global_step() + 1, "failed round");
+    return true;
+  }
+  const averaging::AllReduceResult& averaged = *f->result;
+  stats_.bytes_sent += averaged.bytes_sent;
+  stats_.bytes_received += averaged.bytes_received;
+  const auto apply_start = Clock::now();
+  ASSIGN_OR_RETURN(training::StepReport step, sync_->Apply(f->contribution, f->contributed));
+  compute_s_ += std::chrono::duration<double>(Clock::now() - apply_start).count();
+  applied_ = f->contribution.global_step + 1;
+  if (sync_->mode() == SyncMode::kGradients) step.step = static_cast<int64_t>(applied_);
+  const std::string hash = sync_->Hash();
+  stats_.hashes[applied_] = hash;
+  LOG(INFO) << absl::StrFormat(
+      "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, averaging "
+      "%.2fs, sent %d B, received %d B, loss %.4f, params %s",
+      applied_, r.members_size(), f->contribution.samples, r.total_samples(),
+      averaged.fraction_averaged, averaging_s, averaged.bytes_sent, averaged.bytes_received,
+      step.loss, hash.substr(0, 16));
+  if (!options_.trained_keys_log.empty()) {
+    std::ofstream keys(options_.trained_keys_log, std::ios::app);
+    for (const std::string& key : f->contribution.keys) keys << applied_ << " " << key << "\n";
+    if (!keys.good()) LOG(WARNING) << "cannot append to " << options_.trained_keys_log;
+  }
+  const double step_s = std::chrono::duration<double>(Clock::now() - window_start_).count();
+  const double global_rate = step_s > 0 ? r.total_samples() / step_s : 0.0;
+  if (sync_->mode() == SyncMode::kGradients) {
+    // One metrics row per global step (= optimizer step).
+    const double record_s = std::chrono::duration<double>(Clock::now() - record_start_).count();
+    RETURN_IF_ERROR(model_->RecordMetrics(
+        step, {{"members", double(r.members_size())},
+               {"global_samples", double(r.total_samples())},
+               {"global_samples_per_second", global_rate},
+               {"local_samples_per_second", Rate()},
+               {"averaging_seconds", averaging_s},
+               {"step_seconds", record_s},
+               {"compute_seconds", compute_s_},
+               {"waiting_seconds", std::max(0.0, record_s - compute_s_ - averaging_s)},
+               {"fraction_averaged", averaged.fraction_averaged},
+               {"bytes_sent", double(averaged.bytes_sent)},
+               {"bytes_received", double(averaged.bytes_received)},
+               {"stale_gradients_dropped", double(stats_.stale_dropped)},
+               {"rounds_failed", double(stats_.rounds_failed)},
+               {"nonfinite_gradients", double(stats_.nonfinite)}}));
+    compute_s_ = 0;
+    record_start_ = Clock::now();
+    record_bytes_sent_ = stats_.bytes_sent;
+    record_bytes_received_ = stats_.bytes_received;
+  }
+  progress_.Update(applied_, 0,
+                   absl::StrFormat("loss %.4f, %d members, %.1f local / %.1f global img/s",
+                                   step.loss, r.members_size(), Rate(), global_rate));
+  window_samples_ = 0;
+  window_start_ = Clock::now();
+  RETURN_IF_ERROR(WriteOutputs(/*designated=*/f->my_index == 0));
+  return true;
+}
+
+absl::Status PeerSession::WriteOutputs(bool designated) {
+  // The round's first member writes checkpoints and samples, so N peers do
+  // not write N copies.
+  if (!designated) return absl::OkStatus();
+  const bool last = applied_ >= static_cast<uint64_t>(options_.max_steps);
+  const bool save = options_.save_steps > 0 && (applied_ % options_.save_steps == 0 || last);
+  const bool samples = options_.write_samples && options_.image_log_steps > 0 &&
+                       (applied_ % options_.image_log_steps == 0 || last);
+  if (!save && !samples) return absl::OkStatus();
+  RETURN_IF_ERROR(sync_->BeginOutput());
+  absl::Status status;
+  if (save) {
+    auto dir = model_->SaveCheckpoint();
+    if (dir.ok()) LOG(INFO) << "checkpoint (designated writer): " << *dir;
+    status.Update(dir.status());
+  }
+  if (samples && status.ok()) {
+    auto grid = model_->WriteSamples();
+    if (grid.ok()) LOG(INFO) << "samples (designated writer): " << *grid;
+    status.Update(grid.status());
+  }
+  status.Update(sync_->EndOutput());
+  return status;
+}
+
+absl::Status PeerSession::Resynchronise() {
+  if (in_flight_) {
+    // Its result is superseded by the downloaded state.
+    in_flight_->thread.join();
+    in_flight_.reset();
+  }
+  // Serve this peer's own state meanwhile: peers that missed the same round
+  // ask each other, and learn that nobody is ahead.
+  Publish(/*current=*/true);
+  auto snapshot = states_->FetchNewer(applied_);
+  states_->StopServingCurrent();
+  absl::Status loaded = snapshot.status();
+  if (loaded.ok()) {
+    LocalModel::StateExtras extras;
+    loaded = model_->ImportState(snapshot->bytes, &extras);
+    if (loaded.ok()) loaded = sync_->Restore(extras);
+  }
+  ++stats_.resyncs;
+  if (loaded.ok()) {
+    applied_ = next_step_ = snapshot->global_step;
+    LOG(INFO) << "resynchronised (" << resync_why_ << "): downloaded the state of global step "
+              << snapshot->global_step << " (" << snapshot->bytes.size() << " bytes), params "
+              << sync_->Hash().substr(0, 16);
+  } else {
+    // Nobody is ahead (e.g. the coordinator died after opening the round):
+    // every peer still holds the same weights; take the collaboration's step.
+    LOG(WARNING) << "not resynchronised (" << resync_why_ << ": " << loaded
+                 << "); continuing at global step " << resync_target_
+                 << " with this peer's weights";
+    sync_->Drop();
+    applied_ = next_step_ = resync_target_;
+    if (sync_->mode() == SyncMode::kGradients) model_->SetStep(static_cast<int64_t>(applied_));
+  }
+  window_samples_ = 0;
+  window_start_ = Clock::now();
+  state_ = applied_ >= static_cast<uint64_t>(options_.max_steps) ? PeerState::kDone
+                                                                   : PeerState::kAccumulating;
+  return absl::OkStatus();
+}
+
+}  // namespace dd::collab

@@ -1,0 +1,151 @@
+// PeerSession: one trainer peer's part in a collaborative run, as a state
+// machine over small interfaces (peer_links.h), so every transition is
+// unit-tested with in-memory fakes (peer_session_test.cc) and the trainer
+// wires in the real parts (peer.cc).
+//
+//   kJoining ──(behind the collaboration)──▶ kResynchronising
+//      │                                          │
+//      ▼                                          ▼
+//   kAccumulating ◀───────────────────────────────┘
+//      │ train a batch, report the samples; the report answers with the
+//      │ round once one includes this peer
+//      ├──(cap reached, no round yet)──▶ kWaitingForRound (polls, re-reports)
+//      ▼                                          │
+//   kAveraging ◀──────────────────────────────────┘
+//      │ contribute (gradient or pseudo-gradient), all-reduce, apply the
+//      │ same update as every member; log the shared weights' hash
+//      ├──(stale report, failed round)──▶ kResynchronising
+//      ▼
+//   kDone (max_steps global steps applied)
+//
+// What a contribution is and how an average is applied is the
+// Synchronizer's (gradient averaging or outer steps). With outer-step
+// overlap the round runs on a thread while kAccumulating goes on; its
+// result is applied at the next step boundary.
+#ifndef TRAINER_COLLAB_PEER_SESSION_H_
+#define TRAINER_COLLAB_PEER_SESSION_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "common/progress/progress_line.h"
+#include "trainer/collab/peer_links.h"
+#include "trainer/collab/synchronizer.h"
+
+namespace dd::collab {
+
+struct SessionOptions {
+  int64_t max_steps = 1;  // global steps of the run (outer steps in outer mode)
+  // Gradient mode: stop accumulating at this many samples and wait for the
+  // round (0: accumulate until it opens).
+  int64_t max_local_samples_per_step = 0;
+  absl::Duration poll_interval = absl::Milliseconds(20);
+  // While waiting, the report is renewed this often so it does not expire.
+  absl::Duration report_refresh = absl::Seconds(5);
+  // Outputs of the round's designated writer (its first member).
+  int64_t save_steps = 0;
+  int64_t image_log_steps = 0;
+  bool write_samples = false;
+  // Appends "STEP KEY" per contributed sample after each global step.
+  std::string trained_keys_log;
+  // Fault tests: poison this peer's contribution to this global step
+  // (1-based; 0: never).
+  int64_t nan_contribution_at_step_for_test = 0;
+};
+
+enum class PeerState { kJoining, kAccumulating, kWaitingForRound, kAveraging, kResynchronising, kDone };
+const char* PeerStateName(PeerState state);
+
+struct SessionStats {
+  int64_t stale_dropped = 0;   // contributions dropped: a round went ahead without this peer
+  int64_t rounds_failed = 0;   // rounds that failed on this peer
+  int64_t rounds_skipped = 0;  // rounds for another step than this peer's
+  int64_t nonfinite = 0;       // contributions sent with weight 0
+  int64_t resyncs = 0;         // states downloaded
+  uint64_t bytes_sent = 0, bytes_received = 0;
+  // The shared weights' hash after each global step this peer applied.
+  std::map<uint64_t, std::string> hashes;
+};
+
+class PeerSession {
+ public:
+  // Every pointer must outlive the session.
+  PeerSession(SessionOptions options, Synchronizer* sync, CoordinatorLink* coordinator,
+              BatchSource* batches, LocalModel* model, RoundAverager* averager,
+              StateExchange* states);
+  ~PeerSession();  // waits for a round still running
+
+  // Advances until max_steps global steps are applied. Errors end the run:
+  // the batch source's, the model's, the coordinator's when it cannot be
+  // reached to join.
+  absl::Status Run();
+  // One transition.
+  absl::Status Advance();
+
+  PeerState state() const { return state_; }
+  // Global steps whose update this peer holds.
+  uint64_t applied_steps() const { return applied_; }
+  const SessionStats& stats() const { return stats_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct InFlightRound;
+
+  absl::Status Join();
+  absl::Status Accumulate();
+  absl::Status WaitForRound();
+  absl::Status StartRound();
+  absl::Status Resynchronise();
+  // Reports this peer's samples; moves to kAveraging when the answer names
+  // its round, to kResynchronising when its step is stale.
+  absl::Status ReportAndLook();
+  // Applies the in-flight round once it is done (or waits for it with
+  // `wait`). True when one was finished.
+  absl::StatusOr<bool> FinishRound(bool wait);
+  absl::Status WriteOutputs(bool designated);
+  void Publish(bool current);
+  void ToResync(uint64_t target, std::string why);
+  double Rate() const;
+
+  // Fixed after construction.
+  const SessionOptions options_;
+  Synchronizer* const sync_;
+  CoordinatorLink* const coordinator_;
+  BatchSource* const batches_;
+  LocalModel* const model_;
+  RoundAverager* const averager_;
+  StateExchange* const states_;
+
+  // Used by the session's thread only.
+  PeerState state_ = PeerState::kJoining;
+  uint64_t applied_ = 0;    // global steps applied
+  uint64_t next_step_ = 0;  // the step this peer's training counts toward
+  uint64_t last_round_id_ = 0;
+  std::optional<cv1::Round> pending_;
+  std::unique_ptr<InFlightRound> in_flight_;
+  uint64_t resync_target_ = 0;
+  std::string resync_why_;
+  absl::Time last_report_ = absl::InfinitePast();
+  SessionStats stats_;
+  ProgressLine progress_;
+  // Timing since the last metrics record.
+  double compute_s_ = 0;
+  Clock::time_point record_start_ = Clock::now();
+  uint64_t record_bytes_sent_ = 0, record_bytes_received_ = 0;
+  // Samples per second, over the current global step.
+  double window_samples_ = 0;
+  Clock::time_point window_start_ = Clock::now();
+};
+
+}  // namespace dd::collab
+
+#endif  // TRAINER_COLLAB_PEER_SESSION_H_

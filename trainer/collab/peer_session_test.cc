@@ -1,0 +1,294 @@
+// PeerSession with N peers as threads in one process, over in-memory fakes
+// (trainer/collab/testing): every transition without processes or sockets,
+// checked against closed forms.
+#include "trainer/collab/peer_session.h"
+
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "gtest/gtest.h"
+#include "trainer/collab/outer_optimizer.h"
+#include "trainer/collab/synchronizer.h"
+#include "trainer/collab/testing/fake_peer_links.h"
+
+namespace dd::collab {
+namespace {
+
+using testing::FakeBatches;
+using testing::FakeCollaboration;
+using testing::FakeModel;
+using testing::Target;
+
+constexpr size_t kN = 64;   // weights of the fake model
+constexpr double kLr = 0.1;  // its SGD learning rate
+
+struct Peer {
+  Peer(const std::string& name, int batch) : id(name), model(kN, kLr), batches(name, batch) {}
+  std::string id;
+  FakeModel model;
+  FakeBatches batches;
+  std::unique_ptr<Synchronizer> sync;
+  std::unique_ptr<PeerSession> session;
+  absl::Status result;
+};
+
+std::unique_ptr<Peer> MakePeer(FakeCollaboration& c, const std::string& name, int batch,
+                               const SessionOptions& so, const SyncConfig& sync) {
+  auto p = std::make_unique<Peer>(name, batch);
+  if (sync.mode == SyncMode::kOuter) {
+    auto s = MakeOuterSync(&p->model, sync.outer, 1);
+    EXPECT_TRUE(s.ok()) << s.status();
+    p->sync = std::move(*s);
+  } else {
+    p->sync = MakeGradientSync(&p->model);
+  }
+  p->session = std::make_unique<PeerSession>(so, p->sync.get(), c.Coordinator(name), &p->batches,
+                                             &p->model, c.Averager(name), c.States(name));
+  return p;
+}
+
+void RunAll(std::vector<std::unique_ptr<Peer>>& peers) {
+  std::vector<std::thread> threads;
+  for (auto& p : peers) threads.emplace_back([&p] { p->result = p->session->Run(); });
+  for (auto& t : threads) t.join();
+  for (auto& p : peers) ASSERT_TRUE(p->result.ok()) << p->id << ": " << p->result;
+}
+
+// The mean over `keys` of the per-sample gradient w − c(key).
+std::vector<double> MeanGradient(const std::vector<float>& w, const std::vector<std::string>& keys) {
+  std::vector<double> g(w.size(), 0.0);
+  for (const auto& k : keys) {
+    for (size_t i = 0; i < w.size(); ++i) g[i] += w[i] - Target(k, i);
+  }
+  for (double& x : g) x /= keys.size();
+  return g;
+}
+
+std::vector<std::string> Keys(const std::string& peer, int from, int count) {
+  std::vector<std::string> out;
+  for (int i = from; i < from + count; ++i) out.push_back(peer + "-" + std::to_string(i));
+  return out;
+}
+
+TEST(PeerSessionTest, GradientModeTwoPeersStepTogetherAsOneTrainerAtTheirCombinedBatch) {
+  FakeCollaboration c(/*target_batch_size=*/8);
+  SessionOptions so;
+  so.max_steps = 3;
+  so.max_local_samples_per_step = 4;
+  so.poll_interval = absl::Milliseconds(1);
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
+  peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}));
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
+  ASSERT_EQ(peers[0]->session->stats().hashes.size(), 3u);
+  // One trainer, batch 8 = a's 4 + b's 4 per step, plain SGD.
+  std::vector<float> w(kN, 0.0f);
+  for (int step = 0; step < 3; ++step) {
+    std::vector<std::string> keys = Keys("a", 4 * step, 4);
+    for (auto& k : Keys("b", 4 * step, 4)) keys.push_back(k);
+    std::vector<double> g = MeanGradient(w, keys);
+    for (size_t i = 0; i < kN; ++i) w[i] -= static_cast<float>(kLr) * static_cast<float>(g[i]);
+  }
+  for (size_t i = 0; i < kN; ++i) EXPECT_NEAR(peers[0]->model.weights()[i], w[i], 1e-5) << i;
+  EXPECT_EQ(peers[0]->model.step(), 3);
+  EXPECT_EQ(peers[0]->session->state(), PeerState::kDone);
+}
+
+TEST(PeerSessionTest, ANonFiniteContributionTakesPartWithWeightZero) {
+  FakeCollaboration c(8);
+  SessionOptions so;
+  so.max_steps = 2;
+  so.max_local_samples_per_step = 4;
+  so.poll_interval = absl::Milliseconds(1);
+  SessionOptions poisoned = so;
+  poisoned.nan_contribution_at_step_for_test = 1;
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
+  peers.push_back(MakePeer(c, "b", 4, poisoned, SyncConfig{}));
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  EXPECT_EQ(peers[1]->session->stats().nonfinite, 1);
+  EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
+  // Step 1 applied a's gradient alone.
+  std::vector<double> g = MeanGradient(std::vector<float>(kN, 0.0f), Keys("a", 0, 4));
+  std::vector<float> w(kN);
+  for (size_t i = 0; i < kN; ++i) w[i] = -static_cast<float>(kLr) * static_cast<float>(g[i]);
+  std::vector<std::string> both = Keys("a", 4, 4);
+  for (auto& k : Keys("b", 4, 4)) both.push_back(k);
+  g = MeanGradient(w, both);
+  for (size_t i = 0; i < kN; ++i) w[i] -= static_cast<float>(kLr) * static_cast<float>(g[i]);
+  for (size_t i = 0; i < kN; ++i) EXPECT_NEAR(peers[1]->model.weights()[i], w[i], 1e-5) << i;
+}
+
+// DiLoCo without overlap, in closed form: each peer takes H SGD steps from
+// θ on its own samples; θ moves by the outer Nesterov step on the
+// sample-weighted mean of Δ = θ − θ_local.
+TEST(PeerSessionTest, OuterStepsMatchDiLoCoAndEveryMemberHoldsTheSameWeights) {
+  const int h = 3, steps = 4;
+  FakeCollaboration c(/*target=*/2 * h * 2);
+  SessionOptions so;
+  so.max_steps = steps;
+  so.poll_interval = absl::Milliseconds(1);
+  SyncConfig sync;
+  sync.mode = SyncMode::kOuter;
+  sync.outer.local_steps = h;
+  sync.outer.overlap = false;
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.push_back(MakePeer(c, "a", 2, so, sync));
+  peers.push_back(MakePeer(c, "b", 2, so, sync));
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  ASSERT_EQ(peers[0]->session->stats().hashes.size(), static_cast<size_t>(steps));
+  EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
+  EXPECT_EQ(peers[0]->model.step(), steps * h);  // local optimizer steps
+
+  OuterOptimizer outer(std::vector<float>(kN, 0.0f), sync.outer);
+  int next_key = 0;
+  for (int k = 0; k < steps; ++k) {
+    std::vector<std::vector<float>> deltas;
+    for (const char* peer : {"a", "b"}) {
+      std::vector<float> w = outer.global();
+      for (int s = 0; s < h; ++s) {
+        std::vector<double> g = MeanGradient(w, Keys(peer, next_key + 2 * s, 2));
+        for (size_t i = 0; i < kN; ++i) w[i] -= static_cast<float>(kLr) * static_cast<float>(g[i]);
+      }
+      std::vector<float> d(kN);
+      outer.PseudoGradient(w.data(), d.data());
+      deltas.push_back(d);
+    }
+    next_key += 2 * h;
+    std::vector<float> mean(kN);
+    for (size_t i = 0; i < kN; ++i) mean[i] = float((6.0 * deltas[0][i] + 6.0 * deltas[1][i]) / 12.0);
+    ASSERT_TRUE(outer.Step(mean.data()).ok());
+  }
+  for (size_t i = 0; i < kN; ++i) EXPECT_NEAR(peers[0]->model.weights()[i], outer.global()[i], 1e-5);
+  EXPECT_EQ(peers[0]->session->stats().hashes.rbegin()->second,
+            HashOfValues(peers[0]->model.weights()));
+  // One metrics row per local step, each with the outer step and timings.
+  ASSERT_EQ(peers[0]->model.metrics.size(), static_cast<size_t>(steps * h));
+  for (const char* key : {"outer_step", "bytes_sent", "bytes_received", "compute_seconds",
+                          "waiting_seconds", "step_seconds"}) {
+    EXPECT_EQ(peers[0]->model.metrics.back().count(key), 1u) << key;
+  }
+  double sent = 0;
+  for (const auto& row : peers[0]->model.metrics) sent += row.at("bytes_sent");
+  EXPECT_LE(sent, peers[0]->session->stats().bytes_sent);
+}
+
+TEST(PeerSessionTest, WithOverlapLocalStepsRunDuringTheRoundAndTheGlobalWeightsAgree) {
+  const int h = 2, steps = 3;
+  FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);
+  c.SetRoundDelay(absl::Milliseconds(300));
+  SessionOptions so;
+  so.max_steps = steps;
+  so.poll_interval = absl::Milliseconds(1);
+  SyncConfig sync;
+  sync.mode = SyncMode::kOuter;
+  sync.outer.local_steps = h;
+  sync.outer.overlap = true;
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.push_back(MakePeer(c, "a", 2, so, sync));
+  peers.push_back(MakePeer(c, "b", 2, so, sync));
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  ASSERT_EQ(peers[0]->session->stats().hashes.size(), static_cast<size_t>(steps));
+  EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
+  EXPECT_EQ(peers[0]->model.step(), steps * h);
+  // The local steps of outer step 1 ran while round 0 was in flight (300
+  // ms; a local step takes microseconds): 2H rows were recorded before the
+  // first outer step was applied, where without overlap there are H.
+  int before_first = 0;
+  for (const auto& row : peers[0]->model.metrics) before_first += row.at("outer_step") == 0;
+  EXPECT_EQ(before_first, 2 * h);
+  // After the last round no local step follows: the local weights are θ.
+  EXPECT_EQ(HashOfValues(peers[0]->model.weights()), peers[0]->session->stats().hashes.rbegin()->second);
+}
+
+TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {
+  const int h = 2;
+  FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);
+  SessionOptions so;
+  so.max_steps = 3;
+  so.poll_interval = absl::Milliseconds(1);
+  SyncConfig sync;
+  sync.mode = SyncMode::kOuter;
+  sync.outer.local_steps = h;
+  sync.outer.overlap = false;
+  std::vector<std::unique_ptr<Peer>> with, without;
+  with.push_back(MakePeer(c, "a", 2, so, sync));
+  with.push_back(MakePeer(c, "b", 2, so, sync));
+  ASSERT_NO_FATAL_FAILURE(RunAll(with));
+  EXPECT_EQ(with[0]->session->stats().hashes, with[1]->session->stats().hashes);
+  FakeCollaboration c2(2 * h * 2, averaging::CodecId::kUniform8Bit);
+  sync.outer.error_feedback = false;
+  without.push_back(MakePeer(c2, "a", 2, so, sync));
+  without.push_back(MakePeer(c2, "b", 2, so, sync));
+  ASSERT_NO_FATAL_FAILURE(RunAll(without));
+  // Same data, same codec: error feedback changes what is applied.
+  EXPECT_NE(with[0]->session->stats().hashes.rbegin()->second,
+            without[0]->session->stats().hashes.rbegin()->second);
+}
+
+TEST(PeerSessionTest, AFailedRoundResynchronisesFromAPeerThatAppliedIt) {
+  FakeCollaboration c(8);
+  c.FailRound(2);  // fails on every member: nobody applies step 2
+  SessionOptions so;
+  so.max_steps = 3;
+  so.max_local_samples_per_step = 4;
+  so.poll_interval = absl::Milliseconds(1);
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
+  peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}));
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  for (auto& p : peers) {
+    EXPECT_EQ(p->session->stats().rounds_failed, 1) << p->id;
+    EXPECT_EQ(p->session->stats().resyncs, 1) << p->id;
+    EXPECT_EQ(p->session->applied_steps(), 3u);
+  }
+  // Nobody was ahead, so both kept their (identical) weights and went on.
+  EXPECT_EQ(peers[0]->model.ParameterHash(), peers[1]->model.ParameterHash());
+}
+
+TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
+  const int h = 2;
+  FakeCollaboration c(2 * h * 2);  // two peers' contributions close a step
+  c.SetRoundDelay(absl::Milliseconds(40));
+  SessionOptions so;
+  so.max_steps = 8;
+  so.poll_interval = absl::Milliseconds(1);
+  SyncConfig sync;
+  sync.mode = SyncMode::kOuter;
+  sync.outer.local_steps = h;
+  sync.outer.overlap = false;
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.reserve(3);  // the threads hold references to the elements
+  peers.push_back(MakePeer(c, "a", 2, so, sync));
+  peers.push_back(MakePeer(c, "b", 2, so, sync));
+  std::vector<std::thread> threads;
+  for (auto& p : peers) threads.emplace_back([&p] { p->result = p->session->Run(); });
+  while (c.planner().global_step() < 2) absl::SleepFor(absl::Milliseconds(1));
+  peers.push_back(MakePeer(c, "c", 2, so, sync));
+  Peer& late = *peers.back();
+  ASSERT_TRUE(late.session->Advance().ok());  // joining: the collaboration is ahead
+  EXPECT_EQ(late.session->state(), PeerState::kResynchronising);
+  late.result = late.session->Run();
+  for (auto& t : threads) t.join();
+  for (auto& p : peers) ASSERT_TRUE(p->result.ok()) << p->id << ": " << p->result;
+  EXPECT_GE(late.session->stats().resyncs, 1);
+  // Whoever applied a step holds the same weights after it; together the
+  // peers applied every step; all end with the same θ.
+  std::map<uint64_t, std::string> all;
+  for (auto& p : peers) {
+    for (const auto& [step, hash] : p->session->stats().hashes) {
+      auto [it, inserted] = all.insert({step, hash});
+      EXPECT_EQ(it->second, hash) << p->id << " step " << step;
+    }
+  }
+  EXPECT_EQ(all.size(), 8u);
+  // (Whether it also contributes to a round is a race here: the other two
+  // close a step within microseconds of the state it downloaded.)
+  EXPECT_EQ(late.sync->Hash(), peers[0]->sync->Hash());
+  EXPECT_EQ(late.sync->Hash(), peers[1]->sync->Hash());
+}
+
+}  // namespace
+}  // namespace dd::collab

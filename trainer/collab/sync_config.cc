@@ -1,0 +1,79 @@
+#include "trainer/collab/sync_config.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace dd::collab {
+namespace {
+
+using nlohmann::json;
+
+absl::Status Bad(const std::string& key, const std::string& want) {
+  return absl::InvalidArgumentError(absl::StrCat("run config: \"", key, "\" must be ", want));
+}
+
+absl::Status ReadDouble(const json& doc, const char* key, double lo, double hi, bool lo_open,
+                        double* out) {
+  auto it = doc.find(key);
+  if (it == doc.end()) return absl::OkStatus();
+  if (!it->is_number()) return Bad(key, "a number");
+  const double v = it->get<double>();
+  if (!std::isfinite(v) || v < lo || (lo_open && v == lo) || v >= hi) {
+    return Bad(key, absl::StrCat("in ", lo_open ? "(" : "[", lo, ", ", hi, ")"));
+  }
+  *out = v;
+  return absl::OkStatus();
+}
+
+absl::Status ReadBool(const json& doc, const char* key, bool* out) {
+  auto it = doc.find(key);
+  if (it == doc.end()) return absl::OkStatus();
+  if (!it->is_boolean()) return Bad(key, "true or false");
+  *out = it->get<bool>();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* SyncModeName(SyncMode mode) {
+  return mode == SyncMode::kOuter ? "outer" : "gradients";
+}
+
+absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return absl::InvalidArgumentError("run config: not a JSON object");
+  SyncConfig c;
+  if (auto it = doc.find("sync"); it != doc.end()) {
+    if (*it == "gradients") {
+      c.mode = SyncMode::kGradients;
+    } else if (*it == "outer") {
+      c.mode = SyncMode::kOuter;
+    } else {
+      return Bad("sync", "\"gradients\" or \"outer\"");
+    }
+  }
+  if (auto it = doc.find("codec"); it != doc.end()) {
+    if (!it->is_string()) return Bad("codec", "a codec name");
+    auto id = averaging::CodecIdNamed(it->get<std::string>());
+    if (!id.ok()) return Bad("codec", "none, fp16, bf16, uniform8bit or blockwise8bit");
+    c.codec = *id;
+  }
+  if (auto it = doc.find("local_steps"); it != doc.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 1000000) {
+      return Bad("local_steps", "an integer in [1, 1000000]");
+    }
+    c.outer.local_steps = it->get<int64_t>();
+  }
+  absl::Status s = ReadDouble(doc, "outer_lr", 0, 1e6, /*lo_open=*/true, &c.outer.lr);
+  if (s.ok()) s = ReadDouble(doc, "outer_momentum", 0, 1, /*lo_open=*/false, &c.outer.momentum);
+  if (s.ok()) s = ReadBool(doc, "outer_nesterov", &c.outer.nesterov);
+  if (s.ok()) s = ReadBool(doc, "error_feedback", &c.outer.error_feedback);
+  if (s.ok()) s = ReadBool(doc, "overlap", &c.outer.overlap);
+  if (!s.ok()) return s;
+  return c;
+}
+
+}  // namespace dd::collab

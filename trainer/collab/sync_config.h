@@ -1,0 +1,55 @@
+// SyncConfig: how the peers of a run keep their weights in step, read from
+// the coordinator's run JSON so that every peer of a run agrees.
+//
+//   "sync": "gradients"   every global step averages the accumulated
+//                         gradient (the default; hivemind's way)
+//   "sync": "outer"       every peer takes "local_steps" (H) optimizer steps
+//                         on its own data, then the peers average the change
+//                         of the weights (the pseudo-gradient) and apply one
+//                         outer Nesterov-SGD step (DiLoCo)
+//
+// Outer keys: "local_steps" (H, default 32), "outer_lr" (0.7),
+// "outer_momentum" (0.9), "outer_nesterov" (true), "error_feedback" (true:
+// what the codec drops from a peer's pseudo-gradient joins its next one),
+// "overlap" (true: the exchange of outer step k runs while the local steps
+// of k+1 are computed; see docs/architecture.md). "codec" applies to both
+// modes. Pure: no gRPC or libtorch types.
+#ifndef TRAINER_COLLAB_SYNC_CONFIG_H_
+#define TRAINER_COLLAB_SYNC_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "trainer/averaging/codec.h"
+
+namespace dd::collab {
+
+enum class SyncMode { kGradients, kOuter };
+
+struct OuterOptions {
+  int64_t local_steps = 32;  // H
+  double lr = 0.7;
+  double momentum = 0.9;
+  bool nesterov = true;
+  bool error_feedback = true;
+  bool overlap = true;
+};
+
+struct SyncConfig {
+  SyncMode mode = SyncMode::kGradients;
+  averaging::CodecId codec = averaging::CodecId::kNone;
+  OuterOptions outer;
+};
+
+// Reads the sync keys of a run config (a JSON object's text). A key that is
+// present with a wrong type or an out-of-range value is InvalidArgument
+// naming the key (never silently replaced by its default): local_steps >= 1,
+// outer_lr > 0, outer_momentum in [0, 1).
+absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& run_config_json);
+
+const char* SyncModeName(SyncMode mode);
+
+}  // namespace dd::collab
+
+#endif  // TRAINER_COLLAB_SYNC_CONFIG_H_

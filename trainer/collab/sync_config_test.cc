@@ -1,0 +1,48 @@
+#include "trainer/collab/sync_config.h"
+
+#include "gtest/gtest.h"
+
+namespace dd::collab {
+namespace {
+
+TEST(SyncConfigTest, DefaultsToGradientAveraging) {
+  auto c = ParseSyncConfig(R"({"run_id": "r"})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->mode, SyncMode::kGradients);
+  EXPECT_EQ(c->codec, averaging::CodecId::kNone);
+  EXPECT_EQ(c->outer.local_steps, 32);
+  EXPECT_DOUBLE_EQ(c->outer.lr, 0.7);
+  EXPECT_DOUBLE_EQ(c->outer.momentum, 0.9);
+  EXPECT_TRUE(c->outer.nesterov);
+}
+
+TEST(SyncConfigTest, ReadsOuterSettings) {
+  auto c = ParseSyncConfig(R"({"sync": "outer", "local_steps": 4, "outer_lr": 0.5,
+      "outer_momentum": 0.8, "outer_nesterov": false, "error_feedback": false,
+      "overlap": false, "codec": "blockwise8bit"})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->mode, SyncMode::kOuter);
+  EXPECT_EQ(c->codec, averaging::CodecId::kBlockwise8Bit);
+  EXPECT_EQ(c->outer.local_steps, 4);
+  EXPECT_DOUBLE_EQ(c->outer.lr, 0.5);
+  EXPECT_DOUBLE_EQ(c->outer.momentum, 0.8);
+  EXPECT_FALSE(c->outer.nesterov);
+  EXPECT_FALSE(c->outer.error_feedback);
+  EXPECT_FALSE(c->outer.overlap);
+}
+
+TEST(SyncConfigTest, RefusesBadValuesNamingTheKey) {
+  for (const char* bad : {R"({"sync": "dilocoo"})", R"({"local_steps": 0})",
+                          R"({"local_steps": 2.5})", R"({"outer_lr": 0})",
+                          R"({"outer_lr": "fast"})", R"({"outer_momentum": 1.0})",
+                          R"({"outer_momentum": -0.1})", R"({"overlap": 1})",
+                          R"({"codec": "zip"})", R"([1, 2])"}) {
+    auto c = ParseSyncConfig(bad);
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_NE(c.status().message().find("run config"), std::string::npos) << c.status();
+  }
+}
+
+}  // namespace
+}  // namespace dd::collab

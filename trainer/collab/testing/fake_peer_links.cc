@@ -1,0 +1,272 @@
+#include "trainer/collab/testing/fake_peer_links.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status/status_macros.h"
+#include "trainer/collab/synchronizer.h"
+#include "trainer/model/torch_tensors.h"
+
+namespace dd::collab::testing {
+
+float Target(const std::string& key, size_t i) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+  h ^= i * 0x9E3779B97F4A7C15ull;
+  h = (h ^ (h >> 31)) * 0xBF58476D1CE4E5B9ull;
+  return static_cast<float>(static_cast<double>(h >> 40) / double(1 << 24)) * 2.0f - 1.0f;
+}
+
+absl::StatusOr<double> FakeModel::AccumulateBatch(const data::Batch& batch) {
+  if (grad_sum_.empty()) grad_sum_.assign(w_.size(), 0.0);
+  double loss = 0;
+  for (const std::string& key : batch.keys) {
+    for (size_t i = 0; i < w_.size(); ++i) {
+      const double d = w_[i] - Target(key, i);
+      grad_sum_[i] += d;
+      loss += 0.5 * d * d;
+    }
+    keys_.push_back(key);
+  }
+  samples_ += batch.keys.size();
+  loss /= std::max<size_t>(1, batch.keys.size());
+  loss_sum_ += loss;
+  return loss;
+}
+
+absl::StatusOr<std::vector<float>> FakeModel::AccumulatedGradient() const {
+  if (samples_ == 0) return absl::FailedPreconditionError("no gradients accumulated");
+  std::vector<float> g(w_.size());
+  for (size_t i = 0; i < w_.size(); ++i) g[i] = static_cast<float>(grad_sum_[i] / samples_);
+  return g;
+}
+
+absl::StatusOr<training::StepReport> FakeModel::ApplyUpdate(const std::vector<float>* gradient,
+                                                            bool) {
+  std::vector<float> local;
+  if (gradient == nullptr) {
+    ASSIGN_OR_RETURN(local, AccumulatedGradient());
+    gradient = &local;
+  }
+  if (gradient->size() != w_.size()) return absl::InvalidArgumentError("wrong gradient length");
+  training::StepReport r;
+  r.samples = samples_;
+  r.loss = samples_ > 0 ? loss_sum_ : NAN;
+  for (size_t i = 0; i < w_.size(); ++i) w_[i] -= static_cast<float>(lr_) * (*gradient)[i];
+  r.step = ++step_;
+  DropAccumulated();
+  return r;
+}
+
+void FakeModel::DropAccumulated() {
+  grad_sum_.assign(w_.size(), 0.0);
+  samples_ = 0;
+  keys_.clear();
+  loss_sum_ = 0;
+}
+
+absl::Status FakeModel::ReadParameters(std::vector<float>* out) const {
+  *out = w_;
+  return absl::OkStatus();
+}
+
+absl::Status FakeModel::WriteParameters(const std::vector<float>& values) {
+  if (values.size() != w_.size()) return absl::InvalidArgumentError("wrong parameter length");
+  w_ = values;
+  return absl::OkStatus();
+}
+
+std::string FakeModel::ParameterHash() const { return HashOfValues(w_); }
+
+absl::StatusOr<std::string> FakeModel::ExportState(const StateExtras& extras) const {
+  std::map<std::string, at::Tensor> tensors = extras.tensors;
+  tensors["param.w"] = at::from_blob(const_cast<float*>(w_.data()), {int64_t(w_.size())}, at::kFloat).clone();
+  std::map<std::string, std::string> meta = extras.metadata;
+  meta["step"] = absl::StrCat(step_);
+  return model::SerializeTensors(tensors, meta);
+}
+
+absl::Status FakeModel::ImportState(const std::string& bytes, StateExtras* extras) {
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> meta;
+  RETURN_IF_ERROR(model::ParseTensors(bytes, &tensors, &meta));
+  auto it = tensors.find("param.w");
+  if (it == tensors.end() || it->second.numel() != static_cast<int64_t>(w_.size())) {
+    return absl::FailedPreconditionError("state does not fit the model");
+  }
+  int64_t step = 0;
+  if (!absl::SimpleAtoi(meta["step"], &step)) return absl::FailedPreconditionError("no step");
+  std::memcpy(w_.data(), it->second.contiguous().data_ptr<float>(), w_.size() * sizeof(float));
+  step_ = step;
+  DropAccumulated();
+  tensors.erase(it);
+  meta.erase("step");
+  if (extras != nullptr) {
+    extras->tensors = std::move(tensors);
+    extras->metadata = std::move(meta);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FakeModel::RecordMetrics(const training::StepReport&,
+                                      const std::map<std::string, double>& extra) {
+  metrics.push_back(extra);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<data::Batch> FakeBatches::Next() {
+  data::Batch b;
+  for (int i = 0; i < batch_size_; ++i) b.keys.push_back(absl::StrCat(peer_, "-", next_++));
+  return b;
+}
+
+class FakeCollaboration::Links final : public CoordinatorLink, public RoundAverager, public StateExchange {
+ public:
+  Links(FakeCollaboration* c, std::string id) : c_(c), id_(std::move(id)) {}
+  std::string peer_id() const override { return id_; }
+  absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t step, uint64_t samples, double rate,
+                                                     uint64_t after) override {
+    ASSIGN_OR_RETURN(cv1::ReportProgressResponse r,
+                     c_->planner_.Report(id_, step, samples, rate, 0, [](const std::string& id) {
+                       return coordinator::MemberInfo{"mem:" + id};
+                     }));
+    auto round = c_->planner_.RoundFor(id_, after);
+    if (round.has_value()) *r.mutable_round() = *round;
+    return r;
+  }
+  absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after) override {
+    return c_->planner_.RoundFor(id_, after);
+  }
+  absl::StatusOr<uint64_t> GlobalStep() override { return c_->planner_.global_step(); }
+  void SetSamplesPerSecond(double) override {}
+  absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
+                                                     std::vector<float>* values, double weight,
+                                                     std::vector<float>* contributed) override {
+    return c_->Average(id_, round, values, weight, contributed);
+  }
+  bool Wanted() const override { return c_->Wanted(id_); }
+  void Publish(Snapshot s, bool) override { c_->Publish(id_, std::move(s)); }
+  void StopServingCurrent() override {}
+  absl::StatusOr<Snapshot> FetchNewer(uint64_t step) override { return c_->FetchNewer(id_, step); }
+
+ private:
+  FakeCollaboration* const c_;
+  const std::string id_;
+};
+
+FakeCollaboration::FakeCollaboration(uint64_t target, averaging::CodecId codec)
+    : planner_(
+          [&] {
+            coordinator::RoundPlannerOptions o;
+            o.target_batch_size = target;
+            o.round_timeout = absl::Seconds(30);
+            return o;
+          }(),
+          RealClock()),
+      codec_(codec) {}
+
+FakeCollaboration::~FakeCollaboration() = default;
+
+#define DD_FAKE_LINKS(id)                                             \
+  absl::MutexLock lock(&mu_);                                         \
+  auto& l = links_[id];                                               \
+  if (l == nullptr) l = std::make_unique<Links>(this, id);            \
+  return l.get()
+
+CoordinatorLink* FakeCollaboration::Coordinator(const std::string& id) { DD_FAKE_LINKS(id); }
+RoundAverager* FakeCollaboration::Averager(const std::string& id) { DD_FAKE_LINKS(id); }
+StateExchange* FakeCollaboration::States(const std::string& id) { DD_FAKE_LINKS(id); }
+#undef DD_FAKE_LINKS
+
+void FakeCollaboration::FailRound(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  failing_.insert(id);
+}
+
+void FakeCollaboration::SetRoundDelay(absl::Duration d) {
+  absl::MutexLock lock(&mu_);
+  delay_ = d;
+}
+
+absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
+    const std::string& id, const cv1::Round& round, std::vector<float>* values, double weight,
+    std::vector<float>* contributed) {
+  absl::Duration delay;
+  {
+    absl::MutexLock lock(&mu_);
+    delay = delay_;
+  }
+  absl::SleepFor(delay);
+  const averaging::Codec& codec = averaging::CodecFor(codec_);
+  std::vector<float> sent(values->size());
+  std::string bytes;
+  codec.Encode(values->data(), values->size(), &bytes);
+  RETURN_IF_ERROR(codec.Decode(bytes, values->size(), sent.data()));
+  if (contributed != nullptr) *contributed = sent;
+  absl::MutexLock lock(&mu_);
+  if (failing_.count(round.round_id()) > 0) return absl::UnavailableError("round failed (test)");
+  RoundData& r = rounds_[round.round_id()];
+  r.parts[id] = {std::move(sent), weight};
+  auto all_in = [&r, &round] { return r.parts.size() == static_cast<size_t>(round.members_size()); };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&all_in), absl::Seconds(30))) {
+    return absl::DeadlineExceededError("members missing (test)");
+  }
+  if (!r.averaged) {
+    std::vector<double> sum(values->size(), 0.0);
+    double total = 0;
+    for (const auto& [peer, part] : r.parts) {  // in peer-id order: the same sum everywhere
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += part.second * part.first[i];
+      total += part.second;
+    }
+    std::vector<float> mean(sum.size());
+    for (size_t i = 0; i < sum.size(); ++i) mean[i] = total > 0 ? float(sum[i] / total) : 0.0f;
+    bytes.clear();
+    codec.Encode(mean.data(), mean.size(), &bytes);
+    r.mean.resize(mean.size());
+    RETURN_IF_ERROR(codec.Decode(bytes, mean.size(), r.mean.data()));
+    r.averaged = true;
+  }
+  *values = r.mean;
+  averaging::AllReduceResult result;
+  result.fraction_averaged = 1;
+  result.bytes_sent = result.bytes_received = codec.EncodedSize(values->size());
+  return result;
+}
+
+void FakeCollaboration::Publish(const std::string& id, StateExchange::Snapshot s) {
+  absl::MutexLock lock(&mu_);
+  snapshots_[id] = std::move(s);
+  wanted_.erase(id);
+}
+
+bool FakeCollaboration::Wanted(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  return wanted_.count(id) > 0;
+}
+
+absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(const std::string& id,
+                                                                      uint64_t step) {
+  absl::MutexLock lock(&mu_);
+  for (const auto& [peer, link] : links_) {
+    if (peer != id) wanted_.insert(peer);
+  }
+  const StateExchange::Snapshot* found = nullptr;
+  auto newer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const auto& [peer, s] : snapshots_) {
+      if (peer != id && s.global_step > step && wanted_.count(peer) == 0) {
+        found = &s;
+        return true;
+      }
+    }
+    return false;
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&newer), absl::Seconds(5))) {
+    return absl::FailedPreconditionError("no peer is ahead (test)");
+  }
+  return *found;
+}
+
+}  // namespace dd::collab::testing

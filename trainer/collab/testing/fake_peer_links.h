@@ -1,0 +1,126 @@
+// In-memory fakes of the interfaces a PeerSession talks to (peer_links.h),
+// for tests that run N peers as threads in one process:
+//   FakeCollaboration  the coordinator's round logic (the real RoundPlanner),
+//                      an exact in-memory all-reduce (optionally through a
+//                      real codec), and a registry of published states;
+//   FakeModel          a quadratic model: the gradient of a sample keyed k
+//                      is w − c(k), so every result has a closed form;
+//   FakeBatches        numbered batches of keys "<peer>-<n>".
+#ifndef TRAINER_COLLAB_TESTING_FAKE_PEER_LINKS_H_
+#define TRAINER_COLLAB_TESTING_FAKE_PEER_LINKS_H_
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "services/coordinator/rounds/round_planner.h"
+#include "trainer/collab/peer_links.h"
+
+namespace dd::collab::testing {
+
+// c(key)[i]: the point a sample pulls the weights toward.
+float Target(const std::string& key, size_t i);
+
+class FakeModel final : public LocalModel {
+ public:
+  FakeModel(size_t n, double lr) : w_(n, 0.0f), lr_(lr) {}
+  absl::StatusOr<double> AccumulateBatch(const data::Batch& batch) override;
+  int64_t accumulated_samples() const override { return samples_; }
+  std::vector<std::string> AccumulatedKeys() const override { return keys_; }
+  absl::StatusOr<std::vector<float>> AccumulatedGradient() const override;
+  absl::StatusOr<training::StepReport> ApplyUpdate(const std::vector<float>* gradient,
+                                                   bool local_finite) override;
+  void DropAccumulated() override;
+  int64_t num_elements() const override { return w_.size(); }
+  absl::Status ReadParameters(std::vector<float>* out) const override;
+  absl::Status WriteParameters(const std::vector<float>& values) override;
+  int64_t step() const override { return step_; }
+  void SetStep(int64_t step) override { step_ = step; }
+  std::string ParameterHash() const override;
+  absl::StatusOr<std::string> ExportState(const StateExtras& extras) const override;
+  absl::Status ImportState(const std::string& bytes, StateExtras* extras) override;
+  absl::Status RecordMetrics(const training::StepReport&, const std::map<std::string, double>& extra) override;
+  absl::StatusOr<std::string> SaveCheckpoint() override { return std::string("fake-checkpoint"); }
+  absl::StatusOr<std::string> WriteSamples() override { return std::string("fake-samples"); }
+
+  const std::vector<float>& weights() const { return w_; }
+  // Metrics rows recorded (their "extra" maps).
+  std::vector<std::map<std::string, double>> metrics;
+
+ private:
+  std::vector<float> w_;
+  const double lr_;
+  std::vector<double> grad_sum_;
+  int64_t samples_ = 0;
+  std::vector<std::string> keys_;
+  double loss_sum_ = 0;
+  int64_t step_ = 0;
+};
+
+class FakeBatches final : public BatchSource {
+ public:
+  FakeBatches(std::string peer, int batch_size) : peer_(std::move(peer)), batch_size_(batch_size) {}
+  absl::StatusOr<data::Batch> Next() override;
+  int64_t handed_out() const { return next_; }
+
+ private:
+  const std::string peer_;
+  const int batch_size_;
+  std::atomic<int64_t> next_{0};
+};
+
+// One run's coordinator, averaging and state registry, shared by the
+// peers' links (all thread-safe).
+class FakeCollaboration {
+ public:
+  FakeCollaboration(uint64_t target_batch_size, averaging::CodecId codec = averaging::CodecId::kNone);
+  ~FakeCollaboration();
+
+  // The links of peer `peer_id` (owned by the collaboration).
+  CoordinatorLink* Coordinator(const std::string& peer_id);
+  RoundAverager* Averager(const std::string& peer_id);
+  StateExchange* States(const std::string& peer_id);
+
+  // Rounds with these ids fail on every member.
+  void FailRound(uint64_t round_id);
+  // Each Average call sleeps this long first (a slow network).
+  void SetRoundDelay(absl::Duration d);
+  coordinator::RoundPlanner& planner() { return planner_; }
+
+  // The in-memory all-reduce: waits for every member of the round, then
+  // returns the weighted mean of their values (each through the codec,
+  // the mean through it once more), exactly as every member sees it.
+  absl::StatusOr<averaging::AllReduceResult> Average(const std::string& peer_id,
+                                                     const cv1::Round& round,
+                                                     std::vector<float>* values, double weight,
+                                                     std::vector<float>* contributed);
+  void Publish(const std::string& peer_id, StateExchange::Snapshot s);
+  bool Wanted(const std::string& peer_id);
+  absl::StatusOr<StateExchange::Snapshot> FetchNewer(const std::string& peer_id, uint64_t step);
+
+ private:
+  struct RoundData {
+    std::map<std::string, std::pair<std::vector<float>, double>> parts;
+    std::vector<float> mean;
+    bool averaged = false;
+  };
+  class Links;
+
+  coordinator::RoundPlanner planner_;
+  const averaging::CodecId codec_;
+  absl::Mutex mu_;
+  std::map<uint64_t, RoundData> rounds_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> failing_ ABSL_GUARDED_BY(mu_);
+  absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
+  std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::unique_ptr<Links>> links_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace dd::collab::testing
+
+#endif  // TRAINER_COLLAB_TESTING_FAKE_PEER_LINKS_H_
