@@ -238,6 +238,85 @@ TEST_F(CollabTrainingTest, LateJoinerDownloadsTheStateAndAgreesWithTheOthers) {
   }
 }
 
+// Outer steps (DiLoCo) with real processes: each peer takes H = 4 local
+// AdamW steps, the peers average the change of the weights (8-bit
+// blockwise, error feedback) while the next local steps already run, and
+// both hold the same global weights after every outer step.
+TEST_F(CollabTrainingTest, OuterStepsTwoPeersHoldTheSameWeightsAfterEveryOuterStep) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(
+      R"({"run_id": "outer", "sync": "outer", "local_steps": 4, "target_batch_size": 32,
+          "max_steps": 3, "codec": "blockwise8bit"})"));
+  Subprocess a = StartPeer("a", {});
+  Subprocess b = StartPeer("b", {});
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
+  const std::string la = Slurp(dir_ + "/a.log"), lb = Slurp(dir_ + "/b.log");
+  EXPECT_NE(la.find("sync: outer, codec blockwise8bit, H = 4 local steps"), std::string::npos) << la;
+  auto ha = StepHashes(la), hb = StepHashes(lb);
+  ASSERT_EQ(ha.size(), 3u) << la;
+  EXPECT_EQ(ha, hb);
+  // The final line names the shared weights: equal too.
+  std::regex final_line("final parameters ([0-9a-f]+)");
+  std::smatch ma, mb;
+  ASSERT_TRUE(std::regex_search(la, ma, final_line)) << la;
+  ASSERT_TRUE(std::regex_search(lb, mb, final_line)) << lb;
+  EXPECT_EQ(ma[1].str(), mb[1].str());
+  EXPECT_EQ(ma[1].str().substr(0, 16), ha.rbegin()->second);
+  // metrics.jsonl: one row per local step (4 per outer step) with the
+  // outer step, the bytes moved and the time split.
+  std::stringstream rows(Slurp(dir_ + "/a/metrics.jsonl"));
+  int local_steps = 0;
+  double bytes_sent = 0;
+  for (std::string row; std::getline(rows, row);) {
+    ++local_steps;
+    for (const char* key : {"\"outer_step\"", "\"bytes_sent\"", "\"bytes_received\"",
+                            "\"compute_seconds\"", "\"waiting_seconds\"", "\"step_seconds\""}) {
+      EXPECT_NE(row.find(key), std::string::npos) << key << " in " << row;
+    }
+    std::smatch m;
+    if (std::regex_search(row, m, std::regex("\"bytes_sent\":([0-9.e+]+)"))) bytes_sent += std::stod(m[1]);
+  }
+  EXPECT_EQ(local_steps, 12);
+  EXPECT_GT(bytes_sent, 0);
+  auto state = RunState();
+  ASSERT_TRUE(state.ok()) << state.status();
+  EXPECT_EQ(state->global_step(), 3u);
+}
+
+// Outer steps under faults: a third peer joins late and downloads the
+// global weights, the outer momentum and the step; then a peer is
+// SIGKILLed mid-run and the others finish with the same weights.
+TEST_F(CollabTrainingTest, OuterStepsLateJoinerCatchesUpAndAKilledPeerDoesNotStopTheRun) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(
+      R"({"run_id": "outer-faults", "sync": "outer", "local_steps": 2, "target_batch_size": 16,
+          "max_steps": 7, "codec": "fp16"})"));
+  Subprocess a = StartPeer("a", {});
+  Subprocess b = StartPeer("b", {});
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 2));
+  Subprocess c = StartPeer("c", {});
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("c", 1));
+  b.Signal(SIGKILL);
+  (void)b.Wait(absl::Seconds(10));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(c, "c", absl::Minutes(5)));
+  const std::string la = Slurp(dir_ + "/a.log"), lc = Slurp(dir_ + "/c.log");
+  EXPECT_NE(lc.find("resynchronised (late join): downloaded the state of global step"),
+            std::string::npos) << lc;
+  std::map<int, std::string> agreed;
+  for (const std::string* log : {&la, &lc}) {
+    for (const auto& [step, hash] : StepHashes(*log)) {
+      auto [it, fresh] = agreed.emplace(step, hash);
+      EXPECT_EQ(it->second, hash) << "step " << step;
+    }
+  }
+  EXPECT_EQ(agreed.rbegin()->first, 7) << la << lc;
+  std::regex final_line("final parameters ([0-9a-f]+)");
+  std::smatch ma, mc;
+  ASSERT_TRUE(std::regex_search(la, ma, final_line)) << la;
+  ASSERT_TRUE(std::regex_search(lc, mc, final_line)) << lc;
+  EXPECT_EQ(ma[1].str(), mc[1].str());
+}
+
 TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {
   const std::string config =
       R"({"run_id": "restart", "target_batch_size": 8, "max_steps": 6, "codec": "none"})";

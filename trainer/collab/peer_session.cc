@@ -260,9 +260,17 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   std::unique_ptr<InFlightRound> f = std::move(in_flight_);
   const cv1::Round& r = f->round;
   const double averaging_s = absl::ToDoubleSeconds(absl::Now() - f->started);
+  if (f->result.ok() && f->result->fraction_averaged < 1.0) {
+    // Part of the vector kept this peer's own values (a reducer died or
+    // timed out): applying it would leave this peer's weights unlike the
+    // others'. A member that got the whole average is ahead and serves its
+    // state; when none did, every member still holds the same weights.
+    f->result = absl::UnavailableError(absl::StrFormat(
+        "only %.3f of the vector was averaged", f->result->fraction_averaged));
+  }
   if (!f->result.ok()) {
-    // Nothing averaged: this peer misses the step and takes the state of a
-    // peer that applied it.
+    // This peer misses the step and takes the state of a peer that
+    // applied it.
     ++stats_.rounds_failed;
     LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << f->result.status();
     sync_->Drop();
