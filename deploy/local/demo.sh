@@ -13,7 +13,9 @@
 # for a few minutes, averaging their gradients every global step; it shows
 # the peers, equal parameter hashes, the loss, checkpoints, sample grids of
 # the prompts and TensorBoard logs. DEMO_STEPS (default 100) sets the global
-# steps.
+# steps. DEMO_SYNC=outer runs the collaboration with outer steps instead
+# (DiLoCo: 8 local steps per peer, then the change of the weights averaged
+# in 8 bits while the next local steps run).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -107,9 +109,19 @@ echo "== the base model: deploy/local/shapes-tiny-base (tiny SD 1.x, fp16, made 
 cp -r deploy/local/shapes-tiny-base "$out/model"
 
 echo "== collaborative training: coordinator + dataset service + two trainer peers (auth on)"
-cat > "$out/collab.json" <<JSON
+if [ "${DEMO_SYNC:-gradients}" = outer ]; then
+  # Outer steps (DiLoCo): each peer takes 8 local steps of 16 images, then
+  # the peers average the change of the weights (8-bit) while the next
+  # local steps run; $steps counts local steps here as well.
+  echo "   sync: outer steps, H = 8 local steps, 8-bit blockwise pseudo-gradients (DEMO_SYNC=outer)"
+  cat > "$out/collab.json" <<JSON
+{"run_id": "demo-collab", "model": "tiny", "sync": "outer", "local_steps": 8, "target_batch_size": 256, "max_steps": $(( (steps + 7) / 8 )), "codec": "blockwise8bit"}
+JSON
+else
+  cat > "$out/collab.json" <<JSON
 {"run_id": "demo-collab", "model": "tiny", "target_batch_size": 32, "max_steps": $steps, "codec": "fp16"}
 JSON
+fi
 rm -f "$out/port" "$out/coordinator_port"
 "$bin/services/dataset/dataset_server" --dataset_dir="$out/data" --work_dir="$out/work" \
   --host=127.0.0.1 --port=0 --port_file="$out/port" --chunk_size=64 \

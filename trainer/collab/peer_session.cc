@@ -163,18 +163,21 @@ absl::Status PeerSession::ReportAndLook() {
     return absl::OkStatus();
   }
   // The step moved on: by a round that includes this peer, or without it.
-  auto round = coordinator_->GetRound(last_round_id_);
-  if (round.ok() && round->has_value()) {
-    pending_ = **round;
-    state_ = PeerState::kAveraging;
-    return absl::OkStatus();
-  }
+  if (TakeRound()) return absl::OkStatus();
   ++stats_.stale_dropped;
   LOG(WARNING) << "stale gradients dropped (" << report.status().message() << ")";
   sync_->Drop();
   auto now = coordinator_->GlobalStep();
   ToResync(now.ok() ? *now : next_step_ + 1, "missed a round");
   return absl::OkStatus();
+}
+
+bool PeerSession::TakeRound() {
+  auto round = coordinator_->GetRound(last_round_id_);
+  if (!round.ok() || !round->has_value()) return false;
+  pending_ = **round;
+  state_ = PeerState::kAveraging;
+  return true;
 }
 
 absl::Status PeerSession::WaitForRound() {
@@ -191,12 +194,7 @@ absl::Status PeerSession::WaitForRound() {
     state_ = PeerState::kAccumulating;
     return absl::OkStatus();
   }
-  auto round = coordinator_->GetRound(last_round_id_);
-  if (round.ok() && round->has_value()) {
-    pending_ = **round;
-    state_ = PeerState::kAveraging;
-    return absl::OkStatus();
-  }
+  if (TakeRound()) return absl::OkStatus();
   if (absl::Now() - last_report_ > options_.report_refresh) return ReportAndLook();
   absl::SleepFor(options_.poll_interval);
   return absl::OkStatus();
@@ -367,6 +365,11 @@ absl::Status PeerSession::Resynchronise() {
   // ask each other, and learn that nobody is ahead.
   Publish(/*current=*/true);
   auto snapshot = states_->FetchNewer(applied_);
+  for (absl::Time give_up = absl::Now() + options_.resync_patience;
+       snapshot.status().code() == absl::StatusCode::kFailedPrecondition && absl::Now() < give_up;) {
+    absl::SleepFor(absl::Milliseconds(500));
+    snapshot = states_->FetchNewer(applied_);
+  }
   states_->StopServingCurrent();
   absl::Status loaded = snapshot.status();
   if (loaded.ok()) {

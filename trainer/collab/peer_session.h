@@ -51,6 +51,10 @@ struct SessionOptions {
   absl::Duration poll_interval = absl::Milliseconds(20);
   // While waiting, the report is renewed this often so it does not expire.
   absl::Duration report_refresh = absl::Seconds(5);
+  // How long a peer that missed a step keeps asking for the state of a
+  // member that applied it before it concludes that none did (a member may
+  // still be applying it when first asked).
+  absl::Duration resync_patience = absl::Seconds(15);
   // Outputs of the round's designated writer (its first member).
   int64_t save_steps = 0;
   int64_t image_log_steps = 0;
@@ -108,6 +112,8 @@ class PeerSession {
   // Reports this peer's samples; moves to kAveraging when the answer names
   // its round, to kResynchronising when its step is stale.
   absl::Status ReportAndLook();
+  // Moves to kAveraging when the coordinator has a round for this peer.
+  bool TakeRound();
   // Applies the in-flight round once it is done (or waits for it with
   // `wait`). True when one was finished.
   absl::StatusOr<bool> FinishRound(bool wait);

@@ -23,6 +23,24 @@ using testing::Target;
 constexpr size_t kN = 64;   // weights of the fake model
 constexpr double kLr = 0.1;  // its SGD learning rate
 
+// Options of a test session: fast polls, short patience.
+SessionOptions Options(int64_t max_steps, int64_t cap = 0) {
+  SessionOptions so;
+  so.max_steps = max_steps;
+  so.max_local_samples_per_step = cap;
+  so.poll_interval = absl::Milliseconds(1);
+  so.resync_patience = absl::Milliseconds(200);
+  return so;
+}
+
+SyncConfig Outer(int64_t h, bool overlap) {
+  SyncConfig sync;
+  sync.mode = SyncMode::kOuter;
+  sync.outer.local_steps = h;
+  sync.outer.overlap = overlap;
+  return sync;
+}
+
 struct Peer {
   Peer(const std::string& name, int batch) : id(name), model(kN, kLr), batches(name, batch) {}
   std::string id;
@@ -73,10 +91,7 @@ std::vector<std::string> Keys(const std::string& peer, int from, int count) {
 
 TEST(PeerSessionTest, GradientModeTwoPeersStepTogetherAsOneTrainerAtTheirCombinedBatch) {
   FakeCollaboration c(/*target_batch_size=*/8);
-  SessionOptions so;
-  so.max_steps = 3;
-  so.max_local_samples_per_step = 4;
-  so.poll_interval = absl::Milliseconds(1);
+  SessionOptions so = Options(3, /*cap=*/4);
   std::vector<std::unique_ptr<Peer>> peers;
   peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
   peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}));
@@ -98,10 +113,7 @@ TEST(PeerSessionTest, GradientModeTwoPeersStepTogetherAsOneTrainerAtTheirCombine
 
 TEST(PeerSessionTest, ANonFiniteContributionTakesPartWithWeightZero) {
   FakeCollaboration c(8);
-  SessionOptions so;
-  so.max_steps = 2;
-  so.max_local_samples_per_step = 4;
-  so.poll_interval = absl::Milliseconds(1);
+  SessionOptions so = Options(2, /*cap=*/4);
   SessionOptions poisoned = so;
   poisoned.nan_contribution_at_step_for_test = 1;
   std::vector<std::unique_ptr<Peer>> peers;
@@ -127,13 +139,8 @@ TEST(PeerSessionTest, ANonFiniteContributionTakesPartWithWeightZero) {
 TEST(PeerSessionTest, OuterStepsMatchDiLoCoAndEveryMemberHoldsTheSameWeights) {
   const int h = 3, steps = 4;
   FakeCollaboration c(/*target=*/2 * h * 2);
-  SessionOptions so;
-  so.max_steps = steps;
-  so.poll_interval = absl::Milliseconds(1);
-  SyncConfig sync;
-  sync.mode = SyncMode::kOuter;
-  sync.outer.local_steps = h;
-  sync.outer.overlap = false;
+  SessionOptions so = Options(steps);
+  SyncConfig sync = Outer(h, false);
   std::vector<std::unique_ptr<Peer>> peers;
   peers.push_back(MakePeer(c, "a", 2, so, sync));
   peers.push_back(MakePeer(c, "b", 2, so, sync));
@@ -179,13 +186,8 @@ TEST(PeerSessionTest, WithOverlapLocalStepsRunDuringTheRoundAndTheGlobalWeightsA
   const int h = 2, steps = 3;
   FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);
   c.SetRoundDelay(absl::Milliseconds(300));
-  SessionOptions so;
-  so.max_steps = steps;
-  so.poll_interval = absl::Milliseconds(1);
-  SyncConfig sync;
-  sync.mode = SyncMode::kOuter;
-  sync.outer.local_steps = h;
-  sync.outer.overlap = true;
+  SessionOptions so = Options(steps);
+  SyncConfig sync = Outer(h, true);
   std::vector<std::unique_ptr<Peer>> peers;
   peers.push_back(MakePeer(c, "a", 2, so, sync));
   peers.push_back(MakePeer(c, "b", 2, so, sync));
@@ -206,13 +208,8 @@ TEST(PeerSessionTest, WithOverlapLocalStepsRunDuringTheRoundAndTheGlobalWeightsA
 TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);
-  SessionOptions so;
-  so.max_steps = 3;
-  so.poll_interval = absl::Milliseconds(1);
-  SyncConfig sync;
-  sync.mode = SyncMode::kOuter;
-  sync.outer.local_steps = h;
-  sync.outer.overlap = false;
+  SessionOptions so = Options(3);
+  SyncConfig sync = Outer(h, false);
   std::vector<std::unique_ptr<Peer>> with, without;
   with.push_back(MakePeer(c, "a", 2, so, sync));
   with.push_back(MakePeer(c, "b", 2, so, sync));
@@ -231,10 +228,7 @@ TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {
 TEST(PeerSessionTest, AFailedRoundResynchronisesFromAPeerThatAppliedIt) {
   FakeCollaboration c(8);
   c.FailRound(2);  // fails on every member: nobody applies step 2
-  SessionOptions so;
-  so.max_steps = 3;
-  so.max_local_samples_per_step = 4;
-  so.poll_interval = absl::Milliseconds(1);
+  SessionOptions so = Options(3, /*cap=*/4);
   std::vector<std::unique_ptr<Peer>> peers;
   peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
   peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}));
@@ -252,13 +246,8 @@ TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2);  // two peers' contributions close a step
   c.SetRoundDelay(absl::Milliseconds(40));
-  SessionOptions so;
-  so.max_steps = 8;
-  so.poll_interval = absl::Milliseconds(1);
-  SyncConfig sync;
-  sync.mode = SyncMode::kOuter;
-  sync.outer.local_steps = h;
-  sync.outer.overlap = false;
+  SessionOptions so = Options(8);
+  SyncConfig sync = Outer(h, false);
   std::vector<std::unique_ptr<Peer>> peers;
   peers.reserve(3);  // the threads hold references to the elements
   peers.push_back(MakePeer(c, "a", 2, so, sync));
