@@ -335,5 +335,41 @@ TEST_F(CoordinatorCoreTest, ProgressReportsOpenRoundsWithReachableReducers) {
   EXPECT_EQ(core_->ListRounds({})->rounds_size(), 1);
 }
 
+// A report answers with the newest round after `after_round_id` that
+// includes the reporter: the one it opened, or one opened by another's
+// report, so peers learn of rounds without polling GetRound.
+TEST_F(CoordinatorCoreTest, AReportAnswersWithTheReportersNewRound) {
+  prober_.Set("10.0.0.1:7000", true);
+  prober_.Set("10.0.0.2:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000");
+  v1::PeerRef b = Join("10.0.0.2:7000");
+  auto report = [&](const v1::PeerRef& p, uint64_t step, uint64_t samples, uint64_t after) {
+    v1::ReportProgressRequest req;
+    *req.mutable_peer() = p;
+    req.set_global_step(step);
+    req.set_samples_accumulated(samples);
+    req.set_after_round_id(after);
+    return core_->ReportProgress(req);
+  };
+  auto first = report(a, 0, 8, 0);
+  ASSERT_TRUE(first.ok());
+  EXPECT_FALSE(first->has_round());  // 8 < target 16: nothing opened yet
+  auto opening = report(b, 0, 8, 0);
+  ASSERT_TRUE(opening.ok());
+  ASSERT_TRUE(opening->has_round());
+  EXPECT_EQ(opening->round().global_step(), 0u);
+  EXPECT_EQ(opening->round().members_size(), 2);
+  const uint64_t id = opening->round().round_id();
+  // a learns of it with its next report (for the next step).
+  auto next = report(a, 1, 4, 0);
+  ASSERT_TRUE(next.ok());
+  ASSERT_TRUE(next->has_round());
+  EXPECT_EQ(next->round().round_id(), id);
+  // Once a has seen it, it is not handed out again.
+  auto seen = report(a, 1, 4, id);
+  ASSERT_TRUE(seen.ok());
+  EXPECT_FALSE(seen->has_round());
+}
+
 }  // namespace
 }  // namespace dd::coordinator

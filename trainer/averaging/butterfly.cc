@@ -83,7 +83,7 @@ struct RemoteSpan {
 absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                                                         const AllReduceOptions& options,
                                                         float* values, size_t n, double weight,
-                                                        std::vector<float>* contributed) {
+                                                        float* codec_error) {
   absl::Time start = absl::Now();
   uint32_t members = spec.peer_ids.size();
   if (members == 0 || spec.addresses.size() != members || spec.span_starts.size() != members + 1 ||
@@ -111,11 +111,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   const uint32_t me = spec.my_index;
   const uint64_t my_start = spec.span_starts[me];
   const uint64_t my_length = spec.span_starts[me + 1] - my_start;
-  if (contributed != nullptr) {
-    // Own span exact; the other spans are overwritten by what was encoded
-    // as their parts are sent (a part never sent keeps the exact values).
-    contributed->assign(values, values + n);
-  }
+  if (codec_error != nullptr) std::fill(codec_error, codec_error + n, 0.0f);
 
   // 1. This member's reducer, reachable by the others from now on.
   ReducerOptions ro;
@@ -196,8 +192,13 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
     req.set_codec(static_cast<v1::Codec>(options.codec));
     req.set_weight(weight);
     codec.Encode(values + r.start + off, count, req.mutable_data());
-    if (contributed != nullptr && options.codec != CodecId::kNone) {
-      (void)codec.Decode(req.data(), count, contributed->data() + r.start + off);
+    if (codec_error != nullptr && options.codec != CodecId::kNone) {
+      std::vector<float> kept(count);
+      if (codec.Decode(req.data(), count, kept.data()).ok()) {
+        const float* sent = values + r.start + off;
+        float* error = codec_error + r.start + off;
+        for (uint32_t k = 0; k < count; ++k) error[k] = sent[k] - kept[k];
+      }
     }
     result.bytes_sent += req.data().size();
     call->context.set_deadline(

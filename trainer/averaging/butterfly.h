@@ -81,15 +81,16 @@ class ButterflyAllReduce {
   ButterflyAllReduce(AveragerService* local, SecurityConfig security);
 
   // Averages `values[0..n)` (n == span_starts.back()) in place with weight
-  // `weight` (samples). When `contributed` is set it receives (resized to n)
-  // the values the reducers got from this member: its own span exactly,
-  // the other spans as decoded from the bytes sent (what the codec kept;
-  // error feedback uses the difference). InvalidArgument for a malformed spec, options with
+  // `weight` (samples). When `codec_error` is set (n values) it receives
+  // what the codec dropped of this member's values on their way to the
+  // reducers: values − decode(encode(values)) for the parts sent, 0 for its
+  // own span (contributed exactly) and for parts never sent (error
+  // feedback). InvalidArgument for a malformed spec, options with
   // reducer_timeout <= sender_timeout, or non-finite values or weight
   // (refused before anything is sent).
   absl::StatusOr<AllReduceResult> Run(const RoundSpec& spec, const AllReduceOptions& options,
                                       float* values, size_t n, double weight,
-                                      std::vector<float>* contributed = nullptr);
+                                      float* codec_error = nullptr);
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);

@@ -68,8 +68,10 @@ struct RunOutput {
 
 RunOutput RunRound(std::vector<std::unique_ptr<Member>>& members, const RoundSpec& base,
                    const AllReduceOptions& options, const std::vector<double>& weights,
-                   const std::vector<int>& skip = {}) {
+                   const std::vector<int>& skip = {},
+                   std::vector<std::vector<float>>* codec_errors = nullptr) {
   size_t n = base.span_starts.back();
+  if (codec_errors != nullptr) codec_errors->assign(members.size(), std::vector<float>(n, NAN));
   RunOutput out;
   out.values.resize(members.size());
   out.results.resize(members.size(), absl::UnknownError("not run"));
@@ -81,8 +83,9 @@ RunOutput RunRound(std::vector<std::unique_ptr<Member>>& members, const RoundSpe
     threads.emplace_back([&, i] {
       RoundSpec spec = base;
       spec.my_index = i;
-      out.results[i] = members[i]->allreduce->Run(spec, options, out.values[i].data(), n,
-                                                  weights[i]);
+      out.results[i] = members[i]->allreduce->Run(
+          spec, options, out.values[i].data(), n, weights[i],
+          codec_errors != nullptr ? (*codec_errors)[i].data() : nullptr);
     });
   }
   for (auto& t : threads) t.join();
@@ -152,6 +155,40 @@ TEST(Butterfly, EveryCodecStaysWithinItsBoundAndMembersAgree) {
       max_err = std::max(max_err, std::fabs(out.values[0][k] - WeightedMean(weights, k)));
     }
     EXPECT_LT(max_err, c.bound) << CodecFor(c.codec).name();
+  }
+}
+
+// Error feedback's input: what the codec dropped of each part a member
+// sent, 0 on its own span (contributed exactly), computed here part by part
+// as the butterfly cuts spans (parts of part_elements from each span start).
+TEST(Butterfly, CodecErrorIsWhatTheCodecDroppedOfEachPartSent) {
+  auto members = StartMembers(3);
+  const uint64_t length = 7001;
+  RoundSpec spec = Spec(members, length, 95);
+  const AllReduceOptions o = Fast(CodecId::kBlockwise8Bit);
+  std::vector<std::vector<float>> errors;
+  auto out = RunRound(members, spec, o, {1.0, 2.0, 3.0}, {}, &errors);
+  const Codec& codec = CodecFor(CodecId::kBlockwise8Bit);
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(out.results[i].ok()) << out.results[i].status();
+    double dropped = 0;
+    for (int j = 0; j < 3; ++j) {
+      const uint64_t start = spec.span_starts[j], len = spec.span_starts[j + 1] - start;
+      for (uint64_t off = 0; off < len; off += o.part_elements) {
+        const uint32_t count = static_cast<uint32_t>(std::min<uint64_t>(o.part_elements, len - off));
+        std::vector<float> part(count), kept(count);
+        for (uint32_t k = 0; k < count; ++k) part[k] = Value(i, start + off + k);
+        std::string bytes;
+        codec.Encode(part.data(), count, &bytes);
+        ASSERT_TRUE(codec.Decode(bytes, count, kept.data()).ok());
+        for (uint32_t k = 0; k < count; ++k) {
+          const float want = j == i ? 0.0f : part[k] - kept[k];
+          ASSERT_EQ(errors[i][start + off + k], want) << i << " " << j << " " << off + k;
+          dropped += std::abs(want);
+        }
+      }
+    }
+    EXPECT_GT(dropped, 0);  // 8 bits do drop something
   }
 }
 

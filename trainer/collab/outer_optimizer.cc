@@ -58,10 +58,6 @@ void ErrorFeedback::AddTo(float* delta) const {
   for (size_t i = 0; i < residual_.size(); ++i) delta[i] += residual_[i];
 }
 
-void ErrorFeedback::Update(const float* delta, const float* sent) {
-  for (size_t i = 0; i < residual_.size(); ++i) residual_[i] = delta[i] - sent[i];
-}
-
 void ErrorFeedback::Reset() { std::fill(residual_.begin(), residual_.end(), 0.0f); }
 
 }  // namespace dd::collab

@@ -57,8 +57,10 @@ class ErrorFeedback {
 
   // delta += residual (call before sending).
   void AddTo(float* delta) const;
-  // residual = delta − sent: what the codec dropped of the values sent.
-  void Update(const float* delta, const float* sent);
+  // The residual's storage: the averaging round writes what the codec
+  // dropped of the values it sent here (ButterflyAllReduce's codec_error),
+  // so no copy of the sent values is kept.
+  float* data() { return residual_.data(); }
   void Reset();
   const std::vector<float>& residual() const { return residual_; }
 

@@ -142,7 +142,7 @@ class ButterflyRoundAverager final : public RoundAverager {
 
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& r,
                                                      std::vector<float>* values, double weight,
-                                                     std::vector<float>* contributed) override {
+                                                     float* codec_error) override {
     averaging::RoundSpec spec;
     spec.round_id = r.round_id();
     std::vector<double> shares;
@@ -155,7 +155,7 @@ class ButterflyRoundAverager final : public RoundAverager {
     spec.span_starts = averaging::SplitSpans(values->size(), r.members_size(), shares);
     averaging::AllReduceOptions o = options_;
     o.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
-    return allreduce_.Run(spec, o, values->data(), values->size(), weight, contributed);
+    return allreduce_.Run(spec, o, values->data(), values->size(), weight, codec_error);
   }
 
  private:

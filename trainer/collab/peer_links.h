@@ -59,13 +59,12 @@ class RoundAverager {
  public:
   virtual ~RoundAverager() = default;
   // Averages `values` in place with weight `weight` over `round` (this
-  // peer is one of its members). When `contributed` is set it receives the
-  // values the reducers received from this peer (its values after the
-  // codec), for error feedback.
+  // peer is one of its members). When `codec_error` is set (values->size()
+  // floats) it receives what the codec dropped of this peer's values on
+  // their way to the reducers (error feedback; ButterflyAllReduce::Run).
   virtual absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
                                                              std::vector<float>* values,
-                                                             double weight,
-                                                             std::vector<float>* contributed) = 0;
+                                                             double weight, float* codec_error) = 0;
 };
 
 // Training states: this peer's served to others, others' fetched.

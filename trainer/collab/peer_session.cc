@@ -29,7 +29,6 @@ struct PeerSession::InFlightRound {
   cv1::Round round;
   uint32_t my_index = 0;
   Contribution contribution;
-  std::vector<float> contributed;
   absl::Time started;
   std::thread thread;
   std::atomic<bool> done{false};
@@ -72,6 +71,17 @@ absl::Status PeerSession::Advance() {
 double PeerSession::Rate() const {
   const double s = std::chrono::duration<double>(Clock::now() - window_start_).count();
   return s > 0 ? window_samples_ / s : 0;
+}
+
+double PeerSession::SinceRecord() const {
+  return std::chrono::duration<double>(Clock::now() - record_start_).count();
+}
+
+void PeerSession::NextRecord() {
+  compute_s_ = 0;
+  record_start_ = Clock::now();
+  record_bytes_sent_ = stats_.bytes_sent;
+  record_bytes_received_ = stats_.bytes_received;
 }
 
 void PeerSession::Publish(bool current) {
@@ -130,7 +140,7 @@ absl::Status PeerSession::Accumulate() {
   if (local.has_value()) {
     // Outer steps: one metrics row per local step. Bytes are those of the
     // rounds finished during it, so a run's rows add up to its traffic.
-    const double step_s = std::chrono::duration<double>(Clock::now() - record_start_).count();
+    const double step_s = SinceRecord();
     RETURN_IF_ERROR(model_->RecordMetrics(
         *local, {{"outer_step", double(applied_)},
                  {"bytes_sent", double(stats_.bytes_sent - record_bytes_sent_)},
@@ -139,10 +149,7 @@ absl::Status PeerSession::Accumulate() {
                  {"waiting_seconds", std::max(0.0, step_s - compute_s_)},
                  {"step_seconds", step_s},
                  {"local_samples_per_second", Rate()}}));
-    compute_s_ = 0;
-    record_start_ = Clock::now();
-    record_bytes_sent_ = stats_.bytes_sent;
-    record_bytes_received_ = stats_.bytes_received;
+    NextRecord();
   }
   if (sync_->AtBoundary()) return ReportAndLook();
   return absl::OkStatus();
@@ -166,7 +173,6 @@ absl::Status PeerSession::ReportAndLook() {
   if (TakeRound()) return absl::OkStatus();
   ++stats_.stale_dropped;
   LOG(WARNING) << "stale gradients dropped (" << report.status().message() << ")";
-  sync_->Drop();
   auto now = coordinator_->GlobalStep();
   ToResync(now.ok() ? *now : next_step_ + 1, "missed a round");
   return absl::OkStatus();
@@ -237,10 +243,9 @@ absl::Status PeerSession::StartRound() {
   }
   f->started = absl::Now();
   InFlightRound* raw = f.get();
-  const bool want_contributed = sync_->mode() == SyncMode::kOuter;
-  raw->thread = std::thread([this, raw, want_contributed] {
+  raw->thread = std::thread([this, raw] {
     raw->result = averager_->Average(raw->round, &raw->contribution.values, raw->contribution.weight,
-                                     want_contributed ? &raw->contributed : nullptr);
+                                     raw->contribution.codec_error);
     raw->done = true;
   });
   in_flight_ = std::move(f);
@@ -271,7 +276,6 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
     // applied it.
     ++stats_.rounds_failed;
     LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << f->result.status();
-    sync_->Drop();
     ToResync(r.global_step() + 1, "failed round");
     return true;
   }
@@ -279,12 +283,13 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   stats_.bytes_sent += averaged.bytes_sent;
   stats_.bytes_received += averaged.bytes_received;
   const auto apply_start = Clock::now();
-  ASSIGN_OR_RETURN(training::StepReport step, sync_->Apply(f->contribution, f->contributed));
+  ASSIGN_OR_RETURN(training::StepReport step, sync_->Apply(f->contribution));
   compute_s_ += std::chrono::duration<double>(Clock::now() - apply_start).count();
   applied_ = f->contribution.global_step + 1;
   if (sync_->mode() == SyncMode::kGradients) step.step = static_cast<int64_t>(applied_);
   const std::string hash = sync_->Hash();
   stats_.hashes[applied_] = hash;
+  if (stats_.hashes.size() > SessionStats::kHashesKept) stats_.hashes.erase(stats_.hashes.begin());
   LOG(INFO) << absl::StrFormat(
       "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, averaging "
       "%.2fs, sent %d B, received %d B, loss %.4f, params %s",
@@ -300,7 +305,7 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   const double global_rate = step_s > 0 ? r.total_samples() / step_s : 0.0;
   if (sync_->mode() == SyncMode::kGradients) {
     // One metrics row per global step (= optimizer step).
-    const double record_s = std::chrono::duration<double>(Clock::now() - record_start_).count();
+    const double record_s = SinceRecord();
     RETURN_IF_ERROR(model_->RecordMetrics(
         step, {{"members", double(r.members_size())},
                {"global_samples", double(r.total_samples())},
@@ -316,10 +321,7 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
                {"stale_gradients_dropped", double(stats_.stale_dropped)},
                {"rounds_failed", double(stats_.rounds_failed)},
                {"nonfinite_gradients", double(stats_.nonfinite)}}));
-    compute_s_ = 0;
-    record_start_ = Clock::now();
-    record_bytes_sent_ = stats_.bytes_sent;
-    record_bytes_received_ = stats_.bytes_received;
+    NextRecord();
   }
   progress_.Update(applied_, 0,
                    absl::StrFormat("loss %.4f, %d members, %.1f local / %.1f global img/s",
@@ -361,6 +363,9 @@ absl::Status PeerSession::Resynchronise() {
     in_flight_->thread.join();
     in_flight_.reset();
   }
+  // What this peer trained toward the missed step is dropped (only now: a
+  // round still running writes into the synchronizer's residual).
+  sync_->Drop();
   // Serve this peer's own state meanwhile: peers that missed the same round
   // ask each other, and learn that nobody is ahead.
   Publish(/*current=*/true);
@@ -389,7 +394,7 @@ absl::Status PeerSession::Resynchronise() {
     LOG(WARNING) << "not resynchronised (" << resync_why_ << ": " << loaded
                  << "); continuing at global step " << resync_target_
                  << " with this peer's weights";
-    sync_->Drop();
+    sync_->Drop();  // the download may have replaced the local weights
     applied_ = next_step_ = resync_target_;
     if (sync_->mode() == SyncMode::kGradients) model_->SetStep(static_cast<int64_t>(applied_));
   }

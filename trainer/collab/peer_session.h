@@ -76,7 +76,9 @@ struct SessionStats {
   int64_t nonfinite = 0;       // contributions sent with weight 0
   int64_t resyncs = 0;         // states downloaded
   uint64_t bytes_sent = 0, bytes_received = 0;
-  // The shared weights' hash after each global step this peer applied.
+  // The shared weights' hash after each global step this peer applied (the
+  // newest kHashesKept, so a run of any length holds a bounded record).
+  static constexpr size_t kHashesKept = 1024;
   std::map<uint64_t, std::string> hashes;
 };
 
@@ -121,6 +123,10 @@ class PeerSession {
   void Publish(bool current);
   void ToResync(uint64_t target, std::string why);
   double Rate() const;
+  // Seconds since the last metrics row; NextRecord starts the next row's
+  // window (time, compute, bytes).
+  double SinceRecord() const;
+  void NextRecord();
 
   // Fixed after construction.
   const SessionOptions options_;

@@ -66,6 +66,16 @@ std::unique_ptr<Peer> MakePeer(FakeCollaboration& c, const std::string& name, in
   return p;
 }
 
+// Peers "a" and "b" with the same options.
+std::vector<std::unique_ptr<Peer>> TwoPeers(FakeCollaboration& c, int batch,
+                                            const SessionOptions& so, const SyncConfig& sync) {
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.reserve(3);  // room for a late joiner: threads hold references to the elements
+  peers.push_back(MakePeer(c, "a", batch, so, sync));
+  peers.push_back(MakePeer(c, "b", batch, so, sync));
+  return peers;
+}
+
 void RunAll(std::vector<std::unique_ptr<Peer>>& peers) {
   std::vector<std::thread> threads;
   for (auto& p : peers) threads.emplace_back([&p] { p->result = p->session->Run(); });
@@ -92,9 +102,7 @@ std::vector<std::string> Keys(const std::string& peer, int from, int count) {
 TEST(PeerSessionTest, GradientModeTwoPeersStepTogetherAsOneTrainerAtTheirCombinedBatch) {
   FakeCollaboration c(/*target_batch_size=*/8);
   SessionOptions so = Options(3, /*cap=*/4);
-  std::vector<std::unique_ptr<Peer>> peers;
-  peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
-  peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}));
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
   ASSERT_NO_FATAL_FAILURE(RunAll(peers));
   EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
   ASSERT_EQ(peers[0]->session->stats().hashes.size(), 3u);
@@ -141,9 +149,7 @@ TEST(PeerSessionTest, OuterStepsMatchDiLoCoAndEveryMemberHoldsTheSameWeights) {
   FakeCollaboration c(/*target=*/2 * h * 2);
   SessionOptions so = Options(steps);
   SyncConfig sync = Outer(h, false);
-  std::vector<std::unique_ptr<Peer>> peers;
-  peers.push_back(MakePeer(c, "a", 2, so, sync));
-  peers.push_back(MakePeer(c, "b", 2, so, sync));
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 2, so, sync);
   ASSERT_NO_FATAL_FAILURE(RunAll(peers));
   ASSERT_EQ(peers[0]->session->stats().hashes.size(), static_cast<size_t>(steps));
   EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
@@ -188,9 +194,7 @@ TEST(PeerSessionTest, WithOverlapLocalStepsRunDuringTheRoundAndTheGlobalWeightsA
   c.SetRoundDelay(absl::Milliseconds(300));
   SessionOptions so = Options(steps);
   SyncConfig sync = Outer(h, true);
-  std::vector<std::unique_ptr<Peer>> peers;
-  peers.push_back(MakePeer(c, "a", 2, so, sync));
-  peers.push_back(MakePeer(c, "b", 2, so, sync));
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 2, so, sync);
   ASSERT_NO_FATAL_FAILURE(RunAll(peers));
   ASSERT_EQ(peers[0]->session->stats().hashes.size(), static_cast<size_t>(steps));
   EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
@@ -210,15 +214,12 @@ TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {
   FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);
   SessionOptions so = Options(3);
   SyncConfig sync = Outer(h, false);
-  std::vector<std::unique_ptr<Peer>> with, without;
-  with.push_back(MakePeer(c, "a", 2, so, sync));
-  with.push_back(MakePeer(c, "b", 2, so, sync));
+  std::vector<std::unique_ptr<Peer>> with = TwoPeers(c, 2, so, sync);
   ASSERT_NO_FATAL_FAILURE(RunAll(with));
   EXPECT_EQ(with[0]->session->stats().hashes, with[1]->session->stats().hashes);
   FakeCollaboration c2(2 * h * 2, averaging::CodecId::kUniform8Bit);
   sync.outer.error_feedback = false;
-  without.push_back(MakePeer(c2, "a", 2, so, sync));
-  without.push_back(MakePeer(c2, "b", 2, so, sync));
+  std::vector<std::unique_ptr<Peer>> without = TwoPeers(c2, 2, so, sync);
   ASSERT_NO_FATAL_FAILURE(RunAll(without));
   // Same data, same codec: error feedback changes what is applied.
   EXPECT_NE(with[0]->session->stats().hashes.rbegin()->second,
@@ -229,9 +230,7 @@ TEST(PeerSessionTest, AFailedRoundResynchronisesFromAPeerThatAppliedIt) {
   FakeCollaboration c(8);
   c.FailRound(2);  // fails on every member: nobody applies step 2
   SessionOptions so = Options(3, /*cap=*/4);
-  std::vector<std::unique_ptr<Peer>> peers;
-  peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}));
-  peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}));
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
   ASSERT_NO_FATAL_FAILURE(RunAll(peers));
   for (auto& p : peers) {
     EXPECT_EQ(p->session->stats().rounds_failed, 1) << p->id;
@@ -248,10 +247,7 @@ TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   c.SetRoundDelay(absl::Milliseconds(40));
   SessionOptions so = Options(8);
   SyncConfig sync = Outer(h, false);
-  std::vector<std::unique_ptr<Peer>> peers;
-  peers.reserve(3);  // the threads hold references to the elements
-  peers.push_back(MakePeer(c, "a", 2, so, sync));
-  peers.push_back(MakePeer(c, "b", 2, so, sync));
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 2, so, sync);
   std::vector<std::thread> threads;
   for (auto& p : peers) threads.emplace_back([&p] { p->result = p->session->Run(); });
   while (c.planner().global_step() < 2) absl::SleepFor(absl::Milliseconds(1));

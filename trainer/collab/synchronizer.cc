@@ -76,7 +76,7 @@ class GradientSync final : public Synchronizer {
     return c;
   }
 
-  absl::StatusOr<training::StepReport> Apply(Contribution& c, const std::vector<float>&) override {
+  absl::StatusOr<training::StepReport> Apply(Contribution& c) override {
     return model_->ApplyUpdate(&c.values, c.local_finite);
   }
   void Drop() override { model_->DropAccumulated(); }
@@ -139,7 +139,9 @@ class OuterSync final : public Synchronizer {
       std::fill(c.values.begin(), c.values.end(), 0.0f);
       c.weight = 0;
     }
-    if (options_.error_feedback && c.weight > 0) c.sent_delta = c.values;
+    // The round overwrites the residual with what the codec drops of these
+    // values (0 for zeros sent at weight 0).
+    if (options_.error_feedback) c.codec_error = feedback_.data();
     if (options_.overlap) c.local_at_contribution = std::move(local);
     samples_ = 0;
     local_steps_ = 0;
@@ -148,15 +150,7 @@ class OuterSync final : public Synchronizer {
     return c;
   }
 
-  absl::StatusOr<training::StepReport> Apply(Contribution& c,
-                                             const std::vector<float>& contributed) override {
-    if (options_.error_feedback) {
-      if (c.weight > 0 && contributed.size() == c.sent_delta.size()) {
-        feedback_.Update(c.sent_delta.data(), contributed.data());
-      } else if (!c.local_finite) {
-        feedback_.Reset();  // a non-finite contribution left nothing to carry
-      }
-    }
+  absl::StatusOr<training::StepReport> Apply(Contribution& c) override {
     RETURN_IF_ERROR(outer_.Step(c.values.data()));
     // The local weights restart from the new θ; with overlap they keep the
     // progress of the local steps taken while the round ran (it joins the

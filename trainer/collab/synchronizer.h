@@ -41,10 +41,11 @@ struct Contribution {
   bool local_finite = true;   // false: the peer's own values were not finite
   std::vector<std::string> keys;  // the samples in it (audits)
   double loss = 0;                // outer steps: mean loss of its local steps
-  // Outer steps: the values before averaging (for error feedback) and the
-  // local weights when it was taken (the progress made during the round is
-  // carried over).
-  std::vector<float> sent_delta;
+  // Where the round writes what the codec dropped of `values` (the
+  // synchronizer's error-feedback residual), or null.
+  float* codec_error = nullptr;
+  // Outer steps with overlap: the local weights when it was taken (the
+  // progress made during the round is carried over).
   std::vector<float> local_at_contribution;
 };
 
@@ -70,13 +71,12 @@ class Synchronizer {
   // Takes the contribution for `global_step` and starts the next one's
   // accounting. `nan_for_test` poisons it (fault tests).
   virtual absl::StatusOr<Contribution> Contribute(uint64_t global_step, bool nan_for_test) = 0;
-  // Applies a round's average (in contribution.values; `contributed`: what
-  // the reducers received of this peer's values). Returns the report of the
-  // global step.
-  virtual absl::StatusOr<training::StepReport> Apply(Contribution& contribution,
-                                                     const std::vector<float>& contributed) = 0;
-  // Forgets what was trained toward the next contribution (the peer missed
-  // a round and resynchronises).
+  // Applies a round's average (in contribution.values). Returns the report
+  // of the global step.
+  virtual absl::StatusOr<training::StepReport> Apply(Contribution& contribution) = 0;
+  // Forgets what was trained toward the next contribution and the error
+  // feedback (the peer missed a round and resynchronises). Only while no
+  // round of this peer runs: a round writes into the residual.
   virtual void Drop() = 0;
   // Hex SHA-256 of the weights every member shares.
   virtual std::string Hash() const = 0;

@@ -231,6 +231,28 @@ struct Trainer::State {
     return g.to(at::kFloat) * (1.0 / (static_cast<double>(accumulated_samples) * LossScale()));
   }
 
+  // The layout of the flat vectors exchanged with a collaboration (a
+  // gradient, the weights): every trained parameter in order, float32.
+  // Flatten writes of(param) for each into `flat` (num_elements() values);
+  // Unflatten gives CPU views of `flat` shaped like the parameters.
+  void Flatten(const std::function<at::Tensor(const at::Tensor&)>& of, float* flat) const {
+    size_t at = 0;
+    for (const auto& p : params) {
+      at::Tensor v = of(p.value).to(at::kCPU, at::kFloat).contiguous();
+      std::memcpy(flat + at, v.data_ptr<float>(), v.numel() * sizeof(float));
+      at += v.numel();
+    }
+  }
+  std::vector<at::Tensor> Unflatten(const float* flat) const {
+    std::vector<at::Tensor> views;
+    size_t at = 0;
+    for (const auto& p : params) {
+      views.push_back(at::from_blob(const_cast<float*>(flat) + at, p.value.sizes(), at::kFloat));
+      at += p.value.numel();
+    }
+    return views;
+  }
+
   // Swaps the EMA weights into the model (and back on the second call).
   void SwapEma() {
     at::NoGradGuard no_grad;
@@ -526,13 +548,8 @@ absl::StatusOr<std::vector<float>> Trainer::AccumulatedGradient() const {
   const State& s = *s_;
   if (s.accumulated_samples == 0) return absl::FailedPreconditionError("no gradients accumulated");
   std::vector<float> flat(num_elements());
-  size_t at = 0;
   at::NoGradGuard no_grad;
-  for (const auto& p : s.params) {
-    at::Tensor mean = s.MeanGradient(p.value).contiguous().cpu();
-    std::memcpy(flat.data() + at, mean.data_ptr<float>(), mean.numel() * sizeof(float));
-    at += mean.numel();
-  }
+  s.Flatten([&s](const at::Tensor& p) { return s.MeanGradient(p); }, flat.data());
   return flat;
 }
 
@@ -565,12 +582,9 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
         return absl::InvalidArgumentError(absl::StrCat("gradient has ", gradient->size(),
                                                        " values, the model ", num_elements()));
       }
-      size_t at = 0;
-      for (auto& p : s.params) {
-        grads.push_back(at::from_blob(const_cast<float*>(gradient->data()) + at, p.value.sizes(),
-                                      at::kFloat)
-                            .to(p.value.device(), at::kFloat, false, /*copy=*/true));
-        at += p.value.numel();
+      std::vector<at::Tensor> views = s.Unflatten(gradient->data());
+      for (size_t i = 0; i < views.size(); ++i) {
+        grads.push_back(views[i].to(s.params[i].value.device(), at::kFloat, false, /*copy=*/true));
       }
     }
     if (s.hook) s.hook(grads);
@@ -627,13 +641,8 @@ void Trainer::SetStep(int64_t step) { s_->step = step; }
 
 absl::Status Trainer::ReadParameters(std::vector<float>* out) const {
   out->resize(num_elements());
-  size_t at = 0;
   try {
-    for (const auto& p : s_->params) {
-      at::Tensor v = p.value.detach().to(at::kCPU, at::kFloat).contiguous();
-      std::memcpy(out->data() + at, v.data_ptr<float>(), v.numel() * sizeof(float));
-      at += v.numel();
-    }
+    s_->Flatten([](const at::Tensor& p) { return p.detach(); }, out->data());
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("reading parameters: ", e.what_without_backtrace()));
   }
@@ -645,14 +654,10 @@ absl::Status Trainer::WriteParameters(const std::vector<float>& values) {
     return absl::InvalidArgumentError(absl::StrCat("parameter vector has ", values.size(),
                                                    " values, the model ", num_elements()));
   }
-  size_t at = 0;
   try {
     at::NoGradGuard no_grad;
-    for (auto& p : s_->params) {
-      p.value.detach().copy_(at::from_blob(const_cast<float*>(values.data()) + at, p.value.sizes(),
-                                           at::kFloat));
-      at += p.value.numel();
-    }
+    std::vector<at::Tensor> views = s_->Unflatten(values.data());
+    for (size_t i = 0; i < views.size(); ++i) s_->params[i].value.detach().copy_(views[i]);
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("writing parameters: ", e.what_without_backtrace()));
   }

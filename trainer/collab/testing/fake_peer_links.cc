@@ -144,8 +144,8 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   void SetSamplesPerSecond(double) override {}
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
                                                      std::vector<float>* values, double weight,
-                                                     std::vector<float>* contributed) override {
-    return c_->Average(id_, round, values, weight, contributed);
+                                                     float* codec_error) override {
+    return c_->Average(id_, round, values, weight, codec_error);
   }
   bool Wanted() const override { return c_->Wanted(id_); }
   void Publish(Snapshot s, bool) override { c_->Publish(id_, std::move(s)); }
@@ -193,7 +193,7 @@ void FakeCollaboration::SetRoundDelay(absl::Duration d) {
 
 absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
     const std::string& id, const cv1::Round& round, std::vector<float>* values, double weight,
-    std::vector<float>* contributed) {
+    float* codec_error) {
   absl::Duration delay;
   {
     absl::MutexLock lock(&mu_);
@@ -205,7 +205,9 @@ absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
   std::string bytes;
   codec.Encode(values->data(), values->size(), &bytes);
   RETURN_IF_ERROR(codec.Decode(bytes, values->size(), sent.data()));
-  if (contributed != nullptr) *contributed = sent;
+  if (codec_error != nullptr) {
+    for (size_t i = 0; i < sent.size(); ++i) codec_error[i] = (*values)[i] - sent[i];
+  }
   absl::MutexLock lock(&mu_);
   if (failing_.count(round.round_id()) > 0) return absl::UnavailableError("round failed (test)");
   RoundData& r = rounds_[round.round_id()];

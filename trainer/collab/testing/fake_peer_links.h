@@ -97,7 +97,7 @@ class FakeCollaboration {
   absl::StatusOr<averaging::AllReduceResult> Average(const std::string& peer_id,
                                                      const cv1::Round& round,
                                                      std::vector<float>* values, double weight,
-                                                     std::vector<float>* contributed);
+                                                     float* codec_error);
   void Publish(const std::string& peer_id, StateExchange::Snapshot s);
   bool Wanted(const std::string& peer_id);
   absl::StatusOr<StateExchange::Snapshot> FetchNewer(const std::string& peer_id, uint64_t step);
