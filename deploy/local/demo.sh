@@ -184,10 +184,14 @@ wait $server || true
 trap - EXIT
 echo "== results"
 echo "   checkpoints (written by the designated peer only): $(ls -d "$writer"/checkpoint-* | tr '\n' ' ')"
-cp "$writer/samples/step-$(printf %06d "$steps").png" "$out/grid.png"
+# The newest grid and checkpoint (in outer mode the trainer counts local
+# steps: H per outer step).
+grid=$(ls "$writer"/samples/step-*.png | tail -1)
+last_checkpoint=$(ls -d "$writer"/checkpoint-* | sort -t- -k2 -n | tail -1)
+cp "$grid" "$out/grid.png"
 echo "   sample grids:  $writer/samples/ (the last one also as $out/grid.png), one image per prompt:"
 sed 's/^/     /' "$writer/samples/prompts.txt"
 echo "   metrics:       $out/peer-*/metrics.jsonl (loss, lr, members, averaging time, bytes)"
 echo "   TensorBoard:   tensorboard --logdir $out (one run per peer)"
-echo "   sample from a checkpoint:  bazel-bin/trainer/sample --model_dir=$writer/checkpoint-$steps --prompt='a red circle on a blue background' --width=64 --height=64 --out=x.png"
+echo "   sample from a checkpoint:  bazel-bin/trainer/sample --model_dir=$last_checkpoint --prompt='a red circle on a blue background' --width=64 --height=64 --out=x.png"
 echo "== everything is under $out"

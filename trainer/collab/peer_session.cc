@@ -53,7 +53,7 @@ PeerSession::~PeerSession() {
 
 absl::Status PeerSession::Run() {
   while (state_ != PeerState::kDone) RETURN_IF_ERROR(Advance());
-  return absl::OkStatus();
+  return CloseLocalRow();  // the last one holds the last round's traffic and wait
 }
 
 absl::Status PeerSession::Advance() {
@@ -82,6 +82,26 @@ void PeerSession::NextRecord() {
   record_start_ = Clock::now();
   record_bytes_sent_ = stats_.bytes_sent;
   record_bytes_received_ = stats_.bytes_received;
+}
+
+absl::Status PeerSession::CloseLocalRow() {
+  if (!local_row_.has_value()) return absl::OkStatus();
+  // Outer steps: one metrics row per local step, covering the wall time from
+  // its first batch to the next local step's (its report, any wait and the
+  // rounds that finished meanwhile), so a run's rows add up to its time and
+  // its traffic.
+  const double step_s = SinceRecord();
+  absl::Status s = model_->RecordMetrics(
+      *local_row_, {{"outer_step", double(local_row_outer_step_)},
+                    {"bytes_sent", double(stats_.bytes_sent - record_bytes_sent_)},
+                    {"bytes_received", double(stats_.bytes_received - record_bytes_received_)},
+                    {"compute_seconds", compute_s_},
+                    {"waiting_seconds", std::max(0.0, step_s - compute_s_)},
+                    {"step_seconds", step_s},
+                    {"local_samples_per_second", Rate()}});
+  local_row_.reset();
+  NextRecord();
+  return s;
 }
 
 void PeerSession::Publish(bool current) {
@@ -129,6 +149,8 @@ absl::Status PeerSession::Accumulate() {
     state_ = PeerState::kWaitingForRound;
     return absl::OkStatus();
   }
+  // A new local step starts: the previous one's row closes.
+  if (sync_->AtBoundary()) RETURN_IF_ERROR(CloseLocalRow());
   ASSIGN_OR_RETURN(data::Batch batch, batches_->Next());
   const int64_t samples = batch.pixels.defined() ? batch.pixels.size(0) : batch.keys.size();
   const auto compute_start = Clock::now();
@@ -138,18 +160,8 @@ absl::Status PeerSession::Accumulate() {
   window_samples_ += samples;
   coordinator_->SetSamplesPerSecond(Rate());
   if (local.has_value()) {
-    // Outer steps: one metrics row per local step. Bytes are those of the
-    // rounds finished during it, so a run's rows add up to its traffic.
-    const double step_s = SinceRecord();
-    RETURN_IF_ERROR(model_->RecordMetrics(
-        *local, {{"outer_step", double(applied_)},
-                 {"bytes_sent", double(stats_.bytes_sent - record_bytes_sent_)},
-                 {"bytes_received", double(stats_.bytes_received - record_bytes_received_)},
-                 {"compute_seconds", compute_s_},
-                 {"waiting_seconds", std::max(0.0, step_s - compute_s_)},
-                 {"step_seconds", step_s},
-                 {"local_samples_per_second", Rate()}}));
-    NextRecord();
+    local_row_ = *local;
+    local_row_outer_step_ = applied_;
   }
   if (sync_->AtBoundary()) return ReportAndLook();
   return absl::OkStatus();

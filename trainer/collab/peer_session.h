@@ -127,6 +127,8 @@ class PeerSession {
   // window (time, compute, bytes).
   double SinceRecord() const;
   void NextRecord();
+  // Writes the open local-step row (outer steps), if any.
+  absl::Status CloseLocalRow();
 
   // Fixed after construction.
   const SessionOptions options_;
@@ -153,6 +155,10 @@ class PeerSession {
   double compute_s_ = 0;
   Clock::time_point record_start_ = Clock::now();
   uint64_t record_bytes_sent_ = 0, record_bytes_received_ = 0;
+  // Outer steps: the local step whose row is still open, and the outer step
+  // it trained toward.
+  std::optional<training::StepReport> local_row_;
+  uint64_t local_row_outer_step_ = 0;
   // Samples per second, over the current global step.
   double window_samples_ = 0;
   Clock::time_point window_start_ = Clock::now();

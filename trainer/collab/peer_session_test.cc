@@ -186,6 +186,7 @@ TEST(PeerSessionTest, OuterStepsMatchDiLoCoAndEveryMemberHoldsTheSameWeights) {
   double sent = 0;
   for (const auto& row : peers[0]->model.metrics) sent += row.at("bytes_sent");
   EXPECT_LE(sent, peers[0]->session->stats().bytes_sent);
+  EXPECT_EQ(sent, peers[0]->session->stats().bytes_sent);  // the rows add up to the traffic
 }
 
 TEST(PeerSessionTest, WithOverlapLocalStepsRunDuringTheRoundAndTheGlobalWeightsAgree) {

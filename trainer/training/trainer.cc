@@ -223,6 +223,12 @@ struct Trainer::State {
 
   double LossScale() const { return loss_scaling ? scaler.scale() : 1.0; }
 
+  // The mean diffusion loss of a batch (a graph for backward when grad is
+  // enabled), with each sample's random draws seeded by (seed, draw_step,
+  // key, how often `seen` has counted the key).
+  absl::StatusOr<at::Tensor> BatchLoss(const data::Batch& batch, uint64_t draw_step,
+                                       std::map<std::string, int>* seen);
+
   // The mean per-sample gradient of `param` accumulated so far, unscaled,
   // float32, on the parameter's device (zeros when it got none).
   at::Tensor MeanGradient(const at::Tensor& param) const {
@@ -469,55 +475,60 @@ void Trainer::SetGradientHook(std::function<void(std::vector<at::Tensor>&)> hook
   s_->hook = std::move(hook);
 }
 
+absl::StatusOr<at::Tensor> Trainer::State::BatchLoss(const data::Batch& batch, uint64_t draw_step,
+                                                     std::map<std::string, int>* seen) {
+  const bool autocast = o.mixed_precision != "no";
+  const bool cuda = device.is_cuda();
+  const at::ScalarType autocast_dtype = o.mixed_precision == "fp16" ? at::kHalf : at::kBFloat16;
+  LossInputs in;
+  const int64_t b = batch.pixels.size(0);
+  model::LatentDistribution dist;
+  {
+    at::NoGradGuard no_grad;
+    ASSIGN_OR_RETURN(dist, model->vae->Encode(batch.pixels.to(device)));
+    // The per-sample draws below are made on the CPU (the same numbers on
+    // every device and peer); the encoder's statistics join them there.
+    dist.mean = dist.mean.cpu();
+    dist.std = dist.std.cpu();
+  }
+  // Every random number of a sample (latent sample, noise, timestep) comes
+  // from a generator seeded by (seed, step, sample key), so a sample gets
+  // the same ones whichever peer trains it in whichever batch: N peers at
+  // batch B compute the same gradient as one peer at batch N*B.
+  std::vector<at::Tensor> latents, noise, timesteps;
+  const int64_t c = dist.mean.size(1);
+  for (int64_t i = 0; i < b; ++i) {
+    const std::string& key = i < static_cast<int64_t>(batch.keys.size()) ? batch.keys[i] : "";
+    const int occurrence = (*seen)[key]++;
+    at::Generator gen =
+        at::make_generator<at::CPUGeneratorImpl>(SampleSeed(o.seed, draw_step, key, occurrence));
+    at::Tensor eps = at::randn(dist.mean[i].sizes(), gen);
+    latents.push_back((dist.mean[i] + dist.std[i] * eps) * model->vae->scaling_factor());
+    at::Tensor n = at::randn(dist.mean[i].sizes(), gen);
+    if (o.noise_offset > 0) n = n + o.noise_offset * at::randn({c, 1, 1}, gen);
+    noise.push_back(n);
+    timesteps.push_back(at::randint(schedule->config().num_train_timesteps, {1}, gen, at::kLong));
+  }
+  in.latents = at::stack(latents).to(device);
+  in.noise = at::stack(noise).to(device);
+  in.timesteps = at::cat(timesteps).to(device);
+  RETURN_IF_ERROR(Encode(batch, &in));
+  model::SetAutocast(cuda, autocast, autocast_dtype);
+  auto loss = DiffusionLoss(*model->unet, *schedule, in, LossOptions{o.snr_gamma});
+  model::SetAutocast(cuda, false, autocast_dtype);
+  return loss;
+}
+
 absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
   State& s = *s_;
-  const TrainerOptions& o = s.o;
   if (s.accumulated_samples == 0) s.accumulation_start = Clock::now();
   try {
-    const bool autocast = o.mixed_precision != "no";
-    const bool cuda = s.device.is_cuda();
-    const at::ScalarType autocast_dtype = o.mixed_precision == "fp16" ? at::kHalf : at::kBFloat16;
-    LossInputs in;
+    ASSIGN_OR_RETURN(at::Tensor loss, s.BatchLoss(batch, static_cast<uint64_t>(s.step), &s.occurrences));
     const int64_t b = batch.pixels.size(0);
-    model::LatentDistribution dist;
-    {
-      at::NoGradGuard no_grad;
-      ASSIGN_OR_RETURN(dist, s.model->vae->Encode(batch.pixels.to(s.device)));
-      // The per-sample draws below are made on the CPU (the same numbers on
-      // every device and peer); the encoder's statistics join them there.
-      dist.mean = dist.mean.cpu();
-      dist.std = dist.std.cpu();
-    }
-    // Every random number of a sample (latent sample, noise, timestep) comes
-    // from a generator seeded by (seed, step, sample key), so a sample gets
-    // the same ones whichever peer trains it in whichever batch: N peers at
-    // batch B compute the same gradient as one peer at batch N*B.
-    std::vector<at::Tensor> latents, noise, timesteps;
-    const int64_t c = dist.mean.size(1);
-    for (int64_t i = 0; i < b; ++i) {
-      const std::string& key = i < static_cast<int64_t>(batch.keys.size()) ? batch.keys[i] : "";
-      const int occurrence = s.occurrences[key]++;
-      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(
-          SampleSeed(o.seed, static_cast<uint64_t>(s.step), key, occurrence));
-      at::Tensor eps = at::randn(dist.mean[i].sizes(), gen);
-      latents.push_back((dist.mean[i] + dist.std[i] * eps) * s.model->vae->scaling_factor());
-      at::Tensor n = at::randn(dist.mean[i].sizes(), gen);
-      if (o.noise_offset > 0) n = n + o.noise_offset * at::randn({c, 1, 1}, gen);
-      noise.push_back(n);
-      timesteps.push_back(at::randint(s.schedule->config().num_train_timesteps, {1}, gen, at::kLong));
-    }
-    in.latents = at::stack(latents).to(s.device);
-    in.noise = at::stack(noise).to(s.device);
-    in.timesteps = at::cat(timesteps).to(s.device);
-    RETURN_IF_ERROR(s.Encode(batch, &in));
-    model::SetAutocast(cuda, autocast, autocast_dtype);
-    auto loss = DiffusionLoss(*s.model->unet, *s.schedule, in, LossOptions{o.snr_gamma});
-    model::SetAutocast(cuda, false, autocast_dtype);
-    if (!loss.ok()) return loss.status();
     // Per-sample sums: divided by the sample count (and the loss scale) when
     // the step is applied.
-    (*loss * (static_cast<double>(b) * s.LossScale())).backward();
-    const double value = loss->item<double>();
+    (loss * (static_cast<double>(b) * s.LossScale())).backward();
+    const double value = loss.item<double>();
     s.loss_sum += value;
     ++s.accumulated_batches;
     s.accumulated_samples += b;
@@ -527,6 +538,19 @@ absl::StatusOr<double> Trainer::AccumulateBatch(const data::Batch& batch) {
   } catch (const c10::Error& e) {
     model::SetAutocast(s.device.is_cuda(), false, at::kBFloat16);
     return absl::InternalError(absl::StrCat("training step: ", e.what_without_backtrace()));
+  }
+}
+
+absl::StatusOr<double> Trainer::EvalLoss(const data::Batch& batch) const {
+  State& s = *s_;
+  try {
+    at::NoGradGuard no_grad;
+    std::map<std::string, int> seen;  // draws depend on the key only: fixed across the run
+    ASSIGN_OR_RETURN(at::Tensor loss, s.BatchLoss(batch, /*draw_step=*/0, &seen));
+    return loss.item<double>();
+  } catch (const c10::Error& e) {
+    model::SetAutocast(s.device.is_cuda(), false, at::kBFloat16);
+    return absl::InternalError(absl::StrCat("evaluation: ", e.what_without_backtrace()));
   }
 }
 

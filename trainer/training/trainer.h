@@ -130,6 +130,11 @@ class Trainer {
   // or DropAccumulated. Returns the batch's mean loss.
   absl::StatusOr<double> AccumulateBatch(const data::Batch& batch);
   int64_t accumulated_samples() const;
+  // The batch's mean loss at the current weights, without gradients, with
+  // each sample's noise, timestep and latent sample fixed by (seed, key)
+  // alone: the same numbers at every step, so a held-out set gives a loss
+  // curve free of sampling noise.
+  absl::StatusOr<double> EvalLoss(const data::Batch& batch) const;
   // The keys of the samples accumulated since the last update, sorted (a
   // key trained twice appears twice).
   std::vector<std::string> AccumulatedKeys() const;

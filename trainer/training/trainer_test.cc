@@ -103,6 +103,38 @@ TEST(Trainer, ResumeIsExact) {
   }
 }
 
+// The held-out loss: the same number at every call and every step (draws
+// fixed by seed and key), no gradients, no change to the weights.
+TEST(Trainer, EvalLossIsFixedAndChangesNothing) {
+  TrainerOptions o = Options(Tmp("eval"));
+  o.random_flip = false;
+  o.caption_dropout = 0;
+  auto t = Trainer::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto listing = data::ListSamples(ShapesDataset());
+  ASSERT_TRUE(listing.ok());
+  data::LoaderOptions lo = LoaderOptionsFor(o);
+  lo.max_epochs = 1;
+  auto loader = data::DataLoader::Start(listing->samples, lo);
+  ASSERT_TRUE(loader.ok());
+  auto batch = (*loader)->Next();
+  ASSERT_TRUE(batch.ok() && batch->has_value());
+  std::vector<at::Tensor> before = Weights(**t);
+  auto first = (*t)->EvalLoss(**batch);
+  auto again = (*t)->EvalLoss(**batch);
+  ASSERT_TRUE(first.ok() && again.ok());
+  EXPECT_TRUE(std::isfinite(*first));
+  EXPECT_EQ(*first, *again);
+  EXPECT_EQ((*t)->accumulated_samples(), 0);
+  ExpectIdentical(Weights(**t), before);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*t)->Step().ok());  // past the lr warm-up from 0
+  auto after = (*t)->EvalLoss(**batch);
+  ASSERT_TRUE(after.ok());
+  EXPECT_NE(*after, *first);  // the weights changed, the draws did not
+  auto again_after = (*t)->EvalLoss(**batch);
+  EXPECT_EQ(*after, *again_after);
+}
+
 TEST(Trainer, NonFiniteGradientsSkipTheStep) {
   auto t = Trainer::Create(Options(Tmp("nan")));
   ASSERT_TRUE(t.ok()) << t.status();
