@@ -49,10 +49,12 @@ PeerSession::PeerSession(SessionOptions options, Synchronizer* sync, Coordinator
 
 PeerSession::~PeerSession() {
   if (in_flight_ && in_flight_->thread.joinable()) in_flight_->thread.join();
+  if (pending_hash_.has_value()) pending_hash_->hash.wait();
 }
 
 absl::Status PeerSession::Run() {
   while (state_ != PeerState::kDone) RETURN_IF_ERROR(Advance());
+  ResolveHash();
   return CloseLocalRow();  // the last one holds the last round's traffic and wait
 }
 
@@ -102,6 +104,15 @@ absl::Status PeerSession::CloseLocalRow() {
   local_row_.reset();
   NextRecord();
   return s;
+}
+
+void PeerSession::ResolveHash() {
+  if (!pending_hash_.has_value()) return;
+  const std::string hash = pending_hash_->hash.get();
+  stats_.hashes[pending_hash_->step] = hash;
+  if (stats_.hashes.size() > SessionStats::kHashesKept) stats_.hashes.erase(stats_.hashes.begin());
+  LOG(INFO) << pending_hash_->line << hash.substr(0, 16);
+  pending_hash_.reset();
 }
 
 void PeerSession::Publish(bool current) {
@@ -291,6 +302,7 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
     ToResync(r.global_step() + 1, "failed round");
     return true;
   }
+  ResolveHash();  // the update below changes the weights it reads
   const averaging::AllReduceResult& averaged = *f->result;
   stats_.bytes_sent += averaged.bytes_sent;
   stats_.bytes_received += averaged.bytes_received;
@@ -299,15 +311,17 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   compute_s_ += std::chrono::duration<double>(Clock::now() - apply_start).count();
   applied_ = f->contribution.global_step + 1;
   if (sync_->mode() == SyncMode::kGradients) step.step = static_cast<int64_t>(applied_);
-  const std::string hash = sync_->Hash();
-  stats_.hashes[applied_] = hash;
-  if (stats_.hashes.size() > SessionStats::kHashesKept) stats_.hashes.erase(stats_.hashes.begin());
-  LOG(INFO) << absl::StrFormat(
+  // The hash (a pass over every weight) is computed beside the next step's
+  // compute; the step's line is logged with it.
+  pending_hash_.emplace();
+  pending_hash_->step = applied_;
+  pending_hash_->line = absl::StrFormat(
       "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, averaging "
-      "%.2fs, sent %d B, received %d B, loss %.4f, params %s",
+      "%.2fs, sent %d B, received %d B, loss %.4f, params ",
       applied_, r.members_size(), f->contribution.samples, r.total_samples(),
       averaged.fraction_averaged, averaging_s, averaged.bytes_sent, averaged.bytes_received,
-      step.loss, hash.substr(0, 16));
+      step.loss);
+  pending_hash_->hash = std::async(std::launch::async, [this] { return sync_->Hash(); });
   if (!options_.trained_keys_log.empty()) {
     std::ofstream keys(options_.trained_keys_log, std::ios::app);
     for (const std::string& key : f->contribution.keys) keys << applied_ << " " << key << "\n";
@@ -353,6 +367,7 @@ absl::Status PeerSession::WriteOutputs(bool designated) {
   const bool samples = options_.write_samples && options_.image_log_steps > 0 &&
                        (applied_ % options_.image_log_steps == 0 || last);
   if (!save && !samples) return absl::OkStatus();
+  ResolveHash();  // outputs may swap weights in and out of the model
   RETURN_IF_ERROR(sync_->BeginOutput());
   absl::Status status;
   if (save) {
@@ -375,6 +390,7 @@ absl::Status PeerSession::Resynchronise() {
     in_flight_->thread.join();
     in_flight_.reset();
   }
+  ResolveHash();  // the download replaces the weights
   // What this peer trained toward the missed step is dropped (only now: a
   // round still running writes into the synchronizer's residual).
   sync_->Drop();

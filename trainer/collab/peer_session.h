@@ -27,6 +27,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -127,6 +128,10 @@ class PeerSession {
   // window (time, compute, bytes).
   double SinceRecord() const;
   void NextRecord();
+  // Waits for the hash of the last step applied, records it and logs the
+  // step's line. Called before anything writes the weights the hash reads
+  // (the next update, outputs, a downloaded state) and at the end.
+  void ResolveHash();
   // Writes the open local-step row (outer steps), if any.
   absl::Status CloseLocalRow();
 
@@ -145,6 +150,12 @@ class PeerSession {
   uint64_t next_step_ = 0;  // the step this peer's training counts toward
   uint64_t last_round_id_ = 0;
   std::optional<cv1::Round> pending_;
+  struct PendingHash {
+    uint64_t step = 0;
+    std::string line;  // the step's log line, less the hash
+    std::future<std::string> hash;
+  };
+  std::optional<PendingHash> pending_hash_;
   std::unique_ptr<InFlightRound> in_flight_;
   uint64_t resync_target_ = 0;
   std::string resync_why_;

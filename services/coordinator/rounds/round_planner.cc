@@ -45,7 +45,11 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
   response.set_target_batch_size(options_.target_batch_size);
   if (total >= options_.target_batch_size) {
     v1::Round round;
-    round.set_round_id(next_round_id_++);
+    // One round opens per global step, and the step is durable: an id
+    // derived from it never repeats after a restart (a counter from 1
+    // would, and peers asking for rounds after the last id they saw would
+    // miss the new ones).
+    round.set_round_id(global_step_ + 1);
     round.set_global_step(global_step_);
     round.set_opened_unix_ms(absl::ToUnixMillis(now));
     round.set_deadline_unix_ms(absl::ToUnixMillis(now + options_.round_timeout));

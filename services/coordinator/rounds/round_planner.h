@@ -82,7 +82,6 @@ class RoundPlanner {
 
   mutable absl::Mutex mu_;
   uint64_t global_step_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t next_round_id_ ABSL_GUARDED_BY(mu_) = 1;
   std::map<std::string, PeerReport> reports_ ABSL_GUARDED_BY(mu_);
   std::deque<distdiff::coordinator::v1::Round> rounds_ ABSL_GUARDED_BY(mu_);
 };

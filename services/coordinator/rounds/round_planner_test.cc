@@ -87,6 +87,12 @@ TEST(RoundPlanner, StartsAtTheGivenStepAndReportsEachNewOne) {
   ASSERT_TRUE(planner.Report("a", 7, 2, 1, 0, Info).ok());
   EXPECT_EQ(planner.global_step(), 8u);
   EXPECT_EQ(persisted, (std::vector<uint64_t>{8}));
+  // A restarted planner's rounds have new ids: a peer that saw the rounds
+  // of steps 0-6 (ids 1-7) before the restart sees this one.
+  auto round = planner.RoundFor("a", 7);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->round_id(), 8u);
+  EXPECT_EQ(round->global_step(), 7u);
 }
 
 }  // namespace
