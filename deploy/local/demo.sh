@@ -167,7 +167,9 @@ done
 echo "== ddctl status"
 "${ddctl[@]}" status | sed 's/^/   /'
 writer=$(ls -d "$out"/peer-*/checkpoint-* 2>/dev/null | head -1 | xargs dirname)
-echo "== the loss ($writer/metrics.jsonl, mean of 10 global steps):"
+unit="global steps"
+[ "${DEMO_SYNC:-gradients}" = outer ] && unit="local steps"
+echo "== the loss ($writer/metrics.jsonl, mean of 10 $unit):"
 python3 - "$writer/metrics.jsonl" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
