@@ -31,16 +31,7 @@ bin="$repo/bazel-bin"
 
 out="${DEMO_DIR:-$repo/out/demo}"
 
-# Waits for a server started with --port_file=$1 to answer health checks;
-# prints its address.
-wait_for_server() {
-  for _ in $(seq 1 300); do [ -s "$1" ] && break; sleep 0.1; done
-  local address="127.0.0.1:$(cat "$1")"
-  for _ in $(seq 1 100); do
-    "$bin/common/rpc/rpc_probe" --target="$address" health >/dev/null 2>&1 && break; sleep 0.1
-  done
-  echo "$address"
-}
+source deploy/local/wait_for_server.sh
 rm -rf "$out"
 mkdir -p "$out"
 umask 077

@@ -48,14 +48,7 @@ samples=$((PEERS * LOCAL_STEPS * BATCH))
 "$bin/trainer/tools/make_shapes_dataset" --out_dir="$out/heldout" --num_samples=$HELDOUT \
   --width=$RES --height=$RES --seed=12345 >/dev/null
 
-wait_port() {
-  for _ in $(seq 1 300); do [ -s "$1" ] && break; sleep 0.1; done
-  local address="127.0.0.1:$(cat "$1")"
-  for _ in $(seq 1 100); do
-    "$bin/common/rpc/rpc_probe" --target="$address" health >/dev/null 2>&1 && break; sleep 0.1
-  done
-  echo "$address"
-}
+source deploy/local/wait_for_server.sh
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "peers $PEERS, $LOCAL_STEPS local steps each at batch $BATCH ($samples samples in all), ${RES}px, lr $LR, model $MODEL"
@@ -79,12 +72,12 @@ for mode in $MODES; do
     --host=127.0.0.1 --port=0 --port_file="$dir/dport" --chunk_size=$((BATCH * 4)) \
     --auth_token_file="$out/token" > "$dir/dataset.log" 2>&1 &
   server=$!
-  daddr=$(wait_port "$dir/dport")
+  daddr=$(wait_for_server "$dir/dport")
   "$bin/services/coordinator/coordinator" --config="$dir/run.json" --db_dir="$dir/ledger" \
     --dataset_address="$daddr" --host=127.0.0.1 --port=0 --port_file="$dir/cport" \
     --auth_token_file="$out/token" --round_timeout=120s > "$dir/coordinator.log" 2>&1 &
   coordinator=$!
-  caddr=$(wait_port "$dir/cport")
+  caddr=$(wait_for_server "$dir/cport")
   start=$(date +%s.%N)
   pids=()
   for i in $(seq 1 "$PEERS"); do
