@@ -61,6 +61,7 @@ CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
     : ledger_(ledger),
       liveness_(liveness),
       rounds_(rounds),
+      membership_(ledger, liveness, rounds),
       config_(std::move(config)),
       options_(std::move(options)),
       clock_(clock) {}
@@ -89,11 +90,9 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
   info.listen_address = request.client_only() ? "" : request.listen_address();
   info.public_address = request.public_address();
   info.client_only = request.client_only();
-  auto outcome = ledger_->JoinPeer(request.peer_id(), info);
+  auto outcome = membership_.Join(request.peer_id(), info);
   if (!outcome.ok()) return outcome.status();
-  for (const auto& old : outcome->replaced_peers) liveness_->Forget(old);
   std::string address = info.public_address.empty() ? info.listen_address : info.public_address;
-  liveness_->OnJoined(outcome->peer, address, info.client_only);
   LOG(INFO) << "peer " << outcome->peer.peer_id << " incarnation " << outcome->peer.incarnation
             << " joined" << (info.client_only ? " (client only)" : " at " + address)
             << (outcome->released_chunks ? absl::StrCat("; released ", outcome->released_chunks,
@@ -124,11 +123,9 @@ absl::StatusOr<v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
 }
 
 absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest& request) {
-  auto released = ledger_->RemovePeer(request.peer().peer_id(), request.peer().incarnation());
+  auto released = membership_.Remove(request.peer().peer_id(), request.peer().incarnation(),
+                                     RemovalReason::kLeft);
   if (!released.ok()) return released.status();
-  liveness_->Forget(request.peer().peer_id());
-  rounds_->Forget(request.peer().peer_id());
-  LOG(INFO) << "peer " << request.peer().peer_id() << " left; released " << *released;
   v1::LeaveResponse response;
   response.set_released_chunks(*released);
   return response;
@@ -327,11 +324,9 @@ absl::StatusOr<v1::AdminReleaseChunkResponse> CoordinatorCore::AdminReleaseChunk
 absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
     const v1::AdminEvictPeerRequest& request, const std::string& admin_token) {
   if (absl::Status s = CheckAdmin(admin_token); !s.ok()) return s;
-  auto released = ledger_->RemovePeer(request.peer_id());
+  auto released =
+      membership_.Remove(request.peer_id(), std::nullopt, RemovalReason::kEvictedByAdmin);
   if (!released.ok()) return released.status();
-  liveness_->Forget(request.peer_id());
-  rounds_->Forget(request.peer_id());
-  LOG(INFO) << "admin evicted peer " << request.peer_id();
   v1::AdminEvictPeerResponse response;
   response.set_released_chunks(*released);
   return response;
@@ -344,7 +339,7 @@ void CoordinatorCore::Tick() {
   } else if (*expired > 0) {
     LOG(INFO) << *expired << " leases expired and returned to the pool";
   }
-  liveness_->Tick();
+  membership_.Tick();
 }
 
 }  // namespace dd::coordinator

@@ -12,6 +12,7 @@
 #include "common/time/clock.h"
 #include "protos/coordinator.pb.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
+#include "services/coordinator/registry/membership.h"
 #include "services/coordinator/registry/peer_liveness.h"
 #include "services/coordinator/rounds/round_planner.h"
 #include "services/coordinator/run_config.h"
@@ -33,7 +34,8 @@ struct CoordinatorOptions {
 
 class CoordinatorCore {
  public:
-  // All pointers must outlive the core.
+  // All pointers must outlive the core. Peers join and leave through a
+  // Membership over the ledger, liveness and rounds.
   CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RoundPlanner* rounds,
                   RunConfig config, CoordinatorOptions options, Clock* clock);
 
@@ -57,7 +59,8 @@ class CoordinatorCore {
   absl::StatusOr<v1::AdminEvictPeerResponse> AdminEvictPeer(
       const v1::AdminEvictPeerRequest& request, const std::string& admin_token);
 
-  // Expires due leases and evicts silent peers; call about once a second.
+  // Expires due leases and evicts silent peers (Membership::Tick); call
+  // about once a second.
   void Tick();
 
  private:
@@ -66,6 +69,8 @@ class CoordinatorCore {
   ChunkLedger* const ledger_;
   PeerLiveness* const liveness_;
   RoundPlanner* const rounds_;
+  // Joins and removals change the three above together.
+  Membership membership_;
   const RunConfig config_;
   const CoordinatorOptions options_;
   Clock* const clock_;

@@ -371,5 +371,36 @@ TEST_F(CoordinatorCoreTest, AReportAnswersWithTheReportersNewRound) {
   EXPECT_FALSE(seen->has_round());
 }
 
+// Membership changes reach every view at once: a peer evicted for silence
+// (found by liveness) no longer counts toward a round with the report it
+// sent before it went quiet, and is no member of the next round.
+TEST_F(CoordinatorCoreTest, APeerEvictedForSilenceLosesItsReportToo) {
+  prober_.Set("10.0.0.1:7000", true);
+  prober_.Set("10.0.0.2:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000");
+  v1::PeerRef b = Join("10.0.0.2:7000");
+  auto report = [&](const v1::PeerRef& p, uint64_t samples) {
+    v1::ReportProgressRequest req;
+    *req.mutable_peer() = p;
+    req.set_global_step(0);
+    req.set_samples_accumulated(samples);
+    return core_->ReportProgress(req);
+  };
+  ASSERT_TRUE(report(a, 8).ok());
+  clock_.Advance(absl::Seconds(31));  // a falls silent; b heartbeats
+  ASSERT_TRUE(Heartbeat(b).ok());
+  core_->Tick();
+  EXPECT_EQ(Peers().count(a.peer_id()), 0u);
+  auto half = report(b, 8);  // with a's stale report this would reach 16
+  ASSERT_TRUE(half.ok());
+  EXPECT_FALSE(half->has_round());
+  EXPECT_EQ(half->global_step(), 0u);
+  auto full = report(b, 16);
+  ASSERT_TRUE(full.ok());
+  ASSERT_TRUE(full->has_round());
+  ASSERT_EQ(full->round().members_size(), 1);
+  EXPECT_EQ(full->round().members(0).peer_id(), b.peer_id());
+}
+
 }  // namespace
 }  // namespace dd::coordinator

@@ -146,16 +146,11 @@ absl::Status Run() {
   round_options.target_batch_size = config->target_batch_size;
   round_options.round_timeout = *round_timeout;
   round_options.report_ttl = *ttl;
-  auto step = (*ledger)->GlobalStep();
-  if (!step.ok()) return step.status();
-  round_options.initial_global_step = *step;
+  const uint64_t step = (*ledger)->GlobalStep();
+  round_options.initial_global_step = step;
   ChunkLedger* ledger_ptr = ledger->get();
-  round_options.on_step_advanced = [ledger_ptr](uint64_t s) {
-    if (absl::Status w = ledger_ptr->SetGlobalStep(s); !w.ok()) {
-      LOG(ERROR) << "persisting global step " << s << ": " << w;
-    }
-  };
-  if (*step > 0) LOG(INFO) << "continuing at global step " << *step;
+  round_options.persist_step = [ledger_ptr](uint64_t s) { return ledger_ptr->SetGlobalStep(s); };
+  if (step > 0) LOG(INFO) << "continuing at global step " << step;
   RoundPlanner rounds(round_options, dd::RealClock());
   CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock());
   CoordinatorService service(&core);

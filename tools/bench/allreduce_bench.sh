@@ -23,15 +23,15 @@ mb="${1:-256}"; mbit="${2:-200}"; n="${3:-4}"
 length=$(( mb * 1024 * 1024 / 4 ))
 codecs="${CODECS:-none fp16 bf16 uniform8bit blockwise8bit}"
 rounds="${ROUNDS:-3}"
-congestion="${TCP_CONGESTION-cubic}"
+congestion="${TCP_CONGESTION-cubic}"  # applied by netns_lib.sh
 work=$(mktemp -d /tmp/dd-allreduce.XXXX)
 bazel build //trainer/averaging:averaging_member 2>&1 | grep -v linux-sandbox | tail -1
 member="${MEMBER:-$(pwd)/bazel-bin/trainer/averaging/averaging_member}"
 openssl rand -hex 24 > "$work/token"
 
+source tools/bench/netns_lib.sh
 cleanup() {
-  for i in $(seq 1 "$n"); do ip netns del "ddbench$i" 2>/dev/null || true; done
-  ip link del ddbr0 2>/dev/null || true
+  netns_down $(for i in $(seq 1 "$n"); do echo "ddbench$i"; done)
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -95,31 +95,13 @@ run_rounds() {
 }
 
 setup_netns() {
-  ip link add ddbr0 type bridge
-  ip link set ddbr0 up
+  netns_bridge_up
+  local ips=()
   for i in $(seq 1 "$n"); do
-    ip netns add "ddbench$i"
-    ip link add "ddv$i" type veth peer name "ddp$i"
-    ip link set "ddp$i" netns "ddbench$i"
-    ip link set "ddv$i" master ddbr0 up
-    ip netns exec "ddbench$i" ip addr add "198.18.0.$i/24" dev "ddp$i"
-    ip netns exec "ddbench$i" ip link set "ddp$i" up
-    ip netns exec "ddbench$i" ip link set lo up
-    if [ -n "$congestion" ]; then
-      ip netns exec "ddbench$i" ip route replace 198.18.0.0/24 dev "ddp$i" congctl "$congestion"
-    fi
-    # Upload (namespace -> bridge) and download (bridge -> namespace) caps.
-    ip netns exec "ddbench$i" tc qdisc add dev "ddp$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
-    tc qdisc add dev "ddv$i" root tbf rate "${mbit}mbit" burst 256kb latency "${TBF_LATENCY:-100ms}"
+    netns_host_add "ddbench$i" "198.18.0.$i" "$mbit"
+    ips+=("198.18.0.$i")
   done
-  local san="subjectAltName="
-  for i in $(seq 1 "$n"); do san+="IP:198.18.0.$i,"; done
-  echo "${san%,}" > "$work/san.ext"
-  (cd "$work" && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=dd-bench-ca \
-      -keyout ca.key -out ca.pem &&
-    openssl req -newkey rsa:2048 -nodes -subj /CN=dd-bench -keyout key.pem -out csr.pem &&
-    openssl x509 -req -in csr.pem -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-      -extfile san.ext -out cert.pem) > /dev/null 2>&1
+  netns_tls_certs "$work" "${ips[@]}"
 }
 
 bound=$(python3 -c "print(2*($n-1)/$n*$mb*1024*1024*8/($mbit*1e6))")

@@ -19,7 +19,7 @@ build() {  # name, sources...
 }
 
 targets=()
-codecs=(none fp16 bf16 uniform8bit blockwise8bit)
+codecs=(none fp16 bf16 uniform8bit blockwise8bit topk8bit)
 for id in "${!codecs[@]}"; do
   name="codec_${codecs[$id]}_decode_fuzz"
   build "$name" -DDD_FUZZ_CODEC="$id" trainer/averaging/codec_fuzz.cc trainer/averaging/codec.cc

@@ -83,7 +83,7 @@ struct RemoteSpan {
 absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                                                         const AllReduceOptions& options,
                                                         float* values, size_t n, double weight,
-                                                        float* codec_error) {
+                                                        CodecErrors errors) {
   absl::Time start = absl::Now();
   uint32_t members = spec.peer_ids.size();
   if (members == 0 || spec.addresses.size() != members || spec.span_starts.size() != members + 1 ||
@@ -111,6 +111,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   const uint32_t me = spec.my_index;
   const uint64_t my_start = spec.span_starts[me];
   const uint64_t my_length = spec.span_starts[me + 1] - my_start;
+  float* const codec_error = errors.sent;
   if (codec_error != nullptr) std::fill(codec_error, codec_error + n, 0.0f);
 
   // 1. This member's reducer, reachable by the others from now on.
@@ -123,6 +124,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   ro.clip_tau = options.clip_tau;
   ro.delta_results = options.delta_results;
   ro.local_sender = me;
+  if (errors.mean != nullptr && !options.delta_results) ro.mean_error = errors.mean + my_start;
   auto reducer = std::make_shared<SpanReducer>(ro, start);
   local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer);
 

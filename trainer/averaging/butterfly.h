@@ -69,6 +69,19 @@ struct AllReduceResult {
   absl::Duration elapsed;
 };
 
+// Error feedback of one round (n floats each, or null), kept by the member
+// across rounds so what a lossy codec drops is sent later.
+struct CodecErrors {
+  // Receives what the codec dropped of this member's values on their way to
+  // the reducers: values − decode(encode(values)) for the parts sent, 0 for
+  // its own span (contributed exactly) and for parts never sent.
+  float* sent = nullptr;
+  // The reducer's (its own span only; other positions are left alone):
+  // added to the span's means before they are encoded, and then set to what
+  // the codec dropped of that sum (ReducerOptions::mean_error).
+  float* mean = nullptr;
+};
+
 // Splits `length` elements into spans proportional to `bandwidths` (equal
 // when empty or all zero); members with bandwidth 0 get empty spans.
 std::vector<uint64_t> SplitSpans(uint64_t length, uint32_t members,
@@ -81,16 +94,13 @@ class ButterflyAllReduce {
   ButterflyAllReduce(AveragerService* local, SecurityConfig security);
 
   // Averages `values[0..n)` (n == span_starts.back()) in place with weight
-  // `weight` (samples). When `codec_error` is set (n values) it receives
-  // what the codec dropped of this member's values on their way to the
-  // reducers: values − decode(encode(values)) for the parts sent, 0 for its
-  // own span (contributed exactly) and for parts never sent (error
-  // feedback). InvalidArgument for a malformed spec, options with
-  // reducer_timeout <= sender_timeout, or non-finite values or weight
-  // (refused before anything is sent).
+  // `weight` (samples), with error feedback through `errors` (CodecErrors).
+  // InvalidArgument for a malformed spec, options with reducer_timeout <=
+  // sender_timeout, or non-finite values or weight (refused before anything
+  // is sent).
   absl::StatusOr<AllReduceResult> Run(const RoundSpec& spec, const AllReduceOptions& options,
                                       float* values, size_t n, double weight,
-                                      float* codec_error = nullptr);
+                                      CodecErrors errors = {});
 
  private:
   std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);

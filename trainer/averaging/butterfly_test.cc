@@ -69,7 +69,8 @@ struct RunOutput {
 RunOutput RunRound(std::vector<std::unique_ptr<Member>>& members, const RoundSpec& base,
                    const AllReduceOptions& options, const std::vector<double>& weights,
                    const std::vector<int>& skip = {},
-                   std::vector<std::vector<float>>* codec_errors = nullptr) {
+                   std::vector<std::vector<float>>* codec_errors = nullptr,
+                   std::vector<std::vector<float>>* mean_errors = nullptr) {
   size_t n = base.span_starts.back();
   if (codec_errors != nullptr) codec_errors->assign(members.size(), std::vector<float>(n, NAN));
   RunOutput out;
@@ -83,9 +84,11 @@ RunOutput RunRound(std::vector<std::unique_ptr<Member>>& members, const RoundSpe
     threads.emplace_back([&, i] {
       RoundSpec spec = base;
       spec.my_index = i;
-      out.results[i] = members[i]->allreduce->Run(
-          spec, options, out.values[i].data(), n, weights[i],
-          codec_errors != nullptr ? (*codec_errors)[i].data() : nullptr);
+      CodecErrors errors;
+      if (codec_errors != nullptr) errors.sent = (*codec_errors)[i].data();
+      if (mean_errors != nullptr) errors.mean = (*mean_errors)[i].data();
+      out.results[i] = members[i]->allreduce->Run(spec, options, out.values[i].data(), n,
+                                                  weights[i], errors);
     });
   }
   for (auto& t : threads) t.join();
@@ -189,6 +192,45 @@ TEST(Butterfly, CodecErrorIsWhatTheCodecDroppedOfEachPartSent) {
       }
     }
     EXPECT_GT(dropped, 0);  // 8 bits do drop something
+  }
+}
+
+// Error feedback at the reducers, over two rounds of the sparse codec: for
+// every position, what the members got plus what the owner's residual kept
+// is the exact mean of what was sent (the senders' decoded parts, the
+// owner's exact values) plus the residual it started with; residuals
+// outside the owner's span are untouched.
+TEST(Butterfly, ReducersCarryWhatTheCodecDroppedOfTheirMeansToTheNextRound) {
+  auto members = StartMembers(3);
+  const uint64_t length = 9001;
+  const AllReduceOptions o = Fast(CodecId::kTopK8Bit);
+  const std::vector<double> w = {1.0, 2.0, 3.0};
+  std::vector<std::vector<float>> mean_errors(3, std::vector<float>(length, 0.0f));
+  for (uint64_t round = 1; round <= 2; ++round) {
+    const RoundSpec spec = Spec(members, length, 150 + round);
+    const auto before = mean_errors;
+    std::vector<std::vector<float>> sent_errors;
+    auto out = RunRound(members, spec, o, w, {}, &sent_errors, &mean_errors);
+    for (int i = 0; i < 3; ++i) ASSERT_TRUE(out.results[i].ok()) << out.results[i].status();
+    EXPECT_EQ(out.values[0], out.values[1]);
+    EXPECT_EQ(out.values[0], out.values[2]);
+    double carried = 0;
+    for (int j = 0; j < 3; ++j) {
+      for (uint64_t k = 0; k < length; ++k) {
+        const bool own = k >= spec.span_starts[j] && k < spec.span_starts[j + 1];
+        if (!own) {
+          ASSERT_EQ(mean_errors[j][k], before[j][k]) << j << " " << k;
+          continue;
+        }
+        double sum = 0;
+        for (int i = 0; i < 3; ++i) sum += w[i] * (Value(i, k) - sent_errors[i][k]);
+        const double want = sum / 6.0 + before[j][k];
+        ASSERT_NEAR(out.values[0][k] + mean_errors[j][k], want, 1e-5 * (1 + std::fabs(want)))
+            << "round " << round << " position " << k;
+        carried += std::fabs(mean_errors[j][k]);
+      }
+    }
+    EXPECT_GT(carried, 0);  // the sparse mean does leave values for later
   }
 }
 

@@ -303,6 +303,83 @@ class Blockwise8BitCodec : public Codec {
 
 }  // namespace
 
+// Per block of 4096 values, the kTopKPerBlock largest in magnitude (ties:
+// the lower position), at their positions, 8-bit on the dynamic code scaled
+// by the block's largest magnitude; every other value decodes to 0.
+class TopK8BitCodec : public Codec {
+ public:
+  CodecId id() const override { return CodecId::kTopK8Bit; }
+  const char* name() const override { return "topk8bit"; }
+  static size_t Blocks(size_t n) { return (n + kBlockwiseBlockSize - 1) / kBlockwiseBlockSize; }
+  // Values kept of the block of length `length`.
+  static size_t Kept(size_t length) { return std::min(length, kTopKPerBlock); }
+  static size_t KeptTotal(size_t n) {
+    const size_t full = n / kBlockwiseBlockSize, tail = n % kBlockwiseBlockSize;
+    return full * kTopKPerBlock + Kept(tail);
+  }
+  size_t EncodedSize(size_t n) const override { return Blocks(n) * 4 + KeptTotal(n) * 3; }
+
+  void Encode(const float* v, size_t n, std::string* out) const override {
+    const size_t blocks = Blocks(n), kept_total = KeptTotal(n);
+    const size_t at = out->size();
+    out->resize(at + blocks * 4 + kept_total * 3);
+    char* scales = out->data() + at;
+    char* positions = scales + blocks * 4;
+    uint8_t* codes = reinterpret_cast<uint8_t*>(positions + kept_total * 2);
+    const NearestCode& nearest = Nearest();
+    std::vector<uint16_t> order(kBlockwiseBlockSize);
+    size_t k_at = 0;
+    for (size_t blk = 0; blk < blocks; ++blk) {
+      const size_t lo = blk * kBlockwiseBlockSize, len = std::min(n - lo, kBlockwiseBlockSize);
+      const size_t k = Kept(len);
+      for (size_t i = 0; i < len; ++i) order[i] = static_cast<uint16_t>(i);
+      auto larger = [&](uint16_t a, uint16_t b) {
+        const float fa = std::fabs(v[lo + a]), fb = std::fabs(v[lo + b]);
+        return fa > fb || (fa == fb && a < b);
+      };
+      std::nth_element(order.begin(), order.begin() + (k - 1), order.begin() + len, larger);
+      std::sort(order.begin(), order.begin() + k);  // positions ascending
+      float scale = 0;
+      for (size_t j = 0; j < k; ++j) scale = std::max(scale, std::fabs(v[lo + order[j]]));
+      std::memcpy(scales + blk * 4, &scale, 4);
+      const float inv = scale > 0 ? 1.0f / scale : 0.0f;
+      for (size_t j = 0; j < k; ++j, ++k_at) {
+        std::memcpy(positions + k_at * 2, &order[j], 2);
+        codes[k_at] = nearest(std::clamp(v[lo + order[j]] * inv, -1.0f, 1.0f));
+      }
+    }
+  }
+
+  absl::Status Decode(absl::string_view b, size_t n, float* out) const override {
+    if (absl::Status s = CheckSize(*this, b, n); !s.ok()) return s;
+    const std::array<float, 256>& code = DynamicCode();
+    const size_t blocks = Blocks(n), kept_total = KeptTotal(n);
+    const char* positions = b.data() + blocks * 4;
+    const uint8_t* codes = reinterpret_cast<const uint8_t*>(positions + kept_total * 2);
+    std::fill(out, out + n, 0.0f);
+    size_t k_at = 0;
+    for (size_t blk = 0; blk < blocks; ++blk) {
+      const size_t lo = blk * kBlockwiseBlockSize, len = std::min(n - lo, kBlockwiseBlockSize);
+      float scale;
+      std::memcpy(&scale, b.data() + blk * 4, 4);
+      if (!std::isfinite(scale) || scale < 0) return NonFinite(*this);
+      int previous = -1;
+      for (size_t j = 0; j < Kept(len); ++j, ++k_at) {
+        uint16_t pos;
+        std::memcpy(&pos, positions + k_at * 2, 2);
+        if (pos >= len || static_cast<int>(pos) <= previous) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              name(), ": positions of block ", blk, " are not increasing within its ", len,
+              " values"));
+        }
+        previous = pos;
+        out[lo + pos] = code[codes[k_at]] * scale;
+      }
+    }
+    return absl::OkStatus();
+  }
+};
+
 uint16_t FloatToHalf(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
@@ -414,12 +491,14 @@ const Codec& CodecFor(CodecId id) {
   static const Bf16Codec bf16;
   static const Uniform8BitCodec uniform;
   static const Blockwise8BitCodec blockwise;
+  static const TopK8BitCodec topk;
   switch (id) {
     case CodecId::kNone: return none;
     case CodecId::kFp16: return fp16;
     case CodecId::kBf16: return bf16;
     case CodecId::kUniform8Bit: return uniform;
     case CodecId::kBlockwise8Bit: return blockwise;
+    case CodecId::kTopK8Bit: return topk;
   }
   return none;
 }
@@ -435,8 +514,11 @@ absl::StatusOr<CodecId> CodecIdNamed(absl::string_view name) {
   for (int id = 0; id < kNumCodecs; ++id) {
     if (name == CodecFor(static_cast<CodecId>(id)).name()) return static_cast<CodecId>(id);
   }
-  return absl::InvalidArgumentError(absl::StrCat(
-      "unknown codec \"", name, "\" (none, fp16, bf16, uniform8bit, blockwise8bit)"));
+  std::string known;
+  for (int id = 0; id < kNumCodecs; ++id) {
+    absl::StrAppend(&known, id > 0 ? ", " : "", CodecFor(static_cast<CodecId>(id)).name());
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown codec \"", name, "\" (", known, ")"));
 }
 
 }  // namespace dd::averaging

@@ -2,7 +2,9 @@
 // vectors; malformed buffers rejected.
 #include "trainer/averaging/codec.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -171,6 +173,69 @@ TEST(Codec, Blockwise8BitErrorBoundedByTheCodeSpacing) {
   }
 }
 
+TEST(Codec, TopK8BitKeepsEachBlocksLargestMagnitudesAndZeroesTheRest) {
+  const auto& code = DynamicCode();
+  float max_gap = 0;
+  for (size_t i = 1; i < code.size(); ++i) max_gap = std::max(max_gap, code[i] - code[i - 1]);
+  // Two full blocks and a tail shorter than kTopKPerBlock.
+  auto v = Normal(2 * kBlockwiseBlockSize + 40, 9);
+  v[5] = -30.0f;  // a block maximum of either sign is kept
+  v[kBlockwiseBlockSize + 7] = 25.0f;
+  const Codec& c = CodecFor(CodecId::kTopK8Bit);
+  EXPECT_EQ(c.EncodedSize(v.size()), 3 * 4 + (2 * kTopKPerBlock + 40) * 3);
+  auto out = RoundTrip(CodecId::kTopK8Bit, v);
+  for (size_t blk = 0; blk * kBlockwiseBlockSize < v.size(); ++blk) {
+    size_t lo = blk * kBlockwiseBlockSize, hi = std::min(v.size(), lo + kBlockwiseBlockSize);
+    std::vector<float> mags;
+    float absmax = 0;
+    for (size_t i = lo; i < hi; ++i) {
+      mags.push_back(std::fabs(v[i]));
+      absmax = std::max(absmax, std::fabs(v[i]));
+    }
+    std::sort(mags.rbegin(), mags.rend());
+    const size_t k = std::min(kTopKPerBlock, hi - lo);
+    const float threshold = mags[k - 1];
+    size_t kept = 0;
+    for (size_t i = lo; i < hi; ++i) {
+      if (std::fabs(v[i]) >= threshold) {
+        ++kept;
+        ASSERT_LE(std::fabs(out[i] - v[i]), absmax * max_gap / 2 * 1.0001f) << i;
+      } else {
+        ASSERT_EQ(out[i], 0.0f) << i;
+      }
+    }
+    EXPECT_EQ(kept, k) << "block " << blk;  // no ties in normal draws
+  }
+  EXPECT_EQ(out[kBlockwiseBlockSize + 7], 25.0f);  // +1.0 is in the code
+  // An all-zero block decodes to zeros (positions 0..k-1, scale 0).
+  std::vector<float> zeros(5000, 0.0f);
+  EXPECT_EQ(RoundTrip(CodecId::kTopK8Bit, zeros), zeros);
+  // Ties keep the lower positions, so the encoding is a function of the
+  // values alone (every member decodes what its reducer meant).
+  std::vector<float> constant(100, 0.5f);
+  auto tied = RoundTrip(CodecId::kTopK8Bit, constant);
+  for (size_t i = 0; i < 100; ++i) EXPECT_EQ(tied[i], i < kTopKPerBlock ? 0.5f : 0.0f) << i;
+}
+
+TEST(Codec, TopK8BitRefusesPositionsOutOfOrderOrOutsideTheBlock) {
+  const Codec& c = CodecFor(CodecId::kTopK8Bit);
+  auto v = Normal(100, 10);
+  std::string good;
+  c.Encode(v.data(), v.size(), &good);
+  std::vector<float> out(100);
+  ASSERT_TRUE(c.Decode(good, 100, out.data()).ok());
+  auto set_position = [&](size_t j, uint16_t pos) {
+    std::string bad = good;
+    std::memcpy(bad.data() + 4 + j * 2, &pos, 2);
+    return bad;
+  };
+  uint16_t first;
+  std::memcpy(&first, good.data() + 4, 2);
+  EXPECT_FALSE(c.Decode(set_position(1, first), 100, out.data()).ok());  // a repeat
+  EXPECT_FALSE(c.Decode(set_position(kTopKPerBlock - 1, 100), 100, out.data()).ok());  // past the end
+  EXPECT_FALSE(c.Decode(set_position(kTopKPerBlock - 1, 65535), 100, out.data()).ok());
+}
+
 TEST(Codec, AllZeroAndConstantVectors) {
   for (CodecId id : {CodecId::kNone, CodecId::kFp16, CodecId::kBf16, CodecId::kUniform8Bit,
                      CodecId::kBlockwise8Bit}) {
@@ -200,7 +265,7 @@ TEST(Codec, DecodersRejectMalformedBuffers) {
     EXPECT_FALSE(c->Decode(good, 99, out.data()).ok()) << c->name();
     EXPECT_FALSE(c->Decode("", 1ull << 40, out.data()).ok()) << c->name();
   }
-  EXPECT_FALSE(GetCodec(5).ok());
+  EXPECT_FALSE(GetCodec(kNumCodecs).ok());
   EXPECT_FALSE(GetCodec(-1).ok());
   // Non-finite payloads: a NaN float, an fp16 infinity, a NaN codebook entry,
   // an infinite block scale.
@@ -215,6 +280,9 @@ TEST(Codec, DecodersRejectMalformedBuffers) {
   std::string blockwise(4 + 1, '\0');
   std::memcpy(blockwise.data(), &inf, 4);
   EXPECT_FALSE(CodecFor(CodecId::kBlockwise8Bit).Decode(blockwise, 1, out.data()).ok());
+  std::string topk(4 + 3, '\0');
+  std::memcpy(topk.data(), &nan, 4);
+  EXPECT_FALSE(CodecFor(CodecId::kTopK8Bit).Decode(topk, 1, out.data()).ok());
 }
 
 TEST(Codec, AdaptiveChoiceAndFiniteCheck) {

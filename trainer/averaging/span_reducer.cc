@@ -61,7 +61,8 @@ uint32_t SpanReducer::PartLength(uint32_t part) const {
                                                   options_.span_length - start));
 }
 
-std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_t length) const {
+std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_t index) const {
+  const uint32_t length = PartLength(index);
   auto out = std::make_shared<PartOutcome>();
   out->contributors = part.contributors;
   out->total_weight = part.weight_sum;
@@ -93,13 +94,24 @@ std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_
     out->averaged = true;
     return out;
   }
+  // Parts are reduced on different threads but own disjoint residual ranges.
+  float* const error = options_.mean_error == nullptr
+                           ? nullptr
+                           : options_.mean_error + uint64_t{index} * options_.part_elements;
+  if (error != nullptr) {
+    for (uint32_t j = 0; j < length; ++j) mean[j] += error[j];
+  }
   codec.Encode(mean.data(), length, &out->encoded);
   if (options_.codec == CodecId::kNone) {
     out->values = std::move(mean);  // decoding the copy would give it back
+    if (error != nullptr) std::fill(error, error + length, 0.0f);
   } else {
     out->values.resize(length);
     if (!codec.Decode(out->encoded, length, out->values.data()).ok()) {
       return std::make_shared<PartOutcome>();  // cannot happen for finite input
+    }
+    if (error != nullptr) {
+      for (uint32_t j = 0; j < length; ++j) error[j] = mean[j] - out->values[j];
     }
   }
   out->averaged = true;
@@ -115,7 +127,7 @@ std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bo
       if (!excluded_[s] && !p.given[s]) return {};
     }
   }
-  p.outcome = Reduce(p, PartLength(index));
+  p.outcome = Reduce(p, index);
   ++reduced_;
   for (uint32_t s = 0; s < options_.num_members; ++s) {
     // A sender's silence counts from when its last waiting part was done.

@@ -48,6 +48,12 @@ struct ReducerOptions {
   // hivemind's result form: each sender gets (mean - its decoded values),
   // encoded for it alone, instead of the one shared encoded mean.
   bool delta_results = false;
+  // Error feedback at the reducer (the owner's; DoubleSqueeze's server-side
+  // compensation): span_length floats that outlive the reducer, or null.
+  // Each part's mean is encoded with this residual added, and the residual
+  // receives what the codec dropped of that sum, so a sparse codec's mean
+  // delivers what it leaves out in later rounds. Not with delta_results.
+  float* mean_error = nullptr;
   // The member that owns this reducer, if any. It contributes its own parts
   // in step with its own sending, so it is never excluded as stalled.
   std::optional<uint32_t> local_sender;
@@ -116,7 +122,7 @@ class SpanReducer {
   // (outside the lock).
   std::vector<Done> MaybeReduceLocked(uint32_t index, bool force, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  std::shared_ptr<const PartOutcome> Reduce(const Part& part, uint32_t length) const;
+  std::shared_ptr<const PartOutcome> Reduce(const Part& part, uint32_t index) const;
   std::vector<std::pair<Done, std::shared_ptr<const PartOutcome>>> ExcludeLocked(uint32_t sender,
                                                                              absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -58,6 +58,9 @@ void ErrorFeedback::AddTo(float* delta) const {
   for (size_t i = 0; i < residual_.size(); ++i) delta[i] += residual_[i];
 }
 
-void ErrorFeedback::Reset() { std::fill(residual_.begin(), residual_.end(), 0.0f); }
+void ErrorFeedback::Reset() {
+  std::fill(residual_.begin(), residual_.end(), 0.0f);
+  std::fill(mean_residual_.begin(), mean_residual_.end(), 0.0f);
+}
 
 }  // namespace dd::collab

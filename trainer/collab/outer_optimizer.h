@@ -8,7 +8,10 @@
 //
 // ErrorFeedback keeps, per peer, what the averaging codec dropped from its
 // contribution, and adds it to the next one (as 1-bit Adam, DeMo and
-// SparseLoCo do), so compression error does not accumulate as bias.
+// SparseLoCo do), so compression error does not accumulate as bias; and,
+// for the span this peer reduces, what the codec dropped of the means it
+// sent (server-side compensation as in DoubleSqueeze), which the reducer
+// adds to the next means of the same positions.
 //
 // Pure C++ on float vectors: no gRPC or libtorch types.
 #ifndef TRAINER_COLLAB_OUTER_OPTIMIZER_H_
@@ -53,19 +56,23 @@ class OuterOptimizer {
 
 class ErrorFeedback {
  public:
-  explicit ErrorFeedback(size_t n) : residual_(n, 0.0f) {}
+  explicit ErrorFeedback(size_t n) : residual_(n, 0.0f), mean_residual_(n, 0.0f) {}
 
   // delta += residual (call before sending).
   void AddTo(float* delta) const;
-  // The residual's storage: the averaging round writes what the codec
-  // dropped of the values it sent here (ButterflyAllReduce's codec_error),
-  // so no copy of the sent values is kept.
+  // The residuals' storage, written by the averaging round
+  // (averaging::CodecErrors): what the codec dropped of the values this
+  // peer sent (so no copy of them is kept), and of the means its reducer
+  // sent.
   float* data() { return residual_.data(); }
+  float* mean_data() { return mean_residual_.data(); }
   void Reset();
   const std::vector<float>& residual() const { return residual_; }
+  const std::vector<float>& mean_residual() const { return mean_residual_; }
 
  private:
   std::vector<float> residual_;
+  std::vector<float> mean_residual_;
 };
 
 }  // namespace dd::collab

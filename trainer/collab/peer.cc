@@ -142,7 +142,7 @@ class ButterflyRoundAverager final : public RoundAverager {
 
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& r,
                                                      std::vector<float>* values, double weight,
-                                                     float* codec_error) override {
+                                                     averaging::CodecErrors errors) override {
     averaging::RoundSpec spec;
     spec.round_id = r.round_id();
     std::vector<double> shares;
@@ -155,7 +155,7 @@ class ButterflyRoundAverager final : public RoundAverager {
     spec.span_starts = averaging::SplitSpans(values->size(), r.members_size(), shares);
     averaging::AllReduceOptions o = options_;
     o.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
-    return allreduce_.Run(spec, o, values->data(), values->size(), weight, codec_error);
+    return allreduce_.Run(spec, o, values->data(), values->size(), weight, errors);
   }
 
  private:
@@ -255,9 +255,62 @@ class TrainerModel final : public LocalModel {
   training::Trainer* const t_;
 };
 
+// The trainer on the chunks this peer leases.
+class TrainerWorkload final : public PeerWorkload {
+ public:
+  static absl::StatusOr<std::unique_ptr<PeerWorkload>> Create(const WorkloadContext& c) {
+    auto w = std::unique_ptr<TrainerWorkload>(new TrainerWorkload());
+    training::TrainerOptions to = c.options->trainer;
+    to.external_data = true;
+    // The trainer counts its own optimizer steps: one per global step when
+    // averaging gradients, H per outer step (the inner schedule spans them).
+    to.max_steps = c.sync.mode == SyncMode::kOuter ? c.max_steps * c.sync.outer.local_steps
+                                                   : c.max_steps;
+    w->accumulation_ = to.gradient_accumulation_steps;
+    ASSIGN_OR_RETURN(w->trainer_, training::Trainer::Create(to));
+    w->model_ = std::make_unique<TrainerModel>(w->trainer_.get());
+    ASSIGN_OR_RETURN(auto dataset_channel,
+                     MakeChannel(c.join->dataset_address(), c.options->security));
+    w->dataset_ = std::make_unique<dataset::DatasetClient>(dataset_channel);
+    ChunkStreamOptions co;
+    co.cache_dir = to.output_dir + "/chunks";
+    co.lease_timeout = absl::Milliseconds(c.join->lease_timeout_ms());
+    ASSIGN_OR_RETURN(w->stream_, ChunkStream::Start(c.coordinator, w->dataset_.get(), co));
+    w->batches_ = std::make_unique<ChunkBatches>(w->stream_.get(), training::LoaderOptionsFor(to),
+                                                 to.seed);
+    return w;
+  }
+  ~TrainerWorkload() override { Close(); }
+
+  LocalModel* model() override { return model_.get(); }
+  BatchSource* batches() override { return batches_.get(); }
+  int micro_batches_per_step() const override { return accumulation_; }
+  void Close() override {
+    if (closed_) return;
+    closed_ = true;
+    batches_->Close();
+    stream_->Close();
+    ChunkStreamStats cs = stream_->stats();
+    LOG(INFO) << "peer's data: " << cs.downloaded << " chunks downloaded (" << cs.retried
+              << " after retries), " << cs.completed << " completed, " << cs.failed << " failed";
+  }
+
+ private:
+  TrainerWorkload() = default;
+  int accumulation_ = 1;
+  bool closed_ = false;
+  std::unique_ptr<training::Trainer> trainer_;
+  std::unique_ptr<TrainerModel> model_;
+  std::unique_ptr<dataset::DatasetClient> dataset_;
+  std::unique_ptr<ChunkStream> stream_;
+  std::unique_ptr<ChunkBatches> batches_;
+};
+
 }  // namespace
 
-absl::Status RunPeer(const PeerOptions& po) {
+absl::Status RunPeer(const PeerOptions& po) { return RunPeerWith(po, TrainerWorkload::Create); }
+
+absl::Status RunPeerWith(const PeerOptions& po, const WorkloadFactory& make_workload) {
   // This peer's Averager service: the other members send it their values of
   // the span it reduces; its state service serves late joiners.
   averaging::AveragerService averager;
@@ -290,23 +343,20 @@ absl::Status RunPeer(const PeerOptions& po) {
   ASSIGN_OR_RETURN(SyncConfig sync_config, ParseSyncConfig(join->run_config_json()));
   if (!po.codec.empty()) {
     ASSIGN_OR_RETURN(sync_config.codec, averaging::CodecIdNamed(po.codec));
+    RETURN_IF_ERROR(CheckSyncConfig(sync_config));
   }
 
-  training::TrainerOptions to = po.trainer;
-  to.external_data = true;
   SessionOptions so;
-  so.max_steps = config.contains("max_steps") ? config["max_steps"].get<int64_t>() : to.max_steps;
-  // The trainer counts its own optimizer steps: one per global step when
-  // averaging gradients, H per outer step (the inner schedule spans them).
-  to.max_steps = sync_config.mode == SyncMode::kOuter ? so.max_steps * sync_config.outer.local_steps
-                                                      : so.max_steps;
-  ASSIGN_OR_RETURN(auto trainer, training::Trainer::Create(to));
-  TrainerModel model(trainer.get());
+  so.max_steps = config.contains("max_steps") ? config["max_steps"].get<int64_t>()
+                                              : po.trainer.max_steps;
+  WorkloadContext context{&po, &*join, &coordinator, sync_config, so.max_steps};
+  ASSIGN_OR_RETURN(std::unique_ptr<PeerWorkload> workload, make_workload(context));
+  LocalModel* model = workload->model();
   std::unique_ptr<Synchronizer> sync;
   if (sync_config.mode == SyncMode::kOuter) {
-    ASSIGN_OR_RETURN(sync, MakeOuterSync(&model, sync_config.outer, to.gradient_accumulation_steps));
+    ASSIGN_OR_RETURN(sync, MakeOuterSync(model, sync_config.outer, workload->micro_batches_per_step()));
   } else {
-    sync = MakeGradientSync(&model);
+    sync = MakeGradientSync(model);
   }
   LOG(INFO) << "sync: " << SyncModeName(sync_config.mode) << ", codec "
             << averaging::CodecFor(sync_config.codec).name()
@@ -316,13 +366,6 @@ absl::Status RunPeer(const PeerOptions& po) {
                                    sync_config.outer.overlap ? ", overlapped" : "")
                     : "");
 
-  ASSIGN_OR_RETURN(auto dataset_channel, MakeChannel(join->dataset_address(), po.security));
-  dataset::DatasetClient dataset(dataset_channel);
-  ChunkStreamOptions co;
-  co.cache_dir = to.output_dir + "/chunks";
-  co.lease_timeout = absl::Milliseconds(join->lease_timeout_ms());
-  ASSIGN_OR_RETURN(auto stream, ChunkStream::Start(&coordinator, &dataset, co));
-  ChunkBatches batches(stream.get(), training::LoaderOptionsFor(to), to.seed);
   GrpcCoordinatorLink link(&coordinator,
                            absl::Milliseconds(std::max<uint32_t>(join->heartbeat_interval_ms(), 100)));
   averaging::AllReduceOptions ar;
@@ -333,27 +376,24 @@ absl::Status RunPeer(const PeerOptions& po) {
   PeerStates states(&state_service, &coordinator, po.security);
 
   so.max_local_samples_per_step = po.max_local_samples_per_step;
-  so.save_steps = to.save_steps;
-  so.image_log_steps = to.image_log_steps;
+  so.save_steps = po.trainer.save_steps;
+  so.image_log_steps = po.trainer.image_log_steps;
   so.write_samples = true;
   so.trained_keys_log = po.trained_keys_log;
   so.nan_contribution_at_step_for_test = po.nan_contribution_at_step_for_test;
   absl::Status result;
   SessionStats stats;
   {
-    PeerSession session(so, sync.get(), &link, &batches, &model, &round_averager, &states);
+    PeerSession session(so, sync.get(), &link, workload->batches(), model, &round_averager, &states);
     result = session.Run();
     stats = session.stats();
   }
-  batches.Close();
-  stream->Close();
-  ChunkStreamStats cs = stream->stats();
+  workload->Close();
   if (absl::Status s = coordinator.Leave(); !s.ok()) LOG(WARNING) << "leaving: " << s;
-  LOG(INFO) << "peer done: " << cs.downloaded << " chunks downloaded (" << cs.retried
-            << " after retries), " << cs.completed << " completed, " << cs.failed << " failed; "
-            << stats.stale_dropped << " stale contributions dropped, " << stats.rounds_failed
-            << " rounds failed, " << stats.resyncs << " resynchronisations; sent "
-            << stats.bytes_sent << " B, received " << stats.bytes_received << " B";
+  LOG(INFO) << "peer done: " << stats.stale_dropped << " stale contributions dropped, "
+            << stats.rounds_failed << " rounds failed, " << stats.resyncs
+            << " resynchronisations; sent " << stats.bytes_sent << " B, received "
+            << stats.bytes_received << " B";
   LOG(INFO) << "final parameters " << sync->Hash();
   if (host) host->Shutdown(absl::Seconds(2));
   return result;

@@ -12,8 +12,16 @@
 #include <cstdint>
 #include <string>
 
+#include <functional>
+#include <memory>
+
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "common/rpc/security.h"
+#include "protos/coordinator.pb.h"
+#include "trainer/collab/coordinator_client.h"
+#include "trainer/collab/peer_links.h"
+#include "trainer/collab/sync_config.h"
 #include "trainer/training/trainer.h"
 
 namespace dd::collab {
@@ -44,11 +52,40 @@ struct PeerOptions {
   std::string trained_keys_log;
 };
 
+// What a peer trains and on which samples: the trainer on leased chunks
+// (RunPeer), or a stand-in (trainer/collab/bench: a simulated model that
+// takes a GPU's step time, for network benchmarks without a GPU).
+class PeerWorkload {
+ public:
+  virtual ~PeerWorkload() = default;
+  virtual LocalModel* model() = 0;
+  virtual BatchSource* batches() = 0;
+  // Micro-batches per local optimizer step (outer steps count local steps).
+  virtual int micro_batches_per_step() const = 0;
+  // The session ended: returns leases, logs what the data side did.
+  virtual void Close() = 0;
+};
+
+// What a workload is made from, once the peer has joined.
+struct WorkloadContext {
+  const PeerOptions* options = nullptr;
+  const cv1::JoinResponse* join = nullptr;
+  CoordinatorClient* coordinator = nullptr;  // joined; outlives the workload
+  SyncConfig sync;
+  int64_t max_steps = 0;  // global steps of the run (outer steps in outer mode)
+};
+using WorkloadFactory =
+    std::function<absl::StatusOr<std::unique_ptr<PeerWorkload>>(const WorkloadContext&)>;
+
 // Runs a PeerSession (peer_session.h) with the real parts until the
 // collaboration reaches trainer.max_steps (or the run config's "max_steps"),
 // in the run config's sync mode (sync_config.h). FailedPrecondition / Unavailable with a message when the
 // coordinator or dataset cannot be used.
 absl::Status RunPeer(const PeerOptions& options);
+
+// RunPeer with another workload: the coordinator, the averaging and state
+// services, heartbeats and the session are the real ones.
+absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make_workload);
 
 }  // namespace dd::collab
 

@@ -59,12 +59,13 @@ class RoundAverager {
  public:
   virtual ~RoundAverager() = default;
   // Averages `values` in place with weight `weight` over `round` (this
-  // peer is one of its members). When `codec_error` is set (values->size()
-  // floats) it receives what the codec dropped of this peer's values on
-  // their way to the reducers (error feedback; ButterflyAllReduce::Run).
+  // peer is one of its members), with error feedback through `errors`
+  // (averaging::CodecErrors: what the codec dropped of this peer's values,
+  // and of the means it reduced).
   virtual absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
                                                              std::vector<float>* values,
-                                                             double weight, float* codec_error) = 0;
+                                                             double weight,
+                                                             averaging::CodecErrors errors) = 0;
 };
 
 // Training states: this peer's served to others, others' fetched.

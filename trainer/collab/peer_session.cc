@@ -268,7 +268,7 @@ absl::Status PeerSession::StartRound() {
   InFlightRound* raw = f.get();
   raw->thread = std::thread([this, raw] {
     raw->result = averager_->Average(raw->round, &raw->contribution.values, raw->contribution.weight,
-                                     raw->contribution.codec_error);
+                                     raw->contribution.codec_errors);
     raw->done = true;
   });
   in_flight_ = std::move(f);

@@ -58,7 +58,7 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
   if (auto it = doc.find("codec"); it != doc.end()) {
     if (!it->is_string()) return Bad("codec", "a codec name");
     auto id = averaging::CodecIdNamed(it->get<std::string>());
-    if (!id.ok()) return Bad("codec", "none, fp16, bf16, uniform8bit or blockwise8bit");
+    if (!id.ok()) return Bad("codec", "none, fp16, bf16, uniform8bit, blockwise8bit or topk8bit");
     c.codec = *id;
   }
   if (auto it = doc.find("local_steps"); it != doc.end()) {
@@ -72,8 +72,20 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
   if (s.ok()) s = ReadBool(doc, "outer_nesterov", &c.outer.nesterov);
   if (s.ok()) s = ReadBool(doc, "error_feedback", &c.outer.error_feedback);
   if (s.ok()) s = ReadBool(doc, "overlap", &c.outer.overlap);
+  if (s.ok()) s = CheckSyncConfig(c);
   if (!s.ok()) return s;
   return c;
+}
+
+absl::Status CheckSyncConfig(const SyncConfig& c) {
+  if (c.codec == averaging::CodecId::kTopK8Bit &&
+      !(c.mode == SyncMode::kOuter && c.outer.error_feedback)) {
+    // Without a residual, what the sparse codec leaves out (98 % of every
+    // block) would be lost for good.
+    return absl::InvalidArgumentError(
+        "run config: \"codec\": \"topk8bit\" needs \"sync\": \"outer\" with \"error_feedback\": true");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace dd::collab

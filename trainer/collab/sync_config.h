@@ -45,8 +45,12 @@ struct SyncConfig {
 // Reads the sync keys of a run config (a JSON object's text). A key that is
 // present with a wrong type or an out-of-range value is InvalidArgument
 // naming the key (never silently replaced by its default): local_steps >= 1,
-// outer_lr > 0, outer_momentum in [0, 1).
+// outer_lr > 0, outer_momentum in [0, 1); and CheckSyncConfig.
 absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& run_config_json);
+
+// InvalidArgument for settings that do not go together: the sparse codec
+// (topk8bit) only with outer steps and error feedback.
+absl::Status CheckSyncConfig(const SyncConfig& config);
 
 const char* SyncModeName(SyncMode mode);
 

@@ -44,5 +44,17 @@ TEST(SyncConfigTest, RefusesBadValuesNamingTheKey) {
   }
 }
 
+TEST(SyncConfigTest, TheSparseCodecNeedsOuterStepsWithErrorFeedback) {
+  auto ok = ParseSyncConfig(R"({"sync": "outer", "codec": "topk8bit"})");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->codec, averaging::CodecId::kTopK8Bit);
+  for (const char* bad : {R"({"codec": "topk8bit"})",
+                          R"({"sync": "outer", "codec": "topk8bit", "error_feedback": false})"}) {
+    auto c = ParseSyncConfig(bad);
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_NE(c.status().message().find("topk8bit"), std::string::npos) << c.status();
+  }
+}
+
 }  // namespace
 }  // namespace dd::collab

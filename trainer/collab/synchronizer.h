@@ -41,9 +41,9 @@ struct Contribution {
   bool local_finite = true;   // false: the peer's own values were not finite
   std::vector<std::string> keys;  // the samples in it (audits)
   double loss = 0;                // outer steps: mean loss of its local steps
-  // Where the round writes what the codec dropped of `values` (the
-  // synchronizer's error-feedback residual), or null.
-  float* codec_error = nullptr;
+  // Where the round writes what the codec dropped (the synchronizer's
+  // error-feedback residuals), or nulls.
+  averaging::CodecErrors codec_errors;
   // Outer steps with overlap: the local weights when it was taken (the
   // progress made during the round is carried over).
   std::vector<float> local_at_contribution;
@@ -72,7 +72,8 @@ class Synchronizer {
   // accounting. `nan_for_test` poisons it (fault tests).
   virtual absl::StatusOr<Contribution> Contribute(uint64_t global_step, bool nan_for_test) = 0;
   // Applies a round's average (in contribution.values). Returns the report
-  // of the global step.
+  // of the global step. May take the contribution's vectors (their storage
+  // is reused); its other fields stay.
   virtual absl::StatusOr<training::StepReport> Apply(Contribution& contribution) = 0;
   // Forgets what was trained toward the next contribution and the error
   // feedback (the peer missed a round and resynchronises). Only while no

@@ -465,13 +465,13 @@ int64_t Trainer::step() const { return s_->step; }
 int64_t Trainer::skipped_steps() const { return s_->skipped; }
 double Trainer::loss_scale() const { return s_->LossScale(); }
 
-std::vector<std::pair<std::string, at::Tensor>> Trainer::Parameters() const {
+std::vector<std::pair<std::string, at::Tensor>> Trainer::ParametersForTest() const {
   std::vector<std::pair<std::string, at::Tensor>> out;
   for (const auto& p : s_->params) out.push_back({p.name, p.value.detach()});
   return out;
 }
 
-void Trainer::SetGradientHook(std::function<void(std::vector<at::Tensor>&)> hook) {
+void Trainer::SetGradientHookForTest(std::function<void(std::vector<at::Tensor>&)> hook) {
   s_->hook = std::move(hook);
 }
 

@@ -199,11 +199,11 @@ class Trainer {
   double loss_scale() const;
 
   // The trained parameters (UNet, float32) by name, for tests.
-  std::vector<std::pair<std::string, at::Tensor>> Parameters() const;
+  std::vector<std::pair<std::string, at::Tensor>> ParametersForTest() const;
 
   // Test hook: called on the gradients after backward, before the update
   // (e.g. to poison them with NaN).
-  void SetGradientHook(std::function<void(std::vector<at::Tensor>&)> hook);
+  void SetGradientHookForTest(std::function<void(std::vector<at::Tensor>&)> hook);
 
   struct State;
 

@@ -59,7 +59,7 @@ TrainerOptions Options(const std::string& out) {
 
 std::vector<at::Tensor> Weights(const Trainer& t) {
   std::vector<at::Tensor> out;
-  for (auto& [name, value] : t.Parameters()) out.push_back(value.clone());
+  for (auto& [name, value] : t.ParametersForTest()) out.push_back(value.clone());
   return out;
 }
 
@@ -140,13 +140,13 @@ TEST(Trainer, NonFiniteGradientsSkipTheStep) {
   ASSERT_TRUE(t.ok()) << t.status();
   ASSERT_TRUE((*t)->Step().ok());
   std::vector<at::Tensor> before = Weights(**t);
-  (*t)->SetGradientHook([](std::vector<at::Tensor>& g) { g[3].view(-1)[0] = NAN; });
+  (*t)->SetGradientHookForTest([](std::vector<at::Tensor>& g) { g[3].view(-1)[0] = NAN; });
   auto r = (*t)->Step();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->skipped);
   EXPECT_EQ((*t)->skipped_steps(), 1);
   ExpectIdentical(Weights(**t), before);
-  (*t)->SetGradientHook(nullptr);
+  (*t)->SetGradientHookForTest(nullptr);
   r = (*t)->Step();
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->skipped);
@@ -227,12 +227,12 @@ TEST(Trainer, TrainTextEncoderUpdatesSavesAndResumesIt) {
   ASSERT_TRUE(t.ok()) << t.status();
   const size_t unet_only = [&] {
     TrainerOptions frozen = Options(Tmp("te_frozen"));
-    return (*Trainer::Create(frozen))->Parameters().size();
+    return (*Trainer::Create(frozen))->ParametersForTest().size();
   }();
-  EXPECT_EQ((*t)->Parameters().size(), unet_only + (*original)->parameters().size());
+  EXPECT_EQ((*t)->ParametersForTest().size(), unet_only + (*original)->parameters().size());
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->Step().ok());
   std::map<std::string, at::Tensor> trained;
-  for (auto& [name, value] : (*t)->Parameters()) {
+  for (auto& [name, value] : (*t)->ParametersForTest()) {
     if (absl::StartsWith(name, "text_encoder.")) trained[name.substr(13)] = value.clone();
   }
   ASSERT_EQ(trained.size(), (*original)->parameters().size());
@@ -293,14 +293,14 @@ TEST(Trainer, LossScalingIsExactAndBacksOffOnOverflow) {
   }
   ExpectIdentical(Weights(**scaled), Weights(**plain));
   std::vector<at::Tensor> before = Weights(**scaled);
-  (*scaled)->SetGradientHook([](std::vector<at::Tensor>& g) { g[0].view(-1)[0] = INFINITY; });
+  (*scaled)->SetGradientHookForTest([](std::vector<at::Tensor>& g) { g[0].view(-1)[0] = INFINITY; });
   auto r = (*scaled)->Step();
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->skipped);
   EXPECT_EQ((*scaled)->skipped_steps(), 1);
   EXPECT_EQ((*scaled)->loss_scale(), 32768.0);
   ExpectIdentical(Weights(**scaled), before);
-  (*scaled)->SetGradientHook(nullptr);
+  (*scaled)->SetGradientHookForTest(nullptr);
   ASSERT_FALSE((*scaled)->Step()->skipped);
   auto dir = (*scaled)->SaveCheckpoint();
   ASSERT_TRUE(dir.ok());
@@ -318,7 +318,7 @@ TEST(Trainer, Bf16AutocastTrainsOnCpu) {
   auto r = (*t)->Step();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(std::isfinite(r->loss));
-  for (auto& [name, value] : (*t)->Parameters()) ASSERT_EQ(value.scalar_type(), at::kFloat) << name;
+  for (auto& [name, value] : (*t)->ParametersForTest()) ASSERT_EQ(value.scalar_type(), at::kFloat) << name;
 }
 
 }  // namespace

@@ -58,6 +58,7 @@ struct ChunkLedger::Txn {
   bool meta_changed = false;
   uint64_t next_peer_number = 0;
   uint64_t next_lease_id = 0;
+  std::optional<uint64_t> global_step;
 };
 
 ChunkLedger::ChunkLedger(std::unique_ptr<KvStore> store, Clock* clock)
@@ -160,6 +161,11 @@ absl::Status ChunkLedger::Load(const LedgerIdentity& identity) {
   }
   meta_run_id_ = meta.run_id();
   meta_manifest_ = meta.manifest_sha256();
+  auto step = store_->Get(kGlobalStepKey);
+  if (!step.ok()) return step.status();
+  if (step->has_value() && !absl::SimpleAtoi(**step, &global_step_)) {
+    return absl::DataLossError(absl::StrCat("ledger key ", kGlobalStepKey, " is not a number"));
+  }
   next_peer_number_ = meta.next_peer_number();
   next_lease_id_ = meta.next_lease_id();
 
@@ -259,6 +265,7 @@ KvBatch ChunkLedger::BuildBatch(const Txn& txn) const {
     meta.set_format_version(kLedgerFormat);
     batch.Put(kMetaKey, meta.SerializeAsString());
   }
+  if (txn.global_step.has_value()) batch.Put(kGlobalStepKey, absl::StrCat(*txn.global_step));
   return batch;
 }
 
@@ -273,6 +280,7 @@ void ChunkLedger::Apply(Txn* txn) {
     next_peer_number_ = txn->next_peer_number;
     next_lease_id_ = txn->next_lease_id;
   }
+  if (txn->global_step.has_value()) global_step_ = *txn->global_step;
 }
 
 absl::Status ChunkLedger::Commit(Txn* txn, absl::ReleasableMutexLock* lock) {
@@ -555,21 +563,20 @@ absl::StatusOr<uint32_t> ChunkLedger::ExpireDue() {
   return n;
 }
 
-absl::StatusOr<uint64_t> ChunkLedger::GlobalStep() const {
-  auto value = store_->Get(kGlobalStepKey);
-  if (!value.ok()) return value.status();
-  if (!value->has_value()) return uint64_t{0};
-  uint64_t step = 0;
-  if (!absl::SimpleAtoi(**value, &step)) {
-    return absl::DataLossError(absl::StrCat("ledger key ", kGlobalStepKey, " is not a number"));
-  }
-  return step;
+uint64_t ChunkLedger::GlobalStep() const {
+  absl::ReaderMutexLock lock(&mu_);
+  return global_step_;
 }
 
 absl::Status ChunkLedger::SetGlobalStep(uint64_t step) {
-  KvBatch batch;
-  batch.Put(kGlobalStepKey, absl::StrCat(step));
-  return store_->Write(batch);
+  absl::ReleasableMutexLock lock(&mu_);
+  if (step < global_step_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the global step is ", global_step_, "; it does not go back to ", step));
+  }
+  Txn txn;
+  if (step != global_step_) txn.global_step = step;
+  return Commit(&txn, &lock);
 }
 
 LedgerStats ChunkLedger::Stats() const {

@@ -166,10 +166,13 @@ class ChunkLedger {
 
   // --- Global step ---------------------------------------------------------
 
-  // The collaboration's global step as last persisted (0 for a new run), so
-  // a restarted coordinator continues the step count. Written straight to
-  // the store (durable when OK), outside the lease transactions.
-  absl::StatusOr<uint64_t> GlobalStep() const;
+  // The collaboration's global step (0 for a new run), so a restarted
+  // coordinator continues the step count.
+  uint64_t GlobalStep() const;
+  // Advances the global step, as a transaction of the ledger like any other
+  // (group-committed in order, durable when OK; a failed write stops the
+  // ledger). FailedPrecondition when `step` is below the current one: the
+  // step never goes back.
   absl::Status SetGlobalStep(uint64_t step);
 
   // --- Queries -------------------------------------------------------------
@@ -233,6 +236,7 @@ class ChunkLedger {
   mutable absl::Mutex mu_;
   uint64_t next_peer_number_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t next_lease_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t global_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<internal::ChunkRecord> chunks_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, internal::PeerRecord> peers_ ABSL_GUARDED_BY(mu_);
   // Unleased chunks by (times_trained, chunk_id): the leasing order.

@@ -375,15 +375,23 @@ INSTANTIATE_TEST_SUITE_P(Backends, ChunkLedgerConformance,
 namespace dd::coordinator {
 namespace {
 
-TEST_P(ChunkLedgerConformance, GlobalStepSurvivesAReopen) {
-  auto step = ledger_->GlobalStep();
-  ASSERT_TRUE(step.ok()) << step.status();
-  EXPECT_EQ(*step, 0u);
+TEST_P(ChunkLedgerConformance, GlobalStepSurvivesAReopenAndNeverGoesBack) {
+  EXPECT_EQ(ledger_->GlobalStep(), 0u);
   ASSERT_TRUE(ledger_->SetGlobalStep(41).ok());
   ASSERT_TRUE(ledger_->SetGlobalStep(42).ok());
+  EXPECT_TRUE(ledger_->SetGlobalStep(42).ok());  // unchanged
+  EXPECT_EQ(ledger_->SetGlobalStep(40).code(), absl::StatusCode::kFailedPrecondition);
   ledger_ = Reopen(identity_);
   ASSERT_NE(ledger_, nullptr);
-  EXPECT_EQ(*ledger_->GlobalStep(), 42u);
+  EXPECT_EQ(ledger_->GlobalStep(), 42u);
+  // A step that could not be written is not taken, and nothing else is
+  // accepted after it (memory may be ahead of the store).
+  fail_writes_ = true;
+  EXPECT_FALSE(ledger_->SetGlobalStep(43).ok());
+  fail_writes_ = false;
+  EXPECT_EQ(ledger_->SetGlobalStep(44).code(), absl::StatusCode::kUnavailable);
+  ledger_ = Reopen(identity_);
+  EXPECT_EQ(ledger_->GlobalStep(), 42u);
 }
 
 }  // namespace

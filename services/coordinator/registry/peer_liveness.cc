@@ -89,14 +89,17 @@ absl::Status PeerLiveness::Heartbeat(const PeerHandle& peer, double samples_per_
   return absl::OkStatus();
 }
 
-void PeerLiveness::Forget(const std::string& peer_id) {
+void PeerLiveness::Forget(const std::string& peer_id, std::optional<uint64_t> incarnation) {
   absl::MutexLock lock(&mu_);
-  peers_.erase(peer_id);
+  auto it = peers_.find(peer_id);
+  if (it == peers_.end()) return;
+  if (incarnation.has_value() && it->second.status.incarnation != *incarnation) return;
+  peers_.erase(it);
 }
 
-std::vector<std::string> PeerLiveness::Tick() {
+std::vector<PeerHandle> PeerLiveness::Tick() {
   absl::Time now = clock_->Now();
-  std::vector<std::pair<std::string, uint64_t>> silent;
+  std::vector<PeerHandle> silent;
   std::vector<ProbeRequest> probes;
   {
     absl::MutexLock lock(&mu_);
@@ -112,24 +115,7 @@ std::vector<std::string> PeerLiveness::Tick() {
     }
   }
   Launch(probes);
-  std::vector<std::string> evicted;
-  for (const auto& [id, incarnation] : silent) {
-    auto released = ledger_->RemovePeer(id, incarnation);
-    if (released.ok()) {
-      LOG(WARNING) << "evicted silent peer " << id << " (no heartbeat for "
-                   << absl::FormatDuration(options_.ttl) << "); " << *released
-                   << " leases released";
-      evicted.push_back(id);
-    } else if (released.status().code() != absl::StatusCode::kNotFound &&
-               released.status().code() != absl::StatusCode::kFailedPrecondition) {
-      LOG(ERROR) << "evicting " << id << ": " << released.status();
-      continue;  // keep tracking; retry next tick
-    }
-    absl::MutexLock lock(&mu_);
-    auto it = peers_.find(id);
-    if (it != peers_.end() && it->second.status.incarnation == incarnation) peers_.erase(it);
-  }
-  return evicted;
+  return silent;
 }
 
 std::vector<PeerStatus> PeerLiveness::Snapshot() const {

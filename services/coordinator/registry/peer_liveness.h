@@ -1,8 +1,8 @@
 // PeerLiveness: who is alive and who can be reached, on top of the ledger's
 // durable peer identities. Pure logic (no gRPC types); time from a Clock.
 //
-// - Heartbeats: a peer silent for longer than `ttl` is evicted through the
-//   ledger (its leases return to the pool at once).
+// - Heartbeats: a peer silent for longer than `ttl` is reported by Tick, and
+//   Membership evicts it (its leases return to the pool at once).
 // - Reachability: a joining peer with an address is PROBING until a health
 //   check at its public address answers (REACHABLE, listed with its
 //   address) or fails (UNREACHABLE, retried with backoff, never listed).
@@ -14,6 +14,7 @@
 #define SERVICES_COORDINATOR_REGISTRY_PEER_LIVENESS_H_
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -60,12 +61,14 @@ class PeerLiveness {
   // Records a heartbeat. NotFound / FailedPrecondition as ChunkLedger::CheckPeer.
   absl::Status Heartbeat(const PeerHandle& peer, double samples_per_second);
 
-  // Stops tracking a peer (it left or was evicted by an admin).
-  void Forget(const std::string& peer_id);
+  // Stops tracking a peer (Membership removed it); with `incarnation`, only
+  // if that is the one tracked.
+  void Forget(const std::string& peer_id, std::optional<uint64_t> incarnation = std::nullopt);
 
-  // Evicts silent peers and starts due probes. Call periodically (the
-  // coordinator does every second). Returns the evicted peer ids.
-  std::vector<std::string> Tick();
+  // Starts due probes and returns the peers silent for longer than `ttl`
+  // (still tracked until forgotten). Call periodically (Membership::Tick,
+  // every second).
+  std::vector<PeerHandle> Tick();
 
   // Statuses of every tracked peer, by peer id.
   std::vector<PeerStatus> Snapshot() const;

@@ -44,6 +44,13 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
   v1::ReportProgressResponse response;
   response.set_target_batch_size(options_.target_batch_size);
   if (total >= options_.target_batch_size) {
+    if (options_.persist_step) {
+      if (absl::Status s = options_.persist_step(global_step_ + 1); !s.ok()) {
+        LOG(ERROR) << "global step " << global_step_ + 1 << " could not be persisted: " << s;
+        return absl::UnavailableError(absl::StrCat("the coordinator could not persist global step ",
+                                                   global_step_ + 1, ": ", s.message()));
+      }
+    }
     v1::Round round;
     // One round opens per global step, and the step is durable: an id
     // derived from it never repeats after a restart (a counter from 1
@@ -70,7 +77,6 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
     rounds_.push_front(std::move(round));
     if (rounds_.size() > options_.rounds_kept) rounds_.pop_back();
     ++global_step_;
-    if (options_.on_step_advanced) options_.on_step_advanced(global_step_);
     reports_.clear();
     total = 0;
   }

@@ -35,9 +35,11 @@ struct RoundPlannerOptions {
   size_t rounds_kept = 100;
   // Where the step count starts (a restarted coordinator: the persisted one).
   uint64_t initial_global_step = 0;
-  // Called with the new step each time a round opens (to persist it), under
-  // the planner's lock.
-  std::function<void(uint64_t)> on_step_advanced;
+  // Makes the new step durable before a round for the old one is handed
+  // out (called under the planner's lock): when it fails the round does not
+  // open and the report fails with its status, so a restarted coordinator
+  // never counts a step its peers already applied. Null: nothing to persist.
+  std::function<absl::Status(uint64_t)> persist_step;
 };
 
 // What the planner needs to know about a peer when a round opens.
@@ -53,6 +55,8 @@ class RoundPlanner {
   // round. Returns the current step and the samples reported toward it.
   // FailedPrecondition when `global_step` is not the current step (the peer
   // missed a round and must resynchronise). InvalidArgument for bad numbers.
+  // persist_step's error when the new step could not be made durable (the
+  // report is kept; the round opens on a later report).
   absl::StatusOr<distdiff::coordinator::v1::ReportProgressResponse> Report(
       const std::string& peer_id, uint64_t global_step, uint64_t samples,
       double samples_per_second, double bandwidth_mbps,

@@ -67,6 +67,26 @@ TEST(RoundPlanner, BandwidthSharesWhenReported) {
   EXPECT_EQ(planner.Recent().size(), 1u);
 }
 
+TEST(RoundPlanner, NoRoundOpensForAStepThatCouldNotBePersisted) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  bool disk_full = true;
+  o.persist_step = [&](uint64_t) {
+    return disk_full ? absl::UnavailableError("disk full") : absl::OkStatus();
+  };
+  RoundPlanner planner(o, &clock);
+  auto failed = planner.Report("a", 0, 2, 1, 0, Info);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(failed.status().message().find("disk full"), std::string::npos) << failed.status();
+  EXPECT_EQ(planner.global_step(), 0u);
+  EXPECT_FALSE(planner.RoundFor("a", 0).has_value());
+  disk_full = false;
+  ASSERT_TRUE(planner.Report("a", 0, 2, 1, 0, Info).ok());
+  EXPECT_EQ(planner.global_step(), 1u);
+  EXPECT_TRUE(planner.RoundFor("a", 0).has_value());
+}
+
 }  // namespace
 }  // namespace dd::coordinator
 
@@ -79,7 +99,10 @@ TEST(RoundPlanner, StartsAtTheGivenStepAndReportsEachNewOne) {
   o.target_batch_size = 2;
   o.initial_global_step = 7;
   std::vector<uint64_t> persisted;
-  o.on_step_advanced = [&](uint64_t s) { persisted.push_back(s); };
+  o.persist_step = [&](uint64_t s) {
+    persisted.push_back(s);
+    return absl::OkStatus();
+  };
   RoundPlanner planner(o, &clock);
   EXPECT_EQ(planner.global_step(), 7u);
   EXPECT_EQ(planner.Report("a", 0, 2, 1, 0, Info).status().code(),

@@ -144,8 +144,8 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   void SetSamplesPerSecond(double) override {}
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
                                                      std::vector<float>* values, double weight,
-                                                     float* codec_error) override {
-    return c_->Average(id_, round, values, weight, codec_error);
+                                                     averaging::CodecErrors errors) override {
+    return c_->Average(id_, round, values, weight, errors);
   }
   bool Wanted() const override { return c_->Wanted(id_); }
   void Publish(Snapshot s, bool) override { c_->Publish(id_, std::move(s)); }
@@ -193,7 +193,7 @@ void FakeCollaboration::SetRoundDelay(absl::Duration d) {
 
 absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
     const std::string& id, const cv1::Round& round, std::vector<float>* values, double weight,
-    float* codec_error) {
+    averaging::CodecErrors errors) {
   absl::Duration delay;
   {
     absl::MutexLock lock(&mu_);
@@ -205,13 +205,14 @@ absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
   std::string bytes;
   codec.Encode(values->data(), values->size(), &bytes);
   RETURN_IF_ERROR(codec.Decode(bytes, values->size(), sent.data()));
-  if (codec_error != nullptr) {
-    for (size_t i = 0; i < sent.size(); ++i) codec_error[i] = (*values)[i] - sent[i];
+  if (errors.sent != nullptr) {
+    for (size_t i = 0; i < sent.size(); ++i) errors.sent[i] = (*values)[i] - sent[i];
   }
   absl::MutexLock lock(&mu_);
   if (failing_.count(round.round_id()) > 0) return absl::UnavailableError("round failed (test)");
   RoundData& r = rounds_[round.round_id()];
   r.parts[id] = {std::move(sent), weight};
+  r.mean_errors[id] = errors.mean;
   auto all_in = [&r, &round] { return r.parts.size() == static_cast<size_t>(round.members_size()); };
   if (!mu_.AwaitWithTimeout(absl::Condition(&all_in), absl::Seconds(30))) {
     return absl::DeadlineExceededError("members missing (test)");
@@ -225,10 +226,23 @@ absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
     }
     std::vector<float> mean(sum.size());
     for (size_t i = 0; i < sum.size(); ++i) mean[i] = total > 0 ? float(sum[i] / total) : 0.0f;
-    bytes.clear();
-    codec.Encode(mean.data(), mean.size(), &bytes);
     r.mean.resize(mean.size());
-    RETURN_IF_ERROR(codec.Decode(bytes, mean.size(), r.mean.data()));
+    // Member m reduces span m: its residual joins that span's mean, and
+    // keeps what the codec drops of it.
+    const std::vector<uint64_t> spans = averaging::SplitSpans(mean.size(), round.members_size());
+    for (int m = 0; m < round.members_size(); ++m) {
+      const size_t lo = spans[m], len = spans[m + 1] - spans[m];
+      float* error = r.mean_errors[round.members(m).peer_id()];
+      if (error != nullptr) {
+        for (size_t i = lo; i < lo + len; ++i) mean[i] += error[i];
+      }
+      bytes.clear();
+      codec.Encode(mean.data() + lo, len, &bytes);
+      RETURN_IF_ERROR(codec.Decode(bytes, len, r.mean.data() + lo));
+      if (error != nullptr) {
+        for (size_t i = lo; i < lo + len; ++i) error[i] = mean[i] - r.mean[i];
+      }
+    }
     r.averaged = true;
   }
   *values = r.mean;

@@ -93,11 +93,12 @@ class FakeCollaboration {
 
   // The in-memory all-reduce: waits for every member of the round, then
   // returns the weighted mean of their values (each through the codec,
-  // the mean through it once more), exactly as every member sees it.
+  // the mean through it once more, span by span as the members' reducers
+  // do, with each reducer's mean residual), exactly as every member sees it.
   absl::StatusOr<averaging::AllReduceResult> Average(const std::string& peer_id,
                                                      const cv1::Round& round,
                                                      std::vector<float>* values, double weight,
-                                                     float* codec_error);
+                                                     averaging::CodecErrors errors);
   void Publish(const std::string& peer_id, StateExchange::Snapshot s);
   bool Wanted(const std::string& peer_id);
   absl::StatusOr<StateExchange::Snapshot> FetchNewer(const std::string& peer_id, uint64_t step);
@@ -105,6 +106,7 @@ class FakeCollaboration {
  private:
   struct RoundData {
     std::map<std::string, std::pair<std::vector<float>, double>> parts;
+    std::map<std::string, float*> mean_errors;  // by member (it waits while they are used)
     std::vector<float> mean;
     bool averaged = false;
   };
