@@ -15,6 +15,9 @@
 #
 #   tools/bench/outer_steps_bench.sh [OUT]
 #   PEERS=4 LOCAL_STEPS=128 BATCH=8 MODES="gradients outer:8 outer:32 outer:128" ...
+# OUTER_CODEC (default blockwise8bit; topk8bit: the sparse codec) and
+# OUTER_SETTINGS (more run-config keys for the outer modes, JSON members,
+# e.g. '"outer_lr": 1.0, "outer_momentum": 0') apply to every outer mode.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 repo=$(pwd)
@@ -64,7 +67,7 @@ for mode in $MODES; do
   else
     h=${mode#outer:}
     global=$((LOCAL_STEPS / h))
-    config="{\"run_id\": \"bench-outer-$h\", \"sync\": \"outer\", \"local_steps\": $h, \"target_batch_size\": $((PEERS * BATCH * h)), \"max_steps\": $global, \"codec\": \"$OUTER_CODEC\"}"
+    config="{\"run_id\": \"bench-outer-$h\", \"sync\": \"outer\", \"local_steps\": $h, \"target_batch_size\": $((PEERS * BATCH * h)), \"max_steps\": $global, \"codec\": \"$OUTER_CODEC\"${OUTER_SETTINGS:+, $OUTER_SETTINGS}}"
     cap=()
   fi
   echo "$config" > "$dir/run.json"

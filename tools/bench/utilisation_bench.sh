@@ -7,8 +7,9 @@
 # the coordinator and dataset service behind an uncapped one. For every H
 # in HS: OUTER_STEPS outer steps; reports per row the share of wall time in
 # (simulated) compute, over the whole run (first local step to the end,
-# the last exchange included) and in the steady state (H steps' compute
-# against the median time between two outer steps), the bytes each peer
+# the last exchange included) and in the steady state (the outer steps
+# between the first and the last: their local steps' compute against the
+# wall time they took; period_s: wall time per outer step there), the bytes each peer
 # uploaded per outer step, and the utilisation the link predicts,
 # min(1, compute / (bytes uploaded / rate)). Baseline in the same run: the
 # same peers with uncapped links (this machine's CPU is then the limit).
@@ -112,17 +113,20 @@ d, peers, h, step_ms, mbit, label = sys.argv[1], int(sys.argv[2]), int(sys.argv[
 cpu = statistics.mean(json.loads(open(f"{d}/p{i}.json").read())["cpu_seconds"] for i in range(1, peers + 1))
 rows = [json.loads(open(f"{d}/p{i}.json").read()) for i in range(1, peers + 1)]
 whole = statistics.mean(r["utilisation"] for r in rows)
-# Steady state: the time between a peer's first and last outer step (glog's
-# "global step N:" lines), per outer step.
-periods = []
-for i in range(1, peers + 1):
-    times = [datetime.strptime(m.group(1), "%m%d %H:%M:%S.%f")
-             for m in re.finditer(r"^I\d{4}(\d{4} [\d:.]+) .*\] global step \d+:", open(f"{d}/p{i}.log").read(), re.M)]
-    if len(times) > 1:
-        periods.append((times[-1] - times[0]).total_seconds() / (len(times) - 1))
-period = statistics.median(periods)
+# Steady state: the local steps that started while the shared weights were
+# neither the first version nor the last (no start-up, no final exchange),
+# against the wall time their metrics rows cover; and the mean wall time per
+# outer step there.
+steady_steps, steady_s, periods = 0, 0.0, []
+for r in rows:
+    groups = r["outer_groups"][1:-1]
+    steady_steps += sum(g["local_steps"] for g in groups)
+    steady_s += sum(g["seconds"] for g in groups)
+    if groups:
+        periods.append(sum(g["seconds"] for g in groups) / len(groups))
+period = statistics.median(periods) if periods else float("nan")
 compute = h * step_ms / 1000
-steady = min(1.0, compute / period)
+steady = steady_steps * step_ms / 1000 / steady_s if steady_s > 0 else float("nan")
 outer = int(json.load(open(f"{d}/run.json"))["max_steps"])
 # A peer's upload per round: its parts to the reducers (bytes_sent) and its
 # reducer's means to the other members (by symmetry, what it receives).

@@ -128,6 +128,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   auto reducer = std::make_shared<SpanReducer>(ro, start);
   local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer);
 
+  RoundRecord record(spec.round_id, members, start);
   absl::Mutex mu;
   bool wake = false;  // a callback changed something; guarded by mu
   AllReduceResult result;
@@ -203,6 +204,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
       }
     }
     result.bytes_sent += req.data().size();
+    record.Add(RoundEvent::kPartSent, static_cast<int>(r.member), part, absl::Now());
     call->context.set_deadline(
         absl::ToChronoTime(std::min(absl::Now() + options.reducer_timeout, options.deadline)));
     Call* raw = call.get();
@@ -220,6 +222,8 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
           uint32_t count = owned->request.count();
           if (status.error_code() != grpc::StatusCode::NOT_FOUND) rs.confirmed = true;
           if (status.ok()) {
+            record.Add(RoundEvent::kPartAnswered, static_cast<int>(rs.member), owned->part,
+                       absl::Now());
             const auto& resp = owned->response;
             result.bytes_received += resp.data().size();
             if (resp.averaged()) {
@@ -249,8 +253,12 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
             // starts, is not flooded), but a member that never starts the
             // round is a failed reducer.
             const int64_t delay_ms = std::min<int64_t>(500, int64_t{10} << std::min(rs.not_found++, 6));
+            record.Add(RoundEvent::kNotRegisteredYet, static_cast<int>(rs.member), owned->part,
+                       absl::Now());
             retries.push_back({absl::Now() + absl::Milliseconds(delay_ms), {ri, owned->part}});
           } else {
+            record.Add(RoundEvent::kReducerFailed, static_cast<int>(rs.member), owned->part,
+                       absl::Now(), status.error_message());
             if (!rs.failed) {
               LOG(WARNING) << "round " << spec.round_id << ": reducer " << rs.member << " ("
                            << spec.addresses[rs.member] << ") failed: " << status.error_message()
@@ -323,10 +331,16 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
       wake = false;
       now = absl::Now();
       mu.Unlock();
-      result.senders_excluded += reducer->ExcludeStalled(now, options.sender_timeout);
+      if (const int excluded = reducer->ExcludeStalled(now, options.sender_timeout); excluded > 0) {
+        result.senders_excluded += excluded;
+        record.Add(RoundEvent::kSendersExcluded, -1, 0, now,
+                   absl::StrCat(excluded, " silent for ",
+                                absl::FormatDuration(options.sender_timeout)));
+      }
       mu.Lock();
       if (now >= options.deadline && !past_deadline) {
         past_deadline = true;
+        record.Add(RoundEvent::kDeadline, -1, 0, now);
         LOG(WARNING) << "round " << spec.round_id << " reached its deadline";
         for (auto& [raw, call] : calls) raw->context.TryCancel();
         for (RemoteSpan& r : remotes) r.failed = true;
@@ -355,6 +369,16 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   }
   result.fraction_averaged = n == 0 ? 1.0 : static_cast<double>(averaged_elements) / n;
   result.elapsed = absl::Now() - start;
+  const bool reducer_failed =
+      std::any_of(remotes.begin(), remotes.end(), [](const RemoteSpan& r) { return r.failed; });
+  if (reducer_failed || past_deadline || result.senders_excluded > 0 ||
+      result.elapsed > options.slow_round) {
+    result.trouble = record.Dump();
+    LOG(WARNING) << "round " << spec.round_id << " took "
+                 << absl::FormatDuration(result.elapsed) << ", averaged "
+                 << result.fraction_averaged << " of the vector; what this member saw:\n"
+                 << result.trouble;
+  }
   return result;
 }
 

@@ -29,6 +29,7 @@
 #include "absl/time/time.h"
 #include "common/rpc/security.h"
 #include "trainer/averaging/averager_service.h"
+#include "trainer/averaging/round_record.h"
 #include "trainer/averaging/span_reducer.h"
 
 namespace dd::averaging {
@@ -58,6 +59,9 @@ struct AllReduceOptions {
   // Caps this member's upload (encoded bytes) in megabits per second, so a
   // volunteer's home link is not saturated; 0 = no cap.
   double max_send_mbps = 0;
+  // A round that takes longer than this, or fails in part, writes its
+  // RoundRecord (round_record.h) to the log.
+  absl::Duration slow_round = absl::Seconds(30);
 };
 
 struct AllReduceResult {
@@ -67,6 +71,10 @@ struct AllReduceResult {
   uint64_t bytes_received = 0;
   int senders_excluded = 0;            // by this member's reducer
   absl::Duration elapsed;
+  // The round's record (RoundRecord::Dump) when it was slow or failed in
+  // part (a reducer failed, senders were excluded, the deadline passed);
+  // empty otherwise.
+  std::string trouble;
 };
 
 // Error feedback of one round (n floats each, or null), kept by the member

@@ -294,6 +294,27 @@ TEST(Butterfly, AStalledMemberIsExcludedAndTheOthersFinish) {
   for (uint64_t k = spec.span_starts[3]; k < 8000; k += 13) {
     for (int i = 0; i < 3; ++i) ASSERT_EQ(out.values[i][k], Value(i, k));
   }
+  // Each survivor's round record says who stalled: member 3 never knew the
+  // round and failed as a reducer; its own reducer excluded it as a sender.
+  for (int i = 0; i < 3; ++i) {
+    const std::string& trouble = out.results[i]->trouble;
+    const size_t line = trouble.find("member 3: ");
+    ASSERT_NE(line, std::string::npos) << trouble;
+    const std::string member3 = trouble.substr(line, trouble.find('\n', line) - line);
+    EXPECT_NE(member3.find(" 0 answered"), std::string::npos) << member3;
+    EXPECT_NE(member3.find("before it knew the round, FAILED"), std::string::npos) << member3;
+    EXPECT_NE(trouble.find("senders excluded member -1 part 0: 1 silent"), std::string::npos)
+        << trouble;
+  }
+}
+
+TEST(Butterfly, AHealthyRoundLeavesNoTroubleRecord) {
+  auto members = StartMembers(3);
+  auto out = RunRound(members, Spec(members, 5000, 31), Fast(), {1, 1, 1});
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(out.results[i].ok());
+    EXPECT_EQ(out.results[i]->trouble, "");
+  }
 }
 
 TEST(Butterfly, NonFiniteInputIsRefusedBeforeSending) {

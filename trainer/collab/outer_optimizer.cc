@@ -1,18 +1,26 @@
 #include "trainer/collab/outer_optimizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/thread/parallel_for.h"
 
 namespace dd::collab {
 namespace {
 
 bool AllFinite(const float* v, size_t n) {
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(v[i])) return false;
-  }
-  return true;
+  std::atomic<bool> finite{true};
+  ParallelFor(n, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (!std::isfinite(v[i])) {
+        finite = false;
+        return;
+      }
+    }
+  });
+  return finite;
 }
 
 }  // namespace
@@ -21,7 +29,9 @@ OuterOptimizer::OuterOptimizer(std::vector<float> global, const OuterOptions& op
     : options_(options), global_(std::move(global)), momentum_(global_.size(), 0.0f) {}
 
 void OuterOptimizer::PseudoGradient(const float* local, float* delta) const {
-  for (size_t i = 0; i < global_.size(); ++i) delta[i] = global_[i] - local[i];
+  ParallelFor(global_.size(), [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) delta[i] = global_[i] - local[i];
+  });
 }
 
 absl::Status OuterOptimizer::Step(const float* mean_delta) {
@@ -30,13 +40,17 @@ absl::Status OuterOptimizer::Step(const float* mean_delta) {
   }
   const float mu = static_cast<float>(options_.momentum);
   const float lr = static_cast<float>(options_.lr);
-  for (size_t i = 0; i < global_.size(); ++i) {
-    const float g = mean_delta[i];
-    const float m = mu * momentum_[i] + g;
-    momentum_[i] = m;
-    const float update = options_.nesterov ? g + mu * m : m;
-    global_[i] -= lr * update;
-  }
+  // Element-wise: the same operations on every element whichever thread
+  // runs it, so θ does not depend on the thread count.
+  ParallelFor(global_.size(), [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const float g = mean_delta[i];
+      const float m = mu * momentum_[i] + g;
+      momentum_[i] = m;
+      const float update = options_.nesterov ? g + mu * m : m;
+      global_[i] -= lr * update;
+    }
+  });
   return absl::OkStatus();
 }
 
@@ -55,7 +69,9 @@ absl::Status OuterOptimizer::Restore(std::vector<float> global, std::vector<floa
 }
 
 void ErrorFeedback::AddTo(float* delta) const {
-  for (size_t i = 0; i < residual_.size(); ++i) delta[i] += residual_[i];
+  ParallelFor(residual_.size(), [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) delta[i] += residual_[i];
+  });
 }
 
 void ErrorFeedback::Reset() {

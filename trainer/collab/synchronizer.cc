@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/crypto/sha256.h"
+#include "common/thread/parallel_for.h"
 #include "common/status/status_macros.h"
 
 namespace dd::collab {
@@ -166,7 +167,10 @@ class OuterSync final : public Synchronizer {
     if (options_.overlap && c.local_at_contribution.size() == local.size()) {
       std::vector<float> now = Spare();
       RETURN_IF_ERROR(model_->ReadParameters(&now));
-      for (size_t i = 0; i < local.size(); ++i) local[i] += now[i] - c.local_at_contribution[i];
+      const float* const at = c.local_at_contribution.data();
+      ParallelFor(local.size(), [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) local[i] += now[i] - at[i];
+      });
       Recycle(std::move(now));
     }
     RETURN_IF_ERROR(model_->WriteParameters(local));

@@ -4,7 +4,8 @@
 // steps and overlap. For network benchmarks at full model size on machines
 // without a GPU (tools/bench/utilisation_bench.sh). Prints one JSON line:
 //   {"local_steps": .., "compute_seconds": .., "wall_seconds": .., "cpu_seconds": ..,
-//    "utilisation": .., "bytes_sent": .., "bytes_received": ..}
+//    "utilisation": .., "bytes_sent": .., "bytes_received": ..,
+//    "outer_groups": [{"outer_step": .., "local_steps": .., "seconds": ..}, ..]}
 //
 //   simulated_peer --coordinator=HOST:PORT --listen=IP:PORT --elements=N
 //       --step_ms=364 --batch_size=32 --auth_token_file=token
@@ -54,6 +55,11 @@ absl::Status Run(int, char**) {
               -> absl::StatusOr<std::unique_ptr<dd::collab::PeerWorkload>> {
         return std::make_unique<dd::collab::bench::SimulatedWorkload>(so, &report);
       }));
+  nlohmann::json groups = nlohmann::json::array();
+  for (const auto& g : report.outer_groups) {
+    groups.push_back({{"outer_step", g.outer_step}, {"local_steps", g.local_steps},
+                      {"seconds", g.seconds}});
+  }
   nlohmann::json out = {
       {"local_steps", report.local_steps},
       {"compute_seconds", report.compute_seconds},
@@ -61,7 +67,8 @@ absl::Status Run(int, char**) {
       {"cpu_seconds", report.cpu_seconds},
       {"utilisation", report.wall_seconds > 0 ? report.compute_seconds / report.wall_seconds : 0},
       {"bytes_sent", report.bytes_sent},
-      {"bytes_received", report.bytes_received}};
+      {"bytes_received", report.bytes_received},
+      {"outer_groups", groups}};
   std::cout << out.dump() << std::endl;
   return absl::OkStatus();
 }

@@ -58,8 +58,10 @@ class SimulatedWorkload::Model final : public LocalModel {
       first_ = Clock::now();
       first_cpu_ = ProcessCpuSeconds();
     }
-    // The GPU's forward and backward: time only.
-    std::this_thread::sleep_for(absl::ToChronoNanoseconds(o_.step_time));
+    // The GPU's forward, backward and update take step_time together: the
+    // stand-in's own update (ApplyUpdate, on the CPU here) counts toward it.
+    const absl::Duration rest = o_.step_time - last_update_;
+    if (rest > absl::ZeroDuration()) std::this_thread::sleep_for(absl::ToChronoNanoseconds(rest));
     compute_seconds_ += absl::ToDoubleSeconds(o_.step_time);
     accumulated_ += static_cast<int64_t>(batch.keys.size());
     keys_.insert(keys_.end(), batch.keys.begin(), batch.keys.end());
@@ -76,6 +78,7 @@ class SimulatedWorkload::Model final : public LocalModel {
   }
   absl::StatusOr<training::StepReport> ApplyUpdate(const std::vector<float>* gradient,
                                                    bool /*local_finite*/) override {
+    const auto update_start = Clock::now();
     training::StepReport r;
     if (gradient != nullptr) {
       if (gradient->size() != weights_.size()) {
@@ -90,6 +93,7 @@ class SimulatedWorkload::Model final : public LocalModel {
       const std::vector<float>& table = UpdateTable();
       const uint64_t shift = static_cast<uint64_t>(step_) * 7919;
       for (int64_t i = begin; i < end; ++i) weights_[i] -= table[(i + shift) & 4095];
+      last_update_ = absl::FromChrono(Clock::now() - update_start);
     }
     ++step_;
     ++local_steps_;
@@ -135,6 +139,12 @@ class SimulatedWorkload::Model final : public LocalModel {
     };
     bytes_sent_ += static_cast<uint64_t>(get("bytes_sent"));
     bytes_received_ += static_cast<uint64_t>(get("bytes_received"));
+    const auto outer = static_cast<int64_t>(get("outer_step"));
+    if (groups_.empty() || groups_.back().outer_step != outer) {
+      groups_.push_back({outer, 0, 0.0});
+    }
+    groups_.back().local_steps += 1;
+    groups_.back().seconds += get("step_seconds");
     return absl::OkStatus();
   }
   absl::StatusOr<std::string> SaveCheckpoint() override { return std::string(); }
@@ -147,6 +157,7 @@ class SimulatedWorkload::Model final : public LocalModel {
     r->cpu_seconds = first_.has_value() ? ProcessCpuSeconds() - first_cpu_ : 0;
     r->bytes_sent = bytes_sent_;
     r->bytes_received = bytes_received_;
+    r->outer_groups = groups_;
   }
 
  private:
@@ -156,8 +167,10 @@ class SimulatedWorkload::Model final : public LocalModel {
   std::vector<std::string> keys_;
   double compute_seconds_ = 0;
   uint64_t bytes_sent_ = 0, bytes_received_ = 0;
+  std::vector<SimulatedReport::OuterGroup> groups_;
   std::optional<Clock::time_point> first_;
   double first_cpu_ = 0;
+  absl::Duration last_update_ = absl::ZeroDuration();  // the last local update's wall time
 };
 
 // Batches of keys only: the simulated model reads no pixels.

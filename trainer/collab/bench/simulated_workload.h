@@ -38,6 +38,16 @@ struct SimulatedReport {
   // Bytes of this peer's requests and of the answers to them (the answers
   // its own reducer sends are counted by the peers that receive them).
   uint64_t bytes_sent = 0, bytes_received = 0;
+  // The session's metrics rows grouped by the outer step they started in
+  // (the shared weights' version): local steps and their wall seconds,
+  // which add up to the run's time. The groups between the first and the
+  // last are the steady state (no start-up, no final exchange).
+  struct OuterGroup {
+    int64_t outer_step = 0;
+    int64_t local_steps = 0;
+    double seconds = 0;
+  };
+  std::vector<OuterGroup> outer_groups;
 };
 
 class SimulatedWorkload final : public PeerWorkload {
