@@ -43,12 +43,26 @@ class OuterOptimizer {
   // not finite.
   absl::Status Step(const float* mean_delta);
 
+  // The same step computed into `global` and `momentum` (resized; their
+  // storage is reused), leaving this optimizer as it is: the next state is
+  // prepared beside the local steps, and Adopt makes it current in O(1).
+  // The result is bit-identical to Step's.
+  absl::Status StepInto(const float* mean_delta, std::vector<float>* global,
+                        std::vector<float>* momentum) const;
+  // Swaps in a state StepInto computed; the previous one is left in the
+  // arguments (for reuse). InvalidArgument for other sizes.
+  absl::Status Adopt(std::vector<float>* global, std::vector<float>* momentum);
+
   // Replaces θ and the momentum (a peer that downloaded the collaboration's
   // state). InvalidArgument when the sizes differ from size() or a value is
   // not finite; nothing changes then.
   absl::Status Restore(std::vector<float> global, std::vector<float> momentum);
 
  private:
+  // The step from this state into the given arrays (which may be this
+  // state's own: each element is read before it is written).
+  absl::Status StepTo(const float* mean_delta, float* global_out, float* momentum_out) const;
+
   const OuterOptions options_;
   std::vector<float> global_;
   std::vector<float> momentum_;

@@ -86,6 +86,33 @@ TEST(OuterOptimizerTest, NonFiniteAveragesAndBadRestoresChangeNothing) {
   EXPECT_EQ(opt.momentum(), (std::vector<float>{0.5f, 0.25f}));
 }
 
+// The step prepared beside the local steps (StepInto, then Adopt) is the
+// in-place step, bit for bit, over a vector long enough to run on several
+// threads.
+TEST(OuterOptimizerTest, AStepPreparedAsideIsBitIdenticalToTheStepInPlace) {
+  const size_t n = (size_t{1} << 20) + 13;
+  std::vector<float> start(n), mean(n);
+  for (size_t i = 0; i < n; ++i) {
+    start[i] = std::sin(0.001f * i);
+    mean[i] = 1e-3f * std::cos(0.0007f * i);
+  }
+  OuterOptions o;
+  OuterOptimizer in_place(start, o), aside(start, o);
+  std::vector<float> global, momentum;
+  for (int k = 0; k < 2; ++k) {  // the second step reuses the returned buffers
+    const std::vector<float> before = aside.global();
+    ASSERT_TRUE(in_place.Step(mean.data()).ok());
+    ASSERT_TRUE(aside.StepInto(mean.data(), &global, &momentum).ok());
+    EXPECT_EQ(aside.global(), before);  // unchanged until adopted
+    ASSERT_TRUE(aside.Adopt(&global, &momentum).ok());
+    EXPECT_EQ(global, before);  // the previous state comes back for reuse
+    EXPECT_EQ(aside.global(), in_place.global()) << k;
+    EXPECT_EQ(aside.momentum(), in_place.momentum()) << k;
+  }
+  std::vector<float> wrong(3);
+  EXPECT_EQ(aside.Adopt(&wrong, &momentum).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(ErrorFeedbackTest, WhatTheCodecDroppedJoinsTheNextContribution) {
   ErrorFeedback ef(2);
   float delta[] = {1.0f, -2.0f};

@@ -235,6 +235,7 @@ class TrainerModel final : public LocalModel {
   int64_t num_elements() const override { return t_->num_elements(); }
   absl::Status ReadParameters(std::vector<float>* out) const override { return t_->ReadParameters(out); }
   absl::Status WriteParameters(const std::vector<float>& v) override { return t_->WriteParameters(v); }
+  absl::Status AddToParameters(const std::vector<float>& d) override { return t_->AddToParameters(d); }
   int64_t step() const override { return t_->step(); }
   void SetStep(int64_t step) override { t_->SetStep(step); }
   std::string ParameterHash() const override { return t_->ParameterHash(); }

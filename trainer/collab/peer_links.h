@@ -105,6 +105,9 @@ class LocalModel {
   virtual int64_t num_elements() const = 0;
   virtual absl::Status ReadParameters(std::vector<float>* out) const = 0;
   virtual absl::Status WriteParameters(const std::vector<float>& values) = 0;
+  // parameters += delta (one pass where the weights live: the outer step's
+  // correction applied between local steps).
+  virtual absl::Status AddToParameters(const std::vector<float>& delta) = 0;
   virtual int64_t step() const = 0;
   virtual void SetStep(int64_t step) = 0;
   virtual std::string ParameterHash() const = 0;

@@ -259,16 +259,21 @@ absl::Status PeerSession::StartRound() {
   const bool poison = options_.nan_contribution_at_step_for_test > 0 &&
                       next_step_ + 1 == static_cast<uint64_t>(options_.nan_contribution_at_step_for_test);
   ASSIGN_OR_RETURN(f->contribution, sync_->Contribute(next_step_, poison));
-  if (!f->contribution.local_finite) {
-    ++stats_.nonfinite;
-    LOG(WARNING) << "global step " << next_step_ + 1
-                 << ": local gradients are not finite; contributing weight 0";
-  }
   f->started = absl::Now();
   InFlightRound* raw = f.get();
   raw->thread = std::thread([this, raw] {
-    raw->result = averager_->Average(raw->round, &raw->contribution.values, raw->contribution.weight,
-                                     raw->contribution.codec_errors);
+    // The synchronizer's model-sized work before and after the exchange
+    // runs here, beside the local steps, not between them.
+    Contribution& c = raw->contribution;
+    absl::Status prepared = sync_->Prepare(c);
+    if (!prepared.ok()) {
+      raw->result = prepared;
+    } else {
+      raw->result = averager_->Average(raw->round, &c.values, c.weight, c.codec_errors);
+      if (raw->result.ok() && raw->result->fraction_averaged >= 1.0) {
+        if (absl::Status concluded = sync_->Conclude(c); !concluded.ok()) raw->result = concluded;
+      }
+    }
     raw->done = true;
   });
   in_flight_ = std::move(f);
@@ -286,6 +291,11 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   std::unique_ptr<InFlightRound> f = std::move(in_flight_);
   const cv1::Round& r = f->round;
   const double averaging_s = absl::ToDoubleSeconds(absl::Now() - f->started);
+  if (!f->contribution.local_finite) {
+    ++stats_.nonfinite;
+    LOG(WARNING) << "global step " << f->contribution.global_step + 1
+                 << ": local values were not finite; contributed with weight 0";
+  }
   if (f->result.ok() && f->result->fraction_averaged < 1.0) {
     // Part of the vector kept this peer's own values (a reducer died or
     // timed out): applying it would leave this peer's weights unlike the

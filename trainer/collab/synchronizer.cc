@@ -6,6 +6,7 @@
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "common/crypto/sha256.h"
 #include "common/thread/parallel_for.h"
 #include "common/status/status_macros.h"
@@ -77,6 +78,11 @@ class GradientSync final : public Synchronizer {
     return c;
   }
 
+  // The gradient comes from the model, between batches: nothing is left
+  // for the round's thread.
+  absl::Status Prepare(Contribution&) override { return absl::OkStatus(); }
+  absl::Status Conclude(Contribution&) override { return absl::OkStatus(); }
+
   absl::StatusOr<training::StepReport> Apply(Contribution& c) override {
     return model_->ApplyUpdate(&c.values, c.local_finite);
   }
@@ -128,28 +134,15 @@ class OuterSync final : public Synchronizer {
     c.global_step = global_step;
     c.samples = samples_;
     c.loss = loss_steps_ > 0 ? loss_sum_ / loss_steps_ : NAN;
-    std::vector<float> local = Spare();
-    RETURN_IF_ERROR(model_->ReadParameters(&local));
-    c.values = Spare();
-    c.values.resize(outer_.size());
-    outer_.PseudoGradient(local.data(), c.values.data());
-    if (options_.error_feedback) feedback_.AddTo(c.values.data());
-    if (nan_for_test && !c.values.empty()) c.values[c.values.size() / 2] = NAN;
-    c.local_finite = AllFinite(c.values);
     c.weight = static_cast<double>(samples_);
-    if (!c.local_finite) {
-      std::fill(c.values.begin(), c.values.end(), 0.0f);
-      c.weight = 0;
-    }
+    c.poison_for_test = nan_for_test;
+    // The one model-sized pass between local steps: a copy of the weights.
+    c.local_at_contribution = Spare();
+    RETURN_IF_ERROR(model_->ReadParameters(&c.local_at_contribution));
     // The round overwrites the residual with what the codec drops of these
     // values (0 for zeros sent at weight 0), and the means' residual for the
     // span this peer reduces.
     if (options_.error_feedback) c.codec_errors = {feedback_.data(), feedback_.mean_data()};
-    if (options_.overlap) {
-      c.local_at_contribution = std::move(local);
-    } else {
-      Recycle(std::move(local));
-    }
     samples_ = 0;
     local_steps_ = 0;
     loss_sum_ = 0;
@@ -157,26 +150,60 @@ class OuterSync final : public Synchronizer {
     return c;
   }
 
+  absl::Status Prepare(Contribution& c) override {
+    c.values = Spare();
+    c.values.resize(outer_.size());
+    outer_.PseudoGradient(c.local_at_contribution.data(), c.values.data());
+    if (options_.error_feedback) feedback_.AddTo(c.values.data());
+    if (c.poison_for_test && !c.values.empty()) c.values[c.values.size() / 2] = NAN;
+    c.local_finite = AllFinite(c.values);
+    if (!c.local_finite) {
+      std::fill(c.values.begin(), c.values.end(), 0.0f);
+      c.weight = 0;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Conclude(Contribution& c) override {
+    c.next_global = Spare();
+    c.next_momentum = Spare();
+    RETURN_IF_ERROR(outer_.StepInto(c.values.data(), &c.next_global, &c.next_momentum));
+    if (options_.overlap) {
+      // w ← θ_{k+1} + (w − s_k) is applied as w += θ_{k+1} − s_k: one pass
+      // between local steps, where the weights live.
+      c.correction = Spare();
+      c.correction.resize(c.next_global.size());
+      const float* const next = c.next_global.data();
+      const float* const at = c.local_at_contribution.data();
+      float* const out = c.correction.data();
+      ParallelFor(c.correction.size(), [&](size_t begin, size_t end) {
+        for (size_t i = begin; i < end; ++i) out[i] = next[i] - at[i];
+      });
+    }
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<training::StepReport> Apply(Contribution& c) override {
-    RETURN_IF_ERROR(outer_.Step(c.values.data()));
+    if (c.next_global.size() != outer_.size()) {
+      return absl::FailedPreconditionError("the round's outer step was not prepared");
+    }
+    // θ_{k+1} and m_{k+1} become current (the previous ones stay in the
+    // contribution's vectors and are reused).
+    RETURN_IF_ERROR(outer_.Adopt(&c.next_global, &c.next_momentum));
     // The local weights restart from the new θ; with overlap they keep the
     // progress of the local steps taken while the round ran (it joins the
     // next pseudo-gradient).
-    std::vector<float> local = Spare();
-    local.assign(outer_.global().begin(), outer_.global().end());
-    if (options_.overlap && c.local_at_contribution.size() == local.size()) {
-      std::vector<float> now = Spare();
-      RETURN_IF_ERROR(model_->ReadParameters(&now));
-      const float* const at = c.local_at_contribution.data();
-      ParallelFor(local.size(), [&](size_t begin, size_t end) {
-        for (size_t i = begin; i < end; ++i) local[i] += now[i] - at[i];
-      });
-      Recycle(std::move(now));
+    const bool progressed = local_steps_ > 0 || batches_ > 0;
+    if (options_.overlap && progressed && c.correction.size() == outer_.size()) {
+      RETURN_IF_ERROR(model_->AddToParameters(c.correction));
+    } else {
+      // No local step since the contribution: the weights are θ exactly.
+      RETURN_IF_ERROR(model_->WriteParameters(outer_.global()));
     }
-    RETURN_IF_ERROR(model_->WriteParameters(local));
-    Recycle(std::move(local));
-    Recycle(std::move(c.values));
-    Recycle(std::move(c.local_at_contribution));
+    for (std::vector<float>* v : {&c.values, &c.local_at_contribution, &c.correction,
+                                  &c.next_global, &c.next_momentum}) {
+      Recycle(std::move(*v));
+    }
     training::StepReport r;
     r.step = static_cast<int64_t>(c.global_step) + 1;
     r.loss = c.loss;
@@ -227,17 +254,20 @@ class OuterSync final : public Synchronizer {
  private:
   // Model-sized buffers are reused across outer steps: a fresh one is
   // mapped and page-faulted in each time (a fifth of a round's CPU time on
-  // the dev VM, tools/bench/utilisation_bench.sh).
+  // the dev VM, tools/bench/utilisation_bench.sh). Taken and given back on
+  // the session's and the round's threads.
   std::vector<float> Spare() {
+    absl::MutexLock lock(&spare_mu_);
     if (spare_.empty()) return {};
     std::vector<float> v = std::move(spare_.back());
     spare_.pop_back();
     return v;
   }
   void Recycle(std::vector<float> v) {
+    absl::MutexLock lock(&spare_mu_);
     if (v.capacity() >= outer_.size() && spare_.size() < kSpares) spare_.push_back(std::move(v));
   }
-  static constexpr size_t kSpares = 4;
+  static constexpr size_t kSpares = 6;
 
   LocalModel* const model_;
   const OuterOptions options_;
@@ -250,7 +280,8 @@ class OuterSync final : public Synchronizer {
   double loss_sum_ = 0;
   int64_t loss_steps_ = 0;
   std::vector<float> saved_local_;
-  std::vector<std::vector<float>> spare_;
+  absl::Mutex spare_mu_;
+  std::vector<std::vector<float>> spare_ ABSL_GUARDED_BY(spare_mu_);
 };
 
 }  // namespace

@@ -44,9 +44,15 @@ struct Contribution {
   // Where the round writes what the codec dropped (the synchronizer's
   // error-feedback residuals), or nulls.
   averaging::CodecErrors codec_errors;
-  // Outer steps with overlap: the local weights when it was taken (the
-  // progress made during the round is carried over).
+  // Outer steps: the local weights when it was taken (s_k); Δ is computed
+  // from them on the round's thread, and with overlap the progress made
+  // during the round is carried over.
   std::vector<float> local_at_contribution;
+  bool poison_for_test = false;  // fault tests: a NaN joins the values
+  // Outer steps, prepared on the round's thread once the average is in:
+  // the next θ and outer momentum, and (with overlap) the correction
+  // θ_{k+1} − s_k that Apply adds to the local weights.
+  std::vector<float> next_global, next_momentum, correction;
 };
 
 class Synchronizer {
@@ -69,11 +75,22 @@ class Synchronizer {
   // (`cap`: the gradient mode's max_local_samples_per_step, 0 = none).
   virtual bool MayTrain(int64_t cap) const = 0;
   // Takes the contribution for `global_step` and starts the next one's
-  // accounting. `nan_for_test` poisons it (fault tests).
+  // accounting. `nan_for_test` poisons it (fault tests). Only what must
+  // happen between local steps happens here (reading the model).
   virtual absl::StatusOr<Contribution> Contribute(uint64_t global_step, bool nan_for_test) = 0;
-  // Applies a round's average (in contribution.values). Returns the report
-  // of the global step. May take the contribution's vectors (their storage
-  // is reused); its other fields stay.
+  // On the round's thread, before the all-reduce: the model-sized work that
+  // need not hold up the local steps (outer steps: Δ, error feedback,
+  // finiteness). Sets values, weight and local_finite. Never touches the
+  // model; reads the synchronizer's shared state, which only Apply, Drop
+  // and Restore change, and never while a round runs.
+  virtual absl::Status Prepare(Contribution& contribution) = 0;
+  // On the round's thread, after an all-reduce that averaged everything:
+  // the same kind of work for the update (outer steps: the next θ and the
+  // correction of the local weights).
+  virtual absl::Status Conclude(Contribution& contribution) = 0;
+  // Applies a round's average (prepared by Conclude) between local steps.
+  // Returns the report of the global step. May take the contribution's
+  // vectors (their storage is reused); its other fields stay.
   virtual absl::StatusOr<training::StepReport> Apply(Contribution& contribution) = 0;
   // Forgets what was trained toward the next contribution and the error
   // feedback (the peer missed a round and resynchronises). Only while no

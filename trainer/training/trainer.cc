@@ -249,6 +249,32 @@ struct Trainer::State {
       at += v.numel();
     }
   }
+  // Sets the parameters to `flat` (or adds it to them), in parameter order.
+  absl::Status ChangeParameters(const std::vector<float>& flat, bool add) {
+    int64_t n = 0;
+    for (const auto& p : params) n += p.value.numel();
+    if (flat.size() != static_cast<size_t>(n)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter vector has ", flat.size(), " values, the model ", n));
+    }
+    try {
+      at::NoGradGuard no_grad;
+      std::vector<at::Tensor> views = Unflatten(flat.data());
+      for (size_t i = 0; i < views.size(); ++i) {
+        at::Tensor value = params[i].value.detach();
+        if (add) {
+          value.add_(views[i].to(value.device()));
+        } else {
+          value.copy_(views[i]);
+        }
+      }
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat(add ? "adding to" : "writing", " parameters: ",
+                                              e.what_without_backtrace()));
+    }
+    return absl::OkStatus();
+  }
+
   std::vector<at::Tensor> Unflatten(const float* flat) const {
     std::vector<at::Tensor> views;
     size_t at = 0;
@@ -674,18 +700,11 @@ absl::Status Trainer::ReadParameters(std::vector<float>* out) const {
 }
 
 absl::Status Trainer::WriteParameters(const std::vector<float>& values) {
-  if (values.size() != static_cast<size_t>(num_elements())) {
-    return absl::InvalidArgumentError(absl::StrCat("parameter vector has ", values.size(),
-                                                   " values, the model ", num_elements()));
-  }
-  try {
-    at::NoGradGuard no_grad;
-    std::vector<at::Tensor> views = s_->Unflatten(values.data());
-    for (size_t i = 0; i < views.size(); ++i) s_->params[i].value.detach().copy_(views[i]);
-  } catch (const c10::Error& e) {
-    return absl::InternalError(absl::StrCat("writing parameters: ", e.what_without_backtrace()));
-  }
-  return absl::OkStatus();
+  return s_->ChangeParameters(values, /*add=*/false);
+}
+
+absl::Status Trainer::AddToParameters(const std::vector<float>& delta) {
+  return s_->ChangeParameters(delta, /*add=*/true);
 }
 
 absl::StatusOr<std::string> Trainer::ExportState(const StateExtras& extra) const {

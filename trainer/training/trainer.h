@@ -167,6 +167,8 @@ class Trainer {
   // vector of the wrong length.
   absl::Status ReadParameters(std::vector<float>* out) const;
   absl::Status WriteParameters(const std::vector<float>& values);
+  // Adds `delta` (laid out the same way) to the parameters, on their device.
+  absl::Status AddToParameters(const std::vector<float>& delta);
 
   // The training state (what a checkpoint's training_state.safetensors
   // holds) as bytes, and restoring from them (a peer joining late). The

@@ -118,6 +118,11 @@ class SimulatedWorkload::Model final : public LocalModel {
     weights_ = values;
     return absl::OkStatus();
   }
+  absl::Status AddToParameters(const std::vector<float>& delta) override {
+    if (delta.size() != weights_.size()) return absl::InvalidArgumentError("wrong length");
+    for (size_t i = 0; i < delta.size(); ++i) weights_[i] += delta[i];
+    return absl::OkStatus();
+  }
   int64_t step() const override { return step_; }
   void SetStep(int64_t step) override { step_ = step; }
   std::string ParameterHash() const override {

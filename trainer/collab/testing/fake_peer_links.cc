@@ -79,6 +79,12 @@ absl::Status FakeModel::WriteParameters(const std::vector<float>& values) {
   return absl::OkStatus();
 }
 
+absl::Status FakeModel::AddToParameters(const std::vector<float>& delta) {
+  if (delta.size() != w_.size()) return absl::InvalidArgumentError("wrong parameter length");
+  for (size_t i = 0; i < w_.size(); ++i) w_[i] += delta[i];
+  return absl::OkStatus();
+}
+
 std::string FakeModel::ParameterHash() const { return HashOfValues(w_); }
 
 absl::StatusOr<std::string> FakeModel::ExportState(const StateExtras& extras) const {

@@ -38,6 +38,7 @@ class FakeModel final : public LocalModel {
   int64_t num_elements() const override { return w_.size(); }
   absl::Status ReadParameters(std::vector<float>* out) const override;
   absl::Status WriteParameters(const std::vector<float>& values) override;
+  absl::Status AddToParameters(const std::vector<float>& delta) override;
   int64_t step() const override { return step_; }
   void SetStep(int64_t step) override { step_ = step; }
   std::string ParameterHash() const override;
