@@ -8,8 +8,12 @@
 # in HS: OUTER_STEPS outer steps; reports per row the share of wall time in
 # (simulated) compute, over the whole run (first local step to the end,
 # the last exchange included) and in the steady state (the outer steps
-# between the first and the last: their local steps' compute against the
-# wall time they took; period_s: wall time per outer step there), the bytes each peer
+# after the first two and before the last: their local steps' compute
+# against the wall time they took; period_s: wall time per outer step
+# there; busy: the share of that wall time the peers spent in local steps
+# as they measured them, so 1 - busy is time spent waiting for the network
+# or the coordinator, and busy - steady is local steps running longer than
+# the step time on this machine's shared cores), the bytes each peer
 # uploaded per outer step, and the utilisation the link predicts,
 # min(1, compute / (bytes uploaded / rate)). Baseline in the same run: the
 # same peers with uncapped links (this machine's CPU is then the limit).
@@ -114,33 +118,38 @@ cpu = statistics.mean(json.loads(open(f"{d}/p{i}.json").read())["cpu_seconds"] f
 rows = [json.loads(open(f"{d}/p{i}.json").read()) for i in range(1, peers + 1)]
 whole = statistics.mean(r["utilisation"] for r in rows)
 # Steady state: the local steps that started while the shared weights were
-# neither the first version nor the last (no start-up, no final exchange),
-# against the wall time their metrics rows cover; and the mean wall time per
-# outer step there.
-steady_steps, steady_s, periods = 0, 0.0, []
+# neither one of the first two versions nor the last (no start-up: the
+# first round also opens the connections; no final exchange), against the
+# wall time their metrics rows cover; and the mean wall time per outer step
+# there. With fewer than 5 versions, only the first and the last are left
+# out.
+steady_steps, steady_s, busy_s, periods = 0, 0.0, 0.0, []
 for r in rows:
-    groups = r["outer_groups"][1:-1]
+    all_groups = r["outer_groups"]
+    groups = all_groups[2:-1] if len(all_groups) >= 5 else all_groups[1:-1]
     steady_steps += sum(g["local_steps"] for g in groups)
     steady_s += sum(g["seconds"] for g in groups)
+    busy_s += sum(g["busy_seconds"] for g in groups)
     if groups:
         periods.append(sum(g["seconds"] for g in groups) / len(groups))
 period = statistics.median(periods) if periods else float("nan")
 compute = h * step_ms / 1000
 steady = steady_steps * step_ms / 1000 / steady_s if steady_s > 0 else float("nan")
+busy = busy_s / steady_s if steady_s > 0 else float("nan")
 outer = int(json.load(open(f"{d}/run.json"))["max_steps"])
 # A peer's upload per round: its parts to the reducers (bytes_sent) and its
 # reducer's means to the other members (by symmetry, what it receives).
 up = statistics.mean(r["bytes_sent"] + r["bytes_received"] for r in rows) / outer
 predicted = min(1.0, compute / (up * 8 / (mbit * 1e6))) if mbit > 0 else 1.0
 print(f"{label:<14} {h:>4} {'uncapped' if mbit == 0 else f'{mbit:g}M':>9} {compute:>9.2f} "
-      f"{period:>9.2f} {whole:>8.3f} {steady:>8.3f} {up / 1e6:>10.2f} {predicted:>9.3f} {cpu / outer:>7.2f}")
+      f"{period:>9.2f} {whole:>8.3f} {steady:>8.3f} {busy:>6.3f} {up / 1e6:>10.2f} {predicted:>9.3f} {cpu / outer:>7.2f}")
 PY
 }
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "$PEERS peers, links ${link_mbit} Mbit/s each way; model $elements weights (SD 1.5 UNet / $SCALE)," \
      "local step ${step_ms} ms (H200 at batch 32 / $SCALE, x $DILATE); codec $CODEC; $OUTER_STEPS outer steps per row"
-printf "%-14s %4s %9s %9s %9s %8s %8s %10s %9s %7s\n" row H link compute_s period_s whole steady \
-  MB_up/outer predicted cpu_s
+printf "%-14s %4s %9s %9s %9s %8s %8s %6s %10s %9s %7s\n" row H link compute_s period_s whole \
+  steady busy MB_up/outer predicted cpu_s
 for h in $HS; do run "h$h" "$h" "$link_mbit"; done
 run "uncapped-h${HS%% *}" "${HS%% *}" 0

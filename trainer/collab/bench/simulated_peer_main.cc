@@ -5,7 +5,8 @@
 // without a GPU (tools/bench/utilisation_bench.sh). Prints one JSON line:
 //   {"local_steps": .., "compute_seconds": .., "wall_seconds": .., "cpu_seconds": ..,
 //    "utilisation": .., "bytes_sent": .., "bytes_received": ..,
-//    "outer_groups": [{"outer_step": .., "local_steps": .., "seconds": ..}, ..]}
+//    "outer_groups": [{"outer_step": .., "local_steps": .., "seconds": ..,
+//                      "busy_seconds": ..}, ..]}
 //
 //   simulated_peer --coordinator=HOST:PORT --listen=IP:PORT --elements=N
 //       --step_ms=364 --batch_size=32 --auth_token_file=token
@@ -58,7 +59,7 @@ absl::Status Run(int, char**) {
   nlohmann::json groups = nlohmann::json::array();
   for (const auto& g : report.outer_groups) {
     groups.push_back({{"outer_step", g.outer_step}, {"local_steps", g.local_steps},
-                      {"seconds", g.seconds}});
+                      {"seconds", g.seconds}, {"busy_seconds", g.busy_seconds}});
   }
   nlohmann::json out = {
       {"local_steps", report.local_steps},

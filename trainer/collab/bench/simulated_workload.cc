@@ -146,10 +146,11 @@ class SimulatedWorkload::Model final : public LocalModel {
     bytes_received_ += static_cast<uint64_t>(get("bytes_received"));
     const auto outer = static_cast<int64_t>(get("outer_step"));
     if (groups_.empty() || groups_.back().outer_step != outer) {
-      groups_.push_back({outer, 0, 0.0});
+      groups_.push_back({outer, 0, 0.0, 0.0});
     }
     groups_.back().local_steps += 1;
     groups_.back().seconds += get("step_seconds");
+    groups_.back().busy_seconds += get("compute_seconds");
     return absl::OkStatus();
   }
   absl::StatusOr<std::string> SaveCheckpoint() override { return std::string(); }

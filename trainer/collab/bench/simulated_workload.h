@@ -45,7 +45,8 @@ struct SimulatedReport {
   struct OuterGroup {
     int64_t outer_step = 0;
     int64_t local_steps = 0;
-    double seconds = 0;
+    double seconds = 0;          // wall time the rows cover
+    double busy_seconds = 0;     // of which in local steps (as the session measured them)
   };
   std::vector<OuterGroup> outer_groups;
 };
