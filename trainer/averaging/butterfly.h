@@ -59,9 +59,9 @@ struct AllReduceOptions {
   // Caps this member's upload (encoded bytes) in megabits per second, so a
   // volunteer's home link is not saturated; 0 = no cap.
   double max_send_mbps = 0;
-  // A round that takes longer than this, or fails in part, writes its
+  // A round that fails in part, or takes longer than this, writes its
   // RoundRecord (round_record.h) to the log.
-  absl::Duration slow_round = absl::Seconds(30);
+  absl::Duration slow_round = absl::InfiniteDuration();
 };
 
 struct AllReduceResult {

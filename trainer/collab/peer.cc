@@ -155,6 +155,9 @@ class ButterflyRoundAverager final : public RoundAverager {
     spec.span_starts = averaging::SplitSpans(values->size(), r.members_size(), shares);
     averaging::AllReduceOptions o = options_;
     o.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
+    // A round that used more than half of the time it was given says where
+    // the time went.
+    o.slow_round = std::max(absl::ZeroDuration(), (o.deadline - absl::Now()) / 2);
     return allreduce_.Run(spec, o, values->data(), values->size(), weight, errors);
   }
 
