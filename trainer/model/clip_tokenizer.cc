@@ -159,7 +159,16 @@ absl::StatusOr<std::unique_ptr<ClipTokenizer>> ClipTokenizer::Load(const std::st
                            {pad, &t->pad_id_}, {unk, &t->unk_id_}}) {
     if (absl::Status s = id_of(token, id); !s.ok()) return s;
   }
-  t->special_ = {{bos, t->bos_id_}, {eos, t->eos_id_}};
+  // Every named special token is matched in the raw text, as transformers
+  // registers them (special added tokens, not normalized): with SD 2.x's
+  // pad token "!", a "!" in a prompt is the pad token's id, not the BPE
+  // symbol "!</w>".
+  for (auto [content, id] : {std::pair<std::string, int>{bos, t->bos_id_}, {eos, t->eos_id_},
+                             {pad, t->pad_id_}, {unk, t->unk_id_}}) {
+    bool known = false;
+    for (const auto& [c, i] : t->special_) known |= c == content;
+    if (!content.empty() && !known) t->special_.push_back({content, id});
+  }
   t->byte_to_unicode_ = BytesToUnicode();
   std::string not_space_letter_number = absl::StrCat(
       R"([^\t\n\x0B\f\r\x{85}\p{Z}\p{L}\p{N}]+)");
@@ -246,9 +255,10 @@ std::vector<int> ClipTokenizer::Encode(absl::string_view raw) const {
     size_t next = std::string::npos;
     int id = -1;
     size_t len = 0;
+    // The leftmost match; of several there, the longest.
     for (const auto& [content, special_id] : special_) {
       size_t at = text.find(content, pos);
-      if (at < next) {
+      if (at < next || (at == next && at != std::string::npos && content.size() > len)) {
         next = at;
         id = special_id;
         len = content.size();

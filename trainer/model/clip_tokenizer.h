@@ -2,7 +2,9 @@
 // read from a diffusers `tokenizer/` folder (vocab.json, merges.txt,
 // tokenizer_config.json / special_tokens_map.json), computing the ids of the
 // `tokenizers` backend of transformers:
-//   special tokens split out first (<|startoftext|>, <|endoftext|>);
+//   the named special tokens (bos, eos, pad, unk) split out of the raw text
+//   first, leftmost then longest (SD 2.x pads with "!", so a "!" in a
+//   prompt is that token);
 //   NFC, every run of whitespace -> one space, lowercase (utf8proc);
 //   pieces: 's 't 're 've 'm 'll 'd | letters+ | one digit | other symbols+
 //     (RE2 with Unicode classes; everything else, i.e. spaces, dropped);
