@@ -111,8 +111,7 @@ run() {
   hashes=$(grep -ho 'final parameters [0-9a-f]*' "$dir"/p*.log | sort -u | wc -l)
   [ "$hashes" -eq 1 ] || { echo "$label: the peers ended with $hashes different weights" >&2; exit 1; }
   python3 - "$dir" "$PEERS" "$h" "$step_ms" "$mbit" "$label" <<'PY'
-import json, re, statistics, sys
-from datetime import datetime
+import json, statistics, sys
 d, peers, h, step_ms, mbit, label = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 cpu = statistics.mean(json.loads(open(f"{d}/p{i}.json").read())["cpu_seconds"] for i in range(1, peers + 1))
 rows = [json.loads(open(f"{d}/p{i}.json").read()) for i in range(1, peers + 1)]

@@ -22,7 +22,8 @@ targets=()
 codecs=(none fp16 bf16 uniform8bit blockwise8bit topk8bit)
 for id in "${!codecs[@]}"; do
   name="codec_${codecs[$id]}_decode_fuzz"
-  build "$name" -DDD_FUZZ_CODEC="$id" trainer/averaging/codec_fuzz.cc trainer/averaging/codec.cc
+  build "$name" -DDD_FUZZ_CODEC="$id" trainer/averaging/codec_fuzz.cc trainer/averaging/codec.cc \
+    common/thread/parallel_for.cc
   targets+=("$name")
 done
 build safetensors_fuzz trainer/model/safetensors_fuzz.cc trainer/model/safetensors.cc \

@@ -37,7 +37,8 @@ else
 fi
 sources=(trainer/training/unet_step_bench.cc trainer/model/unet.cc trainer/model/model_init.cc
          trainer/model/vae.cc trainer/model/torch_tensors.cc trainer/model/safetensors.cc
-         common/io/file_util.cc trainer/training/optimizer.cc trainer/averaging/codec.cc)
+         common/io/file_util.cc trainer/training/optimizer.cc trainer/averaging/codec.cc
+         common/thread/parallel_for.cc)
 echo "== building unet_step_bench ($(nproc) jobs)"
 objs=()
 for s in "${sources[@]}"; do

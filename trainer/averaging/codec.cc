@@ -5,11 +5,13 @@
 #include <cpuid.h>
 #include <immintrin.h>
 #endif
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "common/thread/parallel_for.h"
 
 namespace dd::averaging {
 namespace {
@@ -251,11 +253,13 @@ const NearestCode& Nearest() {
   return *table;
 }
 
+// Blocks of kBlockwiseBlockSize values in n (the last may be shorter).
+size_t Blocks(size_t n) { return (n + kBlockwiseBlockSize - 1) / kBlockwiseBlockSize; }
+
 class Blockwise8BitCodec : public Codec {
  public:
   CodecId id() const override { return CodecId::kBlockwise8Bit; }
   const char* name() const override { return "blockwise8bit"; }
-  static size_t Blocks(size_t n) { return (n + kBlockwiseBlockSize - 1) / kBlockwiseBlockSize; }
   size_t EncodedSize(size_t n) const override { return Blocks(n) * 4 + n; }
 
   void Encode(const float* v, size_t n, std::string* out) const override {
@@ -310,7 +314,6 @@ class TopK8BitCodec : public Codec {
  public:
   CodecId id() const override { return CodecId::kTopK8Bit; }
   const char* name() const override { return "topk8bit"; }
-  static size_t Blocks(size_t n) { return (n + kBlockwiseBlockSize - 1) / kBlockwiseBlockSize; }
   // Values kept of the block of length `length`.
   static size_t Kept(size_t length) { return std::min(length, kTopKPerBlock); }
   static size_t KeptTotal(size_t n) {
@@ -448,14 +451,20 @@ float Bf16ToFloat(uint16_t b) {
 }
 
 bool AllFinite(const float* values, size_t n) {
-  // Branch-free accumulation so the compiler can vectorize.
-  uint32_t bad = 0;
-  for (size_t i = 0; i < n; ++i) {
-    uint32_t x;
-    std::memcpy(&x, &values[i], 4);
-    bad |= static_cast<uint32_t>((x & 0x7f800000) == 0x7f800000);
-  }
-  return bad == 0;
+  std::atomic<uint32_t> any_bad{0};
+  // Parts of a round stay on the caller's thread; model-sized arrays are
+  // checked on all cores.
+  ParallelFor(n, [&](size_t begin, size_t end) {
+    // Branch-free accumulation so the compiler can vectorize.
+    uint32_t bad = 0;
+    for (size_t i = begin; i < end; ++i) {
+      uint32_t x;
+      std::memcpy(&x, &values[i], 4);
+      bad |= static_cast<uint32_t>((x & 0x7f800000) == 0x7f800000);
+    }
+    if (bad != 0) any_bad = 1;
+  });
+  return any_bad == 0;
 }
 
 const std::array<float, 256>& DynamicCode() {

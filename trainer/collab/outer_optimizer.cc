@@ -1,29 +1,15 @@
 #include "trainer/collab/outer_optimizer.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "common/thread/parallel_for.h"
+#include "trainer/averaging/codec.h"
 
 namespace dd::collab {
-namespace {
 
-bool AllFinite(const float* v, size_t n) {
-  std::atomic<bool> finite{true};
-  ParallelFor(n, [&](size_t begin, size_t end) {
-    for (size_t i = begin; i < end; ++i) {
-      if (!std::isfinite(v[i])) {
-        finite = false;
-        return;
-      }
-    }
-  });
-  return finite;
-}
-
-}  // namespace
+using averaging::AllFinite;
 
 OuterOptimizer::OuterOptimizer(std::vector<float> global, const OuterOptions& options)
     : options_(options), global_(std::move(global)), momentum_(global_.size(), 0.0f) {}

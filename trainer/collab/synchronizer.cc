@@ -14,12 +14,7 @@
 namespace dd::collab {
 namespace {
 
-bool AllFinite(const std::vector<float>& v) {
-  for (float x : v) {
-    if (!std::isfinite(x)) return false;
-  }
-  return true;
-}
+bool AllFinite(const std::vector<float>& v) { return averaging::AllFinite(v.data(), v.size()); }
 
 at::Tensor ToTensor(const std::vector<float>& v) {
   return at::from_blob(const_cast<float*>(v.data()), {static_cast<int64_t>(v.size())}, at::kFloat)
