@@ -69,7 +69,7 @@ std::shared_ptr<SpanReducer> RegisterTwoMemberRound(Server& server, uint64_t rou
   o.num_members = 2;
   o.local_sender = 0;
   auto reducer = std::make_shared<SpanReducer>(o);
-  server.service.RegisterRound(round_id, {"peer-0", "peer-1"}, 0, reducer);
+  server.service.registry()->RegisterRound(round_id, {"peer-0", "peer-1"}, 0, reducer);
   return reducer;
 }
 
@@ -128,7 +128,7 @@ TEST(AveragerService, AHeldPartEndsWithItsRoundWhenItsOwnerNeverContributes) {
   std::thread sender([&] { status = SendPart(server, 11, 1.0f, &response); });
   absl::SleepFor(absl::Milliseconds(300));
   RegisterTwoMemberRound(server, 11);
-  server.service.EndRound(11);  // the reducer finishes without member 0
+  server.service.registry()->EndRound(11);  // the reducer finishes without member 0
   sender.join();
   // Served when the round registered, then reduced by Finish() with what it
   // had: member 1's values alone.

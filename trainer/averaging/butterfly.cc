@@ -3,13 +3,17 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <deque>
+#include <map>
 
 #include <glog/logging.h>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "common/rpc/channel.h"
-#include "protos/averaging.grpc.pb.h"
+#include "absl/synchronization/mutex.h"
+#include "common/thread/parallel_for.h"
+#include "trainer/averaging/grpc_part_transport.h"
+#include "trainer/averaging/round_record.h"
+#include "trainer/averaging/send_schedule.h"
 
 namespace dd::averaging {
 
@@ -36,56 +40,26 @@ std::vector<uint64_t> SplitSpans(uint64_t length, uint32_t members,
 }
 
 ButterflyAllReduce::ButterflyAllReduce(AveragerService* local, SecurityConfig security)
-    : local_(local), security_(std::move(security)) {}
+    : ButterflyAllReduce(local->registry(),
+                         std::make_shared<GrpcPartTransport>(std::move(security))) {}
 
-std::shared_ptr<grpc::Channel> ButterflyAllReduce::ChannelTo(const std::string& address) {
-  absl::MutexLock lock(&mu_);
-  auto& ch = channels_[address];
-  if (ch == nullptr) {
-    auto made = MakeChannel(address, security_);
-    if (made.ok()) ch = *made;
-  }
-  return ch;
-}
+ButterflyAllReduce::ButterflyAllReduce(ReducerRegistry* local,
+                                       std::shared_ptr<PartTransport> transport)
+    : local_(local), transport_(std::move(transport)) {}
 
 namespace {
 
-// State shared by the sending loop and the gRPC completion callbacks.
+// One part on its way to a remote reducer; lives until its answer is handled.
 struct Call {
-  grpc::ClientContext context;
+  PartRef part;
   v1::ReducePartRequest request;
   v1::ReducePartResponse response;
-  uint32_t member;
-  uint32_t part;
+  absl::Time deadline;
 };
 
-struct RemoteSpan {
-  uint32_t member;
-  uint64_t start, length;
-  uint32_t num_parts;
-  uint32_t next_part = 0;
-  uint32_t in_flight = 0;
-  uint32_t done_parts = 0;
-  bool failed = false;
-  uint32_t min_contributors = UINT32_MAX;
-  // Until the reducer has answered once it may not know the round yet: send
-  // one part at a time so a NOT_FOUND wastes one part, not a window.
-  // NOT_FOUND comes back at once, so a probe still pending after a moment
-  // means the reducer has the round.
-  bool confirmed = false;
-  absl::Time probe_sent = absl::InfiniteFuture();
-  int not_found = 0;  // NOT_FOUND answers so far: the retry delay doubles
-  std::unique_ptr<v1::Averager::Stub> stub;
-};
-
-}  // namespace
-
-absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
-                                                        const AllReduceOptions& options,
-                                                        float* values, size_t n, double weight,
-                                                        CodecErrors errors) {
-  absl::Time start = absl::Now();
-  uint32_t members = spec.peer_ids.size();
+absl::Status CheckRun(const RoundSpec& spec, const AllReduceOptions& options, const float* values,
+                      size_t n, double weight) {
+  const uint32_t members = spec.peer_ids.size();
   if (members == 0 || spec.addresses.size() != members || spec.span_starts.size() != members + 1 ||
       spec.my_index >= members || spec.span_starts.front() != 0 || spec.span_starts.back() != n) {
     return absl::InvalidArgumentError("malformed round spec");
@@ -107,10 +81,25 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   if (!AllFinite(values, n)) {
     return absl::InvalidArgumentError("non-finite values are refused before sending");
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
+                                                        const AllReduceOptions& options,
+                                                        float* values, size_t n, double weight,
+                                                        CodecErrors errors) {
+  const absl::Time start = absl::Now();
+  if (absl::Status ok = CheckRun(spec, options, values, n, weight); !ok.ok()) return ok;
+  const uint32_t members = spec.peer_ids.size();
   const Codec& codec = CodecFor(options.codec);
   const uint32_t me = spec.my_index;
   const uint64_t my_start = spec.span_starts[me];
   const uint64_t my_length = spec.span_starts[me + 1] - my_start;
+  const auto parts_of = [&](uint64_t length) {
+    return static_cast<uint32_t>((length + options.part_elements - 1) / options.part_elements);
+  };
   float* const codec_error = errors.sent;
   if (codec_error != nullptr) std::fill(codec_error, codec_error + n, 0.0f);
 
@@ -128,22 +117,34 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   auto reducer = std::make_shared<SpanReducer>(ro, start);
   local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer);
 
+  // 2. The schedule of what goes to the others.
+  SendScheduleOptions so;
+  so.parts_in_flight = options.parts_in_flight;
+  so.start = start;
+  so.reducer_timeout = options.reducer_timeout;
+  so.deadline = options.deadline;
+  so.max_send_mbps = options.max_send_mbps;
+  std::vector<RemoteSpanPlan> plans;
+  for (uint32_t j = 0; j < members; ++j) {
+    if (j != me) plans.push_back({j, parts_of(spec.span_starts[j + 1] - spec.span_starts[j])});
+  }
   RoundRecord record(spec.round_id, members, start);
   absl::Mutex mu;
-  bool wake = false;  // a callback changed something; guarded by mu
+  SendSchedule schedule(so, std::move(plans), reducer->num_parts());
+  bool wake = false;  // a callback changed something
   AllReduceResult result;
   result.contributors.assign(members, 0);
   uint64_t averaged_elements = 0;
+  std::vector<uint32_t> remote_min_contributors(members, UINT32_MAX);
   std::vector<std::shared_ptr<const PartOutcome>> own(reducer->num_parts());
   uint32_t own_done = 0;
-  uint32_t own_min_contributors = UINT32_MAX;
+  std::map<Call*, std::unique_ptr<Call>> calls;  // in flight
 
-  // 2. Own values go into the own reducer (exact, no codec on the way in)
-  // just ahead of this member's sending, since every member sends its parts
-  // in the same order: contributing the whole span first held all its
+  // Own values go into the own reducer (exact, no codec on the way in) just
+  // ahead of this member's sending, since every member sends its parts in
+  // the same order: contributing the whole span first held all its
   // accumulators at once and delayed the first byte sent (by ~1 s for a
   // 64 MB span on the dev VM).
-  uint32_t own_next = 0;  // guarded by mu
   auto contribute_own = [&](uint32_t p) {
     uint64_t off = uint64_t{p} * options.part_elements;
     reducer->Contribute(me, off, values + my_start + off, reducer->PartLength(p), weight,
@@ -155,196 +156,149 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                         });
   };
 
-  // 3. Other members' spans.
-  std::vector<RemoteSpan> remotes;
-  for (uint32_t j = 0; j < members; ++j) {
-    uint64_t len = spec.span_starts[j + 1] - spec.span_starts[j];
-    if (j == me || len == 0) continue;
-    RemoteSpan r;
-    r.member = j;
-    r.start = spec.span_starts[j];
-    r.length = len;
-    r.num_parts = static_cast<uint32_t>((len + options.part_elements - 1) / options.part_elements);
-    auto channel = ChannelTo(spec.addresses[j]);
-    if (channel == nullptr) {
-      r.failed = true;
-    } else {
-      r.stub = v1::Averager::NewStub(channel);
-    }
-    remotes.push_back(std::move(r));
-  }
-  std::map<Call*, std::unique_ptr<Call>> calls;  // in flight
-  std::deque<std::pair<absl::Time, std::pair<size_t, uint32_t>>> retries;  // (when, (remote, part))
-
-  // Launches part `part` of remote `ri`; requires mu.
-  auto launch = [&](size_t ri, uint32_t part) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    RemoteSpan& r = remotes[ri];
-    auto call = std::make_unique<Call>();
-    call->member = r.member;
-    call->part = part;
-    uint64_t off = uint64_t{part} * options.part_elements;
-    uint32_t count =
-        static_cast<uint32_t>(std::min<uint64_t>(options.part_elements, r.length - off));
-    v1::ReducePartRequest& req = call->request;
+  // Encodes a part (and what the codec dropped of it); runs outside `mu`
+  // and, for several parts, on several threads: parts are disjoint.
+  auto encode = [&](Call& call) {
+    const uint32_t j = call.part.member;
+    const uint64_t span_start = spec.span_starts[j];
+    const uint64_t off = uint64_t{call.part.part} * options.part_elements;
+    const uint32_t count = static_cast<uint32_t>(
+        std::min<uint64_t>(options.part_elements, spec.span_starts[j + 1] - span_start - off));
+    v1::ReducePartRequest& req = call.request;
     req.set_round_id(spec.round_id);
     req.set_sender_peer_id(spec.peer_ids[me]);
     req.set_sender_index(me);
-    req.set_span(r.member);
+    req.set_span(j);
     req.set_offset(off);
     req.set_count(count);
     req.set_codec(static_cast<v1::Codec>(options.codec));
     req.set_weight(weight);
-    codec.Encode(values + r.start + off, count, req.mutable_data());
+    const float* sent = values + span_start + off;
+    codec.Encode(sent, count, req.mutable_data());
     if (codec_error != nullptr && options.codec != CodecId::kNone) {
       std::vector<float> kept(count);
       if (codec.Decode(req.data(), count, kept.data()).ok()) {
-        const float* sent = values + r.start + off;
-        float* error = codec_error + r.start + off;
+        float* error = codec_error + span_start + off;
         for (uint32_t k = 0; k < count; ++k) error[k] = sent[k] - kept[k];
       }
     }
-    result.bytes_sent += req.data().size();
-    record.Add(RoundEvent::kPartSent, static_cast<int>(r.member), part, absl::Now());
-    call->context.set_deadline(
-        absl::ToChronoTime(std::min(absl::Now() + options.reducer_timeout, options.deadline)));
-    Call* raw = call.get();
-    calls[raw] = std::move(call);
-    if (!r.confirmed && r.in_flight == 0) r.probe_sent = absl::Now();
-    r.in_flight++;
-    r.stub->async()->ReducePart(
-        &raw->context, &raw->request, &raw->response, [&, raw, ri](grpc::Status status) {
-          absl::MutexLock lock(&mu);
-          wake = true;
-          RemoteSpan& rs = remotes[ri];
-          rs.in_flight--;
-          std::unique_ptr<Call> owned = std::move(calls[raw]);
-          calls.erase(raw);
-          uint32_t count = owned->request.count();
-          if (status.error_code() != grpc::StatusCode::NOT_FOUND) rs.confirmed = true;
-          if (status.ok()) {
-            record.Add(RoundEvent::kPartAnswered, static_cast<int>(rs.member), owned->part,
-                       absl::Now());
-            const auto& resp = owned->response;
-            result.bytes_received += resp.data().size();
-            if (resp.averaged()) {
-              std::vector<float> mean(count);
-              if (static_cast<int>(resp.codec()) == static_cast<int>(options.codec) &&
-                  codec.Decode(resp.data(), count, mean.data()).ok()) {
-                float* dst = values + rs.start + owned->request.offset();
-                if (resp.delta()) {
-                  // Applied to the exact local values, so this member's own
-                  // compression error is not counted twice.
-                  for (uint32_t k = 0; k < count; ++k) dst[k] += mean[k];
-                } else {
-                  std::memcpy(dst, mean.data(), count * sizeof(float));
-                }
-                averaged_elements += count;
-              } else {
-                LOG(WARNING) << "round " << spec.round_id << ": member " << rs.member
-                             << " answered a part that does not decode; keeping own values";
-              }
-            }
-            rs.min_contributors = std::min(rs.min_contributors, resp.contributors());
-            rs.done_parts++;
-          } else if (status.error_code() == grpc::StatusCode::NOT_FOUND &&
-                     absl::Now() < std::min(options.deadline, start + options.reducer_timeout)) {
-            // The reducer has not registered the round yet: try again soon
-            // (10 ms, doubling to 500 ms, so a member that is late, or never
-            // starts, is not flooded), but a member that never starts the
-            // round is a failed reducer.
-            const int64_t delay_ms = std::min<int64_t>(500, int64_t{10} << std::min(rs.not_found++, 6));
-            record.Add(RoundEvent::kNotRegisteredYet, static_cast<int>(rs.member), owned->part,
-                       absl::Now());
-            retries.push_back({absl::Now() + absl::Milliseconds(delay_ms), {ri, owned->part}});
-          } else {
-            record.Add(RoundEvent::kReducerFailed, static_cast<int>(rs.member), owned->part,
-                       absl::Now(), status.error_message());
-            if (!rs.failed) {
-              LOG(WARNING) << "round " << spec.round_id << ": reducer " << rs.member << " ("
-                           << spec.addresses[rs.member] << ") failed: " << status.error_message()
-                           << "; keeping own values for the rest of its span";
-            }
-            rs.failed = true;
-            rs.done_parts++;
-          }
-        });
   };
 
-  auto all_done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    if (own_done < reducer->num_parts()) return false;
-    for (const RemoteSpan& r : remotes) {
-      if (r.in_flight > 0) return false;
-      if (!r.failed && r.done_parts < r.num_parts) return false;
+  // Handles a remote's answer; runs on a transport thread without `mu`
+  // while the mean is written (parts are disjoint, and a part is sent again
+  // only after its answer), then with it.
+  auto on_answer = [&](Call* raw, const absl::Status& status) {
+    const PartRef part = raw->part;
+    const v1::ReducePartResponse& resp = raw->response;
+    const uint32_t count = raw->request.count();
+    bool applied = false;
+    if (status.ok() && resp.averaged()) {
+      std::vector<float> mean(count);
+      if (static_cast<int>(resp.codec()) == static_cast<int>(options.codec) &&
+          codec.Decode(resp.data(), count, mean.data()).ok()) {
+        float* dst = values + spec.span_starts[part.member] + raw->request.offset();
+        if (resp.delta()) {
+          // Applied to the exact local values, so this member's own
+          // compression error is not counted twice.
+          for (uint32_t k = 0; k < count; ++k) dst[k] += mean[k];
+        } else {
+          std::memcpy(dst, mean.data(), count * sizeof(float));
+        }
+        applied = true;
+      } else {
+        LOG(WARNING) << "round " << spec.round_id << ": member " << part.member
+                     << " answered a part that does not decode; keeping own values";
+      }
     }
-    return retries.empty() || std::all_of(remotes.begin(), remotes.end(),
-                                          [](const RemoteSpan& r) { return r.failed; });
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&mu);
+    wake = true;
+    std::unique_ptr<Call> owned = std::move(calls[raw]);
+    calls.erase(raw);
+    const SendSchedule::Answer answer =
+        status.ok() ? SendSchedule::Answer::kAnswered
+        : status.code() == absl::StatusCode::kNotFound ? SendSchedule::Answer::kNotRegistered
+                                                       : SendSchedule::Answer::kFailed;
+    const bool gave_up = schedule.OnAnswer(part, answer, now);
+    const int member = static_cast<int>(part.member);
+    if (status.ok()) {
+      record.Add(RoundEvent::kPartAnswered, member, part.part, now);
+      result.bytes_received += resp.data().size();
+      if (applied) averaged_elements += count;
+      remote_min_contributors[part.member] =
+          std::min(remote_min_contributors[part.member], resp.contributors());
+    } else if (answer == SendSchedule::Answer::kNotRegistered && !schedule.failed(part.member)) {
+      record.Add(RoundEvent::kNotRegisteredYet, member, part.part, now);
+    } else {
+      const std::string why = answer == SendSchedule::Answer::kFailed
+                                  ? std::string(status.message())
+                                  : "never registered the round";
+      record.Add(RoundEvent::kReducerFailed, member, part.part, now, why);
+      if (gave_up) {
+        LOG(WARNING) << "round " << spec.round_id << ": reducer " << member << " ("
+                     << spec.addresses[part.member] << ") " << why
+                     << "; keeping own values for the rest of its span";
+      }
+    }
   };
 
-  bool past_deadline = false;
   {
     absl::MutexLock lock(&mu);
     while (true) {
-      // Keep `parts_in_flight` parts going to every healthy reducer.
-      absl::Time now = absl::Now();
-      while (!retries.empty() && retries.front().first <= now) {
-        auto [ri, part] = retries.front().second;
-        retries.pop_front();
-        if (!remotes[ri].failed && !past_deadline) launch(ri, part);
-      }
-      auto under_cap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-        if (options.max_send_mbps <= 0) return true;
-        double allowed = absl::ToDoubleSeconds(absl::Now() - start) * options.max_send_mbps * 1e6 / 8;
-        return result.bytes_sent <= allowed;
-      };
-      for (size_t ri = 0; ri < remotes.size(); ++ri) {
-        RemoteSpan& r = remotes[ri];
-        if (!r.confirmed && r.in_flight > 0 && now - r.probe_sent > absl::Milliseconds(50)) {
-          r.confirmed = true;
+      const std::vector<PartRef> sends = schedule.TakeSends(absl::Now());
+      const auto [own_from, own_to] = schedule.TakeOwnParts();
+      if (!sends.empty() || own_from < own_to) {
+        mu.Unlock();  // contributions and answers call back and take `mu`
+        for (uint32_t p = own_from; p < own_to; ++p) contribute_own(p);
+        std::vector<std::unique_ptr<Call>> batch(sends.size());
+        for (size_t i = 0; i < sends.size(); ++i) {
+          batch[i] = std::make_unique<Call>();
+          batch[i]->part = sends[i];
         }
-        while (!r.failed && !past_deadline && r.next_part < r.num_parts &&
-               r.in_flight < (r.confirmed ? static_cast<uint32_t>(options.parts_in_flight) : 1u) &&
-               under_cap()) {
-          launch(ri, r.next_part++);
+        ParallelFor(
+            batch.size(),
+            [&](size_t begin, size_t end) {
+              for (size_t i = begin; i < end; ++i) encode(*batch[i]);
+            },
+            options.encode_threads, 1);
+        std::vector<Call*> to_send;
+        const absl::Time now = absl::Now();
+        mu.Lock();
+        for (auto& call : batch) {
+          schedule.RecordSent(call->request.data().size());
+          result.bytes_sent += call->request.data().size();
+          record.Add(RoundEvent::kPartSent, static_cast<int>(call->part.member), call->part.part,
+                     now);
+          call->deadline = std::min(now + options.reducer_timeout, options.deadline);
+          to_send.push_back(call.get());
+          calls[call.get()] = std::move(call);
         }
-      }
-      // Own parts up to 2 windows ahead of the slowest remote this member
-      // is still sending to; all of them once nothing is left to send.
-      uint32_t own_target = reducer->num_parts();
-      for (const RemoteSpan& r : remotes) {
-        if (r.failed || r.next_part >= r.num_parts) continue;
-        own_target = std::min<uint32_t>(
-            own_target, static_cast<uint32_t>(static_cast<double>(r.next_part) / r.num_parts *
-                                              reducer->num_parts()) +
-                            2 * static_cast<uint32_t>(options.parts_in_flight));
-      }
-      if (own_next < own_target) {
-        uint32_t from = own_next, to = own_target;
-        own_next = own_target;
-        mu.Unlock();  // a contribution may complete a part and call back
-        for (uint32_t p = from; p < to; ++p) contribute_own(p);
+        mu.Unlock();
+        for (Call* raw : to_send) {
+          transport_->Send(spec.addresses[raw->part.member], &raw->request, &raw->response,
+                           raw->deadline,
+                           [&on_answer, raw](const absl::Status& status) { on_answer(raw, status); });
+        }
         mu.Lock();
         continue;
       }
-      if (all_done()) break;
-      mu.AwaitWithTimeout(absl::Condition(+[](bool* b) { return *b; }, &wake),
-                          absl::Milliseconds(5));
+      if (own_done == reducer->num_parts() && schedule.RemotesDone()) break;
+      mu.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(5));
       wake = false;
-      now = absl::Now();
+      const absl::Time now = absl::Now();
       mu.Unlock();
       if (const int excluded = reducer->ExcludeStalled(now, options.sender_timeout); excluded > 0) {
+        mu.Lock();
         result.senders_excluded += excluded;
+        mu.Unlock();
         record.Add(RoundEvent::kSendersExcluded, -1, 0, now,
                    absl::StrCat(excluded, " silent for ",
                                 absl::FormatDuration(options.sender_timeout)));
       }
       mu.Lock();
-      if (now >= options.deadline && !past_deadline) {
-        past_deadline = true;
+      if (now >= options.deadline && schedule.PassDeadline()) {
         record.Add(RoundEvent::kDeadline, -1, 0, now);
         LOG(WARNING) << "round " << spec.round_id << " reached its deadline";
-        for (auto& [raw, call] : calls) raw->context.TryCancel();
-        for (RemoteSpan& r : remotes) r.failed = true;
-        retries.clear();
         mu.Unlock();
         reducer->Finish();
         mu.Lock();
@@ -353,7 +307,8 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   }
   local_->EndRound(spec.round_id);
 
-  // 4. Own span: the reducer's decoded outcome, identical to what the others got.
+  // 3. Own span: the reducer's decoded outcome, identical to what the others got.
+  uint32_t own_min_contributors = UINT32_MAX;
   for (uint32_t p = 0; p < reducer->num_parts(); ++p) {
     if (own[p] == nullptr) continue;
     own_min_contributors = std::min(own_min_contributors, own[p]->contributors);
@@ -364,14 +319,15 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
     averaged_elements += own[p]->values.size();
   }
   result.contributors[me] = reducer->num_parts() == 0 ? 0 : own_min_contributors;
-  for (const RemoteSpan& r : remotes) {
-    result.contributors[r.member] = r.min_contributors == UINT32_MAX ? 0 : r.min_contributors;
+  for (uint32_t j = 0; j < members; ++j) {
+    if (j != me) {
+      result.contributors[j] =
+          remote_min_contributors[j] == UINT32_MAX ? 0 : remote_min_contributors[j];
+    }
   }
   result.fraction_averaged = n == 0 ? 1.0 : static_cast<double>(averaged_elements) / n;
   result.elapsed = absl::Now() - start;
-  const bool reducer_failed =
-      std::any_of(remotes.begin(), remotes.end(), [](const RemoteSpan& r) { return r.failed; });
-  if (reducer_failed || past_deadline || result.senders_excluded > 0 ||
+  if (schedule.any_failed() || schedule.past_deadline() || result.senders_excluded > 0 ||
       result.elapsed > options.slow_round) {
     result.trouble = record.Dump();
     LOG(WARNING) << "round " << spec.round_id << " took "

@@ -1,11 +1,16 @@
 // ButterflyAllReduce: one member's side of a butterfly all-reduce round.
 //
 // The flat vector is split into one span per member (RoundSpec::span_starts).
-// This member reduces its own span (a SpanReducer registered with the local
-// AveragerService) and, at the same time, sends every other member its
+// This member reduces its own span (a SpanReducer registered in its
+// ReducerRegistry) and, at the same time, sends every other member its
 // values of that member's span, part by part with several parts in flight,
 // receiving each part's mean as it is reduced. Every member ends with the
 // same bytes for every span that was averaged.
+//
+// Three pieces, each replaceable on its own: SendSchedule decides which part
+// goes when (windows, retries, upload cap, deadline; pure logic), a
+// PartTransport carries parts (gRPC, or in memory for tests), and this class
+// encodes, sends, applies the answers and keeps the round's flight record.
 //
 // Failures (hivemind's rules): a sender silent for `sender_timeout` is
 // excluded by the reducer; a reducer that does not answer a part within
@@ -15,21 +20,17 @@
 #ifndef TRAINER_AVERAGING_BUTTERFLY_H_
 #define TRAINER_AVERAGING_BUTTERFLY_H_
 
-#include <grpcpp/channel.h>
-
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/rpc/security.h"
 #include "trainer/averaging/averager_service.h"
-#include "trainer/averaging/round_record.h"
+#include "trainer/averaging/part_transport.h"
+#include "trainer/averaging/reducer_registry.h"
 #include "trainer/averaging/span_reducer.h"
 
 namespace dd::averaging {
@@ -62,6 +63,11 @@ struct AllReduceOptions {
   // A round that fails in part, or takes longer than this, writes its
   // RoundRecord (round_record.h) to the log.
   absl::Duration slow_round = absl::InfiniteDuration();
+  // Parts taken together (at the start of the round, or when a window
+  // opens) are encoded on up to this many threads (0: the machine's cores):
+  // the sparse codec's encoding is the slowest thing a member does in a
+  // round on a fast link.
+  int encode_threads = 0;
 };
 
 struct AllReduceResult {
@@ -97,26 +103,27 @@ std::vector<uint64_t> SplitSpans(uint64_t length, uint32_t members,
 
 class ButterflyAllReduce {
  public:
-  // `local` hosts this member's reducers and must outlive this object;
-  // `security` is used for the channels to other members.
+  // Over gRPC: `local` is the service hosting this member's reducers and
+  // must outlive this object; `security` is used for the channels to other
+  // members.
   ButterflyAllReduce(AveragerService* local, SecurityConfig security);
+  // Over any transport: `local` is this member's registry (reached by the
+  // others through their transports) and must outlive this object.
+  ButterflyAllReduce(ReducerRegistry* local, std::shared_ptr<PartTransport> transport);
 
   // Averages `values[0..n)` (n == span_starts.back()) in place with weight
   // `weight` (samples), with error feedback through `errors` (CodecErrors).
   // InvalidArgument for a malformed spec, options with reducer_timeout <=
   // sender_timeout, or non-finite values or weight (refused before anything
-  // is sent).
+  // is sent). Encoding runs on up to `options.encode_threads` threads.
   absl::StatusOr<AllReduceResult> Run(const RoundSpec& spec, const AllReduceOptions& options,
                                       float* values, size_t n, double weight,
                                       CodecErrors errors = {});
 
  private:
-  std::shared_ptr<grpc::Channel> ChannelTo(const std::string& address);
-
-  AveragerService* const local_;
-  const SecurityConfig security_;
-  absl::Mutex mu_;
-  std::map<std::string, std::shared_ptr<grpc::Channel>> channels_ ABSL_GUARDED_BY(mu_);
+  // Fixed after construction.
+  ReducerRegistry* const local_;
+  const std::shared_ptr<PartTransport> transport_;
 };
 
 }  // namespace dd::averaging
