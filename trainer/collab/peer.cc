@@ -380,8 +380,9 @@ absl::Status RunPeerWith(const PeerOptions& po, const WorkloadFactory& make_work
   PeerStates states(&state_service, &coordinator, po.security);
 
   so.max_local_samples_per_step = po.max_local_samples_per_step;
-  so.save_steps = po.trainer.save_steps;
-  so.image_log_steps = po.trainer.image_log_steps;
+  // A collaboration's designated writer checkpoints only when asked to
+  // (--save_steps > 0), then also after the last step.
+  so.outputs = {po.trainer.save_steps, po.trainer.image_log_steps, po.trainer.save_steps > 0};
   so.write_samples = true;
   so.trained_keys_log = po.trained_keys_log;
   so.nan_contribution_at_step_for_test = po.nan_contribution_at_step_for_test;

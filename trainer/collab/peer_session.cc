@@ -373,9 +373,9 @@ absl::Status PeerSession::WriteOutputs(bool designated) {
   // not write N copies.
   if (!designated) return absl::OkStatus();
   const bool last = applied_ >= static_cast<uint64_t>(options_.max_steps);
-  const bool save = options_.save_steps > 0 && (applied_ % options_.save_steps == 0 || last);
-  const bool samples = options_.write_samples && options_.image_log_steps > 0 &&
-                       (applied_ % options_.image_log_steps == 0 || last);
+  const bool save = options_.outputs.CheckpointDue(static_cast<int64_t>(applied_), last);
+  const bool samples =
+      options_.write_samples && options_.outputs.SamplesDue(static_cast<int64_t>(applied_), last);
   if (!save && !samples) return absl::OkStatus();
   ResolveHash();  // outputs may swap weights in and out of the model
   RETURN_IF_ERROR(sync_->BeginOutput());

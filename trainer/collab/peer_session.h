@@ -41,6 +41,7 @@
 #include "common/progress/progress_line.h"
 #include "trainer/collab/peer_links.h"
 #include "trainer/collab/synchronizer.h"
+#include "trainer/training/run_loop.h"
 
 namespace dd::collab {
 
@@ -56,9 +57,9 @@ struct SessionOptions {
   // member that applied it before it concludes that none did (a member may
   // still be applying it when first asked).
   absl::Duration resync_patience = absl::Seconds(15);
-  // Outputs of the round's designated writer (its first member).
-  int64_t save_steps = 0;
-  int64_t image_log_steps = 0;
+  // Outputs of the round's designated writer (its first member), on the
+  // schedule every run uses (training/run_loop.h).
+  training::OutputSchedule outputs{0, 0, /*checkpoint_at_end=*/false};
   bool write_samples = false;
   // Appends "STEP KEY" per contributed sample after each global step.
   std::string trained_keys_log;

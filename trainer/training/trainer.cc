@@ -22,8 +22,6 @@
 #include "common/crypto/sha256.h"
 #include "common/image/image_codec.h"
 #include "common/io/file_util.h"
-#include "common/metrics/event_writer.h"
-#include "common/progress/progress_line.h"
 #include "common/status/status_macros.h"
 #include "trainer/data/sample_source.h"
 #include "trainer/diffusion/schedulers.h"
@@ -37,6 +35,7 @@
 #include "trainer/training/loss_scaler.h"
 #include "trainer/training/lr_schedule.h"
 #include "trainer/training/optimizer.h"
+#include "trainer/training/run_loop.h"
 
 namespace dd::training {
 namespace {
@@ -44,7 +43,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-constexpr char kStateFile[] = "training_state.safetensors";
 constexpr char kStateFormat[] = "distdiff-training-state-1";
 
 }  // namespace
@@ -119,22 +117,6 @@ absl::Status CheckWritable(const std::string& dir) {
   return absl::OkStatus();
 }
 
-std::vector<std::pair<int64_t, fs::path>> ListCheckpoints(const std::string& output_dir) {
-  std::vector<std::pair<int64_t, fs::path>> out;
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(output_dir, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    std::string name = it->path().filename().string();
-    int64_t step = 0;
-    if (absl::StartsWith(name, "checkpoint-") && absl::SimpleAtoi(name.substr(11), &step) &&
-        fs::exists(it->path() / kStateFile)) {
-      out.push_back({step, it->path()});
-    }
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 }  // namespace
 
 uint64_t SampleSeed(uint64_t seed, uint64_t step, const std::string& key, int occurrence) {
@@ -146,19 +128,6 @@ uint64_t SampleSeed(uint64_t seed, uint64_t step, const std::string& key, int oc
     return z ^ (z >> 31);
   };
   return mix(mix(mix(seed + 0x9E3779B97F4A7C15ull) ^ step) ^ h) ^ static_cast<uint64_t>(occurrence);
-}
-
-absl::StatusOr<std::string> ResolveCheckpoint(const std::string& output_dir,
-                                              const std::string& resume_from) {
-  if (resume_from == "latest") {
-    auto all = ListCheckpoints(output_dir);
-    if (all.empty()) return absl::NotFoundError(absl::StrCat("no checkpoint-N in ", output_dir));
-    return all.back().second.string();
-  }
-  if (!fs::exists(fs::path(resume_from) / kStateFile)) {
-    return absl::NotFoundError(absl::StrCat(resume_from, " has no ", kStateFile));
-  }
-  return resume_from;
 }
 
 struct Trainer::State {
@@ -186,9 +155,10 @@ struct Trainer::State {
   std::map<std::string, int> occurrences;  // of each sample key this step
   int64_t skipped = 0;
   int64_t samples_seen = 0;
-  std::vector<std::string> sample_prompts;
-  std::unique_ptr<metrics::EventWriter> events;
-  std::unique_ptr<metrics::JsonlWriter> jsonl;
+  // Outputs.
+  std::unique_ptr<StepRecorder> recorder;  // metrics.jsonl and TensorBoard
+  std::unique_ptr<SampleWriter> sample_writer;
+  std::unique_ptr<CheckpointWriter> checkpoint_writer;
   std::function<void(std::vector<at::Tensor>&)> hook;
 
   // Conditioning of a batch of captions: hidden states, and for SDXL the
@@ -296,7 +266,7 @@ struct Trainer::State {
   }
 
   absl::Status RestoreFrom(const std::string& checkpoint) {
-    const std::string path = checkpoint + "/" + kStateFile;
+    const std::string path = checkpoint + "/" + kTrainingStateFile;
     std::map<std::string, std::string> meta;
     ASSIGN_OR_RETURN(auto tensors, model::LoadTensors(path, &meta));
     return Restore(path, tensors, meta);
@@ -470,20 +440,16 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     ASSIGN_OR_RETURN(s->loader, data::DataLoader::Start(s->samples, LoaderOptionsFor(o), s->position));
   }
 
-  s->sample_prompts = o.sample_prompts;
-  if (s->sample_prompts.empty()) {
-    std::set<std::string> seen;
-    for (const auto& ref : s->samples) {
-      if (s->sample_prompts.size() >= 4) break;
-      if (!ref.has_caption) continue;
-      auto text = data::ReadRange(ref.caption, 4096);
-      if (!text.ok()) continue;
-      std::string c = data::CleanCaption(*text);
-      if (!c.empty() && seen.insert(c).second) s->sample_prompts.push_back(c);
-    }
-  }
-  ASSIGN_OR_RETURN(s->events, metrics::EventWriter::Create(o.output_dir + "/logs"));
-  ASSIGN_OR_RETURN(s->jsonl, metrics::JsonlWriter::Open(o.output_dir + "/metrics.jsonl"));
+  ASSIGN_OR_RETURN(s->recorder, StepRecorder::Open(o.output_dir + "/metrics.jsonl",
+                                                   o.output_dir + "/logs", "train/"));
+  SampleWriterOptions so;
+  so.output_dir = o.output_dir;
+  so.prompts = o.sample_prompts.empty() ? PromptsFromCaptions(s->samples) : o.sample_prompts;
+  so.steps = o.sample_steps;
+  so.guidance = o.sample_guidance;
+  so.resolution = o.resolution;
+  s->sample_writer = std::make_unique<SampleWriter>(std::move(so), s->recorder.get());
+  s->checkpoint_writer = std::make_unique<CheckpointWriter>(o.output_dir, o.keep_checkpoints);
   return std::unique_ptr<Trainer>(new Trainer(std::move(s)));
 }
 
@@ -749,78 +715,39 @@ const TrainerOptions& Trainer::options() const { return s_->o; }
 
 absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   State& s = *s_;
-  const fs::path final_dir = fs::path(s.o.output_dir) / absl::StrCat("checkpoint-", s.step);
-  const fs::path tmp = fs::path(final_dir.string() + ".tmp");
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
-  fs::create_directories(tmp, ec);
-  if (ec) return absl::PermissionDeniedError(absl::StrCat("cannot create ", tmp.string()));
-  // The frozen parts and the index, linked from the source folder.
-  RETURN_IF_ERROR(LinkOrCopyTree(s.source_dir, tmp.string(), [&](const std::string& name) {
+  // The frozen parts and the index are linked from the source folder; the
+  // trained parts and the training state are written.
+  auto link = [&](const std::string& name) {
     if (name == "unet" || name == "unet_ema" || absl::StartsWith(name, "checkpoint-")) return false;
     if (s.o.train_text_encoder && absl::StartsWith(name, "text_encoder")) return false;
     return name == "model_index.json" || fs::is_directory(fs::path(s.source_dir) / name);
-  }));
-  RETURN_IF_ERROR(s.model->unet->Save((tmp / "unet").string()));
-  if (s.o.train_text_encoder) {
-    RETURN_IF_ERROR(s.model->text_encoder->Save((tmp / "text_encoder").string()));
-    if (s.model->text_encoder_2) {
-      RETURN_IF_ERROR(s.model->text_encoder_2->Save((tmp / "text_encoder_2").string()));
+  };
+  auto write = [&](const std::string& dir) -> absl::Status {
+    RETURN_IF_ERROR(s.model->unet->Save(dir + "/unet"));
+    if (s.o.train_text_encoder) {
+      RETURN_IF_ERROR(s.model->text_encoder->Save(dir + "/text_encoder"));
+      if (s.model->text_encoder_2) {
+        RETURN_IF_ERROR(s.model->text_encoder_2->Save(dir + "/text_encoder_2"));
+      }
     }
-  }
-  if (s.ema) {
-    s.SwapEma();
-    absl::Status saved = s.model->unet->Save((tmp / "unet_ema").string());
-    s.SwapEma();
-    RETURN_IF_ERROR(saved);
-  }
-  RETURN_IF_ERROR(model::SaveTensors((tmp / kStateFile).string(), s.StateTensors(), s.StateMetadata()));
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp, final_dir, ec);
-  if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp.string(), ": ", ec.message()));
-  auto all = ListCheckpoints(s.o.output_dir);
-  for (size_t i = 0; i + s.o.keep_checkpoints < all.size(); ++i) fs::remove_all(all[i].second, ec);
-  return final_dir.string();
+    if (s.ema) {
+      s.SwapEma();
+      absl::Status saved = s.model->unet->Save(dir + "/unet_ema");
+      s.SwapEma();
+      RETURN_IF_ERROR(saved);
+    }
+    return model::SaveTensors(dir + "/" + kTrainingStateFile, s.StateTensors(), s.StateMetadata());
+  };
+  return s.checkpoint_writer->Write(s.step, s.source_dir, link, write);
 }
 
 absl::StatusOr<std::string> Trainer::WriteSamples() {
   State& s = *s_;
-  if (s.sample_prompts.empty()) return absl::FailedPreconditionError("no sample prompts");
-  ASSIGN_OR_RETURN(auto pipe, pipeline::Txt2ImgPipeline::Create(s.model.get()));
-  const int grid = pipe.vae_scale() * (1 << (s.model->unet->config().block_out_channels.size() - 1));
-  const int size = std::max(grid, s.o.resolution / grid * grid);
+  if (!s.sample_writer->has_prompts()) return absl::FailedPreconditionError("no sample prompts");
+  // Samples show the EMA weights when there are any (what a user would ship).
   if (s.ema) s.SwapEma();
-  std::vector<RgbImage> images;
-  absl::Status status;
-  for (size_t i = 0; i < s.sample_prompts.size() && status.ok(); ++i) {
-    pipeline::Txt2ImgOptions po;
-    po.prompt = s.sample_prompts[i];
-    po.steps = s.o.sample_steps;
-    po.guidance = s.o.sample_guidance;
-    po.seed = 1000 + i;  // fixed across the run, so grids are comparable
-    po.width = po.height = size;
-    auto image = pipe.Generate(po);
-    if (!image.ok()) {
-      status = image.status();
-      break;
-    }
-    auto rgb = pipeline::ToRgbImage(*image);
-    if (!rgb.ok()) status = rgb.status();
-    else images.push_back(std::move(*rgb));
-  }
+  absl::StatusOr<std::string> path = s.sample_writer->Write(s.model.get(), s.step);
   if (s.ema) s.SwapEma();
-  RETURN_IF_ERROR(status);
-  ASSIGN_OR_RETURN(RgbImage grid_image, pipeline::MakeGrid(images, 4));
-  ASSIGN_OR_RETURN(std::string png, EncodePng(grid_image));
-  std::string dir = s.o.output_dir + "/samples";
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  std::string path = absl::StrFormat("%s/step-%06d.png", dir, s.step);
-  RETURN_IF_ERROR(WriteFileAtomically(path, png));
-  std::string prompts;
-  for (const auto& p : s.sample_prompts) prompts += p + "\n";
-  RETURN_IF_ERROR(WriteFileAtomically(dir + "/prompts.txt", prompts));
-  RETURN_IF_ERROR(s.events->AddImage("samples", s.step, grid_image));
   return path;
 }
 
@@ -851,53 +778,51 @@ absl::Status Trainer::RecordMetrics(const StepReport& r, const std::map<std::str
                                        {"epoch", double(s.epoch)},
                                        {"skipped_steps", double(s.skipped)}};
   for (const auto& [k, v] : extra) row[k] = v;
-  RETURN_IF_ERROR(s.jsonl->Write(row));
-  for (const auto& [k, v] : row) {
-    if (k == "step" || k == "epoch") continue;
-    RETURN_IF_ERROR(s.events->AddScalar("train/" + k, r.step, v));
-  }
-  return absl::OkStatus();
+  return s.recorder->Record(r.step, row);
 }
+
+namespace {
+
+// The one-peer run as RunLoop drives it: the trainer's own steps and outputs.
+class LocalRun : public SteppedRun {
+ public:
+  LocalRun(Trainer* trainer, StepRecorder* recorder, bool has_prompts)
+      : trainer_(trainer), recorder_(recorder), has_prompts_(has_prompts) {}
+  int64_t step() const override { return trainer_->step(); }
+  absl::StatusOr<StepReport> TakeStep() override { return trainer_->Step(); }
+  absl::Status Record(const StepReport& r, const std::map<std::string, double>& extra) override {
+    return trainer_->RecordMetrics(r, extra);
+  }
+  absl::StatusOr<std::string> SaveCheckpoint() override { return trainer_->SaveCheckpoint(); }
+  absl::StatusOr<std::string> WriteSamples() override {
+    if (!has_prompts_) return absl::UnimplementedError("no sample prompts");
+    return trainer_->WriteSamples();
+  }
+  absl::Status Finish() override { return recorder_->Flush(); }
+
+ private:
+  Trainer* const trainer_;
+  StepRecorder* const recorder_;
+  const bool has_prompts_;
+};
+
+}  // namespace
 
 absl::Status Trainer::Run() {
   State& s = *s_;
   const TrainerOptions& o = s.o;
-  ProgressLine progress("training", o.max_steps, "steps");
-  double window_samples = 0, window_seconds = 0;
-  double ema_loss = NAN;
   LOG(INFO) << "training " << s.params.size()
-            << (o.train_text_encoder ? " tensors (UNet and text encoder)" : " UNet tensors") << " from step " << s.step << " to "
-            << o.max_steps << ", batch " << o.batch_size << " x " << o.gradient_accumulation_steps
-            << " accumulation, output in " << o.output_dir;
-  if (s.step == 0 && o.image_log_steps > 0 && !s.sample_prompts.empty()) {
-    ASSIGN_OR_RETURN(std::string grid, WriteSamples());
-    LOG(INFO) << "samples before training: " << grid;
-  }
-  while (s.step < o.max_steps) {
-    ASSIGN_OR_RETURN(StepReport r, Step());
-    window_samples += r.samples;
-    window_seconds += r.seconds;
-    const double rate = window_seconds > 0 ? window_samples / window_seconds : 0;
-    ema_loss = std::isnan(ema_loss) ? r.loss : 0.9 * ema_loss + 0.1 * r.loss;
-    RETURN_IF_ERROR(RecordMetrics(r, {{"loss_smoothed", ema_loss}, {"images_per_second", rate}}));
-    progress.Update(r.step, 0,
-                    absl::StrFormat("loss %.4f lr %.2e %.1f img/s", ema_loss, r.lr, rate));
-    const bool last = s.step == o.max_steps;
-    if ((o.save_steps > 0 && s.step % o.save_steps == 0) || last) {
-      ASSIGN_OR_RETURN(std::string dir, SaveCheckpoint());
-      LOG(INFO) << "checkpoint: " << dir;
-    }
-    if (o.image_log_steps > 0 && (s.step % o.image_log_steps == 0 || last) && !s.sample_prompts.empty()) {
-      ASSIGN_OR_RETURN(std::string grid, WriteSamples());
-      LOG(INFO) << "samples: " << grid;
-    }
-  }
-  RETURN_IF_ERROR(s.events->Flush());
-  // The final line carries the run's rate too: a short run may print no
-  // other line (progress lines are rate-limited).
-  progress.Finish(absl::StrFormat("loss %.4f, %.1f img/s, %d steps skipped", ema_loss,
-                                  window_seconds > 0 ? window_samples / window_seconds : 0.0,
-                                  s.skipped));
+            << (o.train_text_encoder ? " tensors (UNet and text encoder)" : " UNet tensors")
+            << " from step " << s.step << " to " << o.max_steps << ", batch " << o.batch_size
+            << " x " << o.gradient_accumulation_steps << " accumulation, output in "
+            << o.output_dir;
+  LocalRun run(this, s.recorder.get(), s.sample_writer->has_prompts());
+  RunLoopOptions ro;
+  ro.max_steps = o.max_steps;
+  ro.outputs.save_steps = o.save_steps;
+  ro.outputs.image_log_steps = o.image_log_steps;
+  RETURN_IF_ERROR(RunLoop(ro, &run));
+  if (s.skipped > 0) LOG(WARNING) << s.skipped << " steps skipped (non-finite gradients)";
   return absl::OkStatus();
 }
 

@@ -29,6 +29,10 @@
 
 #include "absl/status/statusor.h"
 #include "trainer/data/data_loader.h"
+#include "trainer/training/checkpoint_writer.h"
+#include "trainer/training/sample_writer.h"
+#include "trainer/training/step_recorder.h"
+#include "trainer/training/step_report.h"
 
 namespace dd::training {
 
@@ -92,21 +96,10 @@ struct TrainerOptions {
 // The data loader settings these options ask for.
 data::LoaderOptions LoaderOptionsFor(const TrainerOptions& options);
 
-// What one optimizer step did.
 // The device `name` asks for ("cpu", "cuda", "cuda:N", "auto").
 // InvalidArgument for a malformed name; FailedPrecondition for a GPU that
 // this libtorch build or machine does not have.
 absl::StatusOr<at::Device> ResolveDevice(const std::string& name);
-
-struct StepReport {
-  int64_t step = 0;      // after the update (1-based)
-  double loss = 0;       // mean over the micro-batches
-  double grad_norm = 0;  // before clipping
-  double lr = 0;
-  bool skipped = false;  // non-finite gradients: no update
-  int64_t samples = 0;
-  double seconds = 0;
-};
 
 class Trainer {
  public:
@@ -117,7 +110,8 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& options);
   ~Trainer();
 
-  // Trains until max_steps (progress line, metrics, checkpoints, samples).
+  // Trains until max_steps on its own dataset through RunLoop (run_loop.h):
+  // progress line, metrics, checkpoints and sample grids on its schedule.
   absl::Status Run();
 
   // One optimizer step (gradient_accumulation_steps micro-batches from the
@@ -189,10 +183,12 @@ class Trainer {
 
   const TrainerOptions& options() const;
 
-  // Writes checkpoint-<step> now and prunes old ones.
+  // Writes checkpoint-<step> now (CheckpointWriter: a diffusers folder,
+  // frozen parts linked, and the training state) and prunes old ones.
   absl::StatusOr<std::string> SaveCheckpoint();
 
-  // Writes the sample grid for the current weights; returns its path.
+  // Writes the sample grid of the current weights (the EMA weights when
+  // there are any) through SampleWriter; returns its path.
   absl::StatusOr<std::string> WriteSamples();
 
   int64_t step() const;
@@ -217,11 +213,6 @@ class Trainer {
 // The seed of a sample's random numbers (latent sample, noise, timestep) at
 // `step`; `occurrence` counts earlier uses of the same key in the step.
 uint64_t SampleSeed(uint64_t seed, uint64_t step, const std::string& key, int occurrence);
-
-// The checkpoint folder `resume_from` names: "latest" is the newest
-// checkpoint-N in `output_dir`. NotFound when there is none.
-absl::StatusOr<std::string> ResolveCheckpoint(const std::string& output_dir,
-                                              const std::string& resume_from);
 
 }  // namespace dd::training
 
