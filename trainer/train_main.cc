@@ -21,7 +21,7 @@
 #include "common/status/status_macros.h"
 #include "common/rpc/security.h"
 #include "trainer/collab/peer.h"
-#include "trainer/training/trainer.h"
+#include "trainer/training/local_run.h"
 #include "trainer/training/vae_trainer.h"
 
 DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune.");
@@ -168,9 +168,9 @@ absl::Status Run(int, char**) {
     std::cout << "collaborative training finished; outputs in " << o.output_dir << "\n";
     return absl::OkStatus();
   }
-  ASSIGN_OR_RETURN(auto trainer, dd::training::Trainer::Create(o));
-  RETURN_IF_ERROR(trainer->Run());
-  std::cout << "trained to step " << trainer->step() << "; checkpoints, samples/ and logs/ are in "
+  ASSIGN_OR_RETURN(auto run, dd::training::LocalRun::Create(o));
+  RETURN_IF_ERROR(run->Run());
+  std::cout << "trained to step " << run->step() << "; checkpoints, samples/ and logs/ are in "
             << o.output_dir << " (tensorboard --logdir " << o.output_dir << "/logs)\n";
   return absl::OkStatus();
 }

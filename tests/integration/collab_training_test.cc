@@ -432,7 +432,6 @@ TEST_F(CollabTrainingTest, TwoPeersEqualOneTrainerAtTheirCombinedBatch) {
   training::TrainerOptions o;
   o.model_dir = std::string(std::getenv("FIXTURES_DIR")) + "/tiny-sd1/model";
   o.output_dir = dir_ + "/reference";
-  o.external_data = true;
   o.batch_size = 8;
   o.resolution = 32;
   o.lr = 1e-3;

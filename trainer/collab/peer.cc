@@ -265,7 +265,6 @@ class TrainerWorkload final : public PeerWorkload {
   static absl::StatusOr<std::unique_ptr<PeerWorkload>> Create(const WorkloadContext& c) {
     auto w = std::unique_ptr<TrainerWorkload>(new TrainerWorkload());
     training::TrainerOptions to = c.options->trainer;
-    to.external_data = true;
     // The trainer counts its own optimizer steps: one per global step when
     // averaging gradients, H per outer step (the inner schedule spans them).
     to.max_steps = c.sync.mode == SyncMode::kOuter ? c.max_steps * c.sync.outer.local_steps

@@ -35,7 +35,6 @@ absl::Status Run(int, char**) {
   o.output_dir = (std::filesystem::temp_directory_path() /
                   absl::StrFormat("eval_loss-%d", static_cast<int>(getpid())))
                      .string();
-  o.external_data = true;
   o.resolution = FLAGS_resolution;
   o.batch_size = FLAGS_batch_size;
   o.seed = FLAGS_seed;

@@ -27,7 +27,7 @@
 #include "trainer/model/unet.h"
 #include "trainer/model/vae.h"
 #include "trainer/training/optimizer.h"
-#include "trainer/training/trainer.h"
+#include "trainer/training/local_run.h"
 
 DEFINE_string(model_dir, "", "A diffusers model folder.");
 DEFINE_int32(batch, 4, "Batch size.");
@@ -75,10 +75,10 @@ absl::Status Run(int, char**) {
     o.max_steps = 1000;
     o.use_8bit_adam = eight_bit;
     o.gradient_checkpointing = checkpointing;
-    ASSIGN_OR_RETURN(auto trainer, dd::training::Trainer::Create(o));
-    RETURN_IF_ERROR(trainer->Step().status());  // warm-up
+    ASSIGN_OR_RETURN(auto run, dd::training::LocalRun::Create(o));
+    RETURN_IF_ERROR(run->TakeStep().status());  // warm-up
     auto t0 = Clock::now();
-    for (int i = 0; i < FLAGS_steps; ++i) RETURN_IF_ERROR(trainer->Step().status());
+    for (int i = 0; i < FLAGS_steps; ++i) RETURN_IF_ERROR(run->TakeStep().status());
     const double step_s = std::chrono::duration<double>(Clock::now() - t0).count() / FLAGS_steps;
     if (forward_s == 0) {
       // Baseline: the UNet forward alone on a batch of the same latent size.

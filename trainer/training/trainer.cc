@@ -35,7 +35,6 @@
 #include "trainer/training/loss_scaler.h"
 #include "trainer/training/lr_schedule.h"
 #include "trainer/training/optimizer.h"
-#include "trainer/training/run_loop.h"
 
 namespace dd::training {
 namespace {
@@ -73,8 +72,8 @@ absl::StatusOr<at::Device> ResolveDevice(const std::string& name) {
 namespace {
 
 absl::Status CheckOptions(const TrainerOptions& o) {
-  if (o.model_dir.empty() || (o.dataset_dir.empty() && !o.external_data) || o.output_dir.empty()) {
-    return absl::InvalidArgumentError("--model_dir, --dataset_dir and --output_dir are required");
+  if (o.model_dir.empty() || o.output_dir.empty()) {
+    return absl::InvalidArgumentError("--model_dir and --output_dir are required");
   }
   if (o.batch_size < 1 || o.gradient_accumulation_steps < 1 || o.max_steps < 1 ||
       o.resolution < 8 || o.save_steps < 0 || o.image_log_steps < 0 || o.keep_checkpoints < 1 ||
@@ -142,8 +141,6 @@ struct Trainer::State {
   LossScaler scaler;
   at::Device device{at::kCPU};
   bool loss_scaling = false;  // fp16, or forced
-  std::vector<data::SampleRef> samples;
-  std::unique_ptr<data::DataLoader> loader;
   data::DataPosition position;  // after the last batch trained
   int64_t epoch = 0;
   int64_t step = 0;
@@ -370,18 +367,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
   if (!schedule.ok()) return absl::FailedPreconditionError(std::string(schedule.status().message()));
   s->schedule = std::make_unique<diffusion::NoiseSchedule>(*schedule);
 
-  if (!o.external_data) {
-    auto listing = data::ListSamples(o.dataset_dir);
-    if (!listing.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("dataset ", o.dataset_dir, ": ", listing.status().message()));
-    }
-    s->samples = std::move(listing->samples);
-    LOG(INFO) << "dataset " << o.dataset_dir << ": " << s->samples.size() << " samples ("
-              << listing->without_caption << " without caption, " << listing->skipped_files
-              << " files skipped)";
-  }
-
   LrScheduleOptions lro;
   lro.name = o.lr_scheduler;
   lro.warmup_steps = o.lr_warmup_steps;
@@ -436,15 +421,11 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     LOG(INFO) << "resumed from " << checkpoint << " at step " << s->step;
   }
 
-  if (!o.external_data) {
-    ASSIGN_OR_RETURN(s->loader, data::DataLoader::Start(s->samples, LoaderOptionsFor(o), s->position));
-  }
-
   ASSIGN_OR_RETURN(s->recorder, StepRecorder::Open(o.output_dir + "/metrics.jsonl",
                                                    o.output_dir + "/logs", "train/"));
   SampleWriterOptions so;
   so.output_dir = o.output_dir;
-  so.prompts = o.sample_prompts.empty() ? PromptsFromCaptions(s->samples) : o.sample_prompts;
+  so.prompts = o.sample_prompts;
   so.steps = o.sample_steps;
   so.guidance = o.sample_guidance;
   so.resolution = o.resolution;
@@ -633,17 +614,6 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
   return r;
 }
 
-absl::StatusOr<StepReport> Trainer::Step() {
-  State& s = *s_;
-  if (!s.loader) return absl::FailedPreconditionError("this trainer has no dataset of its own");
-  for (int micro = 0; micro < s.o.gradient_accumulation_steps; ++micro) {
-    ASSIGN_OR_RETURN(std::optional<data::Batch> batch, s.loader->Next());
-    if (!batch.has_value()) return absl::OutOfRangeError("the dataset ended");
-    RETURN_IF_ERROR(AccumulateBatch(*batch).status());
-  }
-  return ApplyUpdate(nullptr);
-}
-
 std::string Trainer::ParameterHash() const {
   Sha256 hash;
   for (const auto& p : s_->params) {
@@ -781,49 +751,8 @@ absl::Status Trainer::RecordMetrics(const StepReport& r, const std::map<std::str
   return s.recorder->Record(r.step, row);
 }
 
-namespace {
+absl::Status Trainer::FlushRecords() { return s_->recorder->Flush(); }
 
-// The one-peer run as RunLoop drives it: the trainer's own steps and outputs.
-class LocalRun : public SteppedRun {
- public:
-  LocalRun(Trainer* trainer, StepRecorder* recorder, bool has_prompts)
-      : trainer_(trainer), recorder_(recorder), has_prompts_(has_prompts) {}
-  int64_t step() const override { return trainer_->step(); }
-  absl::StatusOr<StepReport> TakeStep() override { return trainer_->Step(); }
-  absl::Status Record(const StepReport& r, const std::map<std::string, double>& extra) override {
-    return trainer_->RecordMetrics(r, extra);
-  }
-  absl::StatusOr<std::string> SaveCheckpoint() override { return trainer_->SaveCheckpoint(); }
-  absl::StatusOr<std::string> WriteSamples() override {
-    if (!has_prompts_) return absl::UnimplementedError("no sample prompts");
-    return trainer_->WriteSamples();
-  }
-  absl::Status Finish() override { return recorder_->Flush(); }
-
- private:
-  Trainer* const trainer_;
-  StepRecorder* const recorder_;
-  const bool has_prompts_;
-};
-
-}  // namespace
-
-absl::Status Trainer::Run() {
-  State& s = *s_;
-  const TrainerOptions& o = s.o;
-  LOG(INFO) << "training " << s.params.size()
-            << (o.train_text_encoder ? " tensors (UNet and text encoder)" : " UNet tensors")
-            << " from step " << s.step << " to " << o.max_steps << ", batch " << o.batch_size
-            << " x " << o.gradient_accumulation_steps << " accumulation, output in "
-            << o.output_dir;
-  LocalRun run(this, s.recorder.get(), s.sample_writer->has_prompts());
-  RunLoopOptions ro;
-  ro.max_steps = o.max_steps;
-  ro.outputs.save_steps = o.save_steps;
-  ro.outputs.image_log_steps = o.image_log_steps;
-  RETURN_IF_ERROR(RunLoop(ro, &run));
-  if (s.skipped > 0) LOG(WARNING) << s.skipped << " steps skipped (non-finite gradients)";
-  return absl::OkStatus();
-}
+const data::DataPosition& Trainer::data_position() const { return s_->position; }
 
 }  // namespace dd::training

@@ -1,8 +1,12 @@
-// Trainer: fine-tunes a Stable Diffusion UNet on one peer, the way
-// diffusers' train_text_to_image does: frozen VAE and text encoder, uniform
+// Trainer: the training step of a Stable Diffusion UNet, the way diffusers'
+// train_text_to_image does it: frozen VAE and text encoder, uniform
 // timesteps, epsilon or v targets, MSE (optionally min-SNR weighted), AdamW
 // or 8-bit AdamW, a learning-rate schedule, gradient accumulation and
-// clipping, optional EMA, and dynamic loss scaling under fp16.
+// clipping, optional EMA, and dynamic loss scaling under fp16. It takes its
+// batches from its caller (LocalRun: a dataset folder; a collaboration's
+// peer: leased chunks) and exports and imports its state and its flat
+// gradient and weights for averaging. Its outputs go through
+// CheckpointWriter, SampleWriter and StepRecorder.
 //
 // Everything a run needs to continue exactly is checkpointed: fp32 weights,
 // optimizer moments, EMA, loss scale, step, the random generator and the
@@ -38,7 +42,7 @@ namespace dd::training {
 
 struct TrainerOptions {
   std::string model_dir;
-  std::string dataset_dir;
+  std::string dataset_dir;  // LocalRun's; the Trainer takes its batches from its caller
   std::string output_dir;
 
   // Data.
@@ -88,9 +92,6 @@ struct TrainerOptions {
   int sample_steps = 20;
   double sample_guidance = 7.5;
   std::string resume_from;  // "", "latest", or a checkpoint folder
-  // Batches come from the caller (AccumulateBatch), not from dataset_dir:
-  // the collaborative peer feeds leased chunks.
-  bool external_data = false;
 };
 
 // The data loader settings these options ask for.
@@ -110,16 +111,8 @@ class Trainer {
   static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainerOptions& options);
   ~Trainer();
 
-  // Trains until max_steps on its own dataset through RunLoop (run_loop.h):
-  // progress line, metrics, checkpoints and sample grids on its schedule.
-  absl::Status Run();
-
-  // One optimizer step (gradient_accumulation_steps micro-batches from the
-  // trainer's own dataset): AccumulateBatch, then ApplyUpdate(nullptr).
-  absl::StatusOr<StepReport> Step();
-
-  // The pieces of a step, for collaborative training, where the gradient
-  // applied is the collaboration's average:
+  // A step is AccumulateBatch for each micro-batch, then ApplyUpdate: with
+  // the local gradient (LocalRun), or with a collaboration's average.
   // Forward and backward of one batch; gradients add up until ApplyUpdate
   // or DropAccumulated. Returns the batch's mean loss.
   absl::StatusOr<double> AccumulateBatch(const data::Batch& batch);
@@ -180,6 +173,12 @@ class Trainer {
   // Appends a step's numbers (and `extra` ones) to metrics.jsonl and the
   // TensorBoard file under "train/".
   absl::Status RecordMetrics(const StepReport& report, const std::map<std::string, double>& extra);
+  // Writes what RecordMetrics and WriteSamples buffered to disk.
+  absl::Status FlushRecords();
+
+  // Where in its data the training stands: the position after the last
+  // batch trained (restored from a checkpoint), for a loader to resume at.
+  const data::DataPosition& data_position() const;
 
   const TrainerOptions& options() const;
 

@@ -1,5 +1,7 @@
 #include "trainer/training/trainer.h"
 
+#include "trainer/training/local_run.h"
+
 #include <filesystem>
 #include <fstream>
 
@@ -62,6 +64,7 @@ std::vector<at::Tensor> Weights(const Trainer& t) {
   for (auto& [name, value] : t.ParametersForTest()) out.push_back(value.clone());
   return out;
 }
+std::vector<at::Tensor> Weights(const LocalRun& run) { return Weights(*run.trainer()); }
 
 void ExpectIdentical(const std::vector<at::Tensor>& a, const std::vector<at::Tensor>& b) {
   ASSERT_EQ(a.size(), b.size());
@@ -76,29 +79,29 @@ TEST(Trainer, ResumeIsExact) {
     straight.use_8bit_adam = eight_bit;
     straight.use_ema = eight_bit;
     straight.ema_decay = 0.9;
-    auto a = Trainer::Create(straight);
+    auto a = LocalRun::Create(straight);
     ASSERT_TRUE(a.ok()) << a.status();
-    for (int i = 0; i < 20; ++i) ASSERT_TRUE((*a)->Step().ok());
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE((*a)->TakeStep().ok());
     std::vector<at::Tensor> want = Weights(**a);
 
     TrainerOptions split = straight;
     split.output_dir = Tmp("split");
     {
-      auto b = Trainer::Create(split);
+      auto b = LocalRun::Create(split);
       ASSERT_TRUE(b.ok()) << b.status();
-      for (int i = 0; i < 10; ++i) ASSERT_TRUE((*b)->Step().ok());
+      for (int i = 0; i < 10; ++i) ASSERT_TRUE((*b)->TakeStep().ok());
       auto dir = (*b)->SaveCheckpoint();
       ASSERT_TRUE(dir.ok()) << dir.status();
       EXPECT_TRUE(fs::exists(*dir + "/unet/diffusion_pytorch_model.safetensors"));
       EXPECT_TRUE(fs::exists(*dir + "/vae/config.json"));
       EXPECT_EQ(fs::exists(*dir + "/unet_ema/config.json"), eight_bit);
-      for (int i = 0; i < 3; ++i) ASSERT_TRUE((*b)->Step().ok());  // lost work after the checkpoint
+      for (int i = 0; i < 3; ++i) ASSERT_TRUE((*b)->TakeStep().ok());  // lost work after the checkpoint
     }
     split.resume_from = "latest";
-    auto c = Trainer::Create(split);
+    auto c = LocalRun::Create(split);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ((*c)->step(), 10);
-    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*c)->Step().ok());
+    for (int i = 0; i < 10; ++i) ASSERT_TRUE((*c)->TakeStep().ok());
     ExpectIdentical(Weights(**c), want);
   }
 }
@@ -109,7 +112,7 @@ TEST(Trainer, EvalLossIsFixedAndChangesNothing) {
   TrainerOptions o = Options(Tmp("eval"));
   o.random_flip = false;
   o.caption_dropout = 0;
-  auto t = Trainer::Create(o);
+  auto t = LocalRun::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
   auto listing = data::ListSamples(ShapesDataset());
   ASSERT_TRUE(listing.ok());
@@ -120,34 +123,34 @@ TEST(Trainer, EvalLossIsFixedAndChangesNothing) {
   auto batch = (*loader)->Next();
   ASSERT_TRUE(batch.ok() && batch->has_value());
   std::vector<at::Tensor> before = Weights(**t);
-  auto first = (*t)->EvalLoss(**batch);
-  auto again = (*t)->EvalLoss(**batch);
+  auto first = (*t)->trainer()->EvalLoss(**batch);
+  auto again = (*t)->trainer()->EvalLoss(**batch);
   ASSERT_TRUE(first.ok() && again.ok());
   EXPECT_TRUE(std::isfinite(*first));
   EXPECT_EQ(*first, *again);
-  EXPECT_EQ((*t)->accumulated_samples(), 0);
+  EXPECT_EQ((*t)->trainer()->accumulated_samples(), 0);
   ExpectIdentical(Weights(**t), before);
-  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*t)->Step().ok());  // past the lr warm-up from 0
-  auto after = (*t)->EvalLoss(**batch);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE((*t)->TakeStep().ok());  // past the lr warm-up from 0
+  auto after = (*t)->trainer()->EvalLoss(**batch);
   ASSERT_TRUE(after.ok());
   EXPECT_NE(*after, *first);  // the weights changed, the draws did not
-  auto again_after = (*t)->EvalLoss(**batch);
+  auto again_after = (*t)->trainer()->EvalLoss(**batch);
   EXPECT_EQ(*after, *again_after);
 }
 
 TEST(Trainer, NonFiniteGradientsSkipTheStep) {
-  auto t = Trainer::Create(Options(Tmp("nan")));
+  auto t = LocalRun::Create(Options(Tmp("nan")));
   ASSERT_TRUE(t.ok()) << t.status();
-  ASSERT_TRUE((*t)->Step().ok());
+  ASSERT_TRUE((*t)->TakeStep().ok());
   std::vector<at::Tensor> before = Weights(**t);
-  (*t)->SetGradientHookForTest([](std::vector<at::Tensor>& g) { g[3].view(-1)[0] = NAN; });
-  auto r = (*t)->Step();
+  (*t)->trainer()->SetGradientHookForTest([](std::vector<at::Tensor>& g) { g[3].view(-1)[0] = NAN; });
+  auto r = (*t)->TakeStep();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->skipped);
-  EXPECT_EQ((*t)->skipped_steps(), 1);
+  EXPECT_EQ((*t)->trainer()->skipped_steps(), 1);
   ExpectIdentical(Weights(**t), before);
-  (*t)->SetGradientHookForTest(nullptr);
-  r = (*t)->Step();
+  (*t)->trainer()->SetGradientHookForTest(nullptr);
+  r = (*t)->TakeStep();
   ASSERT_TRUE(r.ok());
   EXPECT_FALSE(r->skipped);
   EXPECT_TRUE(std::isfinite(r->loss));
@@ -161,7 +164,7 @@ TEST(Trainer, RunWritesMetricsCheckpointsAndSamples) {
   o.keep_checkpoints = 2;
   o.image_log_steps = 3;
   o.sample_steps = 2;
-  auto t = Trainer::Create(o);
+  auto t = LocalRun::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
   ASSERT_TRUE((*t)->Run().ok());
   EXPECT_FALSE(fs::exists(o.output_dir + "/checkpoint-2"));  // pruned: keep 2
@@ -186,7 +189,7 @@ TEST(Trainer, RunWritesMetricsCheckpointsAndSamples) {
 TEST(Trainer, BadInputsFailAtOnceNamingTheProblem) {
   TrainerOptions o = Options(Tmp("bad"));
   o.model_dir = "/nonexistent/model";
-  auto t = Trainer::Create(o);
+  auto t = LocalRun::Create(o);
   EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(t.status().message().find("/nonexistent/model"), std::string::npos) << t.status();
 
@@ -194,24 +197,24 @@ TEST(Trainer, BadInputsFailAtOnceNamingTheProblem) {
   std::string empty = Tmp("empty_data");
   fs::create_directories(empty);
   o.dataset_dir = empty;
-  t = Trainer::Create(o);
+  t = LocalRun::Create(o);
   EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(t.status().message().find("dataset"), std::string::npos) << t.status();
 
   o = Options("/proc/not_writable");
-  t = Trainer::Create(o);
+  t = LocalRun::Create(o);
   EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(t.status().message().find("output directory"), std::string::npos) << t.status();
 
   o = Options(Tmp("bad3"));
   o.mixed_precision = "fp8";
-  EXPECT_EQ(Trainer::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(LocalRun::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
   o.mixed_precision = "no";
   o.lr_scheduler = "sawtooth";
-  EXPECT_FALSE(Trainer::Create(o).ok());
+  EXPECT_FALSE(LocalRun::Create(o).ok());
   o.lr_scheduler = "constant";
   o.resume_from = "latest";
-  EXPECT_FALSE(Trainer::Create(o).ok());  // nothing to resume
+  EXPECT_FALSE(LocalRun::Create(o).ok());  // nothing to resume
 }
 
 // --train_text_encoder: the encoder's weights get gradients and change, the
@@ -223,16 +226,16 @@ TEST(Trainer, TrainTextEncoderUpdatesSavesAndResumesIt) {
   o.max_steps = 6;
   auto original = model::ClipTextModel::Load(o.model_dir + "/text_encoder");
   ASSERT_TRUE(original.ok());
-  auto t = Trainer::Create(o);
+  auto t = LocalRun::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
   const size_t unet_only = [&] {
     TrainerOptions frozen = Options(Tmp("te_frozen"));
-    return (*Trainer::Create(frozen))->ParametersForTest().size();
+    return (*LocalRun::Create(frozen))->trainer()->ParametersForTest().size();
   }();
-  EXPECT_EQ((*t)->ParametersForTest().size(), unet_only + (*original)->parameters().size());
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->Step().ok());
+  EXPECT_EQ((*t)->trainer()->ParametersForTest().size(), unet_only + (*original)->parameters().size());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
   std::map<std::string, at::Tensor> trained;
-  for (auto& [name, value] : (*t)->ParametersForTest()) {
+  for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) {
     if (absl::StartsWith(name, "text_encoder.")) trained[name.substr(13)] = value.clone();
   }
   ASSERT_EQ(trained.size(), (*original)->parameters().size());
@@ -249,12 +252,12 @@ TEST(Trainer, TrainTextEncoderUpdatesSavesAndResumesIt) {
   for (const auto& p : (*saved)->parameters()) {
     ASSERT_TRUE(at::allclose(p.value, trained.at(p.name), 1e-3, 1e-3)) << p.name;  // file dtype
   }
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->Step().ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
   std::vector<at::Tensor> want = Weights(**t);
   o.resume_from = "latest";
-  auto r = Trainer::Create(o);
+  auto r = LocalRun::Create(o);
   ASSERT_TRUE(r.ok()) << r.status();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*r)->Step().ok());
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*r)->TakeStep().ok());
   ExpectIdentical(Weights(**r), want);
 }
 
@@ -266,12 +269,12 @@ TEST(Trainer, DeviceNamesAreCheckedBeforeAnythingLoads) {
   TrainerOptions o = Options(Tmp("device"));
   if (!at::hasCUDA()) {
     o.device = "cuda";
-    auto t = Trainer::Create(o);
+    auto t = LocalRun::Create(o);
     EXPECT_EQ(t.status().code(), absl::StatusCode::kFailedPrecondition);
     EXPECT_NE(t.status().message().find("CUDA"), std::string::npos) << t.status();
     o.device = "cpu";
     o.mixed_precision = "fp16";
-    EXPECT_EQ(Trainer::Create(o).status().code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(LocalRun::Create(o).status().code(), absl::StatusCode::kFailedPrecondition);
   }
 }
 
@@ -280,45 +283,45 @@ TEST(Trainer, DeviceNamesAreCheckedBeforeAnythingLoads) {
 // scale, and the scale is part of the training state.
 TEST(Trainer, LossScalingIsExactAndBacksOffOnOverflow) {
   TrainerOptions o = Options(Tmp("unscaled"));
-  auto plain = Trainer::Create(o);
+  auto plain = LocalRun::Create(o);
   o.output_dir = Tmp("scaled");
   o.force_loss_scaling = true;
-  auto scaled = Trainer::Create(o);
+  auto scaled = LocalRun::Create(o);
   ASSERT_TRUE(plain.ok() && scaled.ok());
-  EXPECT_EQ((*plain)->loss_scale(), 1.0);
-  EXPECT_EQ((*scaled)->loss_scale(), 65536.0);
+  EXPECT_EQ((*plain)->trainer()->loss_scale(), 1.0);
+  EXPECT_EQ((*scaled)->trainer()->loss_scale(), 65536.0);
   for (int i = 0; i < 3; ++i) {
-    ASSERT_TRUE((*plain)->Step().ok());
-    ASSERT_TRUE((*scaled)->Step().ok());
+    ASSERT_TRUE((*plain)->TakeStep().ok());
+    ASSERT_TRUE((*scaled)->TakeStep().ok());
   }
   ExpectIdentical(Weights(**scaled), Weights(**plain));
   std::vector<at::Tensor> before = Weights(**scaled);
-  (*scaled)->SetGradientHookForTest([](std::vector<at::Tensor>& g) { g[0].view(-1)[0] = INFINITY; });
-  auto r = (*scaled)->Step();
+  (*scaled)->trainer()->SetGradientHookForTest([](std::vector<at::Tensor>& g) { g[0].view(-1)[0] = INFINITY; });
+  auto r = (*scaled)->TakeStep();
   ASSERT_TRUE(r.ok());
   EXPECT_TRUE(r->skipped);
-  EXPECT_EQ((*scaled)->skipped_steps(), 1);
-  EXPECT_EQ((*scaled)->loss_scale(), 32768.0);
+  EXPECT_EQ((*scaled)->trainer()->skipped_steps(), 1);
+  EXPECT_EQ((*scaled)->trainer()->loss_scale(), 32768.0);
   ExpectIdentical(Weights(**scaled), before);
-  (*scaled)->SetGradientHookForTest(nullptr);
-  ASSERT_FALSE((*scaled)->Step()->skipped);
+  (*scaled)->trainer()->SetGradientHookForTest(nullptr);
+  ASSERT_FALSE((*scaled)->TakeStep()->skipped);
   auto dir = (*scaled)->SaveCheckpoint();
   ASSERT_TRUE(dir.ok());
   o.resume_from = *dir;
-  auto resumed = Trainer::Create(o);
+  auto resumed = LocalRun::Create(o);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
-  EXPECT_EQ((*resumed)->loss_scale(), 32768.0);
+  EXPECT_EQ((*resumed)->trainer()->loss_scale(), 32768.0);
 }
 
 TEST(Trainer, Bf16AutocastTrainsOnCpu) {
   TrainerOptions o = Options(Tmp("bf16"));
   o.mixed_precision = "bf16";
-  auto t = Trainer::Create(o);
+  auto t = LocalRun::Create(o);
   ASSERT_TRUE(t.ok()) << t.status();
-  auto r = (*t)->Step();
+  auto r = (*t)->TakeStep();
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(std::isfinite(r->loss));
-  for (auto& [name, value] : (*t)->ParametersForTest()) ASSERT_EQ(value.scalar_type(), at::kFloat) << name;
+  for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) ASSERT_EQ(value.scalar_type(), at::kFloat) << name;
 }
 
 }  // namespace
