@@ -364,7 +364,8 @@ absl::Status RunPeerWith(const PeerOptions& po, const WorkloadFactory& make_work
   LOG(INFO) << "sync: " << SyncModeName(sync_config.mode) << ", codec "
             << averaging::CodecFor(sync_config.codec).name()
             << (sync_config.mode == SyncMode::kOuter
-                    ? absl::StrCat(", H = ", sync_config.outer.local_steps, " local steps, outer lr ",
+                    ? absl::StrCat(", H = ", sync_config.outer.local_steps, " local steps (up to ",
+                                   MaxLocalSteps(sync_config.outer), " while a round has not opened), outer lr ",
                                    sync_config.outer.lr, ", momentum ", sync_config.outer.momentum,
                                    sync_config.outer.overlap ? ", overlapped" : "")
                     : "");

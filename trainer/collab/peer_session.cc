@@ -282,6 +282,14 @@ absl::Status PeerSession::StartRound() {
     ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/true));
     (void)finished;
   }
+  // Take part in the next step at once (with the samples trained so far,
+  // often none): a round's members are the peers that reported toward its
+  // step, so faster peers that reach the target before this peer's first
+  // local step ends do not leave it out (it would drop its work and
+  // download the state).
+  if (state_ == PeerState::kAccumulating && next_step_ < static_cast<uint64_t>(options_.max_steps)) {
+    return ReportAndLook();
+  }
   return absl::OkStatus();
 }
 

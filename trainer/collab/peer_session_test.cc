@@ -37,12 +37,14 @@ SyncConfig Outer(int64_t h, bool overlap) {
   SyncConfig sync;
   sync.mode = SyncMode::kOuter;
   sync.outer.local_steps = h;
+  sync.outer.max_local_steps = h;  // exact step counts for the closed forms
   sync.outer.overlap = overlap;
   return sync;
 }
 
 struct Peer {
-  Peer(const std::string& name, int batch) : id(name), model(kN, kLr), batches(name, batch) {}
+  Peer(const std::string& name, int batch, absl::Duration delay = absl::ZeroDuration())
+      : id(name), model(kN, kLr), batches(name, batch, delay) {}
   std::string id;
   FakeModel model;
   FakeBatches batches;
@@ -52,8 +54,9 @@ struct Peer {
 };
 
 std::unique_ptr<Peer> MakePeer(FakeCollaboration& c, const std::string& name, int batch,
-                               const SessionOptions& so, const SyncConfig& sync) {
-  auto p = std::make_unique<Peer>(name, batch);
+                               const SessionOptions& so, const SyncConfig& sync,
+                               absl::Duration batch_time = absl::ZeroDuration()) {
+  auto p = std::make_unique<Peer>(name, batch, batch_time);
   if (sync.mode == SyncMode::kOuter) {
     auto s = MakeOuterSync(&p->model, sync.outer, 1);
     EXPECT_TRUE(s.ok()) << s.status();
@@ -208,6 +211,36 @@ TEST(PeerSessionTest, WithOverlapLocalStepsRunDuringTheRoundAndTheGlobalWeightsA
   EXPECT_EQ(before_first, 2 * h);
   // After the last round no local step follows: the local weights are θ.
   EXPECT_EQ(HashOfValues(peers[0]->model.weights()), peers[0]->session->stats().hashes.rbegin()->second);
+}
+
+// Peers of different speeds: the fast one goes on past H while the slow one
+// is still short of it, the outer step closes when the two together have
+// gathered the target, and nobody idles, is dropped as stale or
+// resynchronises; the global weights agree.
+TEST(PeerSessionTest, AFastPeerFillsInForASlowOneUpToMaxLocalSteps) {
+  const int h = 4, steps = 3;
+  FakeCollaboration c(/*target=*/2 * h * 2);
+  SessionOptions so = Options(steps);
+  SyncConfig sync = Outer(h, true);
+  sync.outer.max_local_steps = 3 * h;
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.push_back(MakePeer(c, "fast", 2, so, sync, absl::Milliseconds(5)));
+  peers.push_back(MakePeer(c, "slow", 2, so, sync, absl::Milliseconds(25)));
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
+  ASSERT_EQ(peers[0]->session->stats().hashes.size(), static_cast<size_t>(steps));
+  for (const auto& p : peers) {
+    EXPECT_EQ(p->session->stats().stale_dropped, 0) << p->id;
+    EXPECT_EQ(p->session->stats().resyncs, 0) << p->id;
+  }
+  // Five times faster: well over H local steps per outer step for the fast
+  // peer, under H for the slow one, and never past max_local_steps.
+  std::map<double, int> fast_rows, slow_rows;  // local steps by outer step
+  for (const auto& row : peers[0]->model.metrics) ++fast_rows[row.at("outer_step")];
+  for (const auto& row : peers[1]->model.metrics) ++slow_rows[row.at("outer_step")];
+  EXPECT_GT(peers[0]->model.step(), steps * h);
+  EXPECT_LT(peers[1]->model.step(), steps * h);
+  for (const auto& [outer, n] : fast_rows) EXPECT_LE(n, 3 * h) << "outer step " << outer;
 }
 
 TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {

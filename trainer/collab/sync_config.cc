@@ -1,5 +1,7 @@
 #include "trainer/collab/sync_config.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include <cmath>
@@ -67,6 +69,13 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
     }
     c.outer.local_steps = it->get<int64_t>();
   }
+  if (auto it = doc.find("max_local_steps"); it != doc.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < c.outer.local_steps ||
+        it->get<int64_t>() > 1000000) {
+      return Bad("max_local_steps", "an integer in [local_steps, 1000000]");
+    }
+    c.outer.max_local_steps = it->get<int64_t>();
+  }
   absl::Status s = ReadDouble(doc, "outer_lr", 0, 1e6, /*lo_open=*/true, &c.outer.lr);
   if (s.ok()) s = ReadDouble(doc, "outer_momentum", 0, 1, /*lo_open=*/false, &c.outer.momentum);
   if (s.ok()) s = ReadBool(doc, "outer_nesterov", &c.outer.nesterov);
@@ -75,6 +84,11 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
   if (s.ok()) s = CheckSyncConfig(c);
   if (!s.ok()) return s;
   return c;
+}
+
+int64_t MaxLocalSteps(const OuterOptions& options) {
+  return options.max_local_steps > 0 ? std::max(options.max_local_steps, options.local_steps)
+                                     : 2 * options.local_steps;
 }
 
 absl::Status CheckSyncConfig(const SyncConfig& c) {

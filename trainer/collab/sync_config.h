@@ -8,7 +8,9 @@
 //                         of the weights (the pseudo-gradient) and apply one
 //                         outer Nesterov-SGD step (DiLoCo)
 //
-// Outer keys: "local_steps" (H, default 32), "outer_lr" (0.7),
+// Outer keys: "local_steps" (H, default 32), "max_local_steps" (default 2H,
+// at least H: how far a peer trains on while its round has not opened),
+// "outer_lr" (0.7),
 // "outer_momentum" (0.9), "outer_nesterov" (true), "error_feedback" (true:
 // what the codec drops from a peer's pseudo-gradient joins its next one),
 // "overlap" (true: the exchange of outer step k runs while the local steps
@@ -29,6 +31,13 @@ enum class SyncMode { kGradients, kOuter };
 
 struct OuterOptions {
   int64_t local_steps = 32;  // H
+  // Peers of different speeds: a peer whose round has not opened after H
+  // local steps goes on training, up to this many, instead of idling; the
+  // coordinator opens the outer step when the collaboration has gathered
+  // its target of samples, so fast peers fill in for slow ones, and each
+  // contribution is weighted by the samples in it. 0: 2 × H. Equal to H:
+  // every peer stops at H and waits (runs whose step counts must be exact).
+  int64_t max_local_steps = 0;
   double lr = 0.7;
   double momentum = 0.9;
   bool nesterov = true;
@@ -53,6 +62,9 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& run_config_json);
 absl::Status CheckSyncConfig(const SyncConfig& config);
 
 const char* SyncModeName(SyncMode mode);
+
+// OuterOptions::max_local_steps with its default resolved.
+int64_t MaxLocalSteps(const OuterOptions& options);
 
 }  // namespace dd::collab
 

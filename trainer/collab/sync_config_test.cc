@@ -11,6 +11,7 @@ TEST(SyncConfigTest, DefaultsToGradientAveraging) {
   EXPECT_EQ(c->mode, SyncMode::kGradients);
   EXPECT_EQ(c->codec, averaging::CodecId::kNone);
   EXPECT_EQ(c->outer.local_steps, 32);
+  EXPECT_EQ(MaxLocalSteps(c->outer), 64);  // 2H: fast peers fill in for slow ones
   EXPECT_DOUBLE_EQ(c->outer.lr, 0.7);
   EXPECT_DOUBLE_EQ(c->outer.momentum, 0.9);
   EXPECT_TRUE(c->outer.nesterov);
@@ -19,11 +20,12 @@ TEST(SyncConfigTest, DefaultsToGradientAveraging) {
 TEST(SyncConfigTest, ReadsOuterSettings) {
   auto c = ParseSyncConfig(R"({"sync": "outer", "local_steps": 4, "outer_lr": 0.5,
       "outer_momentum": 0.8, "outer_nesterov": false, "error_feedback": false,
-      "overlap": false, "codec": "blockwise8bit"})");
+      "overlap": false, "codec": "blockwise8bit", "max_local_steps": 4})");
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_EQ(c->mode, SyncMode::kOuter);
   EXPECT_EQ(c->codec, averaging::CodecId::kBlockwise8Bit);
   EXPECT_EQ(c->outer.local_steps, 4);
+  EXPECT_EQ(MaxLocalSteps(c->outer), 4);
   EXPECT_DOUBLE_EQ(c->outer.lr, 0.5);
   EXPECT_DOUBLE_EQ(c->outer.momentum, 0.8);
   EXPECT_FALSE(c->outer.nesterov);
@@ -36,7 +38,8 @@ TEST(SyncConfigTest, RefusesBadValuesNamingTheKey) {
                           R"({"local_steps": 2.5})", R"({"outer_lr": 0})",
                           R"({"outer_lr": "fast"})", R"({"outer_momentum": 1.0})",
                           R"({"outer_momentum": -0.1})", R"({"overlap": 1})",
-                          R"({"codec": "zip"})", R"([1, 2])"}) {
+                          R"({"codec": "zip"})", R"([1, 2])",
+                          R"({"local_steps": 8, "max_local_steps": 7})"}) {
     auto c = ParseSyncConfig(bad);
     ASSERT_FALSE(c.ok()) << bad;
     EXPECT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument) << bad;

@@ -120,7 +120,7 @@ class OuterSync final : public Synchronizer {
   bool AtBoundary() const override { return batches_ == 0; }
   int64_t samples() const override { return samples_; }
   bool MayTrain(int64_t) const override {
-    return local_steps_ < options_.local_steps || batches_ > 0;
+    return local_steps_ < MaxLocalSteps(options_) || batches_ > 0;
   }
 
   absl::StatusOr<Contribution> Contribute(uint64_t global_step, bool nan_for_test) override {

@@ -41,7 +41,9 @@ double LrSchedule::At(int64_t step) const {
     return base_lr_ * std::max(0.0, (total - step) / std::max(1.0, total - warm));
   }
   if (n == "cosine") {
-    double progress = (step - warm) / std::max(1.0, total - warm);
+    // Held at its end past total_steps (a collaboration's peer may train a
+    // few steps past the nominal count), not back up the cosine.
+    double progress = std::min(1.0, (step - warm) / std::max(1.0, total - warm));
     return base_lr_ * std::max(0.0, 0.5 * (1.0 + std::cos(M_PI * 2.0 * o_.cosine_cycles * progress)));
   }
   // polynomial

@@ -35,6 +35,7 @@ TEST(LrSchedule, MatchesDiffusersFormulas) {
   EXPECT_DOUBLE_EQ(cos.At(0), 1e-3);
   EXPECT_NEAR(cos.At(50), 0.5e-3, 1e-15);
   EXPECT_NEAR(cos.At(100), 0, 1e-15);
+  EXPECT_NEAR(cos.At(150), 0, 1e-15);  // held at its end, not back up the cosine
   EXPECT_NEAR(cos.At(25), 1e-3 * 0.5 * (1 + std::cos(M_PI * 0.25)), 1e-15);
   LrSchedule poly = Make("polynomial", 0, 100);
   EXPECT_NEAR(poly.At(50), (1e-3 - 1e-7) * 0.5 + 1e-7, 1e-15);

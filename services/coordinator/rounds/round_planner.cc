@@ -63,8 +63,10 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
     round.set_total_samples(total);
     bool any_bandwidth = false;
     for (const auto& [id, r] : reports_) any_bandwidth |= r.bandwidth_mbps > 0;
+    // Every peer that reported toward this step is a member, also with no
+    // samples yet (it announced itself as it started the step and
+    // contributes what it has trained when the round starts).
     for (const auto& [id, r] : reports_) {
-      if (r.samples == 0) continue;
       v1::RoundMember* m = round.add_members();
       m->set_peer_id(id);
       m->set_samples(r.samples);

@@ -1,7 +1,8 @@
 // RoundPlanner: the coordinator side of averaging. Peers report how many
 // samples they accumulated toward the current global step; once the fresh
 // reports add up to the run's target batch size, a round opens with the
-// reporting peers as members, the span of the vector each reduces
+// reporting peers as members (also those that reported 0 samples: a peer
+// announces itself as it starts a step), the span of the vector each reduces
 // (reachable peers share it equally, or by reported bandwidth; client-only
 // and unreachable peers get none), and a deadline. The global step then
 // advances; a peer that was not in the round reports again for the next one.

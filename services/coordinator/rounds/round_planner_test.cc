@@ -35,6 +35,24 @@ TEST(RoundPlanner, OpensARoundWhenReportsReachTheTargetBatch) {
   EXPECT_FALSE(planner.RoundFor("nobody", 0).has_value());
 }
 
+// A peer announces itself with 0 samples as it starts a step; it is a
+// member of that step's round even when faster peers fill the target
+// before its first report with samples.
+TEST(RoundPlanner, APeerThatAnnouncedWithNoSamplesYetIsAMember) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 8;
+  RoundPlanner planner(o, &clock);
+  ASSERT_TRUE(planner.Report("slow", 0, 0, 1, 0, Info).ok());
+  auto r = planner.Report("fast", 0, 8, 1, 0, Info);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->global_step(), 1u);
+  auto round = planner.RoundFor("slow", 0);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->members_size(), 2);
+  EXPECT_EQ(round->total_samples(), 8u);
+}
+
 TEST(RoundPlanner, StaleStepsAndStaleReportsDoNotCount) {
   FakeClock clock;
   RoundPlannerOptions o;

@@ -124,6 +124,7 @@ absl::Status FakeModel::RecordMetrics(const training::StepReport&,
 }
 
 absl::StatusOr<data::Batch> FakeBatches::Next() {
+  if (delay_ > absl::ZeroDuration()) absl::SleepFor(delay_);
   data::Batch b;
   for (int i = 0; i < batch_size_; ++i) b.keys.push_back(absl::StrCat(peer_, "-", next_++));
   return b;

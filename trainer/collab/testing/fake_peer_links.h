@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "services/coordinator/rounds/round_planner.h"
 #include "trainer/collab/peer_links.h"
 
@@ -64,13 +65,16 @@ class FakeModel final : public LocalModel {
 
 class FakeBatches final : public BatchSource {
  public:
-  FakeBatches(std::string peer, int batch_size) : peer_(std::move(peer)), batch_size_(batch_size) {}
+  // Each batch takes `delay` (a slower peer's step time).
+  FakeBatches(std::string peer, int batch_size, absl::Duration delay = absl::ZeroDuration())
+      : peer_(std::move(peer)), batch_size_(batch_size), delay_(delay) {}
   absl::StatusOr<data::Batch> Next() override;
   int64_t handed_out() const { return next_; }
 
  private:
   const std::string peer_;
   const int batch_size_;
+  const absl::Duration delay_;
   std::atomic<int64_t> next_{0};
 };
 
