@@ -1,9 +1,12 @@
 """Compiler options for targets that include libtorch's C++ headers."""
 
-# Debian's libtorch keeps the C++ API headers outside /usr/include proper.
-TORCH_COPTS = [
-    "-isystem",
-    "/usr/include/torch/csrc/api/include",
+load("@libtorch//:defs.bzl", "LIBTORCH_COPTS")
+
+# The libtorch's own include flags (Debian's keeps the C++ API headers
+# outside /usr/include proper; a LIBTORCH folder brings its headers through
+# @libtorch//:torch instead: //bazel:libtorch.bzl), and warnings its headers
+# set off.
+TORCH_COPTS = LIBTORCH_COPTS + [
     "-Wno-unused-parameter",
     "-Wno-deprecated-declarations",
 ]

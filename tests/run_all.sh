@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests beside the code and the multi-process suites
-# under tests/ (all are Bazel test targets). Installs what is missing first.
+# under tests/ (Bazel test targets), then the tests of the build itself
+# (tests/build/*_test.sh, which run Bazel). Installs what is missing first.
 # Exits non-zero on any failure; ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,20 @@ status=${PIPESTATUS[0]}
 passed=$(grep -cE "^//[^ ]+ +(\(cached\) )?PASSED" "$log")
 failed=$(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")
 rm -f "$log"
+
+# Tests of the build itself, which run Bazel and so cannot be Bazel tests.
+for t in tests/build/*_test.sh; do
+  echo
+  echo "== $t"
+  if "$t"; then
+    passed=$((passed + 1))
+    echo "$t PASSED"
+  else
+    failed=$((failed + 1))
+    status=1
+    echo "$t FAILED"
+  fi
+done
 echo
 echo "$passed passed, $failed failed"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then

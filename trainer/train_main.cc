@@ -51,6 +51,11 @@ DEFINE_double(adam_weight_decay, 1e-2, "AdamW decoupled weight decay.");
 DEFINE_string(mixed_precision, "no", "no, fp16 (CUDA only) or bf16.");
 DEFINE_string(device, "cpu", "cpu, cuda, cuda:N, or auto (a GPU when libtorch has CUDA and sees one).");
 DEFINE_bool(gradient_checkpointing, false, "Recompute UNet layers in backward: less memory, ~1 more forward.");
+DEFINE_bool(cudnn_benchmark, true,
+            "Let cuDNN time its convolution algorithms per shape and keep the fastest (GPU).");
+DEFINE_bool(deterministic, false,
+            "Deterministic algorithms only, no cuDNN benchmarking (debugging one peer's numerics, "
+            "exact resumption on a GPU; set CUBLAS_WORKSPACE_CONFIG=:4096:8 for cuBLAS).");
 DEFINE_bool(train_text_encoder, false,
             "Also train the text encoder (same optimizer and learning rate); checkpoints then "
             "carry the trained text_encoder/.");
@@ -118,6 +123,8 @@ absl::Status Run(int, char**) {
   o.noise_offset = FLAGS_noise_offset;
   o.snr_gamma = FLAGS_snr_gamma;
   o.gradient_checkpointing = FLAGS_gradient_checkpointing;
+  o.cudnn_benchmark = FLAGS_cudnn_benchmark;
+  o.deterministic = FLAGS_deterministic;
   o.train_text_encoder = FLAGS_train_text_encoder;
   o.use_ema = FLAGS_use_ema;
   o.ema_decay = FLAGS_ema_decay;

@@ -32,9 +32,10 @@ at::Tensor AlphasCumprod(const ScheduleConfig& c) {
   return at::cumprod(1.0 - betas, 0);
 }
 
+// table[t] shaped to broadcast over `dims` dimensions; `table` is on t's
+// device.
 at::Tensor Gather(const at::Tensor& table, const at::Tensor& t, int64_t dims) {
-  // The table stays on the CPU; the values go where the timesteps are.
-  at::Tensor v = table.index_select(0, t.to(at::kCPU).to(at::kLong)).to(t.device());
+  at::Tensor v = table.index_select(0, t.to(at::kLong));
   std::vector<int64_t> shape = {v.size(0)};
   for (int64_t i = 1; i < dims; ++i) shape.push_back(1);
   return v.view(shape);
@@ -84,14 +85,26 @@ NoiseSchedule::NoiseSchedule(const ScheduleConfig& config)
 
 at::Tensor NoiseSchedule::AddNoise(const at::Tensor& x0, const at::Tensor& noise,
                                    const at::Tensor& t) const {
-  at::Tensor a = Gather(alphas_cumprod_, t, x0.dim());
+  at::Tensor a = Gather(TableOn(t.device()), t, x0.dim());
   return a.sqrt() * x0 + (1.0 - a).sqrt() * noise;
 }
 
 at::Tensor NoiseSchedule::Velocity(const at::Tensor& x0, const at::Tensor& noise,
                                    const at::Tensor& t) const {
-  at::Tensor a = Gather(alphas_cumprod_, t, x0.dim());
+  at::Tensor a = Gather(TableOn(t.device()), t, x0.dim());
   return a.sqrt() * noise - (1.0 - a).sqrt() * x0;
+}
+
+at::Tensor NoiseSchedule::AlphaBar(const at::Tensor& t) const {
+  return TableOn(t.device()).index_select(0, t.to(at::kLong));
+}
+
+at::Tensor NoiseSchedule::TableOn(const at::Device& device) const {
+  if (device.is_cpu()) return alphas_cumprod_;
+  std::lock_guard<std::mutex> lock(device_tables_->mu);
+  at::Tensor& table = device_tables_->by_device[device.str()];
+  if (!table.defined()) table = alphas_cumprod_.to(device);
+  return table;
 }
 
 namespace {

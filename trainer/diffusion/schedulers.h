@@ -7,6 +7,10 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
+#include <memory>
+#include <mutex>
+
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -40,10 +44,24 @@ class NoiseSchedule {
   at::Tensor AddNoise(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const;
   // sqrt(a_t) noise - sqrt(1 - a_t) x0 (the v-prediction target).
   at::Tensor Velocity(const at::Tensor& x0, const at::Tensor& noise, const at::Tensor& t) const;
+  // a_t (alphas_cumprod) for int64 timesteps t [B], on t's device.
+  at::Tensor AlphaBar(const at::Tensor& t) const;
 
  private:
+  // alphas_cumprod on `device`, uploaded once per device: gathering from
+  // the CPU table would bring the timesteps to the host first, and on a GPU
+  // that copy waits for every kernel queued before it.
+  at::Tensor TableOn(const at::Device& device) const;
+
+  struct DeviceTables {
+    std::mutex mu;
+    std::map<std::string, at::Tensor> by_device;  // guarded by mu
+  };
+
   ScheduleConfig config_;
   at::Tensor alphas_cumprod_;
+  // Shared by copies of the schedule (the tables are constant).
+  std::shared_ptr<DeviceTables> device_tables_ = std::make_shared<DeviceTables>();
 };
 
 class DdimSampler {

@@ -7,9 +7,7 @@ namespace dd::training {
 
 at::Tensor MinSnrWeights(const diffusion::NoiseSchedule& schedule, const at::Tensor& timesteps,
                          double gamma) {
-  at::Tensor a = schedule.alphas_cumprod()
-                     .index_select(0, timesteps.to(at::kCPU).to(at::kLong))
-                     .to(timesteps.device());
+  at::Tensor a = schedule.AlphaBar(timesteps);  // on the timesteps' device
   at::Tensor snr = a / (1 - a);
   at::Tensor clipped = at::clamp_max(snr, gamma);
   if (schedule.config().prediction_type == "v_prediction") return clipped / (snr + 1);
@@ -25,8 +23,12 @@ absl::StatusOr<at::Tensor> DiffusionLoss(const model::UNet& unet,
     return absl::InvalidArgumentError("loss inputs: latents [B,C,h,w], noise of the same shape and "
                                       "timesteps [B] are required");
   }
+  // Checked where it costs nothing: on a GPU the check would wait for the
+  // device every micro-batch, and the trainer draws the timesteps on the
+  // CPU in range before moving them.
   const int64_t t_max = schedule.config().num_train_timesteps;
-  if (in.timesteps.min().item<int64_t>() < 0 || in.timesteps.max().item<int64_t>() >= t_max) {
+  if (in.timesteps.is_cpu() &&
+      (in.timesteps.min().item<int64_t>() < 0 || in.timesteps.max().item<int64_t>() >= t_max)) {
     return absl::InvalidArgumentError(absl::StrCat("timesteps must be in [0, ", t_max, ")"));
   }
   at::Tensor noisy = schedule.AddNoise(in.latents, in.noise, in.timesteps);

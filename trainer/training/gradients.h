@@ -11,8 +11,9 @@
 
 namespace dd::training {
 
-// Global L2 norm of the defined tensors (float64 accumulation). NaN or inf
-// when any gradient holds one.
+// Global L2 norm of the defined tensors (float64 accumulation), computed
+// where they are with one transfer of the result. NaN or inf when any
+// gradient holds one.
 double GlobalNorm(const std::vector<at::Tensor>& grads);
 
 // Scales the gradients in place so that their global norm is at most

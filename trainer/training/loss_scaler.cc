@@ -4,14 +4,17 @@ namespace dd::training {
 
 bool LossScaler::Unscale(std::vector<at::Tensor>& grads) const {
   at::NoGradGuard no_grad;
-  bool finite = true;
   const double inv = 1.0 / scale_;
+  // One verdict per tensor, kept where the gradients are; one transfer to
+  // the host for all of them.
+  std::vector<at::Tensor> finite;
+  finite.reserve(grads.size());
   for (at::Tensor& g : grads) {
     if (!g.defined()) continue;
     g.mul_(inv);
-    if (finite && !at::isfinite(g).all().item<bool>()) finite = false;
+    finite.push_back(at::isfinite(g).all());
   }
-  return finite;
+  return finite.empty() || at::stack(finite).all().item<bool>();
 }
 
 void LossScaler::Update(bool found_inf) {

@@ -206,16 +206,61 @@ struct Trainer::State {
 
   // The layout of the flat vectors exchanged with a collaboration (a
   // gradient, the weights): every trained parameter in order, float32.
-  // Flatten writes of(param) for each into `flat` (num_elements() values);
-  // Unflatten gives CPU views of `flat` shaped like the parameters.
-  void Flatten(const std::function<at::Tensor(const at::Tensor&)>& of, float* flat) const {
-    size_t at = 0;
-    for (const auto& p : params) {
-      at::Tensor v = of(p.value).to(at::kCPU, at::kFloat).contiguous();
-      std::memcpy(flat + at, v.data_ptr<float>(), v.numel() * sizeof(float));
-      at += v.numel();
+  //
+  // They cross between the host and the parameters' device in groups of
+  // about kTransferGroup values, one copy per group (on a GPU each copy
+  // from or to pageable memory waits for the device: one per tensor would
+  // be ~700 stalls per step for SD's UNet; one for the whole vector would
+  // need a second model-sized buffer on the device).
+  static constexpr int64_t kTransferGroup = int64_t{1} << 26;  // 256 MB of float32
+
+  // Calls fn(first, end, offset, count) for consecutive parameters
+  // [first, end) holding `count` values from `offset` of the flat layout.
+  void ForEachGroup(const std::function<void(size_t, size_t, int64_t, int64_t)>& fn) const {
+    size_t first = 0;
+    int64_t offset = 0, count = 0;
+    for (size_t i = 0; i < params.size(); ++i) {
+      count += params[i].value.numel();
+      if (count >= kTransferGroup || i + 1 == params.size()) {
+        fn(first, i + 1, offset, count);
+        first = i + 1;
+        offset += count;
+        count = 0;
+      }
     }
   }
+
+  // Writes of(param) for every parameter into `flat` (num_elements()
+  // values).
+  void Flatten(const std::function<at::Tensor(const at::Tensor&)>& of, float* flat) const {
+    ForEachGroup([&](size_t first, size_t end, int64_t offset, int64_t count) {
+      std::vector<at::Tensor> parts;
+      for (size_t i = first; i < end; ++i) {
+        parts.push_back(of(params[i].value).reshape({-1}).to(at::kFloat));
+      }
+      at::Tensor group = parts.size() == 1 ? parts[0] : at::cat(parts);
+      at::from_blob(flat + offset, {count}, at::kFloat).copy_(group);
+    });
+  }
+
+  // `flat` (num_elements() values) on the parameters' device, as one tensor
+  // per parameter shaped like it (views into a copy of each group).
+  std::vector<at::Tensor> Upload(const float* flat) const {
+    std::vector<at::Tensor> views(params.size());
+    ForEachGroup([&](size_t first, size_t end, int64_t offset, int64_t count) {
+      at::Tensor group = at::from_blob(const_cast<float*>(flat) + offset, {count}, at::kFloat)
+                             .to(params[first].value.device(), at::kFloat, /*non_blocking=*/false,
+                                 /*copy=*/true);
+      int64_t at = 0;
+      for (size_t i = first; i < end; ++i) {
+        const int64_t n = params[i].value.numel();
+        views[i] = group.narrow(0, at, n).view(params[i].value.sizes());
+        at += n;
+      }
+    });
+    return views;
+  }
+
   // Sets the parameters to `flat` (or adds it to them), in parameter order.
   absl::Status ChangeParameters(const std::vector<float>& flat, bool add) {
     int64_t n = 0;
@@ -226,13 +271,13 @@ struct Trainer::State {
     }
     try {
       at::NoGradGuard no_grad;
-      std::vector<at::Tensor> views = Unflatten(flat.data());
-      for (size_t i = 0; i < views.size(); ++i) {
+      std::vector<at::Tensor> values = Upload(flat.data());
+      for (size_t i = 0; i < values.size(); ++i) {
         at::Tensor value = params[i].value.detach();
         if (add) {
-          value.add_(views[i].to(value.device()));
+          value.add_(values[i]);
         } else {
-          value.copy_(views[i]);
+          value.copy_(values[i]);
         }
       }
     } catch (const c10::Error& e) {
@@ -240,16 +285,6 @@ struct Trainer::State {
                                               e.what_without_backtrace()));
     }
     return absl::OkStatus();
-  }
-
-  std::vector<at::Tensor> Unflatten(const float* flat) const {
-    std::vector<at::Tensor> views;
-    size_t at = 0;
-    for (const auto& p : params) {
-      views.push_back(at::from_blob(const_cast<float*>(flat) + at, p.value.sizes(), at::kFloat));
-      at += p.value.numel();
-    }
-    return views;
   }
 
   // Swaps the EMA weights into the model (and back on the second call).
@@ -393,6 +428,12 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     }
     LOG(INFO) << "training on " << s->device.str();
   }
+  // Process-wide settings of libtorch (one trainer per process).
+  at::globalContext().setBenchmarkCuDNN(o.cudnn_benchmark && !o.deterministic);
+  if (o.deterministic) {
+    at::globalContext().setDeterministicCuDNN(true);
+    at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
+  }
   s->model->unet->SetGradientCheckpointing(o.gradient_checkpointing);
   for (const auto& p : s->model->unet->parameters()) {
     p.value.requires_grad_(true);
@@ -459,30 +500,29 @@ absl::StatusOr<at::Tensor> Trainer::State::BatchLoss(const data::Batch& batch, u
   {
     at::NoGradGuard no_grad;
     ASSIGN_OR_RETURN(dist, model->vae->Encode(batch.pixels.to(device)));
-    // The per-sample draws below are made on the CPU (the same numbers on
-    // every device and peer); the encoder's statistics join them there.
-    dist.mean = dist.mean.cpu();
-    dist.std = dist.std.cpu();
   }
   // Every random number of a sample (latent sample, noise, timestep) comes
   // from a generator seeded by (seed, step, sample key), so a sample gets
   // the same ones whichever peer trains it in whichever batch: N peers at
-  // batch B compute the same gradient as one peer at batch N*B.
-  std::vector<at::Tensor> latents, noise, timesteps;
-  const int64_t c = dist.mean.size(1);
+  // batch B compute the same gradient as one peer at batch N*B. The draws
+  // are made on the CPU (the same numbers on every device) and go to the
+  // device; the encoder's statistics stay there (bringing them to the host
+  // would wait for the encoder on a GPU, every micro-batch).
+  std::vector<at::Tensor> eps, noise, timesteps;
+  const std::vector<int64_t> sample_shape(dist.mean.sizes().begin() + 1, dist.mean.sizes().end());
+  const int64_t c = sample_shape[0];
   for (int64_t i = 0; i < b; ++i) {
     const std::string& key = i < static_cast<int64_t>(batch.keys.size()) ? batch.keys[i] : "";
     const int occurrence = (*seen)[key]++;
     at::Generator gen =
         at::make_generator<at::CPUGeneratorImpl>(SampleSeed(o.seed, draw_step, key, occurrence));
-    at::Tensor eps = at::randn(dist.mean[i].sizes(), gen);
-    latents.push_back((dist.mean[i] + dist.std[i] * eps) * model->vae->scaling_factor());
-    at::Tensor n = at::randn(dist.mean[i].sizes(), gen);
+    eps.push_back(at::randn(sample_shape, gen));
+    at::Tensor n = at::randn(sample_shape, gen);
     if (o.noise_offset > 0) n = n + o.noise_offset * at::randn({c, 1, 1}, gen);
     noise.push_back(n);
     timesteps.push_back(at::randint(schedule->config().num_train_timesteps, {1}, gen, at::kLong));
   }
-  in.latents = at::stack(latents).to(device);
+  in.latents = (dist.mean + dist.std * at::stack(eps).to(device)) * model->vae->scaling_factor();
   in.noise = at::stack(noise).to(device);
   in.timesteps = at::cat(timesteps).to(device);
   RETURN_IF_ERROR(Encode(batch, &in));
@@ -579,10 +619,8 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
         return absl::InvalidArgumentError(absl::StrCat("gradient has ", gradient->size(),
                                                        " values, the model ", num_elements()));
       }
-      std::vector<at::Tensor> views = s.Unflatten(gradient->data());
-      for (size_t i = 0; i < views.size(); ++i) {
-        grads.push_back(views[i].to(s.params[i].value.device(), at::kFloat, false, /*copy=*/true));
-      }
+      at::NoGradGuard no_grad;
+      grads = s.Upload(gradient->data());
     }
     if (s.hook) s.hook(grads);
     r.lr = s.lr->At(s.step);

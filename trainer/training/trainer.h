@@ -76,6 +76,14 @@ struct TrainerOptions {
   double noise_offset = 0.0;
   double snr_gamma = 0.0;
   bool gradient_checkpointing = false;  // recompute UNet layers in backward
+  // cuDNN times its convolution algorithms per shape and keeps the fastest
+  // (torch.backends.cudnn.benchmark). Changes a peer's own gradient in its
+  // last bits at most, never the weights members share.
+  bool cudnn_benchmark = true;
+  // Deterministic algorithms only (and no cuDNN benchmarking): for
+  // debugging one peer's numerics; an op without a deterministic kernel
+  // then fails with libtorch's message.
+  bool deterministic = false;
   // Also train the text encoder(s) (same optimizer and LR as the UNet); its
   // weights are averaged with the UNet's in collaborative training and
   // written to each checkpoint's text_encoder/.

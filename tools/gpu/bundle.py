@@ -1,0 +1,313 @@
+#!/usr/bin/env python3
+"""Builds the trainer's binaries on a machine without Bazel by replaying
+Bazel's own compile, archive and link commands (issue 16).
+
+  bundle.py make   --aquery AQ.json --execroot DIR --out BUNDLE_DIR
+  bundle.py replay --bundle BUNDLE_DIR --source REPO --libtorch DIR [--jobs N]
+
+`make` (here, after `bazel build`): reads `bazel aquery --output=jsonproto`
+of the binaries, and writes BUNDLE_DIR/plan.json (every CppCompile,
+CppArchive and CppLink command, in order), the generated sources those
+commands read (protobuf and gRPC code under bazel-out/), the system headers
+they read that a machine with only a compiler and libtorch lacks (found in
+the compile commands' .d files, by the Debian package owning each one), and
+the shared libraries the binaries need besides libtorch, glibc and
+libstdc++ (with the names the linker looks for).
+
+`replay` (there): runs the commands in an execroot made of the source tree
+(symlinked) and the bundle's bazel-out/, against another libtorch: Debian's
+libtorch include flag and libraries are replaced by the chosen libtorch's
+(a CUDA build's libtorch_cuda and libc10_cuda linked with --no-as-needed),
+the bundle's headers and libraries are added (with an rpath), and
+compilations run in parallel. The binaries land where Bazel puts them
+(execroot/bazel-out/k8-*/bin/...).
+"""
+
+import argparse
+import concurrent.futures
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+DEBIAN_TORCH_INCLUDE = "/usr/include/torch/csrc/api/include"
+DEBIAN_TORCH_LIBS = ["-ltorch", "-ltorch_cpu", "-lc10"]
+# Packages every machine with a C++ compiler has (or that libtorch brings).
+PROVIDED_PACKAGES = ("libc6-dev", "linux-libc-dev", "libstdc++", "libgcc", "gcc-", "g++-",
+                     "libtorch", "libcrypt-dev", "libnsl-dev", "libtirpc-dev")
+MNEMONICS = ("CppCompile", "CppArchive", "CppLink")
+
+
+def read_aquery(path):
+    with open(path) as f:
+        doc = json.load(f)
+    fragments = {p["id"]: p for p in doc.get("pathFragments", [])}
+
+    def path_of(fragment_id):
+        parts = []
+        while fragment_id:
+            p = fragments[fragment_id]
+            parts.append(p["label"])
+            fragment_id = p.get("parentId", 0)
+        return "/".join(reversed(parts))
+
+    artifacts = {a["id"]: path_of(a["pathFragmentId"]) for a in doc.get("artifacts", [])}
+    actions = []
+    for a in doc.get("actions", []):
+        if a.get("mnemonic") not in MNEMONICS:
+            continue
+        actions.append({
+            "mnemonic": a["mnemonic"],
+            "arguments": a["arguments"],
+            "outputs": [artifacts[o] for o in a.get("outputIds", [])],
+        })
+    order = {m: i for i, m in enumerate(MNEMONICS)}
+    actions.sort(key=lambda a: order[a["mnemonic"]])
+    return actions
+
+
+def expand_params(arguments, execroot):
+    """Replaces @file arguments (Bazel's parameter files) by their lines."""
+    out = []
+    for arg in arguments:
+        if arg.startswith("@") and os.path.exists(os.path.join(execroot, arg[1:])):
+            with open(os.path.join(execroot, arg[1:])) as f:
+                out.extend(line.rstrip("\n") for line in f if line.strip())
+        else:
+            out.append(arg)
+    return out
+
+
+def owning_package(path, cache):
+    """The Debian package that installed `path` ("" when none did)."""
+    if path not in cache:
+        result = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
+        if result.returncode != 0:  # a path through a symlink: ask for the real one
+            result = subprocess.run(["dpkg", "-S", os.path.realpath(path)],
+                                    capture_output=True, text=True)
+        cache[path] = result.stdout.split(":")[0] if result.returncode == 0 else ""
+    return cache[path]
+
+
+def headers_read(actions, execroot):
+    """Absolute header paths the compile commands read (from their .d files)."""
+    headers = set()
+    for a in actions:
+        if a["mnemonic"] != "CppCompile":
+            continue
+        args = a["arguments"]
+        if "-MF" not in args:
+            continue
+        dfile = os.path.join(execroot, args[args.index("-MF") + 1])
+        if not os.path.exists(dfile):
+            sys.exit(f"bundle: {dfile} is missing: build the targets first")
+        with open(dfile) as f:
+            for token in f.read().replace("\\\n", " ").split():
+                if token.startswith("/") and not token.endswith(":"):
+                    headers.add(os.path.normpath(token))
+    return headers
+
+
+def make(args):
+    execroot = os.path.realpath(args.execroot)
+    actions = read_aquery(args.aquery)
+    for a in actions:
+        a["arguments"] = expand_params(a["arguments"], execroot)
+    out = args.out
+    if os.path.exists(out):
+        shutil.rmtree(out)
+    os.makedirs(out)
+
+    # Generated sources and headers: every bazel-out/ input of a compile.
+    generated = set()
+    for a in actions:
+        if a["mnemonic"] != "CppCompile":
+            continue
+        for arg in a["arguments"]:
+            if arg.startswith("bazel-out/") and arg.endswith((".cc", ".h")):
+                generated.add(arg)
+    for path in glob.glob(os.path.join(execroot, "bazel-out/*/bin/**/*.pb.*"), recursive=True):
+        generated.add(os.path.relpath(path, execroot))
+    for rel in sorted(generated):
+        src = os.path.join(execroot, rel)
+        if os.path.isfile(src):
+            os.makedirs(os.path.join(out, os.path.dirname(rel)), exist_ok=True)
+            shutil.copy2(src, os.path.join(out, rel))
+
+    # System headers the other machine lacks, by owning package.
+    cache = {}
+    kept, packages = 0, set()
+    for header in sorted(headers_read(actions, execroot)):
+        if not header.startswith("/usr/include/"):
+            continue
+        package = owning_package(header, cache)
+        if not package or package.startswith(PROVIDED_PACKAGES):
+            continue
+        packages.add(package)
+        dest = os.path.join(out, "include", os.path.relpath(header, "/usr/include"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copy2(header, dest)
+        kept += 1
+
+    # Shared libraries: what the linked -l names resolve to, and what those
+    # need in turn, less glibc, libstdc++/libgcc and libtorch's own.
+    names = set()
+    for a in actions:
+        if a["mnemonic"] == "CppLink":
+            names.update(arg[2:] for arg in a["arguments"]
+                         if arg.startswith("-l") and arg not in DEBIAN_TORCH_LIBS)
+    libdir = "/usr/lib/x86_64-linux-gnu"
+    skip = ("libc.so", "libm.so", "libstdc++", "libgcc_s", "ld-linux", "libpthread", "libdl.",
+            "librt.", "libtorch", "libc10", "libgomp")
+    closure = set()
+    for name in sorted(names):
+        dev = os.path.join(libdir, f"lib{name}.so")
+        if not os.path.exists(dev):
+            continue  # a static or system-provided library (pthread)
+        real = os.path.realpath(dev)
+        closure.add(real)
+        ldd = subprocess.run(["ldd", real], capture_output=True, text=True).stdout
+        for line in ldd.splitlines():
+            parts = line.split("=>")
+            if len(parts) == 2 and parts[1].strip().startswith("/"):
+                closure.add(os.path.realpath(parts[1].split()[0]))
+    os.makedirs(os.path.join(out, "lib"))
+    for real in sorted(closure):
+        base = os.path.basename(real)
+        if base.startswith(skip):
+            continue
+        shutil.copy2(real, os.path.join(out, "lib", base))
+        soname = subprocess.run(["objdump", "-p", real], capture_output=True,
+                                text=True).stdout
+        for line in soname.splitlines():
+            if line.strip().startswith("SONAME"):
+                so = line.split()[1]
+                if so != base:
+                    os.symlink(base, os.path.join(out, "lib", so))
+    for name in sorted(names):
+        dev = os.path.join(libdir, f"lib{name}.so")
+        if os.path.exists(dev) and os.path.exists(os.path.join(out, "lib",
+                                                                os.path.basename(os.path.realpath(dev)))):
+            link = os.path.join(out, "lib", f"lib{name}.so")
+            if not os.path.lexists(link):
+                os.symlink(os.path.basename(os.path.realpath(dev)), link)
+
+    with open(os.path.join(out, "plan.json"), "w") as f:
+        json.dump({"actions": actions}, f, indent=0)
+    counts = {m: sum(a["mnemonic"] == m for a in actions) for m in MNEMONICS}
+    print(f"bundle: {counts['CppCompile']} compilations, {counts['CppArchive']} archives, "
+          f"{counts['CppLink']} links; {len(generated)} generated files; {kept} headers of "
+          f"{len(packages)} packages; {len(os.listdir(os.path.join(out, 'lib')))} library files")
+
+
+def rewrite_compile(argv, bundle, libtorch):
+    out = [argv[0]]
+    extra = ["-isystem", f"{libtorch}/include",
+             "-isystem", f"{libtorch}/include/torch/csrc/api/include",
+             "-isystem", f"{bundle}/include"]
+    if os.path.isdir("/usr/local/cuda/include"):
+        extra += ["-isystem", "/usr/local/cuda/include"]
+    out += extra
+    i = 1
+    while i < len(argv):
+        if argv[i] == "-isystem" and i + 1 < len(argv) and argv[i + 1] == DEBIAN_TORCH_INCLUDE:
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def rewrite_link(argv, bundle, libtorch):
+    cuda = os.path.exists(f"{libtorch}/lib/libtorch_cuda.so")
+    torch = [f"-L{libtorch}/lib", f"-Wl,-rpath,{libtorch}/lib", "-Wl,--no-as-needed", "-ltorch"]
+    if cuda:
+        torch.append("-ltorch_cuda")
+    torch.append("-ltorch_cpu")
+    if cuda and os.path.exists(f"{libtorch}/lib/libc10_cuda.so"):
+        torch.append("-lc10_cuda")
+    torch += ["-lc10", "-Wl,--as-needed"]
+    out, placed = [argv[0], f"-L{bundle}/lib", f"-Wl,-rpath,{bundle}/lib"], False
+    for arg in argv[1:]:
+        if arg in DEBIAN_TORCH_LIBS:
+            if not placed:
+                out += torch
+                placed = True
+            continue
+        out.append(arg)
+    return out
+
+
+def replay(args):
+    bundle = os.path.realpath(args.bundle)
+    source = os.path.realpath(args.source)
+    libtorch = os.path.realpath(args.libtorch)
+    for required in ("include/ATen/ATen.h", "lib/libtorch.so", "lib/libc10.so"):
+        if not os.path.exists(os.path.join(libtorch, required)):
+            sys.exit(f"replay: {libtorch} is not a libtorch folder ({required} is missing)")
+    with open(os.path.join(bundle, "plan.json")) as f:
+        actions = json.load(f)["actions"]
+    execroot = os.path.join(bundle, "execroot")
+    os.makedirs(execroot, exist_ok=True)
+    for entry in os.listdir(source):
+        link = os.path.join(execroot, entry)
+        if entry.startswith((".", "bazel-", "out")) or os.path.lexists(link):
+            continue
+        os.symlink(os.path.join(source, entry), link)
+    if not os.path.lexists(os.path.join(execroot, "bazel-out")):
+        os.symlink(os.path.join(bundle, "bazel-out"), os.path.join(execroot, "bazel-out"))
+
+    def run(action):
+        for output in action["outputs"]:
+            os.makedirs(os.path.join(execroot, os.path.dirname(output)), exist_ok=True)
+        argv = action["arguments"]
+        if action["mnemonic"] == "CppCompile":
+            argv = rewrite_compile(argv, bundle, libtorch)
+        elif action["mnemonic"] == "CppLink":
+            argv = rewrite_link(argv, bundle, libtorch)
+        result = subprocess.run(argv, cwd=execroot, capture_output=True, text=True)
+        if result.returncode != 0:
+            return f"{action['outputs'][0]}:\n{' '.join(argv)}\n{result.stderr[-4000:]}"
+        return None
+
+    done, start = 0, time.monotonic()
+    for mnemonic in MNEMONICS:
+        batch = [a for a in actions if a["mnemonic"] == mnemonic]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
+            for error in pool.map(run, batch):
+                done += 1
+                if error:
+                    sys.exit(f"replay: failed: {error}")
+                elapsed = time.monotonic() - start
+                rate = done / elapsed if elapsed > 0 else 0
+                eta = (len(actions) - done) / rate if rate > 0 else 0
+                print(f"\rreplay: {done}/{len(actions)} commands, {rate:.1f}/s, ETA {eta:.0f} s ",
+                      end="", flush=True)
+    print()
+    for a in actions:
+        if a["mnemonic"] == "CppLink" and not a["outputs"][0].endswith((".so", ".a")):
+            print(os.path.join(execroot, a["outputs"][0]))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("make")
+    m.add_argument("--aquery", required=True)
+    m.add_argument("--execroot", required=True)
+    m.add_argument("--out", required=True)
+    r = sub.add_parser("replay")
+    r.add_argument("--bundle", required=True)
+    r.add_argument("--source", required=True)
+    r.add_argument("--libtorch", required=True)
+    r.add_argument("--jobs", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    make(args) if args.command == "make" else replay(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Everything issue 16 measures on the GPU machine, in one call that leaves
+# its results under $OUT (a device run; well under 10 minutes on 16 cores):
+#   1. builds train, sample, parity and unet_step_bench from the bundle
+#      (tools/gpu/build_from_bundle.sh) against the machine's CUDA libtorch;
+#   2. trains the fixture model on the GPU in bf16 and in fp16 with loss
+#      scaling, checkpoints, resumes, and checks the resumed run equals the
+#      straight one (the parameter hashes of the final checkpoints);
+#   3. the SD 1.5 UNet training step at batch 8 and 32 (unet_step_bench),
+#      beside diffusers' figures on the same card.
+# Here first: tools/gpu/make_bundle.sh, and the fixtures copied in (a device
+# run carries only the working tree):
+#   mkdir -p out/fixtures && cp -r ../shared/fixtures/tiny-sd1 out/fixtures/
+#   run: tools/gpu/device_run.sh   carry: ["out/gpu-bundle.tar.gz", "out/fixtures"]
+# On a CPU (to check the script): DEVICE=cpu PRECISIONS=no SKIP_BENCH=1 LIBTORCH=...
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-out/device-run}
+DEVICE=${DEVICE:-cuda}
+PRECISIONS=${PRECISIONS:-"bf16 fp16"}
+FIXTURES=${FIXTURES:-out/fixtures}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/device_run.log") 2>&1
+status=0
+step() { echo; echo "== $*"; }
+check() { if "$@"; then echo "ok: $*"; else echo "FAILED: $*"; status=1; fi; }
+
+step "machine"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+echo "$(nproc) cores"
+
+step "build from the bundle"
+start=$(date +%s)
+bins=$(tools/gpu/build_from_bundle.sh out/gpu-bundle.tar.gz) || { echo "build failed"; exit 1; }
+echo "$bins"
+echo "built in $(( $(date +%s) - start )) s"
+bin_of() { grep "/$1\$" <<< "$bins" | head -1; }
+train=$(bin_of train)
+
+step "training the fixture model on $DEVICE"
+# A few captioned PNGs (the dataset tools are not in the bundle).
+data="$OUT/shapes"
+mkdir -p "$data"
+python3 - "$data" <<'PY'
+import struct, sys, zlib
+d = sys.argv[1]
+def png(path, w, h, rgb):
+    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
+    def chunk(t, b): return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xffffffff)
+    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
+for i, (name, rgb) in enumerate(colours.items()):
+    for j in range(4):
+        png(f"{d}/{i * 4 + j}.png", 64, 64, rgb)
+        open(f"{d}/{i * 4 + j}.txt", "w").write(f"a {name} square")
+PY
+model="$FIXTURES/tiny-sd1/model"
+# Exact resumption on a GPU needs deterministic kernels (cuBLAS too).
+export CUBLAS_WORKSPACE_CONFIG=:4096:8
+for precision in $PRECISIONS; do
+  common=(--model_dir="$model" --dataset_dir="$data" --resolution=32 --batch_size=4
+          --max_steps=8 --save_steps=4 --lr=1e-3 --seed=3 --device="$DEVICE"
+          --mixed_precision="$precision" --deterministic)
+  check "$train" "${common[@]}" --output_dir="$OUT/train-$precision-straight"
+  check "$train" "${common[@]}" --max_steps=4 --output_dir="$OUT/train-$precision-split"
+  check "$train" "${common[@]}" --resume_from=latest --output_dir="$OUT/train-$precision-split"
+  a="$OUT/train-$precision-straight/checkpoint-8/unet/diffusion_pytorch_model.safetensors"
+  b="$OUT/train-$precision-split/checkpoint-8/unet/diffusion_pytorch_model.safetensors"
+  if cmp -s "$a" "$b"; then
+    echo "ok: $precision: the resumed run's weights equal the straight run's"
+  else
+    echo "FAILED: $precision: resumed weights differ from the straight run's"; status=1
+  fi
+  tail -1 "$OUT/train-$precision-straight/metrics.jsonl" 2>/dev/null
+done
+
+if [ -z "${SKIP_BENCH:-}" ]; then
+  step "SD 1.5 UNet training step, bf16 (unet_step_bench)"
+  check "$(bin_of unet_step_bench)" --size=sd15 --batches=8,32 --latent=64 \
+    --mixed_precision=bf16 --device="$DEVICE"
+  cat <<'REF'
+diffusers 0.40 + torch 2.11 on an H200 (../shared/notes/gpu.md), SD 1.5 UNet, 64x64 latents:
+  bf16 autocast, AdamW (foreach), batch  8: 0.196 s/step, 40.8 img/s, peak 20.8 GiB
+  bf16 autocast, AdamW (foreach), batch 32: 0.364 s/step, 87.9 img/s, peak 48.9 GiB
+REF
+fi
+echo
+[ "$status" -eq 0 ] && echo "device run: all checks passed" || echo "device run: some checks FAILED"
+exit "$status"
