@@ -265,6 +265,10 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
     const v1::ReportProgressRequest& request) {
   PeerHandle peer = Handle(request.peer());
   if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
+  const std::string& hash = request.params_hash();
+  if (hash.size() > 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    return absl::InvalidArgumentError("params_hash must be lowercase hex of at most 64 characters");
+  }
   // Only addresses that answered a health check get a span to reduce.
   std::map<std::string, std::string> reachable;
   for (const auto& p : liveness_->Snapshot()) {
@@ -279,6 +283,17 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   if (!response.ok()) return response;
   auto round = rounds_->RoundFor(peer.peer_id, request.after_round_id());
   if (round.has_value()) *response->mutable_round() = std::move(*round);
+  if (!request.params_hash().empty()) {
+    HashVote::Verdict verdict =
+        rounds_->JudgeHash(peer.peer_id, request.hash_step(), request.params_hash());
+    if (verdict.diverged) {
+      LOG(WARNING) << "peer " << peer.peer_id << " holds parameters " << request.params_hash()
+                   << " after global step " << request.hash_step() << ", the others "
+                   << verdict.consensus << ": it must resynchronise";
+      response->set_diverged(true);
+      response->set_consensus_hash(verdict.consensus);
+    }
+  }
   return response;
 }
 

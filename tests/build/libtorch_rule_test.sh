@@ -15,6 +15,7 @@
 # on any failure.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
+source tests/build/libtorch_folder.sh
 tmp=$(mktemp -d /tmp/libtorch-rule.XXXXXX)
 base="$tmp/output_base"
 failures=0
@@ -46,17 +47,8 @@ else
 fi
 
 # 2. A libtorch-shaped folder from Debian's files.
-debian_lib=/usr/lib/x86_64-linux-gnu
 lt="$tmp/libtorch"
-mkdir -p "$lt/include" "$lt/lib"
-cp -r /usr/include/ATen /usr/include/c10 /usr/include/caffe2 /usr/include/torch "$lt/include/"
-# The C++ API headers sit where a libtorch zip has them.
-for name in libtorch libtorch_cpu libc10; do
-  real=$(readlink -f "$debian_lib/$name.so")
-  soname=$(readelf -d "$real" | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
-  ln -s "$real" "$lt/lib/$soname"
-  ln -s "$soname" "$lt/lib/$name.so"
-done
+make_libtorch_folder "$lt"
 if build_probe "$lt" && out=$(run_probe) && grep -q "built_with $lt" <<< "$out" \
    && grep -q "trace 13" <<< "$out"; then
   exe=$(probe_path)

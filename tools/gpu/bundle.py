@@ -4,6 +4,7 @@ Bazel's own compile, archive and link commands (issue 16).
 
   bundle.py make   --aquery AQ.json --execroot DIR --out BUNDLE_DIR
   bundle.py replay --bundle BUNDLE_DIR --source REPO --libtorch DIR [--jobs N]
+  bundle.py check  --bundle BUNDLE_DIR
 
 `make` (here, after `bazel build`): reads `bazel aquery --output=jsonproto`
 of the binaries, and writes BUNDLE_DIR/plan.json (every CppCompile,
@@ -21,6 +22,10 @@ libtorch include flag and libraries are replaced by the chosen libtorch's
 the bundle's headers and libraries are added (with an rpath), and
 compilations run in parallel. The binaries land where Bazel puts them
 (execroot/bazel-out/k8-*/bin/...).
+
+`check` (after a replay): reads the replayed compilations' .d files and
+fails if any header came from a system package the target machine would
+lack, or from Debian's libtorch instead of the chosen one.
 """
 
 import argparse
@@ -69,27 +74,31 @@ def read_aquery(path):
     return actions
 
 
-def expand_params(arguments, execroot):
-    """Replaces @file arguments (Bazel's parameter files) by their lines."""
-    out = []
-    for arg in arguments:
-        if arg.startswith("@") and os.path.exists(os.path.join(execroot, arg[1:])):
-            with open(os.path.join(execroot, arg[1:])) as f:
-                out.extend(line.rstrip("\n") for line in f if line.strip())
-        else:
-            out.append(arg)
-    return out
+def drop_param_files(arguments):
+    """aquery already lists a parameter file's contents in `arguments`, and
+    the @file reference besides: keep the contents only."""
+    return [arg for arg in arguments if not (arg.startswith("@") and arg.endswith(".params"))]
 
 
-def owning_package(path, cache):
-    """The Debian package that installed `path` ("" when none did)."""
-    if path not in cache:
-        result = subprocess.run(["dpkg", "-S", path], capture_output=True, text=True)
-        if result.returncode != 0:  # a path through a symlink: ask for the real one
-            result = subprocess.run(["dpkg", "-S", os.path.realpath(path)],
-                                    capture_output=True, text=True)
-        cache[path] = result.stdout.split(":")[0] if result.returncode == 0 else ""
-    return cache[path]
+def owning_packages(paths):
+    """{path: the Debian package that installed it} (one dpkg call for all;
+    a path through a symlink is asked for again as its real path)."""
+    def ask(batch):
+        found = {}
+        for i in range(0, len(batch), 500):
+            result = subprocess.run(["dpkg", "-S"] + batch[i:i + 500], capture_output=True,
+                                    text=True)
+            for line in result.stdout.splitlines():
+                package, _, path = line.partition(": ")
+                found[path] = package.split(":")[0]
+        return found
+    found = ask(sorted(paths))
+    missing = [p for p in paths if p not in found]
+    real = {p: os.path.realpath(p) for p in missing}
+    again = ask(sorted(set(real.values())))
+    for p in missing:
+        found[p] = again.get(real[p], "")
+    return found
 
 
 def headers_read(actions, execroot):
@@ -115,7 +124,11 @@ def make(args):
     execroot = os.path.realpath(args.execroot)
     actions = read_aquery(args.aquery)
     for a in actions:
-        a["arguments"] = expand_params(a["arguments"], execroot)
+        a["arguments"] = drop_param_files(a["arguments"])
+    # Bazel also links a shared library of every cc_library (for tests run
+    # dynamically); the binaries link the objects themselves.
+    actions = [a for a in actions
+               if not (a["mnemonic"] == "CppLink" and a["outputs"][0].endswith((".so", ".a")))]
     out = args.out
     if os.path.exists(out):
         shutil.rmtree(out)
@@ -138,16 +151,20 @@ def make(args):
             shutil.copy2(src, os.path.join(out, rel))
 
     # System headers the other machine lacks, by owning package.
-    cache = {}
     kept, packages = 0, set()
-    for header in sorted(headers_read(actions, execroot)):
-        if not header.startswith("/usr/include/"):
-            continue
-        package = owning_package(header, cache)
+    headers = sorted(h for h in headers_read(actions, execroot) if h.startswith("/usr/include/"))
+    owners = owning_packages(headers)
+    for header in headers:
+        package = owners.get(header, "")
         if not package or package.startswith(PROVIDED_PACKAGES):
             continue
         packages.add(package)
-        dest = os.path.join(out, "include", os.path.relpath(header, "/usr/include"))
+        # Debian's multiarch folder is a system include directory of its own:
+        # its headers go to the top of the bundle's.
+        rel = os.path.relpath(header, "/usr/include")
+        if rel.startswith("x86_64-linux-gnu/"):
+            rel = rel[len("x86_64-linux-gnu/"):]
+        dest = os.path.join(out, "include", rel)
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         shutil.copy2(header, dest)
         kept += 1
@@ -210,6 +227,8 @@ def rewrite_compile(argv, bundle, libtorch):
              "-isystem", f"{bundle}/include"]
     if os.path.isdir("/usr/local/cuda/include"):
         extra += ["-isystem", "/usr/local/cuda/include"]
+    if os.path.exists(f"{libtorch}/lib/libtorch_cuda.so"):
+        extra.append("-DDD_WITH_CUDA")  # CUDA-only reporting (unet_step_bench's peak memory)
     out += extra
     i = 1
     while i < len(argv):
@@ -292,6 +311,31 @@ def replay(args):
             print(os.path.join(execroot, a["outputs"][0]))
 
 
+def check(args):
+    """Fails when a replayed compilation read a header from /usr/include that
+    the target machine would not have (a package other than the C library's,
+    the compiler's and the kernel's): the bundle would be incomplete there.
+    Reads the .d files the replay wrote."""
+    bundle = os.path.realpath(args.bundle)
+    execroot = os.path.join(bundle, "execroot")
+    with open(os.path.join(bundle, "plan.json")) as f:
+        actions = json.load(f)["actions"]
+    read = headers_read(actions, execroot)
+    system = sorted(h for h in read if h.startswith("/usr/include/"))
+    owners = owning_packages(system)
+    foreign = [h for h in system
+               if owners.get(h, "") and not owners[h].startswith(PROVIDED_PACKAGES)]
+    torch_from_usr = [h for h in system if owners.get(h, "").startswith("libtorch")]
+    from_bundle = sum(h.startswith(bundle + "/include/") for h in read)
+    print(f"check: {len(read)} headers read: {from_bundle} from the bundle, {len(system)} from "
+          f"/usr/include ({len(foreign)} of packages the target lacks, {len(torch_from_usr)} of "
+          f"Debian's libtorch)")
+    for h in (foreign + torch_from_usr)[:20]:
+        print(f"  {h} ({owners.get(h)})")
+    if foreign or torch_from_usr:
+        sys.exit(1)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -305,8 +349,10 @@ def main():
     r.add_argument("--source", required=True)
     r.add_argument("--libtorch", required=True)
     r.add_argument("--jobs", type=int, default=os.cpu_count())
+    c = sub.add_parser("check")
+    c.add_argument("--bundle", required=True)
     args = parser.parse_args()
-    make(args) if args.command == "make" else replay(args)
+    {"make": make, "replay": replay, "check": check}[args.command](args)
 
 
 if __name__ == "__main__":

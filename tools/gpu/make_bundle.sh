@@ -8,17 +8,19 @@
 # need (tools/gpu/bundle.py). There: tools/gpu/build_from_bundle.sh.
 #
 #   tools/gpu/make_bundle.sh
-#   TARGETS="//trainer:train" tools/gpu/make_bundle.sh
+#   TARGETS="//trainer:train" MODE=opt tools/gpu/make_bundle.sh
+# MODE is Bazel's compilation mode (.bazelrc adds -O2 to every mode).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TARGETS=${TARGETS:-"//trainer:train //trainer:sample //trainer/tools:parity //trainer/training:unet_step_bench"}
+MODE=${MODE:-fastbuild}
 ./deploy/setup/install_deps.sh >/dev/null
 mkdir -p out
 # shellcheck disable=SC2086
-bazel build $TARGETS
+bazel build -c "$MODE" $TARGETS
 query=""
 for t in $TARGETS; do query="${query:+$query + }deps($t)"; done
-bazel aquery --output=jsonproto "mnemonic('CppCompile|CppArchive|CppLink', $query)" \
+bazel aquery -c "$MODE" --output=jsonproto "mnemonic('CppCompile|CppArchive|CppLink', $query)" \
   > out/gpu-bundle.aquery.json 2>/dev/null
 python3 tools/gpu/bundle.py make --aquery out/gpu-bundle.aquery.json \
   --execroot "$(bazel info execution_root 2>/dev/null)" --out out/gpu-bundle

@@ -99,16 +99,9 @@ absl::Status CoordinatorClient::Release(const std::vector<uint64_t>& ids) {
   return FromGrpcStatus(stub_->ReleaseChunks(context.get(), request, &response));
 }
 
-absl::StatusOr<cv1::ReportProgressResponse> CoordinatorClient::Report(uint64_t global_step,
-                                                                      uint64_t samples,
-                                                                      double samples_per_second,
-                                                                      uint64_t after_round_id) {
-  cv1::ReportProgressRequest request;
+absl::StatusOr<cv1::ReportProgressResponse> CoordinatorClient::Report(
+    cv1::ReportProgressRequest request) {
   *request.mutable_peer() = Ref();
-  request.set_after_round_id(after_round_id);
-  request.set_global_step(global_step);
-  request.set_samples_accumulated(samples);
-  request.set_samples_per_second(samples_per_second);
   cv1::ReportProgressResponse response;
   auto context = MakeCallContext(absl::Seconds(10));
   grpc::Status s = stub_->ReportProgress(context.get(), request, &response);

@@ -45,12 +45,11 @@ class CoordinatorClient {
                                                       uint32_t samples_trained);
   absl::Status Release(const std::vector<uint64_t>& lease_ids);
 
-  // FailedPrecondition when `global_step` is not the collaboration's. The
-  // response carries the newest round after `after_round_id` that includes
-  // this peer, when there is one.
-  absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t global_step, uint64_t samples,
-                                                     double samples_per_second,
-                                                     uint64_t after_round_id = 0);
+  // ReportProgress with this peer's identity filled in. FailedPrecondition
+  // when `global_step` is not the collaboration's. The response carries the
+  // newest round after `after_round_id` that includes this peer, when there
+  // is one, and whether this peer's reported hash has diverged.
+  absl::StatusOr<cv1::ReportProgressResponse> Report(cv1::ReportProgressRequest request);
   // The newest round after `after_round_id` that includes this peer.
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id);
   absl::StatusOr<cv1::RunState> GetRunState();

@@ -60,9 +60,9 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
   GrpcCoordinatorLink(CoordinatorClient* client, absl::Duration heartbeat_interval)
       : client_(client), heartbeats_(client, heartbeat_interval) {}
   std::string peer_id() const override { return client_->peer_id(); }
-  absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t step, uint64_t samples, double rate,
-                                                     uint64_t after_round_id) override {
-    return client_->Report(step, samples, rate, after_round_id);
+  absl::StatusOr<cv1::ReportProgressResponse> Report(
+      const cv1::ReportProgressRequest& request) override {
+    return client_->Report(request);
   }
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id) override {
     return client_->GetRound(after_round_id);

@@ -29,15 +29,15 @@ class CoordinatorLink {
  public:
   virtual ~CoordinatorLink() = default;
   virtual std::string peer_id() const = 0;
-  // Reports `samples` trained toward `global_step`. The response's `round`
-  // is set when a round newer than `after_round_id` includes this peer
-  // (opened by this report or an earlier one). FailedPrecondition when
-  // `global_step` is not the collaboration's (a round went ahead without
-  // this peer).
-  virtual absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t global_step,
-                                                             uint64_t samples,
-                                                             double samples_per_second,
-                                                             uint64_t after_round_id) = 0;
+  // Reports the samples trained toward `global_step` (and the hash of the
+  // shared weights after the last step applied); the link fills in the
+  // peer's identity. The response's `round` is set when a round newer than
+  // `after_round_id` includes this peer (opened by this report or an earlier
+  // one); `diverged` when its hash differs from the other members'.
+  // FailedPrecondition when `global_step` is not the collaboration's (a
+  // round went ahead without this peer).
+  virtual absl::StatusOr<cv1::ReportProgressResponse> Report(
+      const cv1::ReportProgressRequest& request) = 0;
   // The newest round after `after_round_id` that includes this peer.
   virtual absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id) = 0;
   // The collaboration's current global step.

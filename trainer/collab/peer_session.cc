@@ -180,8 +180,33 @@ absl::Status PeerSession::Accumulate() {
 
 absl::Status PeerSession::ReportAndLook() {
   last_report_ = absl::Now();
-  auto report = coordinator_->Report(next_step_, sync_->samples(), Rate(), last_round_id_);
+  if (pending_hash_.has_value() &&
+      pending_hash_->hash.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    ResolveHash();  // ready: report the newest hash
+  }
+  cv1::ReportProgressRequest request;
+  request.set_global_step(next_step_);
+  request.set_samples_accumulated(sync_->samples());
+  request.set_samples_per_second(Rate());
+  request.set_after_round_id(last_round_id_);
+  if (!stats_.hashes.empty()) {
+    // The newest hash known: the coordinator compares it with the others'.
+    request.set_hash_step(stats_.hashes.rbegin()->first);
+    request.set_params_hash(stats_.hashes.rbegin()->second);
+  }
+  auto report = coordinator_->Report(request);
   if (report.ok()) {
+    if (report->diverged() && !in_flight_) {
+      // The weights this peer holds are not the collaboration's: take a
+      // member's state for the same step (what it trained since is lost).
+      ++stats_.diverged;
+      LOG(WARNING) << "parameters after global step " << request.hash_step() << " ("
+                   << request.params_hash().substr(0, 16) << ") differ from the other members' ("
+                   << report->consensus_hash().substr(0, 16) << "): resynchronising";
+      resync_consensus_ = report->consensus_hash();
+      ToResync(applied_, "parameters diverged");
+      return absl::OkStatus();
+    }
     if (report->has_round() && report->round().round_id() > last_round_id_) {
       pending_ = report->round();
       state_ = PeerState::kAveraging;
@@ -414,12 +439,17 @@ absl::Status PeerSession::Resynchronise() {
   sync_->Drop();
   // Serve this peer's own state meanwhile: peers that missed the same round
   // ask each other, and learn that nobody is ahead.
-  Publish(/*current=*/true);
-  auto snapshot = states_->FetchNewer(applied_);
+  // A diverged peer takes a state of its own step (or later) from another
+  // member; one that missed a step, a state past its own.
+  const std::string consensus = std::move(resync_consensus_);
+  resync_consensus_.clear();
+  const uint64_t after = !consensus.empty() && applied_ > 0 ? applied_ - 1 : applied_;
+  if (consensus.empty()) Publish(/*current=*/true);
+  auto snapshot = states_->FetchNewer(after);
   for (absl::Time give_up = absl::Now() + options_.resync_patience;
        snapshot.status().code() == absl::StatusCode::kFailedPrecondition && absl::Now() < give_up;) {
     absl::SleepFor(absl::Milliseconds(500));
-    snapshot = states_->FetchNewer(applied_);
+    snapshot = states_->FetchNewer(after);
   }
   states_->StopServingCurrent();
   absl::Status loaded = snapshot.status();
@@ -431,9 +461,13 @@ absl::Status PeerSession::Resynchronise() {
   ++stats_.resyncs;
   if (loaded.ok()) {
     applied_ = next_step_ = snapshot->global_step;
+    const std::string hash = sync_->Hash();
+    // The newest hash now names the downloaded weights (the next report
+    // carries it to the coordinator's vote).
+    stats_.hashes[applied_] = hash;
     LOG(INFO) << "resynchronised (" << resync_why_ << "): downloaded the state of global step "
               << snapshot->global_step << " (" << snapshot->bytes.size() << " bytes), params "
-              << sync_->Hash().substr(0, 16);
+              << hash.substr(0, 16);
   } else {
     // Nobody is ahead (e.g. the coordinator died after opening the round):
     // every peer still holds the same weights; take the collaboration's step.

@@ -77,6 +77,7 @@ struct SessionStats {
   int64_t rounds_skipped = 0;  // rounds for another step than this peer's
   int64_t nonfinite = 0;       // contributions sent with weight 0
   int64_t resyncs = 0;         // states downloaded
+  int64_t diverged = 0;        // times the coordinator found this peer's hash outvoted
   uint64_t bytes_sent = 0, bytes_received = 0;
   // The shared weights' hash after each global step this peer applied (the
   // newest kHashesKept, so a run of any length holds a bounded record).
@@ -160,6 +161,9 @@ class PeerSession {
   std::unique_ptr<InFlightRound> in_flight_;
   uint64_t resync_target_ = 0;
   std::string resync_why_;
+  // Set when the coordinator found this peer's weights diverged: the hash
+  // the other members hold.
+  std::string resync_consensus_;
   absl::Time last_report_ = absl::InfinitePast();
   SessionStats stats_;
   ProgressLine progress_;

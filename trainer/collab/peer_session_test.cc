@@ -243,6 +243,26 @@ TEST(PeerSessionTest, AFastPeerFillsInForASlowOneUpToMaxLocalSteps) {
   for (const auto& [outer, n] : fast_rows) EXPECT_LE(n, 3 * h) << "outer step " << outer;
 }
 
+// A member whose weights change behind the collaboration's back (a bit flip)
+// reports a hash the two others outvote; the coordinator says so, the peer
+// downloads a member's state, and all end with the same weights.
+TEST(PeerSessionTest, APeerWhoseWeightsDivergedIsOutvotedAndResynchronises) {
+  FakeCollaboration c(/*target_batch_size=*/12);
+  SessionOptions so = Options(6, /*cap=*/4);
+  std::vector<std::unique_ptr<Peer>> peers;
+  for (const char* name : {"a", "b", "c"}) peers.push_back(MakePeer(c, name, 4, so, SyncConfig{}));
+  peers[2]->model.CorruptAfterStepForTest(2);
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  EXPECT_GE(peers[2]->session->stats().diverged, 1);
+  EXPECT_GE(peers[2]->session->stats().resyncs, 1);
+  EXPECT_EQ(peers[0]->session->stats().diverged, 0);
+  EXPECT_EQ(peers[1]->session->stats().diverged, 0);
+  EXPECT_EQ(peers[0]->model.weights(), peers[1]->model.weights());
+  EXPECT_EQ(peers[2]->model.weights(), peers[0]->model.weights());
+  EXPECT_EQ(peers[2]->session->stats().hashes.rbegin()->second,
+            peers[0]->session->stats().hashes.rbegin()->second);
+}
+
 TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);

@@ -5,10 +5,9 @@
 // Baseline in the same run: the forward pass alone (no gradients) on the
 // same batch, so the ratio is comparable across machines.
 //
-// It builds without gflags and glog (plain --key=value flags) so that
-// tools/gpu/unet_step_bench.sh can compile it with g++ on the GPU machine,
-// which has libtorch but not those libraries. With -DDD_WITH_CUDA it also
-// reports the GPU's peak allocated memory.
+// Plain --key=value flags (no gflags). On the GPU machine it is built from
+// the bundle (tools/gpu/build_from_bundle.sh), which defines DD_WITH_CUDA
+// for a CUDA libtorch: it then also reports the GPU's peak allocated memory.
 //
 //   bazel run -c opt //trainer/training:unet_step_bench -- --size=tiny --batches=4 --latent=16
 #include <ATen/ATen.h>

@@ -109,7 +109,13 @@ uint64_t RoundPlanner::global_step() const {
   return global_step_;
 }
 
+HashVote::Verdict RoundPlanner::JudgeHash(const std::string& peer_id, uint64_t step,
+                                          const std::string& hash) {
+  return hashes_.Record(peer_id, step, hash);
+}
+
 void RoundPlanner::Forget(const std::string& peer_id) {
+  hashes_.Forget(peer_id);
   absl::MutexLock lock(&mu_);
   reports_.erase(peer_id);
 }

@@ -23,6 +23,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "common/time/clock.h"
+#include "services/coordinator/rounds/hash_vote.h"
 #include "protos/coordinator.pb.h"
 
 namespace dd::coordinator {
@@ -72,7 +73,11 @@ class RoundPlanner {
 
   uint64_t global_step() const;
 
-  // Forgets a peer's report (it left or was evicted).
+  // Records the hash of the shared weights `peer_id` holds after `step` and
+  // judges it against the other members' (HashVote).
+  HashVote::Verdict JudgeHash(const std::string& peer_id, uint64_t step, const std::string& hash);
+
+  // Forgets a peer's report and hashes (it left or was evicted).
   void Forget(const std::string& peer_id);
 
  private:
@@ -84,6 +89,8 @@ class RoundPlanner {
 
   const RoundPlannerOptions options_;
   Clock* const clock_;
+
+  HashVote hashes_;  // thread-safe itself
 
   mutable absl::Mutex mu_;
   uint64_t global_step_ ABSL_GUARDED_BY(mu_) = 0;

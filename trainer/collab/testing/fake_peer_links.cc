@@ -57,6 +57,7 @@ absl::StatusOr<training::StepReport> FakeModel::ApplyUpdate(const std::vector<fl
   r.loss = samples_ > 0 ? loss_sum_ : NAN;
   for (size_t i = 0; i < w_.size(); ++i) w_[i] -= static_cast<float>(lr_) * (*gradient)[i];
   r.step = ++step_;
+  if (step_ == corrupt_after_step_) w_[0] += 1.0f;
   DropAccumulated();
   return r;
 }
@@ -134,14 +135,22 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
  public:
   Links(FakeCollaboration* c, std::string id) : c_(c), id_(std::move(id)) {}
   std::string peer_id() const override { return id_; }
-  absl::StatusOr<cv1::ReportProgressResponse> Report(uint64_t step, uint64_t samples, double rate,
-                                                     uint64_t after) override {
+  absl::StatusOr<cv1::ReportProgressResponse> Report(
+      const cv1::ReportProgressRequest& request) override {
     ASSIGN_OR_RETURN(cv1::ReportProgressResponse r,
-                     c_->planner_.Report(id_, step, samples, rate, 0, [](const std::string& id) {
-                       return coordinator::MemberInfo{"mem:" + id};
-                     }));
-    auto round = c_->planner_.RoundFor(id_, after);
+                     c_->planner_.Report(id_, request.global_step(),
+                                         request.samples_accumulated(),
+                                         request.samples_per_second(), 0,
+                                         [](const std::string& id) {
+                                           return coordinator::MemberInfo{"mem:" + id};
+                                         }));
+    auto round = c_->planner_.RoundFor(id_, request.after_round_id());
     if (round.has_value()) *r.mutable_round() = *round;
+    if (!request.params_hash().empty()) {
+      auto verdict = c_->planner_.JudgeHash(id_, request.hash_step(), request.params_hash());
+      r.set_diverged(verdict.diverged);
+      if (verdict.diverged) r.set_consensus_hash(verdict.consensus);
+    }
     return r;
   }
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after) override {

@@ -50,12 +50,16 @@ class FakeModel final : public LocalModel {
   absl::StatusOr<std::string> WriteSamples() override { return std::string("fake-samples"); }
 
   const std::vector<float>& weights() const { return w_; }
+  // Fault tests: after the update that makes the step `step`, one weight is
+  // changed, as a bit flip or a miscomputing device would.
+  void CorruptAfterStepForTest(int64_t step) { corrupt_after_step_ = step; }
   // Metrics rows recorded (their "extra" maps).
   std::vector<std::map<std::string, double>> metrics;
 
  private:
   std::vector<float> w_;
   const double lr_;
+  int64_t corrupt_after_step_ = -1;
   std::vector<double> grad_sum_;
   int64_t samples_ = 0;
   std::vector<std::string> keys_;
