@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Everything issue 16 measures on the GPU machine, in one call that leaves
 # its results under $OUT (a device run; well under 10 minutes on 16 cores):
-#   1. builds train, sample, parity and unet_step_bench from the bundle
+#   1. builds train, sample, parity and the benches from the bundle
 #      (tools/gpu/build_from_bundle.sh) against the machine's CUDA libtorch;
-#   2. trains the fixture model on the GPU in bf16 and in fp16 with loss
+#   2. the parity tool on the fixture with the text encoder, UNet and VAE on
+#      the GPU: fp32 held to 1e-4, bf16 autocast reported;
+#   3. trains the fixture model on the GPU in bf16 and in fp16 with loss
 #      scaling, checkpoints, resumes, and checks the resumed run equals the
-#      straight one (the parameter hashes of the final checkpoints);
-#   3. the SD 1.5 UNet training step at batch 8 and 32 (unet_step_bench),
+#      straight one (the final checkpoints' UNet weights, byte for byte);
+#   4. the data path: the loader's images/s at 512 px (data_loader_bench),
+#      to set against the step rate of 5;
+#   5. the SD 1.5 UNet training step at batch 8 and 32 (unet_step_bench),
 #      beside diffusers' figures on the same card.
 # Here first: tools/gpu/make_bundle.sh, and the fixtures copied in (a device
 # run carries only the working tree):
@@ -36,6 +40,13 @@ echo "$bins"
 echo "built in $(( $(date +%s) - start )) s"
 bin_of() { grep "/$1\$" <<< "$bins" | head -1; }
 train=$(bin_of train)
+
+step "parity on $DEVICE (fp32: relative error <= 1e-4)"
+parity_args=(--model_dir="$FIXTURES/tiny-sd1/model" --reference_dir="$FIXTURES/tiny-sd1/reference"
+             --device="$DEVICE")
+check "$(bin_of parity)" "${parity_args[@]}"
+step "parity on $DEVICE with bf16 autocast (reported; tolerance 5e-2)"
+"$(bin_of parity)" "${parity_args[@]}" --mixed_precision=bf16 --tolerance=5e-2 || true
 
 step "training the fixture model on $DEVICE"
 # A few captioned PNGs (the dataset tools are not in the bundle).
@@ -74,6 +85,9 @@ for precision in $PRECISIONS; do
   fi
   tail -1 "$OUT/train-$precision-straight/metrics.jsonl" 2>/dev/null
 done
+
+step "the data path: images/s of the loader at 512 px (data_loader_bench), against the step rate"
+check "$(bin_of data_loader_bench)" --images=400 --resolution=512
 
 if [ -z "${SKIP_BENCH:-}" ]; then
   step "SD 1.5 UNet training step, bf16 (unet_step_bench)"

@@ -174,7 +174,10 @@ absl::Status PeerSession::Accumulate() {
     local_row_ = *local;
     local_row_outer_step_ = applied_;
   }
-  if (sync_->AtBoundary()) return ReportAndLook();
+  if (!sync_->AtBoundary()) return absl::OkStatus();
+  const bool stopping = next_step_ >= static_cast<uint64_t>(options_.max_steps) ||
+                        !sync_->MayTrain(options_.max_local_samples_per_step);
+  if (stopping || absl::Now() - last_report_ >= options_.report_interval) return ReportAndLook();
   return absl::OkStatus();
 }
 

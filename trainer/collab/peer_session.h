@@ -51,6 +51,11 @@ struct SessionOptions {
   // round (0: accumulate until it opens).
   int64_t max_local_samples_per_step = 0;
   absl::Duration poll_interval = absl::Milliseconds(20);
+  // While training, progress is reported at most this often (and always
+  // when the peer stops to wait for its round): each report is a blocking
+  // call, and on a home link saturated by the averaging it queues behind
+  // the parts being sent. Zero: after every local step.
+  absl::Duration report_interval = absl::Seconds(1);
   // While waiting, the report is renewed this often so it does not expire.
   absl::Duration report_refresh = absl::Seconds(5);
   // How long a peer that missed a step keeps asking for the state of a

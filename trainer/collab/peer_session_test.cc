@@ -29,6 +29,7 @@ SessionOptions Options(int64_t max_steps, int64_t cap = 0) {
   so.max_steps = max_steps;
   so.max_local_samples_per_step = cap;
   so.poll_interval = absl::Milliseconds(1);
+  so.report_interval = absl::ZeroDuration();  // every local step: exact step counts
   so.resync_patience = absl::Milliseconds(200);
   return so;
 }

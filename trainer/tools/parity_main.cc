@@ -21,6 +21,8 @@
 #include "trainer/diffusion/schedulers.h"
 #include "trainer/model/clip_text_model.h"
 #include "trainer/model/clip_tokenizer.h"
+#include "trainer/model/device.h"
+#include "trainer/model/torch_compat.h"
 #include "trainer/model/torch_tensors.h"
 #include "trainer/model/unet.h"
 #include "trainer/model/vae.h"
@@ -30,6 +32,11 @@
 DEFINE_string(model_dir, "", "A diffusers model folder.");
 DEFINE_string(reference_dir, "", "Folder of reference files (*_io.safetensors, ...).");
 DEFINE_double(tolerance, 1e-4, "Largest relative error that passes.");
+DEFINE_string(device, "cpu",
+              "Where the text encoder, UNet and VAE run (cpu, cuda, cuda:N); the tokenizer, "
+              "schedulers, pipeline and training step are checked on the CPU.");
+DEFINE_string(mixed_precision, "no",
+              "no or bf16: run those three under autocast (raise --tolerance to report bf16).");
 
 namespace {
 
@@ -46,12 +53,15 @@ struct Report {
                                  max_diff, max_ref, rel, ok ? "PASS" : "FAIL");
     ok ? ++passed : ++failed;
   }
-  void Compare(const std::string& component, const at::Tensor& got, const at::Tensor& want) {
-    if (got.sizes() != want.sizes()) {
+  void Compare(const std::string& component, const at::Tensor& got_any, const at::Tensor& want) {
+    if (got_any.sizes() != want.sizes()) {
       Fail(component, "shape mismatch");
       return;
     }
-    Line(component, (got - want).abs().max().item<double>(), want.abs().max().item<double>());
+    // Wherever it ran and in whatever precision, compared in float32 on the CPU.
+    const at::Tensor got = got_any.to(at::kCPU, at::kFloat);
+    Line(component, (got - want.to(at::kFloat)).abs().max().item<double>(),
+         want.abs().max().item<double>());
   }
   void Fail(const std::string& component, const std::string& why) {
     std::cout << absl::StrFormat("%-34s FAIL  %s\n", component, why);
@@ -67,6 +77,32 @@ struct Report {
 };
 
 bool Exists(const std::string& p) { return fs::exists(p); }
+
+at::Device g_device{at::kCPU};  // --device, resolved in Run
+
+// Moves a model's weights to --device in place (every holder of a weight
+// sees it there, as the trainer does it).
+template <typename Model>
+void ToDevice(Model& model) {
+  for (const auto& p : model.parameters()) p.value.set_data(p.value.to(g_device));
+}
+
+// `t` on --device (reference inputs are read to the CPU).
+at::Tensor In(const at::Tensor& t) { return t.defined() ? t.to(g_device) : t; }
+
+// Autocast for the network components while it lives (--mixed_precision).
+class Precision {
+ public:
+  Precision() : on_(FLAGS_mixed_precision == "bf16") {
+    if (on_) SetAutocast(g_device.is_cuda(), true, at::kBFloat16);
+  }
+  ~Precision() {
+    if (on_) SetAutocast(g_device.is_cuda(), false, at::kBFloat16);
+  }
+
+ private:
+  const bool on_;
+};
 
 void Tokenizer(Report& r) {
   std::string cases = FLAGS_reference_dir + "/tokenizer_cases.json";
@@ -100,7 +136,9 @@ void TextEncoder(Report& r) {
   if (!model.ok()) return r.Fail("text_encoder", std::string(model.status().message()));
   auto ref = LoadTensors(io);
   if (!ref.ok()) return r.Fail("text_encoder", std::string(ref.status().message()));
-  auto out = (*model)->Forward(ref->at("input_ids"));
+  ToDevice(**model);
+  Precision precision;
+  auto out = (*model)->Forward(In(ref->at("input_ids")));
   if (!out.ok()) return r.Fail("text_encoder", std::string(out.status().message()));
   r.Compare("text_encoder.last_hidden_state", out->last_hidden_state, ref->at("last_hidden_state"));
   r.Compare("text_encoder.penultimate_hidden_state", out->hidden_states[out->hidden_states.size() - 2],
@@ -120,8 +158,10 @@ void Unet(Report& r) {
   // SDXL-style references also carry the text_time conditioning.
   at::Tensor text_embeds = ref->count("added_text_embeds") ? ref->at("added_text_embeds") : at::Tensor();
   at::Tensor time_ids = ref->count("added_time_ids") ? ref->at("added_time_ids") : at::Tensor();
-  auto out = (*unet)->Forward(ref->at("sample"), ref->at("timestep"), ref->at("encoder_hidden_states"),
-                              text_embeds, time_ids);
+  ToDevice(**unet);
+  Precision precision;
+  auto out = (*unet)->Forward(In(ref->at("sample")), In(ref->at("timestep")),
+                              In(ref->at("encoder_hidden_states")), In(text_embeds), In(time_ids));
   if (!out.ok()) return r.Fail("unet", std::string(out.status().message()));
   r.Compare("unet.output", *out, ref->at("output"));
 }
@@ -134,12 +174,14 @@ void Vae(Report& r) {
   if (!vae.ok()) return r.Fail("vae", std::string(vae.status().message()));
   auto ref = LoadTensors(io);
   if (!ref.ok()) return r.Fail("vae", std::string(ref.status().message()));
-  auto dist = (*vae)->Encode(ref->at("image"));
+  ToDevice(**vae);
+  Precision precision;
+  auto dist = (*vae)->Encode(In(ref->at("image")));
   if (!dist.ok()) return r.Fail("vae", std::string(dist.status().message()));
   r.Compare("vae.latent_mean", dist->mean, ref->at("latent_mean"));
   r.Compare("vae.latent_logvar", dist->logvar, ref->at("latent_logvar"));
   r.Compare("vae.latent_std", dist->std, ref->at("latent_std"));
-  auto decoded = (*vae)->Decode(ref->at("z"));
+  auto decoded = (*vae)->Decode(In(ref->at("z")));
   if (!decoded.ok()) return r.Fail("vae", std::string(decoded.status().message()));
   r.Compare("vae.decoded", *decoded, ref->at("decoded"));
 }
@@ -247,6 +289,14 @@ absl::Status Run(int, char**) {
   if (!Exists(FLAGS_reference_dir)) {
     return absl::NotFoundError("no reference folder " + FLAGS_reference_dir);
   }
+  if (FLAGS_mixed_precision != "no" && FLAGS_mixed_precision != "bf16") {
+    return absl::InvalidArgumentError("--mixed_precision must be no or bf16");
+  }
+  auto device = ResolveDevice(FLAGS_device);
+  if (!device.ok()) return device.status();
+  g_device = *device;
+  std::cout << "text encoder, UNet and VAE on " << g_device.str()
+            << (FLAGS_mixed_precision == "bf16" ? " (bf16 autocast)" : "") << "\n";
   Report r;
   Tokenizer(r);
   TextEncoder(r);

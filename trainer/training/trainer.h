@@ -33,6 +33,7 @@
 
 #include "absl/status/statusor.h"
 #include "trainer/data/data_loader.h"
+#include "trainer/model/device.h"
 #include "trainer/training/checkpoint_writer.h"
 #include "trainer/training/sample_writer.h"
 #include "trainer/training/step_recorder.h"
@@ -105,10 +106,8 @@ struct TrainerOptions {
 // The data loader settings these options ask for.
 data::LoaderOptions LoaderOptionsFor(const TrainerOptions& options);
 
-// The device `name` asks for ("cpu", "cuda", "cuda:N", "auto").
-// InvalidArgument for a malformed name; FailedPrecondition for a GPU that
-// this libtorch build or machine does not have.
-absl::StatusOr<at::Device> ResolveDevice(const std::string& name);
+// The device a name asks for (trainer/model/device.h).
+using model::ResolveDevice;
 
 class Trainer {
  public:
