@@ -211,12 +211,20 @@ struct Trainer::State {
   // values).
   void Flatten(const std::function<at::Tensor(const at::Tensor&)>& of, float* flat) const {
     ForEachGroup([&](size_t first, size_t end, int64_t offset, int64_t count) {
+      at::Tensor dst = at::from_blob(flat + offset, {count}, at::kFloat);
       std::vector<at::Tensor> parts;
       for (size_t i = first; i < end; ++i) {
         parts.push_back(of(params[i].value).reshape({-1}).to(at::kFloat));
       }
-      at::Tensor group = parts.size() == 1 ? parts[0] : at::cat(parts);
-      at::from_blob(flat + offset, {count}, at::kFloat).copy_(group);
+      if (parts.front().is_cpu()) {  // no transfer to save: one pass, no staging copy
+        int64_t pos = 0;
+        for (const at::Tensor& part : parts) {
+          dst.narrow(0, pos, part.numel()).copy_(part);
+          pos += part.numel();
+        }
+        return;
+      }
+      dst.copy_(parts.size() == 1 ? parts[0] : at::cat(parts));
     });
   }
 
@@ -228,11 +236,11 @@ struct Trainer::State {
       at::Tensor group = at::from_blob(const_cast<float*>(flat) + offset, {count}, at::kFloat)
                              .to(params[first].value.device(), at::kFloat, /*non_blocking=*/false,
                                  /*copy=*/true);
-      int64_t at = 0;
+      int64_t pos = 0;
       for (size_t i = first; i < end; ++i) {
         const int64_t n = params[i].value.numel();
-        views[i] = group.narrow(0, at, n).view(params[i].value.sizes());
-        at += n;
+        views[i] = group.narrow(0, pos, n).view(params[i].value.sizes());
+        pos += n;
       }
     });
     return views;
