@@ -440,13 +440,13 @@ absl::Status PeerSession::Resynchronise() {
   // What this peer trained toward the missed step is dropped (only now: a
   // round still running writes into the synchronizer's residual).
   sync_->Drop();
-  // Serve this peer's own state meanwhile: peers that missed the same round
-  // ask each other, and learn that nobody is ahead.
   // A diverged peer takes a state of its own step (or later) from another
   // member; one that missed a step, a state past its own.
   const std::string consensus = std::move(resync_consensus_);
   resync_consensus_.clear();
   const uint64_t after = !consensus.empty() && applied_ > 0 ? applied_ - 1 : applied_;
+  // Serve this peer's own state meanwhile (not a diverged one): peers that
+  // missed the same round ask each other, and learn that nobody is ahead.
   if (consensus.empty()) Publish(/*current=*/true);
   auto snapshot = states_->FetchNewer(after);
   for (absl::Time give_up = absl::Now() + options_.resync_patience;
