@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <iterator>
 
 #include <glog/logging.h>
 
@@ -193,9 +194,14 @@ absl::Status PeerSession::ReportAndLook() {
   request.set_samples_per_second(Rate());
   request.set_after_round_id(last_round_id_);
   if (!stats_.hashes.empty()) {
-    // The newest hash known: the coordinator compares it with the others'.
-    request.set_hash_step(stats_.hashes.rbegin()->first);
-    request.set_params_hash(stats_.hashes.rbegin()->second);
+    // The oldest hash not reported yet (else the newest again), so every
+    // step's hash reaches the coordinator, which compares it with the
+    // other members' for the same step.
+    auto it = stats_.hashes.upper_bound(last_reported_hash_step_);
+    if (it == stats_.hashes.end()) it = std::prev(stats_.hashes.end());
+    request.set_hash_step(it->first);
+    request.set_params_hash(it->second);
+    last_reported_hash_step_ = it->first;
   }
   auto report = coordinator_->Report(request);
   if (report.ok()) {

@@ -170,6 +170,7 @@ class PeerSession {
   // the other members hold.
   std::string resync_consensus_;
   absl::Time last_report_ = absl::InfinitePast();
+  uint64_t last_reported_hash_step_ = 0;  // of stats_.hashes
   SessionStats stats_;
   ProgressLine progress_;
   // Timing since the last metrics record.

@@ -9,8 +9,11 @@
 // A peer is diverged for step k when at least two peers reported another
 // hash for k and they outnumber the peers that reported its hash: with two
 // peers that disagree nobody can tell which is right, so nobody is told.
-// Bounded: the votes of the newest `steps_kept` steps. Pure logic;
-// thread-safe.
+// Peers report at different moments, so every vote re-judges all the votes
+// of its step: a peer outvoted after it reported learns of it on its next
+// report, whatever step that one names, until it reports the common hash of
+// a step at least as new (after downloading a member's state). Bounded: the
+// votes of the newest `steps_kept` steps. Pure logic; thread-safe.
 #ifndef SERVICES_COORDINATOR_ROUNDS_HASH_VOTE_H_
 #define SERVICES_COORDINATOR_ROUNDS_HASH_VOTE_H_
 
@@ -18,6 +21,7 @@
 #include <map>
 #include <set>
 #include <string>
+#include <utility>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -34,8 +38,9 @@ class HashVote {
   explicit HashVote(size_t steps_kept = 16) : steps_kept_(steps_kept) {}
 
   // Records that `peer` holds `hash` after `step` (a peer's later report for
-  // the same step replaces its earlier one) and judges it against the
-  // others'. Steps older than the newest `steps_kept` are not judged.
+  // the same step replaces its earlier one), re-judges the step's votes and
+  // says whether `peer` stands outvoted (at this step or an earlier one).
+  // Steps older than the newest `steps_kept` are not judged.
   Verdict Record(const std::string& peer, uint64_t step, const std::string& hash);
 
   // Forgets a peer's votes (it left, or downloaded another state).
@@ -48,6 +53,8 @@ class HashVote {
   absl::Mutex mu_;
   // step -> peer -> hash.
   std::map<uint64_t, std::map<std::string, std::string>> votes_ ABSL_GUARDED_BY(mu_);
+  // peer -> (step it was outvoted at, the common hash of that step).
+  std::map<std::string, std::pair<uint64_t, std::string>> outvoted_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dd::coordinator

@@ -18,6 +18,22 @@ TEST(HashVote, APeerOutvotedByTwoOrMoreHasDiverged) {
   EXPECT_FALSE(vote.Record("c", 6, "c6").diverged);
 }
 
+TEST(HashVote, APeerOutvotedAfterItReportedLearnsOfItOnItsNextReport) {
+  HashVote vote;
+  EXPECT_FALSE(vote.Record("c", 3, "bad").diverged);  // first: nobody to compare with
+  vote.Record("a", 3, "good");
+  vote.Record("b", 3, "good");
+  // c's next report names a newer step the others have not reported yet.
+  HashVote::Verdict v = vote.Record("c", 4, "bad4");
+  EXPECT_TRUE(v.diverged);
+  EXPECT_EQ(v.consensus, "good");
+  // After downloading a member's state of step 4 it holds the common hash.
+  vote.Record("a", 4, "good4");
+  vote.Record("b", 4, "good4");
+  EXPECT_FALSE(vote.Record("c", 4, "good4").diverged);
+  EXPECT_FALSE(vote.Record("c", 5, "c5").diverged);
+}
+
 TEST(HashVote, TwoPeersThatDisagreeAreNotJudged) {
   HashVote vote;
   vote.Record("a", 1, "x");
