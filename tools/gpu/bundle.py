@@ -125,8 +125,9 @@ def make(args):
     actions = read_aquery(args.aquery)
     for a in actions:
         a["arguments"] = drop_param_files(a["arguments"])
-    # Bazel also links a shared library of every cc_library (for tests run
-    # dynamically); the binaries link the objects themselves.
+    # Bazel also links a shared library and an archive of every cc_library;
+    # the binaries link the objects themselves (between --start-lib and
+    # --end-lib), so only the binaries' links are replayed.
     actions = [a for a in actions
                if not (a["mnemonic"] == "CppLink" and a["outputs"][0].endswith((".so", ".a")))]
     out = args.out
