@@ -49,23 +49,8 @@ step "parity on $DEVICE with bf16 autocast (reported; tolerance 5e-2)"
 "$(bin_of parity)" "${parity_args[@]}" --mixed_precision=bf16 --tolerance=5e-2 || true
 
 step "training the fixture model on $DEVICE"
-# A few captioned PNGs (the dataset tools are not in the bundle).
 data="$OUT/shapes"
-mkdir -p "$data"
-python3 - "$data" <<'PY'
-import struct, sys, zlib
-d = sys.argv[1]
-def png(path, w, h, rgb):
-    raw = b"".join(b"\x00" + bytes(rgb) * w for _ in range(h))
-    def chunk(t, b): return struct.pack(">I", len(b)) + t + b + struct.pack(">I", zlib.crc32(t + b) & 0xffffffff)
-    open(path, "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-colours = {"red": (220, 30, 30), "green": (30, 200, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40)}
-for i, (name, rgb) in enumerate(colours.items()):
-    for j in range(4):
-        png(f"{d}/{i * 4 + j}.png", 64, 64, rgb)
-        open(f"{d}/{i * 4 + j}.txt", "w").write(f"a {name} square")
-PY
+check "$(bin_of make_shapes_dataset)" --out_dir="$data" --num_samples=32 --width=64 --height=64
 model="$FIXTURES/tiny-sd1/model"
 # Exact resumption on a GPU needs deterministic kernels (cuBLAS too).
 export CUBLAS_WORKSPACE_CONFIG=:4096:8

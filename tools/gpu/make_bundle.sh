@@ -12,7 +12,7 @@
 # MODE is Bazel's compilation mode (.bazelrc adds -O2 to every mode).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-TARGETS=${TARGETS:-"//trainer:train //trainer:sample //trainer/tools:parity //trainer/training:unet_step_bench //trainer/data:data_loader_bench"}
+TARGETS=${TARGETS:-"//trainer:train //trainer:sample //trainer/tools:parity //trainer/training:unet_step_bench //trainer/data:data_loader_bench //trainer/tools:make_shapes_dataset"}
 MODE=${MODE:-fastbuild}
 ./deploy/setup/install_deps.sh >/dev/null
 mkdir -p out

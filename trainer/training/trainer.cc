@@ -229,13 +229,17 @@ struct Trainer::State {
   }
 
   // `flat` (num_elements() values) on the parameters' device, as one tensor
-  // per parameter shaped like it (views into a copy of each group).
-  std::vector<at::Tensor> Upload(const float* flat) const {
+  // per parameter shaped like it: views into a copy of each group, or, on
+  // the CPU when the caller only reads them (`writable` false), views of
+  // `flat` itself (no model-sized copy).
+  std::vector<at::Tensor> Upload(const float* flat, bool writable) const {
     std::vector<at::Tensor> views(params.size());
     ForEachGroup([&](size_t first, size_t end, int64_t offset, int64_t count) {
-      at::Tensor group = at::from_blob(const_cast<float*>(flat) + offset, {count}, at::kFloat)
-                             .to(params[first].value.device(), at::kFloat, /*non_blocking=*/false,
-                                 /*copy=*/true);
+      at::Tensor group = at::from_blob(const_cast<float*>(flat) + offset, {count}, at::kFloat);
+      const at::Device device = params[first].value.device();
+      if (writable || !device.is_cpu()) {
+        group = group.to(device, at::kFloat, /*non_blocking=*/false, /*copy=*/true);
+      }
       int64_t pos = 0;
       for (size_t i = first; i < end; ++i) {
         const int64_t n = params[i].value.numel();
@@ -256,7 +260,7 @@ struct Trainer::State {
     }
     try {
       at::NoGradGuard no_grad;
-      std::vector<at::Tensor> values = Upload(flat.data());
+      std::vector<at::Tensor> values = Upload(flat.data(), /*writable=*/false);
       for (size_t i = 0; i < values.size(); ++i) {
         at::Tensor value = params[i].value.detach();
         if (add) {
@@ -605,7 +609,7 @@ absl::StatusOr<StepReport> Trainer::ApplyUpdate(const std::vector<float>* gradie
                                                        " values, the model ", num_elements()));
       }
       at::NoGradGuard no_grad;
-      grads = s.Upload(gradient->data());
+      grads = s.Upload(gradient->data(), /*writable=*/true);  // clipping scales them
     }
     if (s.hook) s.hook(grads);
     r.lr = s.lr->At(s.step);
