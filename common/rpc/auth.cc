@@ -6,6 +6,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/crypto/sha256.h"
 #include "common/io/file_util.h"
@@ -40,22 +41,30 @@ absl::Status ValidateToken(absl::string_view token, absl::string_view source) {
   return absl::OkStatus();
 }
 
+constexpr absl::string_view kBearerCredentialPrefix = "Bearer ddp1.";
+constexpr size_t kBearerPrefixLength = 7;  // "Bearer "
+
 class BearerTokenInterceptor : public grpc::experimental::Interceptor {
  public:
-  explicit BearerTokenInterceptor(const std::string* header_value)
-      : header_value_(header_value) {}
+  explicit BearerTokenInterceptor(const CallToken* token) : token_(token) {}
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(
             grpc::experimental::InterceptionHookPoints::PRE_SEND_INITIAL_METADATA)) {
-      methods->GetSendInitialMetadata()->insert({"authorization", *header_value_});
+      auto* metadata = methods->GetSendInitialMetadata();
+      std::string header = token_->HeaderValue();
+      // A call that chose its own credential (Join sends the run token) keeps it.
+      if (!header.empty() && metadata->find("authorization") == metadata->end()) {
+        metadata->insert({"authorization", std::move(header)});
+      }
     }
     methods->Proceed();
   }
 
  private:
-  const std::string* header_value_;  // Owned by the factory, which outlives calls.
+  const CallToken* token_;  // Owned by the factory, which outlives calls.
 };
+
 
 }  // namespace
 
@@ -85,8 +94,35 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
   return CRYPTO_memcmp(da.data(), db.data(), da.size()) == 0;
 }
 
-TokenAuthProcessor::TokenAuthProcessor(std::string token)
-    : expected_header_(absl::StrCat("Bearer ", token)) {}
+void CallToken::SetPeerCredential(std::string credential) {
+  absl::MutexLock lock(&mu_);
+  peer_credential_ = std::move(credential);
+}
+
+std::string CallToken::peer_credential() const {
+  absl::MutexLock lock(&mu_);
+  return peer_credential_;
+}
+
+std::string CallToken::HeaderValue() const {
+  absl::MutexLock lock(&mu_);
+  const std::string& value = peer_credential_.empty() ? run_token_ : peer_credential_;
+  return value.empty() ? "" : absl::StrCat("Bearer ", value);
+}
+
+void PeerVerifierSlot::Set(std::shared_ptr<const CredentialVerifier> verifier) {
+  absl::MutexLock lock(&mu_);
+  verifier_ = std::move(verifier);
+}
+
+std::shared_ptr<const CredentialVerifier> PeerVerifierSlot::Get() const {
+  absl::MutexLock lock(&mu_);
+  return verifier_;
+}
+
+TokenAuthProcessor::TokenAuthProcessor(std::string token,
+                                       std::shared_ptr<const PeerVerifierSlot> verifier)
+    : expected_header_(absl::StrCat("Bearer ", token)), verifier_(std::move(verifier)) {}
 
 grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata,
                                          grpc::AuthContext* context,
@@ -104,21 +140,44 @@ grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata,
                         "missing `authorization: Bearer <token>` metadata");
   }
   absl::string_view given(header->second.data(), header->second.size());
-  if (!ConstantTimeEquals(given, expected_header_)) {
+  if (absl::StartsWith(given, kBearerCredentialPrefix)) {
+    std::shared_ptr<const CredentialVerifier> verifier =
+        verifier_ == nullptr ? nullptr : verifier_->Get();
+    if (verifier == nullptr) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "this server does not accept peer credentials (yet)");
+    }
+    auto claims = verifier->Verify(given.substr(kBearerPrefixLength), absl::Now());
+    if (!claims.ok()) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, std::string(claims.status().message()));
+    }
+  } else if (!ConstantTimeEquals(given, expected_header_)) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "invalid auth token");
   }
-  // Keep the secret out of the metadata that handlers (and their logs) see.
-  consumed_auth_metadata->insert({"authorization", std::string(given)});
-  context->AddProperty("dd.authenticated", "bearer");
+  // The header is left in the metadata: handlers learn the caller from it.
+  // None of them logs metadata.
   return grpc::Status::OK;
 }
 
-BearerTokenInterceptorFactory::BearerTokenInterceptorFactory(std::string token)
-    : header_value_(absl::StrCat("Bearer ", token)) {}
+Caller CallerOf(const std::multimap<grpc::string_ref, grpc::string_ref>& client_metadata) {
+  auto header = client_metadata.find("authorization");
+  if (header == client_metadata.end()) return Caller::Unchecked();
+  absl::string_view given(header->second.data(), header->second.size());
+  if (!absl::StartsWith(given, kBearerCredentialPrefix)) return Caller::RunToken();
+  auto claims = ParseCheckedCredential(given.substr(kBearerPrefixLength));
+  // Verified by the processor, so well formed; a server without the
+  // processor trusts every caller anyway, and a malformed one is no peer.
+  if (!claims.ok()) return Caller::RunToken();
+  return Caller::Peer(claims->peer_id, claims->incarnation);
+}
+
+BearerTokenInterceptorFactory::BearerTokenInterceptorFactory(
+    std::shared_ptr<const CallToken> token)
+    : token_(std::move(token)) {}
 
 grpc::experimental::Interceptor* BearerTokenInterceptorFactory::CreateClientInterceptor(
     grpc::experimental::ClientRpcInfo* /*info*/) {
-  return new BearerTokenInterceptor(&header_value_);
+  return new BearerTokenInterceptor(token_.get());
 }
 
 }  // namespace dd

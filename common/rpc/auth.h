@@ -5,25 +5,41 @@
 // the DD_AUTH_TOKEN environment variable, never from a flag value that `ps`
 // would show.
 //
+// Two kinds of bearer value are accepted:
+//   - the run token: lets a process join the run and use the read-only
+//     calls; it does not act as any peer;
+//   - a peer credential (common/crypto/peer_credential.h), issued by the
+//     coordinator at Join: names one peer, which every peer RPC then acts
+//     for, whatever the request body says.
+//
 // Server side, TokenAuthProcessor is installed on the server credentials (TLS
 // or, for plain text, gRPC's loopback-only local credentials; see
 // security.h). gRPC runs it before any handler, so no service can forget the
-// check; calls without the right token end with UNAUTHENTICATED. The standard
-// health service stays open so load balancers and probes work without the
-// secret. Client side, every channel made by MakeChannel() attaches the
-// header through an interceptor.
+// check; calls with neither a valid run token nor a valid credential end
+// with UNAUTHENTICATED. Services then read who called from the same call's
+// metadata with CallerOf(). (Not from AuthContext properties: gRPC keeps
+// one AuthContext per connection, and connections are shared by the
+// channels of a process, so a property set for one call shows on others.) The standard health service stays
+// open so load balancers and probes work without the secret. Client side,
+// every channel made by MakeChannel() attaches the header of its CallToken
+// through an interceptor.
 #ifndef COMMON_RPC_AUTH_H_
 #define COMMON_RPC_AUTH_H_
 
 #include <grpcpp/security/auth_metadata_processor.h>
 #include <grpcpp/support/client_interceptor.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "common/crypto/peer_credential.h"
+#include "common/rpc/caller.h"
 
 namespace dd {
 
@@ -44,12 +60,49 @@ absl::StatusOr<std::string> LoadAuthToken(const std::string& token_file);
 // their lengths (both are hashed first, then compared with CRYPTO_memcmp).
 bool ConstantTimeEquals(absl::string_view a, absl::string_view b);
 
-// Checks `authorization: Bearer <token>` on every call except the health
-// service. Non-blocking: it only compares strings.
+// The bearer value a client sends: the run token until the process joins,
+// then its peer credential (refreshed as it nears expiry). Shared by every
+// channel of the process, so swapping it takes effect on all of them.
+class CallToken {
+ public:
+  explicit CallToken(std::string run_token) : run_token_(std::move(run_token)) {}
+
+  // The run token given at construction.
+  const std::string& run_token() const { return run_token_; }
+  // Sends `credential` from now on (empty: the run token again).
+  void SetPeerCredential(std::string credential) ABSL_LOCKS_EXCLUDED(mu_);
+  std::string peer_credential() const ABSL_LOCKS_EXCLUDED(mu_);
+  // "Bearer <credential or run token>"; empty when both are empty.
+  std::string HeaderValue() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  const std::string run_token_;
+  mutable absl::Mutex mu_;
+  std::string peer_credential_ ABSL_GUARDED_BY(mu_);
+};
+
+// Server side: the verifier of peer credentials. A trainer learns the
+// coordinator's public key only when it joins, after its server started, so
+// the verifier can be set late; until then credentials are refused.
+class PeerVerifierSlot {
+ public:
+  void Set(std::shared_ptr<const CredentialVerifier> verifier) ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<const CredentialVerifier> Get() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const CredentialVerifier> verifier_ ABSL_GUARDED_BY(mu_);
+};
+
+// Checks `authorization: Bearer <run token or peer credential>` on every
+// call except the health service. The header stays in the call's metadata
+// for CallerOf(). Non-blocking: a string comparison or one Ed25519
+// verification.
 class TokenAuthProcessor : public grpc::AuthMetadataProcessor {
  public:
-  // `token` must not be empty.
-  explicit TokenAuthProcessor(std::string token);
+  // `run_token` must not be empty. `verifier` may be null (credentials are
+  // then refused).
+  TokenAuthProcessor(std::string run_token, std::shared_ptr<const PeerVerifierSlot> verifier);
 
   bool IsBlocking() const override { return false; }
 
@@ -60,19 +113,28 @@ class TokenAuthProcessor : public grpc::AuthMetadataProcessor {
 
  private:
   const std::string expected_header_;  // "Bearer <token>"
+  const std::shared_ptr<const PeerVerifierSlot> verifier_;
 };
 
-// Client interceptor factory that adds `authorization: Bearer <token>` to
-// every call on a channel.
+// Who made a call, from its metadata (ServerContext::client_metadata()), as
+// TokenAuthProcessor verified it: a peer credential gives Caller::Peer, any
+// other bearer value the run token. Caller::Unchecked() when the call has
+// no `authorization` (possible only on a server that runs without
+// authentication, --allow_unauthenticated, since the processor refuses
+// such calls).
+Caller CallerOf(const std::multimap<grpc::string_ref, grpc::string_ref>& client_metadata);
+
+// Client interceptor factory that adds `authorization: <token's header>` to
+// every call on a channel, unless the call set its own `authorization`.
 class BearerTokenInterceptorFactory
     : public grpc::experimental::ClientInterceptorFactoryInterface {
  public:
-  explicit BearerTokenInterceptorFactory(std::string token);
+  explicit BearerTokenInterceptorFactory(std::shared_ptr<const CallToken> token);
   grpc::experimental::Interceptor* CreateClientInterceptor(
       grpc::experimental::ClientRpcInfo* info) override;
 
  private:
-  const std::string header_value_;
+  const std::shared_ptr<const CallToken> token_;
 };
 
 }  // namespace dd

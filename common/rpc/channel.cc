@@ -17,9 +17,12 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
   grpc::ChannelArguments args = ClientChannelArguments();
   std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>>
       interceptors;
-  if (!security.auth_token.empty()) {
-    interceptors.push_back(
-        std::make_unique<BearerTokenInterceptorFactory>(security.auth_token));
+  std::shared_ptr<const CallToken> token = security.call_token;
+  if (token == nullptr && !security.auth_token.empty()) {
+    token = std::make_shared<CallToken>(security.auth_token);
+  }
+  if (token != nullptr) {
+    interceptors.push_back(std::make_unique<BearerTokenInterceptorFactory>(std::move(token)));
   }
   return grpc::experimental::CreateCustomChannelWithInterceptors(
       target, *creds, args, std::move(interceptors));

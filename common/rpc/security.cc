@@ -87,7 +87,7 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
   }
   if (!config.auth_token.empty()) {
     creds->SetAuthMetadataProcessor(
-        std::make_shared<TokenAuthProcessor>(config.auth_token));
+        std::make_shared<TokenAuthProcessor>(config.auth_token, config.peer_verifier));
   } else {
     LOG(WARNING) << "serving WITHOUT authentication (--allow_unauthenticated)";
   }

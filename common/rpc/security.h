@@ -23,6 +23,9 @@
 
 namespace dd {
 
+class CallToken;
+class PeerVerifierSlot;
+
 struct SecurityConfig {
   // The shared secret; empty only when `allow_unauthenticated` is set.
   std::string auth_token;
@@ -32,6 +35,13 @@ struct SecurityConfig {
   std::string tls_cert_file;  // PEM certificate chain
   std::string tls_key_file;   // PEM private key
   std::string tls_ca_file;    // PEM root certificates
+  // Client: when set, channels send this token's current value (the run
+  // token, then the peer credential once the process joined) instead of
+  // `auth_token`.
+  std::shared_ptr<CallToken> call_token;
+  // Server: when set, peer credentials verified by it are accepted besides
+  // the run token.
+  std::shared_ptr<PeerVerifierSlot> peer_verifier;
 
   bool UsesTls() const {
     return !tls_cert_file.empty() || !tls_key_file.empty() || !tls_ca_file.empty();

@@ -5,6 +5,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/rpc/auth.h"
+#include "common/status/status_macros.h"
 
 namespace dd::coordinator {
 namespace {
@@ -57,16 +58,109 @@ absl::Status ValidateHostPort(const std::string& address, const char* field) {
 
 CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
                                  RoundPlanner* rounds, RunConfig config,
-                                 CoordinatorOptions options, Clock* clock)
-    : ledger_(ledger),
+                                 CoordinatorOptions options, Clock* clock,
+                                 const CredentialIssuer* issuer)
+    : issuer_(issuer),
+      ledger_(ledger),
       liveness_(liveness),
       rounds_(rounds),
       membership_(ledger, liveness, rounds),
       config_(std::move(config)),
       options_(std::move(options)),
-      clock_(clock) {}
+      clock_(clock) {
+  if (issuer_ != nullptr) {
+    auto verifier = CredentialVerifier::FromPublicKey(issuer_->public_key());
+    CHECK(verifier.ok()) << verifier.status();  // the issuer's own key
+    verifier_ = *verifier;
+  }
+}
 
-absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& request) {
+absl::StatusOr<PeerHandle> CoordinatorCore::ActingPeer(const Caller& caller,
+                                                       const v1::PeerRef& named) const {
+  switch (caller.role) {
+    case Caller::Role::kUnchecked:
+      return Handle(named);
+    case Caller::Role::kRunToken:
+      return absl::PermissionDeniedError(
+          "peer calls need the peer credential that Join returned; the run token acts for no "
+          "peer");
+    case Caller::Role::kPeer:
+      break;
+  }
+  if (!named.peer_id().empty() && named.peer_id() != caller.peer_id) {
+    return absl::PermissionDeniedError(absl::StrCat("the credential of peer ", caller.peer_id,
+                                                    " cannot act for peer ", named.peer_id()));
+  }
+  if (named.incarnation() != 0 && named.incarnation() != caller.incarnation) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "the credential names incarnation ", caller.incarnation, ", the request ",
+        named.incarnation()));
+  }
+  return PeerHandle{caller.peer_id, caller.incarnation};
+}
+
+absl::StatusOr<std::string> CoordinatorCore::IssueCredential(const PeerHandle& peer,
+                                                             absl::Time* expires) const {
+  if (issuer_ == nullptr) return std::string();
+  *expires = clock_->Now() + options_.credential_ttl;
+  return issuer_->Issue(PeerClaims{peer.peer_id, peer.incarnation, config_.run_id, *expires});
+}
+
+absl::Status CoordinatorCore::CheckNotBanned(const std::string& peer_id) {
+  absl::MutexLock lock(&ban_mu_);
+  auto it = banned_until_.find(peer_id);
+  if (it == banned_until_.end()) return absl::OkStatus();
+  if (it->second <= clock_->Now()) {
+    banned_until_.erase(it);
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat("peer ", peer_id, " is banned until ",
+                                                  absl::FormatTime(it->second)));
+}
+
+absl::Status CoordinatorCore::CheckAddressFree(const std::string& address,
+                                               const std::string& joining_id) const {
+  if (address.empty()) return absl::OkStatus();
+  absl::Time now = clock_->Now();
+  absl::Duration quiet = options_.heartbeat_ttl / 2;
+  for (const auto& p : liveness_->Snapshot()) {
+    if (p.address != address || p.peer_id == joining_id) continue;
+    if (now - p.last_heartbeat < quiet) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "address ", address, " is registered to live peer ", p.peer_id,
+          " (heartbeat ", absl::FormatDuration(now - p.last_heartbeat),
+          " ago); a restarted process takes it over once the old one has been silent for ",
+          absl::FormatDuration(quiet)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& request,
+                                                       const Caller& caller) {
+  // Who may take which id: a peer's own credential rejoins as that peer; the
+  // run token joins as a new peer, or rejoins with proof of the old id.
+  std::string requested_id = request.peer_id();
+  if (caller.is_peer()) {
+    if (!requested_id.empty() && requested_id != caller.peer_id) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "the credential of peer ", caller.peer_id, " cannot join as ", requested_id));
+    }
+    requested_id = caller.peer_id;
+  } else if (caller.role == Caller::Role::kRunToken && !requested_id.empty()) {
+    if (verifier_ == nullptr) {
+      return absl::PermissionDeniedError("this coordinator issues no credentials");
+    }
+    auto proof = verifier_->Verify(request.peer_token(), clock_->Now(), options_.rejoin_grace);
+    if (!proof.ok() || proof->peer_id != requested_id) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "rejoining as ", requested_id, " needs a credential issued to it in peer_token",
+          proof.ok() ? "" : absl::StrCat(" (", proof.status().message(), ")")));
+    }
+  }
+  if (!requested_id.empty()) {
+    if (absl::Status s = CheckNotBanned(requested_id); !s.ok()) return s;
+  }
   if (request.client_only()) {
     if (!request.public_address().empty()) {
       return absl::InvalidArgumentError("a client_only peer has no public_address");
@@ -90,8 +184,14 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
   info.listen_address = request.client_only() ? "" : request.listen_address();
   info.public_address = request.public_address();
   info.client_only = request.client_only();
-  auto outcome = membership_.Join(request.peer_id(), info);
+  if (absl::Status s = CheckAddressFree(
+          info.public_address.empty() ? info.listen_address : info.public_address, requested_id);
+      !s.ok()) {
+    return s;
+  }
+  auto outcome = membership_.Join(requested_id, info);
   if (!outcome.ok()) return outcome.status();
+  ForgetEarned(outcome->peer.peer_id);  // a new incarnation starts with what it leases
   std::string address = info.public_address.empty() ? info.listen_address : info.public_address;
   LOG(INFO) << "peer " << outcome->peer.peer_id << " incarnation " << outcome->peer.incarnation
             << " joined" << (info.client_only ? " (client only)" : " at " + address)
@@ -107,24 +207,41 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
   response.set_heartbeat_interval_ms(absl::ToInt64Milliseconds(options_.heartbeat_ttl / 4));
   response.set_lease_timeout_ms(absl::ToInt64Milliseconds(options_.lease_timeout));
   response.set_dataset_address(options_.dataset_address);
+  absl::Time expires;
+  auto credential = IssueCredential(outcome->peer, &expires);
+  if (!credential.ok()) return credential.status();
+  if (!credential->empty()) {
+    response.set_peer_token(*credential);
+    response.set_peer_token_expires_unix_ms(absl::ToUnixMillis(expires));
+    response.set_credential_public_key(issuer_->public_key());
+  }
   return response;
 }
 
 absl::StatusOr<v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
-    const v1::HeartbeatRequest& request) {
+    const v1::HeartbeatRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   double rate = request.samples_per_second();
   if (!(rate >= 0 && rate < 1e9)) {
     return absl::InvalidArgumentError("samples_per_second must be finite and >= 0");
   }
-  if (absl::Status s = liveness_->Heartbeat(Handle(request.peer()), rate); !s.ok()) return s;
+  if (absl::Status s = liveness_->Heartbeat(peer, rate); !s.ok()) return s;
   v1::HeartbeatResponse response;
   response.set_server_time_unix_ms(absl::ToUnixMillis(clock_->Now()));
+  if (caller.is_peer()) {
+    absl::Time expires;
+    ASSIGN_OR_RETURN(std::string credential, IssueCredential(peer, &expires));
+    response.set_peer_token(credential);
+    response.set_peer_token_expires_unix_ms(absl::ToUnixMillis(expires));
+  }
   return response;
 }
 
-absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest& request) {
-  auto released = membership_.Remove(request.peer().peer_id(), request.peer().incarnation(),
-                                     RemovalReason::kLeft);
+absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest& request,
+                                                         const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
+  auto released = membership_.Remove(peer.peer_id, peer.incarnation, RemovalReason::kLeft);
+  if (released.ok()) ForgetEarned(peer.peer_id);
   if (!released.ok()) return released.status();
   v1::LeaveResponse response;
   response.set_released_chunks(*released);
@@ -132,12 +249,13 @@ absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest&
 }
 
 absl::StatusOr<v1::AcquireChunksResponse> CoordinatorCore::AcquireChunks(
-    const v1::AcquireChunksRequest& request) {
+    const v1::AcquireChunksRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   if (request.max_chunks() == 0 || request.max_chunks() > kMaxChunksPerAcquire) {
     return absl::InvalidArgumentError(
         absl::StrCat("max_chunks must be 1..", kMaxChunksPerAcquire));
   }
-  auto leases = ledger_->Acquire(Handle(request.peer()), request.max_chunks(),
+  auto leases = ledger_->Acquire(peer, request.max_chunks(),
                                  options_.lease_timeout);
   if (!leases.ok()) return leases.status();
   v1::AcquireChunksResponse response;
@@ -146,12 +264,13 @@ absl::StatusOr<v1::AcquireChunksResponse> CoordinatorCore::AcquireChunks(
 }
 
 absl::StatusOr<v1::RenewLeasesResponse> CoordinatorCore::RenewLeases(
-    const v1::RenewLeasesRequest& request) {
+    const v1::RenewLeasesRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   if (request.lease_ids_size() > static_cast<int>(kMaxChunksPerAcquire)) {
     return absl::InvalidArgumentError("too many lease_ids");
   }
   std::vector<uint64_t> ids(request.lease_ids().begin(), request.lease_ids().end());
-  auto result = ledger_->Renew(Handle(request.peer()), ids, options_.lease_timeout);
+  auto result = ledger_->Renew(peer, ids, options_.lease_timeout);
   if (!result.ok()) return result.status();
   v1::RenewLeasesResponse response;
   for (const auto& l : result->renewed) *response.add_renewed() = ToProto(l);
@@ -160,23 +279,34 @@ absl::StatusOr<v1::RenewLeasesResponse> CoordinatorCore::RenewLeases(
 }
 
 absl::StatusOr<v1::CompleteChunkResponse> CoordinatorCore::CompleteChunk(
-    const v1::CompleteChunkRequest& request) {
-  auto result = ledger_->Complete(Handle(request.peer()), request.chunk_id(), request.lease_id(),
+    const v1::CompleteChunkRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
+  auto result = ledger_->Complete(peer, request.chunk_id(), request.lease_id(),
                                   request.samples_trained());
   if (!result.ok()) return result.status();
+  if (!result->duplicate) {
+    absl::MutexLock lock(&earned_mu_);
+    completed_samples_[peer.peer_id] += request.samples_trained();
+  }
   v1::CompleteChunkResponse response;
   response.set_duplicate(result->duplicate);
   response.set_times_trained(result->times_trained);
+  response.set_returned_untrained(result->returned_untrained);
+  if (result->marked_bad) {
+    LOG(WARNING) << "chunk " << request.chunk_id() << " was completed with 0 samples "
+                 << kFailuresBeforeBad << " times in a row: marked bad and counted";
+  }
   return response;
 }
 
 absl::StatusOr<v1::ReleaseChunksResponse> CoordinatorCore::ReleaseChunks(
-    const v1::ReleaseChunksRequest& request) {
+    const v1::ReleaseChunksRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   if (request.lease_ids_size() > static_cast<int>(kMaxChunksPerAcquire)) {
     return absl::InvalidArgumentError("too many lease_ids");
   }
   std::vector<uint64_t> ids(request.lease_ids().begin(), request.lease_ids().end());
-  auto released = ledger_->Release(Handle(request.peer()), ids);
+  auto released = ledger_->Release(peer, ids);
   if (!released.ok()) return released.status();
   v1::ReleaseChunksResponse response;
   response.set_released(*released);
@@ -208,7 +338,9 @@ absl::StatusOr<v1::RunState> CoordinatorCore::GetRunState(const v1::GetRunStateR
 }
 
 absl::StatusOr<v1::ListChunksResponse> CoordinatorCore::ListChunks(
-    const v1::ListChunksRequest& request) {
+    const v1::ListChunksRequest& request, const Caller& caller, const std::string& admin_token) {
+  // Lease ids and incarnations are what peer calls name: only admins see them.
+  const bool full = caller.role == Caller::Role::kUnchecked || CheckAdmin(admin_token).ok();
   if (request.page_size() > kMaxListPage) {
     return absl::InvalidArgumentError(absl::StrCat("page_size above ", kMaxListPage));
   }
@@ -229,17 +361,22 @@ absl::StatusOr<v1::ListChunksResponse> CoordinatorCore::ListChunks(
     e->set_state(c.lease_id() ? v1::LEASED : v1::PENDING);
     e->set_times_trained(c.times_trained());
     e->set_owner_peer_id(c.owner_peer_id());
-    e->set_owner_incarnation(c.owner_incarnation());
+    if (full) e->set_owner_incarnation(c.owner_incarnation());
     e->set_deadline_unix_ms(c.deadline_unix_ms());
     e->set_samples_trained(c.samples_trained());
     e->set_num_samples(c.num_samples());
-    e->set_lease_id(c.lease_id());
+    if (full) e->set_lease_id(c.lease_id());
+    e->set_failed_completions(c.failed_completions());
+    e->set_bad(c.bad());
   }
   if (next.has_value()) response.set_next_page_token(absl::StrCat(*next));
   return response;
 }
 
-absl::StatusOr<v1::ListPeersResponse> CoordinatorCore::ListPeers(const v1::ListPeersRequest&) {
+absl::StatusOr<v1::ListPeersResponse> CoordinatorCore::ListPeers(const v1::ListPeersRequest&,
+                                                                 const Caller& caller,
+                                                                 const std::string& admin_token) {
+  const bool full = caller.role == Caller::Role::kUnchecked || CheckAdmin(admin_token).ok();
   std::map<std::string, internal::PeerRecord> records;
   for (auto& p : ledger_->ActivePeers()) records[p.peer_id()] = std::move(p);
   v1::ListPeersResponse response;
@@ -248,7 +385,7 @@ absl::StatusOr<v1::ListPeersResponse> CoordinatorCore::ListPeers(const v1::ListP
     if (rec == records.end()) continue;  // evicted meanwhile
     v1::PeerEntry* e = response.add_peers();
     e->set_peer_id(s.peer_id);
-    e->set_incarnation(s.incarnation);
+    if (full) e->set_incarnation(s.incarnation);
     e->set_display_name(rec->second.display_name());
     e->set_reachability(ToProto(s.reachability));
     // Only an address that answered a health check is handed out.
@@ -262,12 +399,28 @@ absl::StatusOr<v1::ListPeersResponse> CoordinatorCore::ListPeers(const v1::ListP
 }
 
 absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
-    const v1::ReportProgressRequest& request) {
-  PeerHandle peer = Handle(request.peer());
+    const v1::ReportProgressRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
   const std::string& hash = request.params_hash();
   if (hash.size() > 64 || hash.find_first_not_of("0123456789abcdef") != std::string::npos) {
     return absl::InvalidArgumentError("params_hash must be lowercase hex of at most 64 characters");
+  }
+  // A peer cannot have trained more samples than its data holds: what it
+  // leases now plus what it completed. (Without the bound one peer could
+  // report the whole target batch and open rounds at will.)
+  if (caller.is_peer()) {
+    uint64_t bound = ledger_->SamplesLeasedBy(peer.peer_id);
+    {
+      absl::MutexLock lock(&earned_mu_);
+      auto it = completed_samples_.find(peer.peer_id);
+      if (it != completed_samples_.end()) bound += it->second;
+    }
+    if (request.samples_accumulated() > bound) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "samples_accumulated ", request.samples_accumulated(),
+          " exceeds the samples of the chunks this peer leased and completed (", bound, ")"));
+    }
   }
   // Only addresses that answered a health check get a span to reduce.
   std::map<std::string, std::string> reachable;
@@ -297,10 +450,12 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   return response;
 }
 
-absl::StatusOr<v1::GetRoundResponse> CoordinatorCore::GetRound(const v1::GetRoundRequest& request) {
-  if (absl::Status s = ledger_->CheckPeer(Handle(request.peer())); !s.ok()) return s;
+absl::StatusOr<v1::GetRoundResponse> CoordinatorCore::GetRound(const v1::GetRoundRequest& request,
+                                                               const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
+  if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
   v1::GetRoundResponse response;
-  auto round = rounds_->RoundFor(request.peer().peer_id(), request.after_round_id());
+  auto round = rounds_->RoundFor(peer.peer_id, request.after_round_id());
   if (round.has_value()) {
     response.set_found(true);
     *response.mutable_round() = std::move(*round);
@@ -342,6 +497,14 @@ absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
   auto released =
       membership_.Remove(request.peer_id(), std::nullopt, RemovalReason::kEvictedByAdmin);
   if (!released.ok()) return released.status();
+  ForgetEarned(request.peer_id());
+  absl::Duration ban = request.ban_seconds() > 0 ? absl::Seconds(request.ban_seconds())
+                                                 : options_.eviction_ban;
+  {
+    absl::MutexLock lock(&ban_mu_);
+    banned_until_[request.peer_id()] = clock_->Now() + ban;
+  }
+  LOG(INFO) << "peer " << request.peer_id() << " banned for " << absl::FormatDuration(ban);
   v1::AdminEvictPeerResponse response;
   response.set_released_chunks(*released);
   return response;
@@ -354,7 +517,12 @@ void CoordinatorCore::Tick() {
   } else if (*expired > 0) {
     LOG(INFO) << *expired << " leases expired and returned to the pool";
   }
-  membership_.Tick();
+  for (const std::string& evicted : membership_.Tick()) ForgetEarned(evicted);
+}
+
+void CoordinatorCore::ForgetEarned(const std::string& peer_id) {
+  absl::MutexLock lock(&earned_mu_);
+  completed_samples_.erase(peer_id);
 }
 
 }  // namespace dd::coordinator

@@ -7,8 +7,13 @@
 
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/crypto/peer_credential.h"
+#include "common/rpc/caller.h"
 #include "common/time/clock.h"
 #include "protos/coordinator.pb.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
@@ -30,28 +35,55 @@ struct CoordinatorOptions {
   std::string dataset_address;
   // Empty: the Admin* calls are disabled (PERMISSION_DENIED).
   std::string admin_token;
+  // Lifetime of a peer credential; heartbeats renew it.
+  absl::Duration credential_ttl = absl::Hours(1);
+  // How long an admin eviction bans the peer id (AdminEvictPeer's default).
+  absl::Duration eviction_ban = absl::Hours(1);
+  // How long a rejoin may prove its identity with an expired credential.
+  absl::Duration rejoin_grace = absl::Hours(24);
 };
 
 class CoordinatorCore {
  public:
   // All pointers must outlive the core. Peers join and leave through a
-  // Membership over the ledger, liveness and rounds.
+  // Membership over the ledger, liveness and rounds. `issuer` signs peer
+  // credentials; null only where no caller is ever checked (tests that pass
+  // Caller::Unchecked()).
   CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RoundPlanner* rounds,
-                  RunConfig config, CoordinatorOptions options, Clock* clock);
+                  RunConfig config, CoordinatorOptions options, Clock* clock,
+                  const CredentialIssuer* issuer = nullptr);
 
-  absl::StatusOr<v1::JoinResponse> Join(const v1::JoinRequest& request);
-  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request);
-  absl::StatusOr<v1::LeaveResponse> Leave(const v1::LeaveRequest& request);
-  absl::StatusOr<v1::AcquireChunksResponse> AcquireChunks(const v1::AcquireChunksRequest& request);
-  absl::StatusOr<v1::RenewLeasesResponse> RenewLeases(const v1::RenewLeasesRequest& request);
-  absl::StatusOr<v1::CompleteChunkResponse> CompleteChunk(const v1::CompleteChunkRequest& request);
-  absl::StatusOr<v1::ReleaseChunksResponse> ReleaseChunks(const v1::ReleaseChunksRequest& request);
+  // Each call takes the caller the authenticator established. Peer calls act
+  // for the peer of a Caller::Peer (the request's `peer` must be empty or
+  // name it), refuse Caller::RunToken(), and trust the request's `peer` for
+  // Caller::Unchecked() (servers without authentication).
+  absl::StatusOr<v1::JoinResponse> Join(const v1::JoinRequest& request,
+                                        const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::HeartbeatResponse> Heartbeat(const v1::HeartbeatRequest& request,
+                                                  const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::LeaveResponse> Leave(const v1::LeaveRequest& request,
+                                          const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::AcquireChunksResponse> AcquireChunks(
+      const v1::AcquireChunksRequest& request, const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::RenewLeasesResponse> RenewLeases(
+      const v1::RenewLeasesRequest& request, const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::CompleteChunkResponse> CompleteChunk(
+      const v1::CompleteChunkRequest& request, const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::ReleaseChunksResponse> ReleaseChunks(
+      const v1::ReleaseChunksRequest& request, const Caller& caller = Caller::Unchecked());
   absl::StatusOr<v1::RunState> GetRunState(const v1::GetRunStateRequest& request);
-  absl::StatusOr<v1::ListChunksResponse> ListChunks(const v1::ListChunksRequest& request);
-  absl::StatusOr<v1::ListPeersResponse> ListPeers(const v1::ListPeersRequest& request);
+  // Lease ids and incarnations are left out unless `admin_token` is the
+  // admin token or the caller is unchecked.
+  absl::StatusOr<v1::ListChunksResponse> ListChunks(const v1::ListChunksRequest& request,
+                                                    const Caller& caller = Caller::Unchecked(),
+                                                    const std::string& admin_token = "");
+  absl::StatusOr<v1::ListPeersResponse> ListPeers(const v1::ListPeersRequest& request,
+                                                  const Caller& caller = Caller::Unchecked(),
+                                                  const std::string& admin_token = "");
   absl::StatusOr<v1::ReportProgressResponse> ReportProgress(
-      const v1::ReportProgressRequest& request);
-  absl::StatusOr<v1::GetRoundResponse> GetRound(const v1::GetRoundRequest& request);
+      const v1::ReportProgressRequest& request, const Caller& caller = Caller::Unchecked());
+  absl::StatusOr<v1::GetRoundResponse> GetRound(const v1::GetRoundRequest& request,
+                                                const Caller& caller = Caller::Unchecked());
   absl::StatusOr<v1::ListRoundsResponse> ListRounds(const v1::ListRoundsRequest& request);
   // `admin_token` is the caller's x-dd-admin-token metadata.
   absl::StatusOr<v1::AdminReleaseChunkResponse> AdminReleaseChunk(
@@ -65,7 +97,21 @@ class CoordinatorCore {
 
  private:
   absl::Status CheckAdmin(const std::string& token) const;
+  // The peer a peer call acts for (see the class comment).
+  absl::StatusOr<PeerHandle> ActingPeer(const Caller& caller, const v1::PeerRef& named) const;
+  // A credential for `peer`, expiring credential_ttl from now.
+  absl::StatusOr<std::string> IssueCredential(const PeerHandle& peer, absl::Time* expires) const;
+  // PermissionDenied while `peer_id` is banned.
+  absl::Status CheckNotBanned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(ban_mu_);
+  // AlreadyExists when a peer other than `joining_id` is registered at
+  // `address` and sent a heartbeat within half the heartbeat TTL.
+  absl::Status CheckAddressFree(const std::string& address, const std::string& joining_id) const;
+  // Drops the completed-samples count of a peer that left or rejoined.
+  void ForgetEarned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(earned_mu_);
 
+  // Fixed after construction.
+  const CredentialIssuer* const issuer_;
+  std::shared_ptr<const CredentialVerifier> verifier_;  // of issuer_'s key
   ChunkLedger* const ledger_;
   PeerLiveness* const liveness_;
   RoundPlanner* const rounds_;
@@ -74,6 +120,17 @@ class CoordinatorCore {
   const RunConfig config_;
   const CoordinatorOptions options_;
   Clock* const clock_;
+
+  // Peers an admin evicted, until when they stay out. In memory: a
+  // coordinator restart lifts bans (their credentials are void anyway, since
+  // an eviction ends the incarnation they name).
+  absl::Mutex ban_mu_;
+  absl::flat_hash_map<std::string, absl::Time> banned_until_ ABSL_GUARDED_BY(ban_mu_);
+
+  // Samples each peer incarnation has completed chunks with, the other half
+  // (with its leases) of what bounds the samples it may report.
+  absl::Mutex earned_mu_;
+  absl::flat_hash_map<std::string, uint64_t> completed_samples_ ABSL_GUARDED_BY(earned_mu_);
 };
 
 // Checks "host:port" (host a name, IPv4 or [IPv6]; port 1-65535).

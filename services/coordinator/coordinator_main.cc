@@ -42,6 +42,15 @@ DEFINE_string(admin_token_file, "",
               "(else DD_ADMIN_TOKEN; neither: admin calls disabled).");
 DEFINE_string(round_timeout, "60s", "Time members get to finish an averaging round.");
 DEFINE_string(dataset_wait, "5m", "How long to wait for the dataset service at start.");
+DEFINE_string(credential_key_file, "",
+              "Ed25519 key (PEM) that signs peer credentials; created (mode 0600) when "
+              "missing. Default: credential_key.pem in --db_dir, so credentials survive "
+              "restarts.");
+DEFINE_string(credential_public_key_out, "",
+              "Also write the credential public key (hex) here, for the dataset service's "
+              "--peer_public_key_file.");
+DEFINE_string(credential_ttl, "1h", "Lifetime of a peer credential; heartbeats renew it.");
+DEFINE_string(eviction_ban, "1h", "How long AdminEvictPeer keeps a peer id out by default.");
 DEFINE_int32(shutdown_grace_s, 10, "Seconds in-flight calls get on SIGTERM.");
 
 namespace {
@@ -110,10 +119,16 @@ absl::Status Run() {
   if (!wait.ok()) return wait.status();
   auto round_timeout = DurationFlag(FLAGS_round_timeout, "round_timeout");
   if (!round_timeout.ok()) return round_timeout.status();
+  auto credential_ttl = DurationFlag(FLAGS_credential_ttl, "credential_ttl");
+  if (!credential_ttl.ok()) return credential_ttl.status();
+  auto eviction_ban = DurationFlag(FLAGS_eviction_ban, "eviction_ban");
+  if (!eviction_ban.ok()) return eviction_ban.status();
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
 
   CoordinatorOptions options;
+  options.credential_ttl = *credential_ttl;
+  options.eviction_ban = *eviction_ban;
   options.lease_timeout = *lease_timeout;
   options.heartbeat_ttl = *ttl;
   options.dataset_address = FLAGS_dataset_address;
@@ -131,6 +146,22 @@ absl::Status Run() {
   if (!store.ok()) return store.status();
   auto ledger = ChunkLedger::Open(std::move(*store), *identity, dd::RealClock());
   if (!ledger.ok()) return ledger.status();
+  const std::string key_file = FLAGS_credential_key_file.empty()
+                                   ? FLAGS_db_dir + "/credential_key.pem"
+                                   : FLAGS_credential_key_file;
+  auto issuer = dd::CredentialIssuer::LoadOrCreate(key_file);
+  if (!issuer.ok()) return issuer.status();
+  if (!FLAGS_credential_public_key_out.empty()) {
+    if (absl::Status s = dd::WritePublicKeyFile(FLAGS_credential_public_key_out,
+                                                (*issuer)->public_key());
+        !s.ok()) {
+      return s;
+    }
+  }
+  auto verifier = dd::CredentialVerifier::FromPublicKey((*issuer)->public_key());
+  if (!verifier.ok()) return verifier.status();
+  security->peer_verifier = std::make_shared<dd::PeerVerifierSlot>();
+  security->peer_verifier->Set(*verifier);
   LedgerStats stats = (*ledger)->Stats();
   LOG(INFO) << "ledger of run " << config->run_id << ": epoch " << stats.epoch << ", "
             << stats.done << " chunks done, " << stats.leased << " leased, "
@@ -138,6 +169,7 @@ absl::Status Run() {
 
   dd::SecurityConfig probe_security = *security;
   probe_security.auth_token.clear();  // health checks carry no secret
+  probe_security.peer_verifier.reset();
   GrpcHealthProber prober(probe_security, absl::Seconds(3));
   LivenessOptions liveness_options;
   liveness_options.ttl = *ttl;
@@ -152,7 +184,8 @@ absl::Status Run() {
   round_options.persist_step = [ledger_ptr](uint64_t s) { return ledger_ptr->SetGlobalStep(s); };
   if (step > 0) LOG(INFO) << "continuing at global step " << step;
   RoundPlanner rounds(round_options, dd::RealClock());
-  CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock());
+  CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock(),
+                       issuer->get());
   CoordinatorService service(&core);
 
   dd::ServerOptions server_options;
@@ -165,7 +198,20 @@ absl::Status Run() {
 
   absl::Notification stop;
   std::thread maintenance([&] {
-    while (!stop.WaitForNotificationWithTimeout(absl::Seconds(1))) core.Tick();
+    bool serving = true;
+    while (!stop.WaitForNotificationWithTimeout(absl::Seconds(1))) {
+      core.Tick();
+      // A ledger that stopped accepting changes cannot run the collaboration:
+      // say so on the health service, so a supervisor (compose's restart
+      // policy, a kubelet probe) restarts the coordinator, which reopens the
+      // ledger from its durable state.
+      if (serving && !ledger_ptr->AcceptsChanges()) {
+        serving = false;
+        LOG(ERROR) << "the ledger stopped accepting changes after a failed write: health is "
+                      "NOT_SERVING; restart the coordinator";
+        (*host)->SetServing(false);
+      }
+    }
   });
   (*host)->WaitForTerminationSignal(absl::Seconds(FLAGS_shutdown_grace_s));
   stop.Notify();

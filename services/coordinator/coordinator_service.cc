@@ -1,5 +1,6 @@
 #include "services/coordinator/coordinator_service.h"
 
+#include "common/rpc/auth.h"
 #include "common/rpc/offload.h"
 
 namespace dd::coordinator {
@@ -17,28 +18,46 @@ std::string AdminToken(grpc::CallbackServerContext* context) {
 CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads)
     : core_(core), pool_(threads) {}
 
-// One line per RPC: the core does the work on the pool.
+// One line per RPC: the core does the work on the pool. Calls that act for a
+// peer get the caller the authenticator established.
 #define DD_COORDINATOR_RPC(Name, Request, Response)                                      \
   grpc::ServerUnaryReactor* CoordinatorService::Name(                                     \
       grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
     return FinishOnPool(&pool_, c, req, resp,                                             \
                         [this](const v1::Request& r) { return core_->Name(r); });         \
   }
+#define DD_COORDINATOR_PEER_RPC(Name, Request, Response)                                 \
+  grpc::ServerUnaryReactor* CoordinatorService::Name(                                     \
+      grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
+    return FinishOnPool(&pool_, c, req, resp,                                             \
+                        [this, caller = CallerOf(c->client_metadata())](               \
+                            const v1::Request& r) { return core_->Name(r, caller); });    \
+  }
+#define DD_COORDINATOR_LISTING_RPC(Name, Request, Response)                              \
+  grpc::ServerUnaryReactor* CoordinatorService::Name(                                     \
+      grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
+    return FinishOnPool(                                                                  \
+        &pool_, c, req, resp,                                                             \
+        [this, caller = CallerOf(c->client_metadata()), token = AdminToken(c)](        \
+            const v1::Request& r) { return core_->Name(r, caller, token); });             \
+  }
 
-DD_COORDINATOR_RPC(Join, JoinRequest, JoinResponse)
-DD_COORDINATOR_RPC(Heartbeat, HeartbeatRequest, HeartbeatResponse)
-DD_COORDINATOR_RPC(Leave, LeaveRequest, LeaveResponse)
-DD_COORDINATOR_RPC(AcquireChunks, AcquireChunksRequest, AcquireChunksResponse)
-DD_COORDINATOR_RPC(RenewLeases, RenewLeasesRequest, RenewLeasesResponse)
-DD_COORDINATOR_RPC(CompleteChunk, CompleteChunkRequest, CompleteChunkResponse)
-DD_COORDINATOR_RPC(ReleaseChunks, ReleaseChunksRequest, ReleaseChunksResponse)
+DD_COORDINATOR_PEER_RPC(Join, JoinRequest, JoinResponse)
+DD_COORDINATOR_PEER_RPC(Heartbeat, HeartbeatRequest, HeartbeatResponse)
+DD_COORDINATOR_PEER_RPC(Leave, LeaveRequest, LeaveResponse)
+DD_COORDINATOR_PEER_RPC(AcquireChunks, AcquireChunksRequest, AcquireChunksResponse)
+DD_COORDINATOR_PEER_RPC(RenewLeases, RenewLeasesRequest, RenewLeasesResponse)
+DD_COORDINATOR_PEER_RPC(CompleteChunk, CompleteChunkRequest, CompleteChunkResponse)
+DD_COORDINATOR_PEER_RPC(ReleaseChunks, ReleaseChunksRequest, ReleaseChunksResponse)
 DD_COORDINATOR_RPC(GetRunState, GetRunStateRequest, RunState)
-DD_COORDINATOR_RPC(ListChunks, ListChunksRequest, ListChunksResponse)
-DD_COORDINATOR_RPC(ListPeers, ListPeersRequest, ListPeersResponse)
-DD_COORDINATOR_RPC(ReportProgress, ReportProgressRequest, ReportProgressResponse)
-DD_COORDINATOR_RPC(GetRound, GetRoundRequest, GetRoundResponse)
+DD_COORDINATOR_LISTING_RPC(ListChunks, ListChunksRequest, ListChunksResponse)
+DD_COORDINATOR_LISTING_RPC(ListPeers, ListPeersRequest, ListPeersResponse)
+DD_COORDINATOR_PEER_RPC(ReportProgress, ReportProgressRequest, ReportProgressResponse)
+DD_COORDINATOR_PEER_RPC(GetRound, GetRoundRequest, GetRoundResponse)
 DD_COORDINATOR_RPC(ListRounds, ListRoundsRequest, ListRoundsResponse)
 #undef DD_COORDINATOR_RPC
+#undef DD_COORDINATOR_PEER_RPC
+#undef DD_COORDINATOR_LISTING_RPC
 
 grpc::ServerUnaryReactor* CoordinatorService::AdminReleaseChunk(
     grpc::CallbackServerContext* c, const v1::AdminReleaseChunkRequest* req,

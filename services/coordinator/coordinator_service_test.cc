@@ -5,6 +5,7 @@
 
 #include <filesystem>
 
+#include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/reflection_client.h"
 #include "common/rpc/server.h"
@@ -33,12 +34,16 @@ class CoordinatorServiceTest : public ::testing::Test {
     CoordinatorOptions options;
     options.admin_token = kAdmin;
     rounds_ = std::make_unique<RoundPlanner>(RoundPlannerOptions{}, RealClock());
+    issuer_ = *CredentialIssuer::Generate();
     core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(), rounds_.get(),
-                                              RunConfig{"svc-run", "{}"}, options, RealClock());
+                                              RunConfig{"svc-run", "{}"}, options, RealClock(),
+                                              issuer_.get());
     service_ = std::make_unique<CoordinatorService>(core_.get());
     ServerOptions server;
     server.listen_address = "127.0.0.1:0";
     server.security.auth_token = kToken;
+    server.security.peer_verifier = std::make_shared<PeerVerifierSlot>();
+    server.security.peer_verifier->Set(*CredentialVerifier::FromPublicKey(issuer_->public_key()));
     auto host = ServiceHost::Start(server, {service_.get()});
     ASSERT_TRUE(host.ok()) << host.status();
     host_ = std::move(*host);
@@ -56,6 +61,15 @@ class CoordinatorServiceTest : public ::testing::Test {
     c.auth_token = token;
     auto ch = MakeChannel("127.0.0.1:" + std::to_string(host_->port()), c);
     return v1::Coordinator::NewStub(*ch);
+  }
+
+  // A stub that calls with the credential `joined` carries.
+  std::unique_ptr<v1::Coordinator::Stub> PeerStub(const v1::JoinResponse& joined) {
+    SecurityConfig c;
+    c.call_token = std::make_shared<CallToken>(kToken);
+    c.call_token->SetPeerCredential(joined.peer_token());
+    return v1::Coordinator::NewStub(
+        *MakeChannel("127.0.0.1:" + std::to_string(host_->port()), c));
   }
 
   // A peer's own server: health only, like a trainer's averaging server.
@@ -88,6 +102,7 @@ class CoordinatorServiceTest : public ::testing::Test {
     return out;
   }
 
+  std::unique_ptr<CredentialIssuer> issuer_;
   std::unique_ptr<ChunkLedger> ledger_;
   std::unique_ptr<GrpcHealthProber> prober_;
   std::unique_ptr<PeerLiveness> liveness_;
@@ -118,6 +133,9 @@ TEST_F(CoordinatorServiceTest, LiveAddressIsListedDeadAddressIsNot) {
 
 TEST_F(CoordinatorServiceTest, LeaseCompleteAndStateOverTheWire) {
   v1::JoinResponse a = Join("127.0.0.1:9");
+  ASSERT_FALSE(a.peer_token().empty());
+  EXPECT_EQ(a.credential_public_key(), issuer_->public_key());
+  auto peer = PeerStub(a);
   v1::PeerRef ref;
   ref.set_peer_id(a.peer_id());
   ref.set_incarnation(a.incarnation());
@@ -126,7 +144,11 @@ TEST_F(CoordinatorServiceTest, LeaseCompleteAndStateOverTheWire) {
   *acq.mutable_peer() = ref;
   acq.set_max_chunks(2);
   v1::AcquireChunksResponse leases;
-  ASSERT_TRUE(stub_->AcquireChunks(&c1, acq, &leases).ok());
+  // The run token acts for no peer.
+  grpc::ClientContext c0;
+  EXPECT_EQ(stub_->AcquireChunks(&c0, acq, &leases).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  ASSERT_TRUE(peer->AcquireChunks(&c1, acq, &leases).ok());
   ASSERT_EQ(leases.leases_size(), 2);
   grpc::ClientContext c2;
   v1::CompleteChunkRequest done;
@@ -135,7 +157,7 @@ TEST_F(CoordinatorServiceTest, LeaseCompleteAndStateOverTheWire) {
   done.set_lease_id(leases.leases(0).lease_id());
   done.set_samples_trained(4);
   v1::CompleteChunkResponse dr;
-  ASSERT_TRUE(stub_->CompleteChunk(&c2, done, &dr).ok());
+  ASSERT_TRUE(peer->CompleteChunk(&c2, done, &dr).ok());
   grpc::ClientContext c3;
   v1::RunState state;
   ASSERT_TRUE(stub_->GetRunState(&c3, {}, &state).ok());
@@ -146,8 +168,61 @@ TEST_F(CoordinatorServiceTest, LeaseCompleteAndStateOverTheWire) {
   // Completing a lease it does not hold: FAILED_PRECONDITION on the wire.
   grpc::ClientContext c4;
   done.set_lease_id(999);
-  EXPECT_EQ(stub_->CompleteChunk(&c4, done, &dr).error_code(),
+  EXPECT_EQ(peer->CompleteChunk(&c4, done, &dr).error_code(),
             grpc::StatusCode::FAILED_PRECONDITION);
+}
+
+TEST_F(CoordinatorServiceTest, ACredentialActsForItsOwnPeerOnly) {
+  v1::JoinResponse victim = Join("127.0.0.1:9");
+  v1::JoinResponse attacker = Join("127.0.0.1:10");
+  auto as_attacker = PeerStub(attacker);
+  v1::PeerRef victim_ref;
+  victim_ref.set_peer_id(victim.peer_id());
+  victim_ref.set_incarnation(victim.incarnation());
+
+  grpc::ClientContext c1;
+  v1::LeaveRequest leave;
+  *leave.mutable_peer() = victim_ref;
+  v1::LeaveResponse left;
+  EXPECT_EQ(as_attacker->Leave(&c1, leave, &left).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Joining as the victim: neither the attacker's credential nor the run
+  // token without the victim's credential will do.
+  grpc::ClientContext c2;
+  v1::JoinRequest join;
+  join.set_peer_id(victim.peer_id());
+  join.set_listen_address("127.0.0.1:11");
+  v1::JoinResponse joined;
+  EXPECT_EQ(as_attacker->Join(&c2, join, &joined).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  grpc::ClientContext c3;
+  join.set_peer_token(attacker.peer_token());
+  EXPECT_EQ(stub_->Join(&c3, join, &joined).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  // With its own credential as proof, the victim's restart does rejoin.
+  grpc::ClientContext c4;
+  join.set_peer_token(victim.peer_token());
+  ASSERT_TRUE(stub_->Join(&c4, join, &joined).ok());
+  EXPECT_EQ(joined.peer_id(), victim.peer_id());
+  EXPECT_EQ(joined.incarnation(), victim.incarnation() + 1);
+
+  // Heartbeats renew the credential; an empty `peer` means "the caller".
+  grpc::ClientContext c5;
+  v1::HeartbeatResponse beat;
+  ASSERT_TRUE(as_attacker->Heartbeat(&c5, v1::HeartbeatRequest(), &beat).ok());
+  EXPECT_FALSE(beat.peer_token().empty());
+  EXPECT_GT(beat.peer_token_expires_unix_ms(), 0);
+
+  // Without the admin token, listings hold no incarnations.
+  grpc::ClientContext c6;
+  v1::ListPeersResponse peers;
+  ASSERT_TRUE(stub_->ListPeers(&c6, {}, &peers).ok());
+  ASSERT_EQ(peers.peers_size(), 2);
+  for (const auto& p : peers.peers()) EXPECT_EQ(p.incarnation(), 0u);
+  grpc::ClientContext c7;
+  c7.AddMetadata(kAdminTokenHeader, kAdmin);
+  ASSERT_TRUE(stub_->ListPeers(&c7, {}, &peers).ok());
+  for (const auto& p : peers.peers()) EXPECT_GT(p.incarnation(), 0u);
 }
 
 TEST_F(CoordinatorServiceTest, TokenOnEveryCallAdminTokenOnAdminCalls) {

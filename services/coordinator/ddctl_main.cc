@@ -5,6 +5,7 @@
 //   ddctl --coordinator=HOST:PORT chunks [--state=leased|pending] [--owner=PEER]
 //   ddctl --coordinator=HOST:PORT release CHUNK_ID     (admin token)
 //   ddctl --coordinator=HOST:PORT evict PEER_ID        (admin token)
+#include <algorithm>
 #include <iostream>
 
 #include <gflags/gflags.h>
@@ -23,7 +24,11 @@
 DEFINE_string(coordinator, "127.0.0.1:50050", "Coordinator host:port.");
 DEFINE_string(state, "", "chunks: only 'leased' or 'pending' chunks.");
 DEFINE_string(owner, "", "chunks: only chunks leased by this peer.");
-DEFINE_string(admin_token_file, "", "Admin token for release/evict (else DD_ADMIN_TOKEN).");
+DEFINE_string(admin_token_file, "",
+              "Admin token for release/evict (else DD_ADMIN_TOKEN); with it, peers and "
+              "chunks also show incarnations and lease ids.");
+DEFINE_int32(ban_s, 0, "evict: keep the peer out this many seconds (0: the coordinator's "
+                       "--eviction_ban).");
 
 namespace {
 
@@ -75,8 +80,14 @@ absl::Status Run(int argc, char** argv) {
         s.samples_per_second());
     return absl::OkStatus();
   }
-  if (cmd == "peers") {
+  // Listings show incarnations and lease ids to admins only.
+  auto admin_context = [] {
     auto ctx = dd::MakeCallContext();
+    if (auto token = AdminToken(); token.ok()) ctx->AddMetadata("x-dd-admin-token", *token);
+    return ctx;
+  };
+  if (cmd == "peers") {
+    auto ctx = admin_context();
     v1::ListPeersResponse r;
     grpc::Status st = stub->ListPeers(ctx.get(), {}, &r);
     if (!st.ok()) return dd::FromGrpcStatus(st, "ListPeers");
@@ -97,19 +108,20 @@ absl::Status Run(int argc, char** argv) {
     if (FLAGS_state == "leased") req.set_state(v1::LEASED);
     if (FLAGS_state == "pending") req.set_state(v1::PENDING);
     req.set_owner_peer_id(FLAGS_owner);
-    std::cout << absl::StrFormat("%8s %-8s %6s %8s %-20s %9s\n", "chunk", "state", "times",
-                                 "samples", "owner", "deadline");
+    std::cout << absl::StrFormat("%8s %-8s %6s %8s %-20s %9s %s\n", "chunk", "state", "times",
+                                 "samples", "owner", "deadline", "failed");
     do {
-      auto ctx = dd::MakeCallContext();
+      auto ctx = admin_context();
       v1::ListChunksResponse r;
       grpc::Status st = stub->ListChunks(ctx.get(), req, &r);
       if (!st.ok()) return dd::FromGrpcStatus(st, "ListChunks");
       for (const auto& c : r.chunks()) {
-        std::cout << absl::StrFormat("%8d %-8s %6d %8d %-20s %9s\n", c.chunk_id(),
+        std::cout << absl::StrFormat("%8d %-8s %6d %8d %-20s %9s %d%s\n", c.chunk_id(),
                                      c.state() == v1::LEASED ? "leased" : "pending",
                                      c.times_trained(), c.samples_trained(),
                                      c.owner_peer_id().empty() ? "-" : c.owner_peer_id(),
-                                     Time(c.deadline_unix_ms()));
+                                     Time(c.deadline_unix_ms()), c.failed_completions(),
+                                     c.bad() ? " BAD (unreadable)" : "");
       }
       req.set_page_token(r.next_page_token());
     } while (!req.page_token().empty());
@@ -132,6 +144,7 @@ absl::Status Run(int argc, char** argv) {
     } else {
       v1::AdminEvictPeerRequest req;
       req.set_peer_id(argv[2]);
+      req.set_ban_seconds(std::max(0, FLAGS_ban_s));
       v1::AdminEvictPeerResponse r;
       grpc::Status st = stub->AdminEvictPeer(ctx.get(), req, &r);
       if (!st.ok()) return dd::FromGrpcStatus(st, "AdminEvictPeer");

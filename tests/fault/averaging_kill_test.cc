@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/rpc/server.h"
+#include "common/rpc/testing/test_run_credentials.h"
 #include "gtest/gtest.h"
 #include "tests/testing/subprocess.h"
 #include "trainer/averaging/butterfly.h"
@@ -30,6 +31,9 @@ TEST(AveragingKill, SurvivorsFinishWhenAMemberIsKilledMidRound) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/token") << kToken;
   const uint64_t length = 6 << 20;  // 24 MB per member
+  // The run's credential key, shared with the victim process, which signs
+  // its own credential with it (there is no coordinator here).
+  dd::testing::TestRunCredentials credentials(kToken, dir + "/credential_key.pem");
   // Member 3 is a separate process whose upload is capped at 8 Mbit/s (its
   // 9 MB take ~9 s), so it is still sending when it is killed. The timeouts
   // are generous: on a loaded 2-core CI machine a live in-process member
@@ -38,14 +42,13 @@ TEST(AveragingKill, SurvivorsFinishWhenAMemberIsKilledMidRound) {
       {testing::RunfilePath("trainer/averaging/averaging_member"), "--listen=127.0.0.1:0",
        "--port_file=" + dir + "/port", "--spec_file=" + dir + "/spec.json", "--index=3",
        absl::StrCat("--length=", length), "--max_send_mbps=8", "--codec=fp16",
-       "--sender_timeout_s=4", "--reducer_timeout_s=8", "--auth_token_file=" + dir + "/token"},
+       "--sender_timeout_s=4", "--reducer_timeout_s=8", "--auth_token_file=" + dir + "/token",
+       "--credential_key_file=" + dir + "/credential_key.pem"},
       dir + "/victim.log");
   ASSERT_TRUE(victim.ok());
   auto victim_port = testing::WaitForPortFile(dir + "/port", absl::Seconds(30));
   ASSERT_TRUE(victim_port.ok());
 
-  SecurityConfig security;
-  security.auth_token = kToken;
   struct Member {
     AveragerService service;
     std::unique_ptr<ServiceHost> host;
@@ -57,7 +60,7 @@ TEST(AveragingKill, SurvivorsFinishWhenAMemberIsKilledMidRound) {
     auto m = std::make_unique<Member>();
     ServerOptions o;
     o.listen_address = "127.0.0.1:0";
-    o.security = security;
+    o.security = credentials.Server();
     m->host = std::move(*ServiceHost::Start(o, {&m->service}));
     spec.peer_ids.push_back(absl::StrCat("peer-", i));
     spec.addresses.push_back(absl::StrCat("127.0.0.1:", m->host->port()));
@@ -87,7 +90,8 @@ TEST(AveragingKill, SurvivorsFinishWhenAMemberIsKilledMidRound) {
   for (int i = 0; i < 3; ++i) {
     for (uint64_t k = 0; k < length; ++k) values[i][k] = std::sin(0.001f * k + i) * (1 + i);
     threads.emplace_back([&, i] {
-      ButterflyAllReduce allreduce(&members[i]->service, security);
+      ButterflyAllReduce allreduce(&members[i]->service,
+                                   credentials.Peer(absl::StrCat("peer-", i)));
       RoundSpec s = spec;
       s.my_index = i;
       results[i] = allreduce.Run(s, options, values[i].data(), length, 1.0);

@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/health_client.h"
 #include "gtest/gtest.h"
@@ -108,6 +109,7 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
   std::atomic<uint64_t> epoch{0};
   std::atomic<int> acquires_retried{0};
   std::vector<v1::PeerRef> peers(4);
+  std::vector<std::string> credentials(4);
   std::vector<std::thread> clients;
   for (int t = 0; t < 4; ++t) {
     clients.emplace_back([&, t] {
@@ -132,6 +134,14 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
       v1::PeerRef& me = peers[t];
       me.set_peer_id(joined.peer_id());
       me.set_incarnation(joined.incarnation());
+      // From now on the client acts with its credential, which stays valid
+      // across the coordinator's restarts (its key lives beside the ledger).
+      ASSERT_FALSE(joined.peer_token().empty());
+      credentials[t] = joined.peer_token();
+      SecurityConfig as_peer = security;
+      as_peer.call_token = std::make_shared<CallToken>(kToken);
+      as_peer.call_token->SetPeerCredential(joined.peer_token());
+      stub = v1::Coordinator::NewStub(*MakeChannel(address, as_peer));
       while (!stop) {
         v1::AcquireChunksRequest acquire;
         *acquire.mutable_peer() = me;
@@ -241,13 +251,19 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
   LOG(INFO) << "kills=" << kills << " completions=" << total << " acked=" << book.acked.size()
             << " ambiguous=" << book.ambiguous;
 
-  // Clean leaves release everything.
-  for (const auto& p : peers) {
+  // Clean leaves release everything; each peer leaves with its own
+  // credential (the run token acts for no peer).
+  for (size_t t = 0; t < peers.size(); ++t) {
+    SecurityConfig as_peer = security;
+    as_peer.call_token = std::make_shared<CallToken>(kToken);
+    as_peer.call_token->SetPeerCredential(credentials[t]);
+    auto peer_stub = v1::Coordinator::NewStub(*MakeChannel(address, as_peer));
     auto ctx = MakeCallContext(absl::Seconds(10), true);
     v1::LeaveRequest leave;
-    *leave.mutable_peer() = p;
+    *leave.mutable_peer() = peers[t];
     v1::LeaveResponse r;
-    EXPECT_TRUE(stub->Leave(ctx.get(), leave, &r).ok());
+    grpc::Status left = peer_stub->Leave(ctx.get(), leave, &r);
+    EXPECT_TRUE(left.ok()) << left.error_message();
   }
   v1::RunState state;
   auto ctx = MakeCallContext(absl::Seconds(10), true);

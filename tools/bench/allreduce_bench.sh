@@ -28,6 +28,8 @@ work=$(mktemp -d /tmp/dd-allreduce.XXXX)
 bazel build //trainer/averaging:averaging_member 2>&1 | grep -v linux-sandbox | tail -1
 member="${MEMBER:-$(pwd)/bazel-bin/trainer/averaging/averaging_member}"
 openssl rand -hex 24 > "$work/token"
+# The members sign their own credentials with the run's key (no coordinator here).
+(umask 077 && openssl genpkey -algorithm ed25519 -out "$work/credential_key.pem")
 
 source tools/bench/netns_lib.sh
 cleanup() {
@@ -44,7 +46,7 @@ run_round() {
   for i in $(seq 0 $((n - 1))); do
     local cmd=("$member" --index="$i" --length="$length" --codec="$codec"
                --spec_file="$work/spec.json" --port_file="$work/port.$i"
-               --auth_token_file="$work/token" --sender_timeout_s=120 --reducer_timeout_s=240
+               --auth_token_file="$work/token" --credential_key_file="$work/credential_key.pem" --sender_timeout_s=120 --reducer_timeout_s=240
                --deadline_s=600 --linger_ms=3000 ${MEMBER_ARGS:-})
     if [ "$mode" = loopback ]; then
       "${cmd[@]}" --listen=127.0.0.1:0 > "$work/out.$i" 2> "$work/log.$i" &

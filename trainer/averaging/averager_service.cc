@@ -1,5 +1,6 @@
 #include "trainer/averaging/averager_service.h"
 
+#include "common/rpc/auth.h"
 #include "common/status/grpc_status.h"
 
 namespace dd::averaging {
@@ -11,9 +12,11 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
                                                       const v1::ReducePartRequest* request,
                                                       v1::ReducePartResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  registry_.ReducePart(request, response, [reactor](const absl::Status& status) {
-    reactor->Finish(ToGrpcStatus(status));
-  });
+  // The sender is who its credential says, whatever the request claims.
+  registry_.ReducePart(
+      request, response,
+      [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); },
+      CallerOf(context->client_metadata()));
   return reactor;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
+#include "common/rpc/testing/test_run_credentials.h"
 #include "gtest/gtest.h"
 
 namespace dd::averaging {
@@ -18,11 +19,12 @@ namespace {
 constexpr char kToken[] = "averager-service-test-token-0123";
 constexpr uint32_t kCount = 1000;
 
-SecurityConfig Security() {
-  SecurityConfig s;
-  s.auth_token = kToken;
-  return s;
+const testing::TestRunCredentials& Credentials() {
+  static const auto* credentials = new testing::TestRunCredentials(kToken);
+  return *credentials;
 }
+
+SecurityConfig Security() { return Credentials().Server(); }
 
 struct Server {
   explicit Server(absl::Duration early_part_wait, size_t max_held_bytes = size_t{64} << 20)
@@ -40,10 +42,12 @@ struct Server {
 };
 
 // Member 1 of a two-member round sends its part of member 0's span.
+// `client` is whose credential the call carries (peer-1's by default).
 grpc::Status SendPart(const Server& server, uint64_t round_id, float value,
-                      v1::ReducePartResponse* response) {
+                      v1::ReducePartResponse* response, double weight = 1,
+                      const SecurityConfig& client = Credentials().Peer("peer-1")) {
   auto stub = v1::Averager::NewStub(
-      *MakeChannel(absl::StrCat("127.0.0.1:", server.host->port()), Security()));
+      *MakeChannel(absl::StrCat("127.0.0.1:", server.host->port()), client));
   v1::ReducePartRequest req;
   req.set_round_id(round_id);
   req.set_sender_peer_id("peer-1");
@@ -52,7 +56,7 @@ grpc::Status SendPart(const Server& server, uint64_t round_id, float value,
   req.set_offset(0);
   req.set_count(kCount);
   req.set_codec(v1::NONE);
-  req.set_weight(1);
+  req.set_weight(weight);
   std::vector<float> values(kCount, value);
   req.set_data(std::string(reinterpret_cast<const char*>(values.data()), kCount * sizeof(float)));
   grpc::ClientContext ctx;
@@ -62,14 +66,16 @@ grpc::Status SendPart(const Server& server, uint64_t round_id, float value,
 
 // Registers `round_id` on `server` as member 0 of peer-0 and peer-1, with a
 // one-part span of kCount values; returns its reducer.
-std::shared_ptr<SpanReducer> RegisterTwoMemberRound(Server& server, uint64_t round_id) {
+std::shared_ptr<SpanReducer> RegisterTwoMemberRound(Server& server, uint64_t round_id,
+                                                    std::vector<double> weights = {}) {
   ReducerOptions o;
   o.span_length = kCount;
   o.part_elements = kCount;
   o.num_members = 2;
   o.local_sender = 0;
   auto reducer = std::make_shared<SpanReducer>(o);
-  server.service.registry()->RegisterRound(round_id, {"peer-0", "peer-1"}, 0, reducer);
+  server.service.registry()->RegisterRound(round_id, {"peer-0", "peer-1"}, 0, reducer,
+                                           std::move(weights));
   return reducer;
 }
 
@@ -134,6 +140,44 @@ TEST(AveragerService, AHeldPartEndsWithItsRoundWhenItsOwnerNeverContributes) {
   // had: member 1's values alone.
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_EQ(response.contributors(), 1u);
+}
+
+std::vector<float> MeanOf(const v1::ReducePartResponse& response) {
+  std::vector<float> mean(kCount);
+  if (response.data().size() == kCount * sizeof(float)) {
+    std::memcpy(mean.data(), response.data().data(), response.data().size());
+  }
+  return mean;
+}
+
+TEST(AveragerService, APartsSenderIsWhoItsCredentialSaysAndTheVictimStaysIn) {
+  Server server(absl::ZeroDuration());
+  auto reducer = RegisterTwoMemberRound(server, 12);
+  v1::ReducePartResponse response;
+  // Another peer of the run (not a member) sends in peer-1's name; then a
+  // process with only the run token does.
+  EXPECT_EQ(SendPart(server, 12, 1e30f, &response, 1, Credentials().Peer("peer-2")).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(SendPart(server, 12, 1e30f, &response, 1, Credentials().RunTokenOnly()).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // peer-1 itself is neither excluded nor taken for a duplicate.
+  ContributeOwnOnes(*reducer);
+  grpc::Status status = SendPart(server, 12, 3.0f, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.contributors(), 2u);
+  for (float m : MeanOf(response)) ASSERT_EQ(m, 2.0f);
+}
+
+TEST(AveragerService, AWeightAboveTheRoundsAssignmentCountsAsAssigned) {
+  Server server(absl::ZeroDuration());
+  auto reducer = RegisterTwoMemberRound(server, 13, {1.0, 1.0});
+  ContributeOwnOnes(*reducer);
+  v1::ReducePartResponse response;
+  // 1e30 would make the mean peer-1's 3.0; the round assigned it 1.
+  grpc::Status status = SendPart(server, 13, 3.0f, &response, 1e30);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.total_weight(), 2.0);
+  for (float m : MeanOf(response)) ASSERT_EQ(m, 2.0f);
 }
 
 }  // namespace

@@ -27,6 +27,8 @@
 
 #include "absl/strings/str_format.h"
 #include "common/init/init.h"
+#include "common/crypto/peer_credential.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/security.h"
 #include "common/rpc/server.h"
 #include "trainer/averaging/butterfly.h"
@@ -44,6 +46,11 @@ DEFINE_double(sender_timeout_s, 10, "Sender timeout.");
 DEFINE_double(reducer_timeout_s, 20, "Reducer timeout.");
 DEFINE_double(deadline_s, 600, "Round deadline from the start.");
 DEFINE_double(max_send_mbps, 0, "Upload cap in Mbit/s (0: none).");
+DEFINE_string(credential_key_file, "",
+              "The run's credential key (PEM Ed25519), standing in for the coordinator "
+              "that would hand this member its credential: the member signs its own with "
+              "it and accepts the other members' (`openssl genpkey -algorithm ed25519`). "
+              "Without it, parts carry only the run token, which members refuse.");
 DEFINE_int32(linger_ms, 2000, "Keep serving this long after the round (late peers).");
 
 namespace {
@@ -55,6 +62,16 @@ absl::Status Run() {
   if (!codec.ok()) return codec.status();
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
+  std::unique_ptr<dd::CredentialIssuer> issuer;
+  if (!FLAGS_credential_key_file.empty()) {
+    auto loaded = dd::CredentialIssuer::LoadOrCreate(FLAGS_credential_key_file);
+    if (!loaded.ok()) return loaded.status();
+    issuer = std::move(*loaded);
+    auto verifier = dd::CredentialVerifier::FromPublicKey(issuer->public_key());
+    if (!verifier.ok()) return verifier.status();
+    security->peer_verifier = std::make_shared<dd::PeerVerifierSlot>();
+    security->peer_verifier->Set(*verifier);
+  }
   // The values exist before the round is known, as a trainer's gradient
   // does, and before the port file announces this member, so filling them
   // neither counts as round time nor makes members start apart.
@@ -89,6 +106,14 @@ absl::Status Run() {
   std::vector<double> shares = j["shares"].get<std::vector<double>>();
   spec.span_starts = SplitSpans(FLAGS_length, spec.peer_ids.size(), shares);
   spec.my_index = FLAGS_index;
+  if (issuer != nullptr) {
+    if (spec.my_index >= spec.peer_ids.size()) return absl::InvalidArgumentError("--index out of range");
+    auto credential = issuer->Issue(dd::PeerClaims{spec.peer_ids[spec.my_index], 1, "",
+                                                   absl::Now() + absl::Hours(24)});
+    if (!credential.ok()) return credential.status();
+    security->call_token = std::make_shared<dd::CallToken>(security->auth_token);
+    security->call_token->SetPeerCredential(*credential);
+  }
 
   AllReduceOptions ar;
   ar.codec = *codec;

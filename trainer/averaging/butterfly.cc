@@ -61,7 +61,8 @@ absl::Status CheckRun(const RoundSpec& spec, const AllReduceOptions& options, co
                       size_t n, double weight) {
   const uint32_t members = spec.peer_ids.size();
   if (members == 0 || spec.addresses.size() != members || spec.span_starts.size() != members + 1 ||
-      spec.my_index >= members || spec.span_starts.front() != 0 || spec.span_starts.back() != n) {
+      spec.my_index >= members || spec.span_starts.front() != 0 || spec.span_starts.back() != n ||
+      (!spec.weights.empty() && spec.weights.size() != members)) {
     return absl::InvalidArgumentError("malformed round spec");
   }
   for (uint32_t i = 0; i < members; ++i) {
@@ -92,6 +93,8 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                                                         CodecErrors errors) {
   const absl::Time start = absl::Now();
   if (absl::Status ok = CheckRun(spec, options, values, n, weight); !ok.ok()) return ok;
+  // What the other reducers will count this member's values with.
+  if (!spec.weights.empty()) weight = std::min(weight, spec.weights[spec.my_index]);
   const uint32_t members = spec.peer_ids.size();
   const Codec& codec = CodecFor(options.codec);
   const uint32_t me = spec.my_index;
@@ -115,7 +118,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   ro.local_sender = me;
   if (errors.mean != nullptr && !options.delta_results) ro.mean_error = errors.mean + my_start;
   auto reducer = std::make_shared<SpanReducer>(ro, start);
-  local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer);
+  local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer, spec.weights);
 
   // 2. The schedule of what goes to the others.
   SendScheduleOptions so;

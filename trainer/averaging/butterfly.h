@@ -43,6 +43,11 @@ struct RoundSpec {
   // vector's length. Client-only members have empty spans.
   std::vector<uint64_t> span_starts;
   uint32_t my_index = 0;
+  // The weight the round assigned each member (the samples it reported), by
+  // member index; empty: every member's weight is taken as sent. A member
+  // contributes with at most its assigned weight, and reducers hold senders
+  // to theirs.
+  std::vector<double> weights;
 };
 
 struct AllReduceOptions {

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
+#include "common/rpc/testing/test_run_credentials.h"
 #include "gtest/gtest.h"
 
 namespace dd::averaging {
@@ -23,11 +24,13 @@ struct Member {
   std::unique_ptr<ButterflyAllReduce> allreduce;
 };
 
-SecurityConfig Security() {
-  SecurityConfig s;
-  s.auth_token = kToken;
-  return s;
+// The run's credentials: member i acts as "peer-i" (Spec's ids).
+const testing::TestRunCredentials& Credentials() {
+  static const auto* credentials = new testing::TestRunCredentials(kToken);
+  return *credentials;
 }
+
+SecurityConfig Security() { return Credentials().Server(); }
 
 std::vector<std::unique_ptr<Member>> StartMembers(int n) {
   std::vector<std::unique_ptr<Member>> members;
@@ -40,7 +43,8 @@ std::vector<std::unique_ptr<Member>> StartMembers(int n) {
     EXPECT_TRUE(host.ok()) << host.status();
     m->host = std::move(*host);
     m->host->SetServing(true);
-    m->allreduce = std::make_unique<ButterflyAllReduce>(&m->service, Security());
+    m->allreduce = std::make_unique<ButterflyAllReduce>(
+        &m->service, Credentials().Peer(absl::StrCat("peer-", i)));
     members.push_back(std::move(m));
   }
   return members;
@@ -337,9 +341,10 @@ TEST(Butterfly, NonFiniteInputIsRefusedBeforeSending) {
 // hostile peer would.
 class RawSender {
  public:
-  RawSender(const Member& target) {
-    stub_ = v1::Averager::NewStub(
-        *MakeChannel(absl::StrCat("127.0.0.1:", target.host->port()), Security()));
+  // Calls with the credential of peer `as`.
+  RawSender(const Member& target, const std::string& as) {
+    stub_ = v1::Averager::NewStub(*MakeChannel(absl::StrCat("127.0.0.1:", target.host->port()),
+                                               Credentials().Peer(as)));
   }
   grpc::Status Send(const v1::ReducePartRequest& req, v1::ReducePartResponse* resp = nullptr) {
     grpc::ClientContext ctx;
@@ -374,10 +379,12 @@ TEST(Butterfly, GarbageFromAMemberGetsItExcludedAndTheRoundGoesOn) {
     std::vector<float> nan(1000, std::nanf(""));
     req.set_data(std::string(reinterpret_cast<const char*>(nan.data()), 4000));
     req.set_weight(1);
-    EXPECT_EQ(RawSender(*members[0]).Send(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(RawSender(*members[0], "peer-2").Send(req).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
     req.set_span(1);
     req.set_data(std::string(3999, 'x'));
-    EXPECT_EQ(RawSender(*members[1]).Send(req).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(RawSender(*members[1], "peer-2").Send(req).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT);
   });
   absl::Time t0 = absl::Now();
   auto out = RunRound(members, spec, o, weights, /*skip=*/{2});
@@ -412,8 +419,9 @@ TEST(Butterfly, NonMembersAndForeignRoundsAreRefused) {
   req.set_span(0);
   req.set_count(1000);
   req.set_data(std::string(4000, '\0'));
-  RawSender raw(*members[0]);
-  EXPECT_EQ(raw.Send(req).error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(RawSender(*members[0], "intruder").Send(req).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  RawSender raw(*members[0], "peer-1");
   req.set_sender_index(7);
   req.set_sender_peer_id("peer-1");
   EXPECT_EQ(raw.Send(req).error_code(), grpc::StatusCode::PERMISSION_DENIED);

@@ -37,7 +37,7 @@ void ReducerRegistry::ExpireHeldParts() {
     absl::Time now = absl::Now();
     std::vector<HeldPart> expired;
     while (!held_.empty() && held_.front().expires <= now) {
-      held_bytes_ -= held_.front().request->data().size();
+      held_bytes_ -= held_.front().bytes;
       expired.push_back(std::move(held_.front()));
       held_.pop_front();
     }
@@ -55,17 +55,18 @@ void ReducerRegistry::ExpireHeldParts() {
 }
 
 void ReducerRegistry::RegisterRound(uint64_t round_id, std::vector<std::string> peer_ids,
-                                    uint32_t my_index, std::shared_ptr<SpanReducer> reducer) {
+                                    uint32_t my_index, std::shared_ptr<SpanReducer> reducer,
+                                    std::vector<double> weights) {
   std::vector<HeldPart> ready;
   {
     absl::MutexLock lock(&mu_);
-    rounds_[round_id] = Round{std::move(peer_ids), my_index, std::move(reducer)};
+    rounds_[round_id] = Round{std::move(peer_ids), my_index, std::move(reducer), std::move(weights)};
     for (auto it = held_.begin(); it != held_.end();) {
       if (it->request->round_id() != round_id) {
         ++it;
         continue;
       }
-      held_bytes_ -= it->request->data().size();
+      held_bytes_ -= it->bytes;
       ready.push_back(std::move(*it));
       it = held_.erase(it);
     }
@@ -92,19 +93,33 @@ void ReducerRegistry::EndRound(uint64_t round_id) {
 }
 
 void ReducerRegistry::ReducePart(const v1::ReducePartRequest* request,
-                                 v1::ReducePartResponse* response, Done done) {
+                                 v1::ReducePartResponse* response, Done done,
+                                 const Caller& caller) {
   const uint64_t round_id = request->round_id();
   absl::Status refusal;  // stays OK for a held part
+  if (caller.role == Caller::Role::kRunToken) {
+    done(absl::PermissionDeniedError(
+        "parts need the sender's peer credential; the run token acts for no member"));
+    return;
+  }
+  if (caller.is_peer() && caller.peer_id != request->sender_peer_id()) {
+    done(absl::PermissionDeniedError(absl::StrCat("the credential of peer ", caller.peer_id,
+                                                  " cannot send parts as ",
+                                                  request->sender_peer_id())));
+    return;
+  }
   {
     absl::MutexLock lock(&mu_);
     if (rounds_.count(round_id) == 0) {
+      const size_t bytes = request->ByteSizeLong();
       if (finished_.count(round_id)) {
         refusal = RoundOver(round_id);
       } else if (early_part_wait_ > absl::ZeroDuration() && !stopping_ &&
-                 held_bytes_ + request->data().size() <= max_held_bytes_) {
+                 held_.size() < kMaxHeldParts && held_bytes_ + bytes <= max_held_bytes_) {
         // Answered by RegisterRound, ExpireHeldParts or the destructor.
-        held_.push_back({request, response, std::move(done), absl::Now() + early_part_wait_});
-        held_bytes_ += request->data().size();
+        held_.push_back(
+            {request, response, std::move(done), absl::Now() + early_part_wait_, bytes});
+        held_bytes_ += bytes;
         return;
       } else {
         refusal = RoundNotKnown(round_id);
@@ -124,6 +139,7 @@ void ReducerRegistry::Serve(const v1::ReducePartRequest* request,
   // callback runs under this registry's lock).
   std::shared_ptr<SpanReducer> reducer;
   absl::Status refusal;
+  double weight = request->weight();
   {
     absl::MutexLock lock(&mu_);
     auto it = rounds_.find(request->round_id());
@@ -138,6 +154,12 @@ void ReducerRegistry::Serve(const v1::ReducePartRequest* request,
                        ") is not another member of round ", request->round_id()));
     } else {
       reducer = round.reducer;
+      // The round assigned each member its weight (the samples it
+      // reported); a sender may give less (0 when its values were not
+      // finite), never more.
+      if (!round.weights.empty() && weight > round.weights[request->sender_index()]) {
+        weight = round.weights[request->sender_index()];
+      }
       if (request->span() != round.my_index) {
         refusal = absl::InvalidArgumentError(absl::StrCat(
             "this member reduces span ", round.my_index, ", not ", request->span()));
@@ -176,7 +198,7 @@ void ReducerRegistry::Serve(const v1::ReducePartRequest* request,
     return;
   }
   reducer->Contribute(
-      sender, request->offset(), values.data(), values.size(), request->weight(), absl::Now(),
+      sender, request->offset(), values.data(), values.size(), weight, absl::Now(),
       [response, sender, codec = options.codec, done = std::move(done)](
           absl::StatusOr<std::shared_ptr<const PartOutcome>> outcome) {
         if (!outcome.ok()) {

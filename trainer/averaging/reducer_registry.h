@@ -14,6 +14,7 @@
 // arrive before this member has registered the round. Such a part is held
 // (up to `early_part_wait`, and up to `max_held_bytes` of data in all) and
 // served when the round registers, instead of being refused and sent again.
+// Held parts are bounded by number and by their whole size.
 #ifndef TRAINER_AVERAGING_REDUCER_REGISTRY_H_
 #define TRAINER_AVERAGING_REDUCER_REGISTRY_H_
 
@@ -30,6 +31,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "common/rpc/caller.h"
 #include "protos/averaging.pb.h"
 #include "trainer/averaging/span_reducer.h"
 
@@ -53,8 +55,11 @@ class ReducerRegistry {
 
   // Starts answering for `round_id`: members by index, this member's index,
   // and the reducer of its span. Parts already held for it are served.
+  // `weights` (by member index, or empty) are the weights the round
+  // assigned: a sender's part counts with at most its assigned weight,
+  // whatever it claims.
   void RegisterRound(uint64_t round_id, std::vector<std::string> peer_ids, uint32_t my_index,
-                     std::shared_ptr<SpanReducer> reducer);
+                     std::shared_ptr<SpanReducer> reducer, std::vector<double> weights = {});
 
   // Ends the round: its reducer finishes; later parts for it get
   // FAILED_PRECONDITION.
@@ -67,19 +72,24 @@ class ReducerRegistry {
   //   NOT_FOUND            the round is not registered here (after holding
   //                        the part up to early_part_wait): try again.
   //   FAILED_PRECONDITION  the round is over, or the sender was excluded.
-  //   PERMISSION_DENIED    the sender is not another member of the round.
+  //   PERMISSION_DENIED    the sender is not another member of the round,
+  //                        or `caller` is not the sender it names (a peer
+  //                        credential of another member, or only the run
+  //                        token). The named sender is not excluded then:
+  //                        nobody can get a member excluded in its name.
   //   INVALID_ARGUMENT     wrong span, codec, offset or count; data that
   //                        does not decode or is not finite. The sender is
   //                        excluded from the round.
   //   UNAVAILABLE          this member is shutting down.
   void ReducePart(const v1::ReducePartRequest* request, v1::ReducePartResponse* response,
-                  Done done);
+                  Done done, const Caller& caller = Caller::Unchecked());
 
  private:
   struct Round {
     std::vector<std::string> peer_ids;
     uint32_t my_index;
     std::shared_ptr<SpanReducer> reducer;
+    std::vector<double> weights;  // by member index; empty: as sent
   };
   // A part that arrived before its round was registered.
   struct HeldPart {
@@ -87,8 +97,10 @@ class ReducerRegistry {
     v1::ReducePartResponse* response;
     Done done;
     absl::Time expires;
+    size_t bytes;  // the whole request, so empty data with huge ids counts
   };
   static constexpr size_t kFinishedRoundsKept = 64;
+  static constexpr size_t kMaxHeldParts = 4096;
 
   // Checks membership and data, then hands the part to the round's reducer.
   void Serve(const v1::ReducePartRequest* request, v1::ReducePartResponse* response, Done done);

@@ -1,13 +1,16 @@
 #include "trainer/collab/coordinator_client.h"
 
+#include <glog/logging.h>
+
 #include "absl/time/clock.h"
 #include "common/rpc/channel.h"
 #include "common/status/grpc_status.h"
 
 namespace dd::collab {
 
-CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel)
-    : stub_(cv1::Coordinator::NewStub(channel)) {}
+CoordinatorClient::CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
+                                     std::shared_ptr<CallToken> token)
+    : stub_(cv1::Coordinator::NewStub(channel)), token_(std::move(token)) {}
 
 cv1::PeerRef CoordinatorClient::Ref() const {
   absl::MutexLock lock(&mu_);
@@ -23,10 +26,27 @@ absl::StatusOr<cv1::JoinResponse> CoordinatorClient::Join(const JoinOptions& o, 
   request.set_public_address(o.public_address);
   request.set_client_only(o.client_only);
   request.set_display_name(o.display_name);
+  if (token_ != nullptr) request.set_peer_token(token_->peer_credential());
+  const absl::Time give_up = absl::Now() + std::max(wait, absl::Seconds(5));
   cv1::JoinResponse response;
-  auto context = MakeCallContext(std::max(wait, absl::Seconds(5)), /*wait_for_ready=*/true);
-  grpc::Status s = stub_->Join(context.get(), request, &response);
-  if (!s.ok()) return FromGrpcStatus(s);
+  for (;;) {
+    auto context = MakeCallContext(give_up - absl::Now(), /*wait_for_ready=*/true);
+    if (token_ != nullptr && !token_->run_token().empty()) {
+      // Joining is what the run token is for; the credential, if any, is
+      // the proof of identity in the request.
+      context->AddMetadata("authorization", "Bearer " + token_->run_token());
+    }
+    grpc::Status s = stub_->Join(context.get(), request, &response);
+    if (s.ok()) break;
+    if (s.error_code() != grpc::StatusCode::ALREADY_EXISTS || absl::Now() + absl::Seconds(2) > give_up) {
+      return FromGrpcStatus(s);
+    }
+    LOG(INFO) << "join: " << s.error_message() << "; retrying";
+    absl::SleepFor(absl::Seconds(2));
+  }
+  if (token_ != nullptr && !response.peer_token().empty()) {
+    token_->SetPeerCredential(response.peer_token());
+  }
   absl::MutexLock lock(&mu_);
   self_.set_peer_id(response.peer_id());
   self_.set_incarnation(response.incarnation());
@@ -39,7 +59,12 @@ absl::Status CoordinatorClient::Heartbeat(double samples_per_second) {
   request.set_samples_per_second(samples_per_second);
   cv1::HeartbeatResponse response;
   auto context = MakeCallContext(absl::Seconds(10));
-  return FromGrpcStatus(stub_->Heartbeat(context.get(), request, &response));
+  grpc::Status s = stub_->Heartbeat(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  if (token_ != nullptr && !response.peer_token().empty()) {
+    token_->SetPeerCredential(response.peer_token());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CoordinatorClient::Leave() {

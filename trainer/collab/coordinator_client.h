@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "common/rpc/auth.h"
 #include "protos/coordinator.grpc.pb.h"
 
 namespace dd::collab {
@@ -29,11 +30,18 @@ struct JoinOptions {
 
 class CoordinatorClient {
  public:
-  explicit CoordinatorClient(std::shared_ptr<grpc::Channel> channel);
+  // `token` is the CallToken of `channel` (null when the run has no token):
+  // Join sends the run token and then makes the channel send the peer
+  // credential it returned; heartbeats keep that credential renewed.
+  explicit CoordinatorClient(std::shared_ptr<grpc::Channel> channel,
+                             std::shared_ptr<CallToken> token = nullptr);
 
-  // Joins (or rejoins: a new incarnation) the run. Waits for the coordinator
-  // to be reachable for up to `wait`.
+  // Joins (or rejoins: a new incarnation, proven with the credential held)
+  // the run. Waits for the coordinator to be reachable, and for a previous
+  // process registered at the same address to fall silent (ALREADY_EXISTS),
+  // for up to `wait`.
   absl::StatusOr<cv1::JoinResponse> Join(const JoinOptions& options, absl::Duration wait);
+  // Also renews the credential from the response.
   absl::Status Heartbeat(double samples_per_second);
   absl::Status Leave();
 
@@ -61,6 +69,7 @@ class CoordinatorClient {
   cv1::PeerRef Ref() const;
 
   std::unique_ptr<cv1::Coordinator::Stub> stub_;
+  const std::shared_ptr<CallToken> token_;
   mutable absl::Mutex mu_;
   cv1::PeerRef self_ ABSL_GUARDED_BY(mu_);
 };

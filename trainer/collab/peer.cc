@@ -12,6 +12,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/crypto/sha256.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
 #include "common/status/status_macros.h"
@@ -150,6 +151,7 @@ class ButterflyRoundAverager final : public RoundAverager {
       spec.peer_ids.push_back(r.members(i).peer_id());
       spec.addresses.push_back(r.members(i).address());
       shares.push_back(r.members(i).span_share());
+      spec.weights.push_back(static_cast<double>(r.members(i).samples()));
       if (r.members(i).peer_id() == self_) spec.my_index = i;
     }
     spec.span_starts = averaging::SplitSpans(values->size(), r.members_size(), shares);
@@ -272,8 +274,12 @@ class TrainerWorkload final : public PeerWorkload {
     w->accumulation_ = to.gradient_accumulation_steps;
     ASSIGN_OR_RETURN(w->trainer_, training::Trainer::Create(to));
     w->model_ = std::make_unique<TrainerModel>(w->trainer_.get());
+    // The dataset service is the operator's and takes the run token; it
+    // does not verify peer credentials (it has no coordinator key).
+    SecurityConfig dataset_security = c.options->security;
+    dataset_security.call_token.reset();
     ASSIGN_OR_RETURN(auto dataset_channel,
-                     MakeChannel(c.join->dataset_address(), c.options->security));
+                     MakeChannel(c.join->dataset_address(), dataset_security));
     w->dataset_ = std::make_unique<dataset::DatasetClient>(dataset_channel);
     ChunkStreamOptions co;
     co.cache_dir = to.output_dir + "/chunks";
@@ -289,7 +295,7 @@ class TrainerWorkload final : public PeerWorkload {
   BatchSource* batches() override { return batches_.get(); }
   int micro_batches_per_step() const override { return accumulation_; }
   void Close() override {
-    if (closed_) return;
+    if (closed_ || stream_ == nullptr) return;  // nothing started (Create failed)
     closed_ = true;
     batches_->Close();
     stream_->Close();
@@ -313,7 +319,15 @@ class TrainerWorkload final : public PeerWorkload {
 
 absl::Status RunPeer(const PeerOptions& po) { return RunPeerWith(po, TrainerWorkload::Create); }
 
-absl::Status RunPeerWith(const PeerOptions& po, const WorkloadFactory& make_workload) {
+absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make_workload) {
+  // Every channel sends the run token until Join, then this peer's
+  // credential; this peer's services accept the other peers' credentials
+  // once Join told it the coordinator's key.
+  PeerOptions po = options;
+  if (!po.security.auth_token.empty()) {
+    po.security.call_token = std::make_shared<CallToken>(po.security.auth_token);
+    po.security.peer_verifier = std::make_shared<PeerVerifierSlot>();
+  }
   // This peer's Averager service: the other members send it their values of
   // the span it reduces; its state service serves late joiners.
   averaging::AveragerService averager;
@@ -331,12 +345,20 @@ absl::Status RunPeerWith(const PeerOptions& po, const WorkloadFactory& make_work
   }
 
   ASSIGN_OR_RETURN(auto channel, MakeChannel(po.coordinator, po.security));
-  CoordinatorClient coordinator(channel);
+  CoordinatorClient coordinator(channel, po.security.call_token);
   JoinOptions jo{listen_address, po.public_address, po.client_only, po.name};
   auto join = coordinator.Join(jo, absl::Minutes(1));
   if (!join.ok()) {
     return absl::UnavailableError(absl::StrCat("joining the coordinator at ", po.coordinator, ": ",
                                                join.status().message()));
+  }
+  if (po.security.peer_verifier != nullptr) {
+    if (join->credential_public_key().empty()) {
+      return absl::FailedPreconditionError(
+          "the coordinator issued no peer credential (an older coordinator?)");
+    }
+    ASSIGN_OR_RETURN(auto verifier, CredentialVerifier::FromPublicKey(join->credential_public_key()));
+    po.security.peer_verifier->Set(std::move(verifier));
   }
   LOG(INFO) << "joined run " << join->run_id() << " as " << join->peer_id() << " (incarnation "
             << join->incarnation() << "), averaging at "

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/crypto/sha256.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/failed_stream.h"
 #include "common/status/grpc_status.h"
 
@@ -114,7 +115,13 @@ void StateService::StopServingCurrent() {
 }
 
 grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
-    grpc::CallbackServerContext* /*context*/, const tv1::DownloadStateRequest* request) {
+    grpc::CallbackServerContext* context, const tv1::DownloadStateRequest* request) {
+  // A run's state goes to its peers only: the run token alone is not one.
+  if (CallerOf(context->client_metadata()).role == Caller::Role::kRunToken) {
+    return new FailedStream<tv1::StateFrame>(grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        "state downloads need a peer credential (join the run first)"));
+  }
   if (active_.fetch_add(1) >= max_downloads_) {
     active_.fetch_sub(1);
     return new FailedStream<tv1::StateFrame>(grpc::Status(

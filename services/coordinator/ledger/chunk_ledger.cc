@@ -516,9 +516,24 @@ absl::StatusOr<CompleteResult> ChunkLedger::Complete(const PeerHandle& peer, uin
         " (expired, released or never its own); nothing was counted"));
   }
   ClearLease(&c);
+  c.set_last_completed_lease_id(lease_id);
+  if (samples_trained == 0) {
+    // Nothing was trained: the chunk goes back to the pool for another
+    // peer, unless peers keep failing on it.
+    c.set_failed_completions(c.failed_completions() + 1);
+    if (c.failed_completions() < kFailuresBeforeBad) {
+      result.returned_untrained = true;
+      result.times_trained = c.times_trained();
+      if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
+      return result;
+    }
+    c.set_bad(true);
+    result.marked_bad = true;
+  } else {
+    c.set_failed_completions(0);
+  }
   c.set_times_trained(c.times_trained() + 1);
   c.set_samples_trained(c.samples_trained() + samples_trained);
-  c.set_last_completed_lease_id(lease_id);
   result.times_trained = c.times_trained();
   if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return result;
@@ -621,6 +636,15 @@ uint32_t ChunkLedger::LeasesHeldBy(const std::string& peer_id) const {
   absl::ReaderMutexLock lock(&mu_);
   auto it = owned_.find(peer_id);
   return it == owned_.end() ? 0 : it->second.size();
+}
+
+uint64_t ChunkLedger::SamplesLeasedBy(const std::string& peer_id) const {
+  absl::ReaderMutexLock lock(&mu_);
+  auto it = owned_.find(peer_id);
+  if (it == owned_.end()) return 0;
+  uint64_t samples = 0;
+  for (uint64_t chunk : it->second) samples += chunks_[chunk].num_samples();
+  return samples;
 }
 
 }  // namespace dd::coordinator

@@ -86,7 +86,15 @@ struct RenewResult {
 struct CompleteResult {
   bool duplicate = false;
   uint64_t times_trained = 0;
+  // A completion with 0 samples: the chunk went back to the pool untrained.
+  bool returned_untrained = false;
+  // This completion made the chunk bad (see kFailuresBeforeBad).
+  bool marked_bad = false;
 };
+
+// Completions with 0 samples (peers that could not read the chunk) before a
+// chunk is given up on: counted as trained with no samples and marked bad.
+inline constexpr uint32_t kFailuresBeforeBad = 3;
 
 struct LedgerStats {
   uint64_t epoch = 0;
@@ -148,7 +156,9 @@ class ChunkLedger {
 
   // Records a completion of the lease `lease_id` on `chunk_id`. A repeat of
   // the chunk's last recorded completion by the same peer is OK and marked
-  // duplicate. FailedPrecondition when the peer does not hold the lease;
+  // duplicate. A completion with 0 samples trained does not count: the
+  // chunk returns to the pool (returned_untrained), until the
+  // kFailuresBeforeBad-th such completion marks it bad and counts it. FailedPrecondition when the peer does not hold the lease;
   // InvalidArgument for an unknown chunk or samples above the chunk's count.
   absl::StatusOr<CompleteResult> Complete(const PeerHandle& peer, uint64_t chunk_id,
                                           uint64_t lease_id, uint32_t samples_trained);
@@ -178,6 +188,10 @@ class ChunkLedger {
   // --- Queries -------------------------------------------------------------
 
   LedgerStats Stats() const;
+  // False once a write failed: the ledger then refuses every change until
+  // it is reopened (the coordinator's health turns NOT_SERVING, so its
+  // supervisor restarts it).
+  bool AcceptsChanges() const { return !poisoned_; }
   const std::string& run_id() const { return meta_run_id_; }
   const std::string& manifest_sha256() const { return meta_manifest_; }
 
@@ -189,6 +203,8 @@ class ChunkLedger {
 
   // Number of leases `peer_id` holds.
   uint32_t LeasesHeldBy(const std::string& peer_id) const;
+  // Samples in the chunks `peer_id` holds leases on.
+  uint64_t SamplesLeasedBy(const std::string& peer_id) const;
 
  private:
   // The records an operation changes, staged as copies. Commit() writes them

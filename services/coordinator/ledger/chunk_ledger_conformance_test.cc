@@ -175,6 +175,30 @@ TEST_P(ChunkLedgerConformance, DoubleCompletionCountsOnceAndForeignCompletionIsR
   EXPECT_EQ(ledger_->Stats().completions, 1u);
 }
 
+TEST_P(ChunkLedgerConformance, ACompletionWithNoSamplesReturnsTheChunkUntilItIsMarkedBad) {
+  PeerHandle a = Join();
+  for (uint32_t failure = 1; failure <= kFailuresBeforeBad; ++failure) {
+    // Least trained first: chunk 0 comes back while it is not counted.
+    auto la = Acquire(a, 1);
+    ASSERT_EQ(la.size(), 1u);
+    ASSERT_EQ(la[0].chunk_id, 0u);
+    auto done = ledger_->Complete(a, 0, la[0].lease_id, 0);
+    ASSERT_TRUE(done.ok()) << done.status();
+    const bool last = failure == kFailuresBeforeBad;
+    EXPECT_EQ(done->returned_untrained, !last);
+    EXPECT_EQ(done->marked_bad, last);
+    EXPECT_EQ(ledger_->Stats().done, last ? 1u : 0u);
+    // A retried (duplicate) completion changes nothing.
+    EXPECT_TRUE(ledger_->Complete(a, 0, la[0].lease_id, 0)->duplicate);
+  }
+  std::optional<uint64_t> next;
+  auto listed = ledger_->ListChunks(0, 1, {}, &next);
+  ASSERT_EQ(listed.size(), 1u);
+  EXPECT_TRUE(listed[0].bad());
+  EXPECT_EQ(listed[0].samples_trained(), 0u);
+  EXPECT_EQ(listed[0].failed_completions(), kFailuresBeforeBad);
+}
+
 TEST_P(ChunkLedgerConformance, EpochRollsOverWhenEveryChunkIsDone) {
   PeerHandle a = Join();
   for (int round = 0; round < 2; ++round) {
@@ -297,9 +321,11 @@ TEST_P(ChunkLedgerConformance, BadInputIsRefusedAndChangesNothing) {
 TEST_P(ChunkLedgerConformance, AFailedWriteStopsChangesAndRestartRecoversTheDurableState) {
   PeerHandle a = Join();
   auto la = Acquire(a, 2);
+  EXPECT_TRUE(ledger_->AcceptsChanges());
   fail_writes_ = true;
   EXPECT_FALSE(ledger_->Complete(a, la[0].chunk_id, la[0].lease_id, 5).ok());
   fail_writes_ = false;
+  EXPECT_FALSE(ledger_->AcceptsChanges());  // what health reports (NOT_SERVING)
   // Memory may be ahead of the store now: no further change is accepted.
   EXPECT_EQ(ledger_->Acquire(a, 2, absl::Minutes(1)).status().code(),
             absl::StatusCode::kUnavailable);
@@ -307,6 +333,7 @@ TEST_P(ChunkLedgerConformance, AFailedWriteStopsChangesAndRestartRecoversTheDura
             absl::StatusCode::kUnavailable);
   // A restart comes back to the last acknowledged state.
   ledger_ = Reopen(identity_);
+  EXPECT_TRUE(ledger_->AcceptsChanges());
   LedgerStats s = ledger_->Stats();
   EXPECT_EQ(s.completions, 0u);
   EXPECT_EQ(s.leased, 2u);

@@ -1,5 +1,6 @@
 #include "services/coordinator/rounds/round_planner.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include <glog/logging.h>
@@ -7,6 +8,24 @@
 #include "absl/strings/str_cat.h"
 
 namespace dd::coordinator {
+
+std::vector<double> SpanShares(const std::vector<double>& bandwidth_mbps) {
+  std::vector<double> reported;
+  for (double b : bandwidth_mbps) {
+    if (b > 0) reported.push_back(b);
+  }
+  if (reported.empty()) return std::vector<double>(bandwidth_mbps.size(), 1.0);
+  std::sort(reported.begin(), reported.end());
+  const size_t n = reported.size();
+  const double median =
+      n % 2 == 1 ? reported[n / 2] : 0.5 * (reported[n / 2 - 1] + reported[n / 2]);
+  std::vector<double> shares;
+  for (double b : bandwidth_mbps) {
+    shares.push_back(b > 0 ? std::clamp(b, median / kMaxShareRatio, median * kMaxShareRatio)
+                           : median);
+  }
+  return shares;
+}
 
 namespace v1 = ::distdiff::coordinator::v1;
 
@@ -61,18 +80,21 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
     round.set_opened_unix_ms(absl::ToUnixMillis(now));
     round.set_deadline_unix_ms(absl::ToUnixMillis(now + options_.round_timeout));
     round.set_total_samples(total);
-    bool any_bandwidth = false;
-    for (const auto& [id, r] : reports_) any_bandwidth |= r.bandwidth_mbps > 0;
+    std::vector<double> bandwidths;
+    for (const auto& [id, r] : reports_) bandwidths.push_back(r.bandwidth_mbps);
+    const std::vector<double> shares = SpanShares(bandwidths);
     // Every peer that reported toward this step is a member, also with no
     // samples yet (it announced itself as it started the step and
     // contributes what it has trained when the round starts).
+    size_t k = 0;
     for (const auto& [id, r] : reports_) {
       v1::RoundMember* m = round.add_members();
       m->set_peer_id(id);
       m->set_samples(r.samples);
       MemberInfo info = peer_info(id);
       m->set_address(info.address);
-      if (!info.address.empty()) m->set_span_share(any_bandwidth ? r.bandwidth_mbps : 1.0);
+      if (!info.address.empty()) m->set_span_share(shares[k]);
+      ++k;
     }
     LOG(INFO) << "round " << round.round_id() << " for global step " << global_step_ << ": "
               << round.members_size() << " members, " << total << " samples";

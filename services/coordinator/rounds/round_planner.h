@@ -49,6 +49,15 @@ struct MemberInfo {
   std::string address;  // reachable averaging address, or empty
 };
 
+// How far a member's span share may be from the median: reported bandwidth
+// is the member's own claim, so no member can take (or shed) the spans.
+inline constexpr double kMaxShareRatio = 4.0;
+
+// Span shares from reported bandwidths (0: not reported): each within
+// kMaxShareRatio of the median of those reported; those not reporting get
+// the median; all equal when nobody reports.
+std::vector<double> SpanShares(const std::vector<double>& bandwidth_mbps);
+
 class RoundPlanner {
  public:
   RoundPlanner(RoundPlannerOptions options, Clock* clock);

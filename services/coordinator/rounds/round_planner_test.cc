@@ -85,6 +85,21 @@ TEST(RoundPlanner, BandwidthSharesWhenReported) {
   EXPECT_EQ(planner.Recent().size(), 1u);
 }
 
+TEST(RoundPlanner, OneClaimedBandwidthCannotTakeTheWholeVector) {
+  // The attack: honest peers report no bandwidth; one claims a huge one.
+  // Before, it got span share 1 and everyone else 0.
+  std::vector<double> shares = SpanShares({0, 0, 1e9});
+  EXPECT_EQ(shares, (std::vector<double>{1e9, 1e9, 1e9}));
+  // Among reporting peers, claims are held within 4x of the median.
+  shares = SpanShares({100, 120, 80, 1e6, 0.001});
+  EXPECT_EQ(shares[0], 100);
+  EXPECT_EQ(shares[1], 120);
+  EXPECT_EQ(shares[2], 80);
+  EXPECT_EQ(shares[3], 400);
+  EXPECT_EQ(shares[4], 25);
+  EXPECT_EQ(SpanShares({0, 0}), (std::vector<double>{1, 1}));
+}
+
 TEST(RoundPlanner, NoRoundOpensForAStepThatCouldNotBePersisted) {
   FakeClock clock;
   RoundPlannerOptions o;

@@ -1,0 +1,318 @@
+// Attacks on the coordinator by a process that holds the run token, as the
+// issue's review tried them, against real coordinator and dataset server
+// processes over real gRPC. Each test is the attacker's move, then a check
+// that it failed and that the victim peer goes on working.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "common/rpc/auth.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/server.h"
+#include "gtest/gtest.h"
+#include "protos/coordinator.grpc.pb.h"
+#include "services/coordinator/coordinator_service.h"
+#include "tests/testing/subprocess.h"
+
+namespace dd {
+namespace {
+
+namespace v1 = distdiff::coordinator::v1;
+using testing::RunfilePath;
+using testing::Subprocess;
+
+constexpr char kToken[] = "security-test-run-token-0123456789";
+constexpr char kAdmin[] = "security-test-admin-token-0123456";
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// One process's view of the coordinator: the run token, or a credential.
+struct Client {
+  std::unique_ptr<v1::Coordinator::Stub> stub;
+  v1::JoinResponse joined;  // when it joined
+  v1::PeerRef ref;
+};
+
+class CoordinatorAttacks : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new std::string(std::string(std::getenv("TEST_TMPDIR")) + "/attacks");
+    const std::string& dir = *dir_;
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    std::ofstream(dir + "/token") << kToken;
+    std::ofstream(dir + "/admin") << kAdmin;
+    std::ofstream(dir + "/run.json")
+        << R"({"run_id": "attacks", "model": "tiny", "target_batch_size": 16})";
+    auto gen = Subprocess::Start({RunfilePath("trainer/tools/make_shapes_dataset"),
+                                  "--out_dir=" + dir + "/data", "--num_samples=64", "--width=16",
+                                  "--height=16"},
+                                 dir + "/gen.log");
+    ASSERT_TRUE(gen.ok() && *gen->Wait(absl::Seconds(60)) == 0);
+    auto ds = Subprocess::Start(
+        {RunfilePath("services/dataset/dataset_server"), "--dataset_dir=" + dir + "/data",
+         "--work_dir=" + dir + "/dswork", "--host=127.0.0.1", "--port=0",
+         "--port_file=" + dir + "/ds_port", "--chunk_size=4", "--auth_token_file=" + dir + "/token"},
+        dir + "/dataset.log");
+    ASSERT_TRUE(ds.ok());
+    dataset_ = new Subprocess(std::move(*ds));
+    auto ds_port = testing::WaitForPortFile(dir + "/ds_port", absl::Seconds(60));
+    ASSERT_TRUE(ds_port.ok());
+    auto co = Subprocess::Start(
+        {RunfilePath("services/coordinator/coordinator"), "--config=" + dir + "/run.json",
+         "--db_dir=" + dir + "/ledger", absl::StrCat("--dataset_address=127.0.0.1:", *ds_port),
+         "--host=127.0.0.1", "--port=0", "--port_file=" + dir + "/port", "--heartbeat_ttl=60s",
+         "--auth_token_file=" + dir + "/token", "--admin_token_file=" + dir + "/admin"},
+        dir + "/coordinator.log");
+    ASSERT_TRUE(co.ok());
+    coordinator_ = new Subprocess(std::move(*co));
+    auto port = testing::WaitForPortFile(dir + "/port", absl::Seconds(60));
+    ASSERT_TRUE(port.ok()) << Slurp(dir + "/coordinator.log");
+    address_ = new std::string(absl::StrCat("127.0.0.1:", *port));
+  }
+
+  static void TearDownTestSuite() {
+    delete coordinator_;
+    delete dataset_;
+  }
+
+  static std::unique_ptr<v1::Coordinator::Stub> StubWith(const std::string& credential) {
+    SecurityConfig c;
+    c.auth_token = kToken;
+    c.call_token = std::make_shared<CallToken>(kToken);
+    c.call_token->SetPeerCredential(credential);
+    return v1::Coordinator::NewStub(*MakeChannel(*address_, c));
+  }
+
+  // A process with the run token only.
+  static Client RunTokenHolder() { return Client{StubWith(""), {}, {}}; }
+
+  // A peer that joined at `address` and calls with its credential.
+  static Client JoinedPeer(const std::string& address) {
+    Client run = RunTokenHolder();
+    v1::JoinRequest req;
+    req.set_listen_address(address);
+    v1::JoinResponse resp;
+    auto ctx = MakeCallContext(absl::Seconds(30), true);
+    grpc::Status s = run.stub->Join(ctx.get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    Client peer{StubWith(resp.peer_token()), resp, {}};
+    peer.ref.set_peer_id(resp.peer_id());
+    peer.ref.set_incarnation(resp.incarnation());
+    return peer;
+  }
+
+  static std::string* dir_;
+  static std::string* address_;
+  static Subprocess* dataset_;
+  static Subprocess* coordinator_;
+};
+
+std::string* CoordinatorAttacks::dir_ = nullptr;
+std::string* CoordinatorAttacks::address_ = nullptr;
+Subprocess* CoordinatorAttacks::dataset_ = nullptr;
+Subprocess* CoordinatorAttacks::coordinator_ = nullptr;
+
+template <typename Method, typename Request, typename Response>
+grpc::StatusCode Call(const Client& c, Method method, const Request& req, Response* resp) {
+  auto ctx = MakeCallContext(absl::Seconds(10));
+  return ((*c.stub).*method)(ctx.get(), req, resp).error_code();
+}
+
+// Every peer RPC, named for `victim`, sent by `attacker`: each must fail
+// with PERMISSION_DENIED.
+void ExpectEveryPeerRpcRefused(const Client& attacker, const v1::PeerRef& victim,
+                               uint64_t victim_lease, uint64_t victim_chunk) {
+  using S = v1::Coordinator::Stub;
+  const auto denied = grpc::StatusCode::PERMISSION_DENIED;
+  v1::HeartbeatRequest hb;
+  *hb.mutable_peer() = victim;
+  v1::HeartbeatResponse hbr;
+  EXPECT_EQ(Call(attacker, &S::Heartbeat, hb, &hbr), denied);
+  v1::AcquireChunksRequest acq;
+  *acq.mutable_peer() = victim;
+  acq.set_max_chunks(1);
+  v1::AcquireChunksResponse acqr;
+  EXPECT_EQ(Call(attacker, &S::AcquireChunks, acq, &acqr), denied);
+  v1::RenewLeasesRequest renew;
+  *renew.mutable_peer() = victim;
+  renew.add_lease_ids(victim_lease);
+  v1::RenewLeasesResponse renewr;
+  EXPECT_EQ(Call(attacker, &S::RenewLeases, renew, &renewr), denied);
+  v1::CompleteChunkRequest complete;
+  *complete.mutable_peer() = victim;
+  complete.set_chunk_id(victim_chunk);
+  complete.set_lease_id(victim_lease);
+  complete.set_samples_trained(1);
+  v1::CompleteChunkResponse completer;
+  EXPECT_EQ(Call(attacker, &S::CompleteChunk, complete, &completer), denied);
+  v1::ReleaseChunksRequest release;
+  *release.mutable_peer() = victim;
+  release.add_lease_ids(victim_lease);
+  v1::ReleaseChunksResponse releaser;
+  EXPECT_EQ(Call(attacker, &S::ReleaseChunks, release, &releaser), denied);
+  v1::ReportProgressRequest report;
+  *report.mutable_peer() = victim;
+  v1::ReportProgressResponse reportr;
+  EXPECT_EQ(Call(attacker, &S::ReportProgress, report, &reportr), denied);
+  v1::GetRoundRequest round;
+  *round.mutable_peer() = victim;
+  v1::GetRoundResponse roundr;
+  EXPECT_EQ(Call(attacker, &S::GetRound, round, &roundr), denied);
+  v1::LeaveRequest leave;
+  *leave.mutable_peer() = victim;
+  v1::LeaveResponse leaver;
+  EXPECT_EQ(Call(attacker, &S::Leave, leave, &leaver), denied);
+}
+
+TEST_F(CoordinatorAttacks, NoOneActsAsAnotherPeerOnAnyPeerRpc) {
+  Client victim = JoinedPeer("127.0.0.1:40001");
+  v1::AcquireChunksRequest acq;
+  acq.set_max_chunks(1);  // `peer` left empty: the credential says who
+  v1::AcquireChunksResponse leases;
+  ASSERT_EQ(Call(victim, &v1::Coordinator::Stub::AcquireChunks, acq, &leases),
+            grpc::StatusCode::OK);
+  ASSERT_EQ(leases.leases_size(), 1);
+  const v1::Lease lease = leases.leases(0);
+
+  // The listing no longer hands out what the attacks need.
+  Client snoop = RunTokenHolder();
+  v1::ListChunksRequest list;
+  list.set_state(v1::LEASED);
+  v1::ListChunksResponse listed;
+  ASSERT_EQ(Call(snoop, &v1::Coordinator::Stub::ListChunks, list, &listed), grpc::StatusCode::OK);
+  ASSERT_GE(listed.chunks_size(), 1);
+  for (const auto& c : listed.chunks()) {
+    EXPECT_EQ(c.lease_id(), 0u);
+    EXPECT_EQ(c.owner_incarnation(), 0u);
+  }
+
+  // Another peer's credential, then the bare run token, on every peer RPC
+  // (the attacker knows the ids: the test hands them over).
+  Client attacker = JoinedPeer("127.0.0.1:40002");
+  ExpectEveryPeerRpcRefused(attacker, victim.ref, lease.lease_id(), lease.chunk_id());
+  ExpectEveryPeerRpcRefused(snoop, victim.ref, lease.lease_id(), lease.chunk_id());
+
+  // The victim's lease is intact and its completion counts.
+  v1::CompleteChunkRequest complete;
+  complete.set_chunk_id(lease.chunk_id());
+  complete.set_lease_id(lease.lease_id());
+  complete.set_samples_trained(lease.num_samples());
+  v1::CompleteChunkResponse done;
+  ASSERT_EQ(Call(victim, &v1::Coordinator::Stub::CompleteChunk, complete, &done),
+            grpc::StatusCode::OK);
+  EXPECT_FALSE(done.duplicate());
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(Call(victim, &v1::Coordinator::Stub::Heartbeat, v1::HeartbeatRequest(), &beat),
+            grpc::StatusCode::OK);
+}
+
+TEST_F(CoordinatorAttacks, JoiningAsAnotherPeerOrAtItsAddressFails) {
+  Client victim = JoinedPeer("127.0.0.1:40011");
+  Client attacker = JoinedPeer("127.0.0.1:40012");
+  v1::JoinRequest as_victim;
+  as_victim.set_peer_id(victim.joined.peer_id());
+  as_victim.set_listen_address("127.0.0.1:40013");
+  v1::JoinResponse resp;
+  // With the run token alone, with its own credential in the header, with
+  // its own credential offered as proof: all refused.
+  Client run = RunTokenHolder();
+  EXPECT_EQ(Call(run, &v1::Coordinator::Stub::Join, as_victim, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Call(attacker, &v1::Coordinator::Stub::Join, as_victim, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+  as_victim.set_peer_token(attacker.joined.peer_token());
+  EXPECT_EQ(Call(run, &v1::Coordinator::Stub::Join, as_victim, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  // Naming the victim's address while the victim is alive (it joined a
+  // moment ago): refused, the victim stays registered.
+  v1::JoinRequest at_address;
+  at_address.set_listen_address("127.0.0.1:40011");
+  EXPECT_EQ(Call(run, &v1::Coordinator::Stub::Join, at_address, &resp),
+            grpc::StatusCode::ALREADY_EXISTS);
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(Call(victim, &v1::Coordinator::Stub::Heartbeat, v1::HeartbeatRequest(), &beat),
+            grpc::StatusCode::OK);
+}
+
+TEST_F(CoordinatorAttacks, AnEvictedPeerIsBannedAndItsCredentialIsVoid) {
+  Client attacker = JoinedPeer("127.0.0.1:40021");
+  Client admin = RunTokenHolder();
+  v1::AdminEvictPeerRequest evict;
+  evict.set_peer_id(attacker.joined.peer_id());
+  v1::AdminEvictPeerResponse evicted;
+  {
+    auto ctx = MakeCallContext(absl::Seconds(10));
+    ctx->AddMetadata(coordinator::kAdminTokenHeader, kAdmin);
+    grpc::Status s = admin.stub->AdminEvictPeer(ctx.get(), evict, &evicted);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+  }
+  // The old credential no longer acts (its incarnation is gone) ...
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(Call(attacker, &v1::Coordinator::Stub::Heartbeat, v1::HeartbeatRequest(), &beat),
+            grpc::StatusCode::NOT_FOUND);
+  // ... and rejoining under the banned id is refused, with proof or without.
+  v1::JoinRequest rejoin;
+  rejoin.set_peer_id(attacker.joined.peer_id());
+  rejoin.set_listen_address("127.0.0.1:40021");
+  rejoin.set_peer_token(attacker.joined.peer_token());
+  v1::JoinResponse resp;
+  EXPECT_EQ(Call(RunTokenHolder(), &v1::Coordinator::Stub::Join, rejoin, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Call(attacker, &v1::Coordinator::Stub::Join, rejoin, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(CoordinatorAttacks, ReportedSamplesAreBoundedByThePeersData) {
+  Client attacker = JoinedPeer("127.0.0.1:40031");
+  v1::RunState state;
+  ASSERT_EQ(Call(attacker, &v1::Coordinator::Stub::GetRunState, v1::GetRunStateRequest(), &state),
+            grpc::StatusCode::OK);
+  // Without leases, the whole target batch in one report: refused, so no
+  // round opens and honest peers' reports stay current.
+  v1::ReportProgressRequest report;
+  report.set_global_step(state.global_step());
+  report.set_samples_accumulated(1 << 20);
+  v1::ReportProgressResponse resp;
+  EXPECT_EQ(Call(attacker, &v1::Coordinator::Stub::ReportProgress, report, &resp),
+            grpc::StatusCode::INVALID_ARGUMENT);
+  // Within what it leased: accepted.
+  v1::AcquireChunksRequest acq;
+  acq.set_max_chunks(1);
+  v1::AcquireChunksResponse leases;
+  ASSERT_EQ(Call(attacker, &v1::Coordinator::Stub::AcquireChunks, acq, &leases),
+            grpc::StatusCode::OK);
+  ASSERT_EQ(leases.leases_size(), 1);
+  report.set_samples_accumulated(leases.leases(0).num_samples());
+  EXPECT_EQ(Call(attacker, &v1::Coordinator::Stub::ReportProgress, report, &resp),
+            grpc::StatusCode::OK);
+  v1::GetRunStateRequest after;
+  ASSERT_EQ(Call(attacker, &v1::Coordinator::Stub::GetRunState, after, &state),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(state.global_step(), 0u);  // 4 samples do not reach the target of 16
+}
+
+TEST_F(CoordinatorAttacks, AForgedCredentialIsUnauthenticated) {
+  // A credential signed by another key (a peer that made its own) and a
+  // corrupted one.
+  Client forged = Client{StubWith("ddp1.cGVlci0xCjEKYXR0YWNrcwo5OTk5OTk5OTk5OTk5.AAAA"), {}, {}};
+  v1::RunState state;
+  EXPECT_EQ(Call(forged, &v1::Coordinator::Stub::GetRunState, v1::GetRunStateRequest(), &state),
+            grpc::StatusCode::UNAUTHENTICATED);
+  Client peer = JoinedPeer("127.0.0.1:40041");
+  std::string token = peer.joined.peer_token();
+  token[token.size() / 2] = token[token.size() / 2] == 'A' ? 'B' : 'A';
+  Client corrupted = Client{StubWith(token), {}, {}};
+  EXPECT_EQ(Call(corrupted, &v1::Coordinator::Stub::GetRunState, v1::GetRunStateRequest(), &state),
+            grpc::StatusCode::UNAUTHENTICATED);
+}
+
+}  // namespace
+}  // namespace dd
