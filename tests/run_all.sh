@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests beside the code and the multi-process suites
 # under tests/ (Bazel test targets), then the tests of the build itself
-# (tests/build/*_test.sh, which run Bazel). Installs what is missing first.
+# (tests/build/*_test.sh, which run Bazel) and a short libFuzzer run of every
+# fuzz target. Installs what is missing first.
 # Exits non-zero on any failure; ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -44,6 +45,19 @@ for t in tests/build/*_test.sh; do
     echo "$t FAILED"
   fi
 done
+# Every libFuzzer target under libFuzzer itself for a short bounded time
+# (FUZZ_SECONDS each; the Bazel tests above run the same entry points on
+# generated inputs). A crash fails the run.
+echo
+echo "== tools/fuzz/run_fuzzers.sh (${FUZZ_SECONDS:=30} s per target)"
+if FUZZ_SECONDS="$FUZZ_SECONDS" tools/fuzz/run_fuzzers.sh; then
+  passed=$((passed + 1))
+  echo "tools/fuzz/run_fuzzers.sh PASSED"
+else
+  failed=$((failed + 1))
+  status=1
+  echo "tools/fuzz/run_fuzzers.sh FAILED"
+fi
 echo
 echo "$passed passed, $failed failed"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then

@@ -5,6 +5,7 @@
 
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/keepalive.h"
 
@@ -12,6 +13,13 @@ namespace dd {
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
     const std::string& target, const SecurityConfig& security) {
+  const bool sends_secret = !security.auth_token.empty() || security.call_token != nullptr;
+  if (sends_secret && !security.UsesTls() && !security.insecure && !IsLoopbackTarget(target)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing a plain-text connection to ", target,
+        ": the token would cross the network in clear; give --tls_ca (the servers then need "
+        "--tls_cert/--tls_key), or --insecure to allow it"));
+  }
   auto creds = MakeChannelCredentials(security);
   if (!creds.ok()) return creds.status();
   grpc::ChannelArguments args = ClientChannelArguments();

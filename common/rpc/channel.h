@@ -20,7 +20,9 @@ inline constexpr absl::Duration kDefaultRpcDeadline = absl::Seconds(30);
 // Creates a channel to `target` ("host:port") with the shared keepalive and
 // message-size settings (keepalive.h), TLS per `security`, and the bearer
 // token attached to every call. Connecting is lazy; errors here are only
-// configuration errors (unreadable certificate files).
+// configuration errors (unreadable certificate files), and
+// FailedPrecondition for a channel that would send a token in plain text to
+// a target that is not loopback (see security.h; SecurityConfig::insecure).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(
     const std::string& target, const SecurityConfig& security);
 

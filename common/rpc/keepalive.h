@@ -31,8 +31,24 @@ inline constexpr int kMaxMessageBytes = 4 << 20;
 // transfers).
 inline constexpr int kStreamLookaheadBytes = 8 << 20;
 
-// Applies the keepalive, ping and message-size settings to a server.
+// Bounds on what one client connection can hold on a server: streams open
+// at once (a butterfly member keeps a few parts in flight per reducer; a
+// flood of streams is refused by HTTP/2 instead of queued), how long an idle
+// connection is kept, and a maximum age after which the client reconnects
+// (in-flight calls get a grace period), so no connection holds server
+// resources forever.
+inline constexpr int kMaxConcurrentStreamsPerConnection = 256;
+inline constexpr int kMaxConnectionIdleMs = 10 * 60 * 1000;
+inline constexpr int kMaxConnectionAgeMs = 60 * 60 * 1000;
+inline constexpr int kMaxConnectionAgeGraceMs = 5 * 60 * 1000;
+
+// Applies the keepalive, ping, message-size and connection bounds to a
+// server.
 inline void ApplyServerChannelSettings(grpc::ServerBuilder* builder) {
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, kMaxConcurrentStreamsPerConnection);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS, kMaxConnectionIdleMs);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, kMaxConnectionAgeMs);
+  builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, kMaxConnectionAgeGraceMs);
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, kKeepaliveTimeMs);
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, kKeepaliveTimeoutMs);
   builder->AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);

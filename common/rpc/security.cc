@@ -3,7 +3,11 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <arpa/inet.h>
+
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "common/io/file_util.h"
 #include "common/rpc/auth.h"
 
@@ -12,6 +16,9 @@ DEFINE_string(auth_token_file, "",
               "DD_AUTH_TOKEN environment variable is read).");
 DEFINE_bool(allow_unauthenticated, false,
             "Serve/call without a token. For throw-away local experiments only.");
+DEFINE_bool(insecure, false,
+            "Client: allow plain-text connections to addresses that are not loopback "
+            "(the token then crosses the network in clear).");
 DEFINE_string(tls_cert, "", "PEM certificate chain (server: enables TLS; client: "
                             "client certificate).");
 DEFINE_string(tls_key, "", "PEM private key for --tls_cert.");
@@ -38,6 +45,7 @@ absl::StatusOr<std::string> ReadPem(const std::string& path, const char* what) {
 absl::StatusOr<SecurityConfig> SecurityConfigFromFlags() {
   SecurityConfig config;
   config.allow_unauthenticated = FLAGS_allow_unauthenticated;
+  config.insecure = FLAGS_insecure;
   config.tls_cert_file = FLAGS_tls_cert;
   config.tls_key_file = FLAGS_tls_key;
   config.tls_ca_file = FLAGS_tls_ca;
@@ -92,6 +100,27 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     LOG(WARNING) << "serving WITHOUT authentication (--allow_unauthenticated)";
   }
   return creds;
+}
+
+bool IsLoopbackTarget(const std::string& target) {
+  absl::string_view t = target;
+  if (absl::StartsWith(t, "unix:") || absl::StartsWith(t, "unix-abstract:")) return true;
+  for (absl::string_view scheme : {"dns:///", "ipv4:", "ipv6:", "dns:"}) {
+    if (absl::ConsumePrefix(&t, scheme)) break;
+  }
+  absl::string_view host = t;
+  if (absl::StartsWith(host, "[")) {
+    size_t close = host.find(']');
+    if (close == absl::string_view::npos) return false;
+    host = host.substr(1, close - 1);
+    return host == "::1";
+  }
+  size_t colon = host.rfind(':');
+  if (colon != absl::string_view::npos) host = host.substr(0, colon);
+  if (host == "localhost") return true;
+  unsigned char addr[4];
+  std::string h(host);
+  return inet_pton(AF_INET, h.c_str(), addr) == 1 && addr[0] == 127;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(

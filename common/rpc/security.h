@@ -9,7 +9,11 @@
 // every call except health checks.
 //
 // Clients: TLS when any TLS file is given (--tls_ca verifies the server;
-// --tls_cert/--tls_key present a client certificate), plain text otherwise.
+// --tls_cert/--tls_key present a client certificate), plain text otherwise,
+// and plain text only to loopback addresses unless --insecure says so: a
+// bearer token must not cross the network in clear (our own servers refuse
+// plain-text peers that are not local anyway, so only an impostor at that
+// address would ever read it).
 #ifndef COMMON_RPC_SECURITY_H_
 #define COMMON_RPC_SECURITY_H_
 
@@ -32,6 +36,8 @@ struct SecurityConfig {
   // Serve (or call) without a token. Only for throw-away local experiments;
   // servers log a warning.
   bool allow_unauthenticated = false;
+  // Client: allow plain text to addresses that are not loopback.
+  bool insecure = false;
   std::string tls_cert_file;  // PEM certificate chain
   std::string tls_key_file;   // PEM private key
   std::string tls_ca_file;    // PEM root certificates
@@ -59,6 +65,10 @@ absl::StatusOr<SecurityConfig> SecurityConfigFromFlags();
 // when there is no token and unauthenticated serving was not allowed.
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
     const SecurityConfig& config);
+
+// True for "localhost", 127.0.0.0/8 and [::1] targets ("host:port", with an
+// optional "ipv4:"/"ipv6:"/"dns:///" scheme) and unix sockets.
+bool IsLoopbackTarget(const std::string& target);
 
 // Channel credentials for `config` (TLS or plain text; the token is attached
 // by MakeChannel's interceptor, not here).

@@ -134,6 +134,26 @@ TEST(ServiceHost, TlsWithTokenAndPlainTextClientsFail) {
   EXPECT_TRUE(health.ok()) << health.status();
 }
 
+TEST(MakeChannel, NoTokenInPlainTextBeyondLoopback) {
+  SecurityConfig plain;
+  plain.auth_token = "plain-text-token-0123456789";
+  for (const char* local : {"127.0.0.1:5", "localhost:5", "[::1]:5", "ipv4:127.0.0.2:5",
+                            "unix:/tmp/x.sock"}) {
+    EXPECT_TRUE(IsLoopbackTarget(local)) << local;
+    EXPECT_TRUE(MakeChannel(local, plain).ok()) << local;
+  }
+  for (const char* remote : {"198.18.0.5:5", "example.org:5", "[2001:db8::1]:5", "10.0.0.1:5"}) {
+    EXPECT_FALSE(IsLoopbackTarget(remote)) << remote;
+    EXPECT_EQ(MakeChannel(remote, plain).status().code(), absl::StatusCode::kFailedPrecondition)
+        << remote;
+  }
+  SecurityConfig opted_in = plain;
+  opted_in.insecure = true;
+  EXPECT_TRUE(MakeChannel("198.18.0.5:5", opted_in).ok());
+  // Without a secret (a health probe) nothing can leak.
+  EXPECT_TRUE(MakeChannel("198.18.0.5:5", SecurityConfig{}).ok());
+}
+
 TEST(ServiceHost, ShutdownIsIdempotentAndStopsServing) {
   ServerOptions options;
   options.listen_address = "127.0.0.1:0";

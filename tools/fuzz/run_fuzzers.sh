@@ -5,13 +5,19 @@
 # Bazel tests on generated inputs (e.g. //trainer/averaging:codec_fuzz_test).
 #
 #   tools/fuzz/run_fuzzers.sh [RUNS]      (default 200000 inputs per target)
+#   FUZZ_SECONDS=30 tools/fuzz/run_fuzzers.sh   (each target for 30 s instead;
+#                                                what tests/run_all.sh does)
+#
+# A target that finds a crash makes the script fail; the input is kept in
+# $FUZZ_OUT (default /tmp/dd-fuzz) as crash-*.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs="${1:-200000}"
 out="${FUZZ_OUT:-/tmp/dd-fuzz}"
 mkdir -p "$out"
 CXX="${CXX:-clang++-14}"
-absl=$(pkg-config --libs absl_status absl_strings absl_statusor 2>/dev/null || echo "-labsl_status -labsl_strings")
+absl=$(pkg-config --libs absl_status absl_strings absl_statusor absl_time absl_str_format absl_synchronization 2>/dev/null ||
+       echo "-labsl_status -labsl_strings -labsl_time")
 
 build() {  # name, sources...
   local name=$1; shift
@@ -29,8 +35,24 @@ done
 build safetensors_fuzz trainer/model/safetensors_fuzz.cc trainer/model/safetensors.cc \
   common/io/file_util.cc
 targets+=(safetensors_fuzz)
+build tar_fuzz common/tar/tar_fuzz.cc common/tar/tar_format.cc common/io/file_util.cc
+targets+=(tar_fuzz)
+build peer_credential_fuzz common/crypto/peer_credential_fuzz.cc common/crypto/peer_credential.cc \
+  common/io/file_util.cc -lcrypto
+targets+=(peer_credential_fuzz)
+build run_config_fuzz trainer/collab/run_config_fuzz.cc trainer/collab/sync_config.cc \
+  trainer/averaging/codec.cc trainer/averaging/span_reducer.cc common/thread/parallel_for.cc
+targets+=(run_config_fuzz)
+if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-max_total_time="$FUZZ_SECONDS"); what="$FUZZ_SECONDS s"
+else limit=(-runs="$runs"); what="$runs inputs"; fi
+failed=0
 for target in "${targets[@]}"; do
-  echo "== $target: $runs inputs"
+  echo "== $target: $what"
   mkdir -p "$out/$target.corpus"
-  "$out/$target" -runs="$runs" -max_len=70000 "$out/$target.corpus" 2>&1 | tail -3
+  if ! (cd "$out" && "./$target" "${limit[@]}" -max_len=70000 "$target.corpus" > "$target.log" 2>&1); then
+    echo "FAILED: $target found a crash (see $out/$target.log)"
+    failed=1
+  fi
+  tail -2 "$out/$target.log"
 done
+exit "$failed"

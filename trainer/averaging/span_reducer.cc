@@ -7,6 +7,17 @@
 
 namespace dd::averaging {
 
+double ClipToL2Norm(float* values, size_t n, double max_norm) {
+  double norm2 = 0;
+  for (size_t i = 0; i < n; ++i) norm2 += static_cast<double>(values[i]) * values[i];
+  const double norm = std::sqrt(norm2);
+  if (max_norm > 0 && norm > max_norm) {
+    const float scale = static_cast<float>(max_norm / norm);
+    for (size_t i = 0; i < n; ++i) values[i] *= scale;
+  }
+  return norm;
+}
+
 std::vector<float> CenteredClip(const std::vector<const std::vector<float>*>& inputs,
                                 const std::vector<double>& weights, double tau, int iterations) {
   size_t n = inputs.empty() ? 0 : inputs[0]->size();

@@ -140,6 +140,11 @@ class SpanReducer {
   uint32_t reduced_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// Scales values[0..n) down to L2 norm `max_norm` when it is larger (a
+// peer's bound on its own contribution; max_norm <= 0: no bound). Returns
+// the norm before scaling.
+double ClipToL2Norm(float* values, size_t n, double max_norm);
+
 // The CenteredClip fixed point of rows `inputs` (equal length) with `weights`.
 std::vector<float> CenteredClip(const std::vector<const std::vector<float>*>& inputs,
                                 const std::vector<double>& weights, double tau, int iterations);

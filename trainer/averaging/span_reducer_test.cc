@@ -132,6 +132,21 @@ TEST(SpanReducer, FinishReducesWhatIsThereAndZeroWeightIsNotAveraged) {
   EXPECT_TRUE(r.AllReduced());
 }
 
+TEST(ClipToL2Norm, ScalesDownOnlyAboveTheBound) {
+  std::vector<float> v = {3, 4};  // norm 5
+  EXPECT_DOUBLE_EQ(ClipToL2Norm(v.data(), v.size(), 10), 5);
+  EXPECT_EQ(v, (std::vector<float>{3, 4}));
+  EXPECT_DOUBLE_EQ(ClipToL2Norm(v.data(), v.size(), 1), 5);
+  EXPECT_FLOAT_EQ(v[0], 0.6f);
+  EXPECT_FLOAT_EQ(v[1], 0.8f);
+  std::vector<float> huge = {3e30f, 4e30f};
+  ClipToL2Norm(huge.data(), huge.size(), 0);  // no bound
+  EXPECT_EQ(huge[0], 3e30f);
+  ClipToL2Norm(huge.data(), huge.size(), 5);
+  EXPECT_FLOAT_EQ(huge[0], 3);
+  EXPECT_FLOAT_EQ(huge[1], 4);
+}
+
 TEST(CenteredClip, ClipsAnOutlierAndEqualsTheMeanWhenAllAreClose) {
   std::vector<float> a = {1, 1}, b = {1.2f, 0.8f}, c = {100, -100};
   auto robust = CenteredClip({&a, &b, &c}, {1, 1, 1}, 1.0, 20);

@@ -137,9 +137,14 @@ class ChunkBatches final : public BatchSource {
 // The butterfly all-reduce over the round's members.
 class ButterflyRoundAverager final : public RoundAverager {
  public:
+  // `max_update_norm` (> 0) bounds the L2 norm of what this peer sends.
   ButterflyRoundAverager(averaging::AveragerService* service, const SecurityConfig& security,
-                         const std::string& self, averaging::AllReduceOptions options)
-      : allreduce_(service, security), self_(self), options_(options) {}
+                         const std::string& self, averaging::AllReduceOptions options,
+                         double max_update_norm)
+      : allreduce_(service, security),
+        self_(self),
+        options_(options),
+        max_update_norm_(max_update_norm) {}
 
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& r,
                                                      std::vector<float>* values, double weight,
@@ -160,6 +165,13 @@ class ButterflyRoundAverager final : public RoundAverager {
     // A round that used more than half of the time it was given says where
     // the time went.
     o.slow_round = std::max(absl::ZeroDuration(), (o.deadline - absl::Now()) / 2);
+    if (max_update_norm_ > 0) {
+      const double norm = averaging::ClipToL2Norm(values->data(), values->size(), max_update_norm_);
+      if (norm > max_update_norm_) {
+        LOG(INFO) << "round " << r.round_id() << ": contribution of norm " << norm
+                  << " scaled down to max_update_norm " << max_update_norm_;
+      }
+    }
     return allreduce_.Run(spec, o, values->data(), values->size(), weight, errors);
   }
 
@@ -167,14 +179,21 @@ class ButterflyRoundAverager final : public RoundAverager {
   averaging::ButterflyAllReduce allreduce_;
   const std::string self_;
   const averaging::AllReduceOptions options_;
+  const double max_update_norm_;
 };
 
 // This peer's state served by its StateService; others' fetched from the
 // live reachable peers the coordinator lists.
 class PeerStates final : public StateExchange {
  public:
-  PeerStates(StateService* service, CoordinatorClient* coordinator, SecurityConfig security)
-      : service_(service), coordinator_(coordinator), security_(std::move(security)) {}
+  // `max_state_bytes`: the most a state of this model can take (a donor
+  // announcing more is refused before anything is stored).
+  PeerStates(StateService* service, CoordinatorClient* coordinator, SecurityConfig security,
+             uint64_t max_state_bytes)
+      : service_(service),
+        coordinator_(coordinator),
+        security_(std::move(security)),
+        max_state_bytes_(max_state_bytes) {}
 
   bool Wanted() const override { return service_->SnapshotWanted(); }
   void Publish(Snapshot s, bool current) override {
@@ -196,7 +215,7 @@ class PeerStates final : public StateExchange {
       }
       auto channel = MakeChannel(peer.address(), security_);
       if (!channel.ok()) continue;
-      auto state = FetchState(*channel, absl::Minutes(2));
+      auto state = FetchState(*channel, absl::Minutes(2), max_state_bytes_);
       if (!state.ok()) {
         LOG(WARNING) << "state download from " << peer.display_name() << " (" << peer.address()
                      << "): " << state.status();
@@ -220,6 +239,7 @@ class PeerStates final : public StateExchange {
   StateService* const service_;
   CoordinatorClient* const coordinator_;
   const SecurityConfig security_;
+  const uint64_t max_state_bytes_;
 };
 
 // training::Trainer as the session's model.
@@ -390,16 +410,30 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
                                    MaxLocalSteps(sync_config.outer), " while a round has not opened), outer lr ",
                                    sync_config.outer.lr, ", momentum ", sync_config.outer.momentum,
                                    sync_config.outer.overlap ? ", overlapped" : "")
+                    : "")
+            << (sync_config.aggregation == averaging::Aggregation::kCenteredClip
+                    ? absl::StrCat(", CenteredClip (tau ", sync_config.clip_tau, ")")
+                    : ", mean")
+            << (sync_config.max_update_norm > 0
+                    ? absl::StrCat(", contributions bounded to norm ", sync_config.max_update_norm)
                     : "");
 
   GrpcCoordinatorLink link(&coordinator,
                            absl::Milliseconds(std::max<uint32_t>(join->heartbeat_interval_ms(), 100)));
   averaging::AllReduceOptions ar;
   ar.codec = sync_config.codec;
+  ar.aggregation = sync_config.aggregation;
+  ar.clip_tau = sync_config.clip_tau;
   ar.sender_timeout = po.sender_timeout;
   ar.reducer_timeout = po.reducer_timeout;
-  ButterflyRoundAverager round_averager(&averager, po.security, join->peer_id(), ar);
-  PeerStates states(&state_service, &coordinator, po.security);
+  ButterflyRoundAverager round_averager(&averager, po.security, join->peer_id(), ar,
+                                        sync_config.max_update_norm);
+  // A state holds the trained parameters, two optimizer moments and an EMA
+  // copy in float32 at most (16 bytes per value), the outer optimizer's
+  // global copy and momentum (8 more) and metadata: 32 bytes per value and
+  // 64 MiB leave room for all of them.
+  const uint64_t max_state_bytes = 32 * static_cast<uint64_t>(model->num_elements()) + (64 << 20);
+  PeerStates states(&state_service, &coordinator, po.security, max_state_bytes);
 
   so.max_local_samples_per_step = po.max_local_samples_per_step;
   // A collaboration's designated writer checkpoints only when asked to

@@ -21,7 +21,9 @@ constexpr size_t kFrameBytes = 1 << 20;
 class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
  public:
   Reactor(StateService* service, tv1::DownloadStateRequest request)
-      : service_(service), request_(std::move(request)) {}
+      : service_(service), request_(std::move(request)), created_(absl::Now()) {}
+
+  absl::Time created() const { return created_; }
 
   // Called once with the snapshot to serve (under the service's lock or
   // right after construction).
@@ -84,18 +86,48 @@ class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
 
   StateService* const service_;
   const tv1::DownloadStateRequest request_;
+  const absl::Time created_;
   std::shared_ptr<const StateSnapshot> snapshot_;
   tv1::StateFrame frame_;
   uint64_t offset_ = 0;
   bool first_ = true;
 };
 
-StateService::StateService(int max_concurrent_downloads) : max_downloads_(max_concurrent_downloads) {}
+StateService::StateService(int max_concurrent_downloads, absl::Duration snapshot_wait)
+    : max_downloads_(max_concurrent_downloads),
+      snapshot_wait_(snapshot_wait),
+      expirer_([this] { ExpireWaiting(); }) {}
 
 StateService::~StateService() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  expirer_.join();
   absl::MutexLock lock(&mu_);
   for (Reactor* r : waiting_) r->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "shutting down"));
   waiting_.clear();
+}
+
+void StateService::ExpireWaiting() {
+  absl::MutexLock lock(&mu_);
+  while (!mu_.AwaitWithTimeout(absl::Condition(&stopping_), absl::Milliseconds(500))) {
+    const absl::Time now = absl::Now();
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if (now - (*it)->created() < snapshot_wait_) {
+        ++it;
+        continue;
+      }
+      // Nothing is being written yet, so finishing here is safe (as in
+      // Publish, under the same lock).
+      (*it)->Finish(grpc::Status(
+          grpc::StatusCode::UNAVAILABLE,
+          absl::StrCat("no snapshot was made within ", absl::FormatDuration(snapshot_wait_),
+                       ": this peer is not stepping; try another")));
+      it = waiting_.erase(it);
+    }
+    if (waiting_.empty()) wanted_ = false;
+  }
 }
 
 bool StateService::SnapshotWanted() const { return wanted_.load(); }
@@ -143,7 +175,7 @@ grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
 }
 
 absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
-                                         absl::Duration timeout) {
+                                         absl::Duration timeout, uint64_t max_bytes) {
   auto stub = tv1::PeerState::NewStub(channel);
   StateSnapshot out;
   std::string want_sha;
@@ -158,8 +190,13 @@ absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
     auto reader = stub->DownloadState(&context, request);
     tv1::StateFrame frame;
     while (reader->Read(&frame)) {
+      if (frame.total_bytes() > max_bytes) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "the donor announces a state of ", frame.total_bytes(), " bytes; this model's is at most ",
+            max_bytes));
+      }
       if (frame.offset() != out.bytes.size() ||
-          (total != 0 && frame.total_bytes() != total) || frame.total_bytes() > (uint64_t{64} << 30) ||
+          (total != 0 && frame.total_bytes() != total) ||
           out.bytes.size() + frame.data().size() > frame.total_bytes()) {
         return absl::DataLossError("state stream frames do not fit together");
       }
@@ -167,7 +204,8 @@ absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
         out.global_step = frame.global_step();
         total = frame.total_bytes();
         if (!frame.sha256().empty()) want_sha = frame.sha256();
-        out.bytes.reserve(total);
+        // No reserve(total): the buffer grows with what arrives, so a donor
+        // that announces much and sends little costs little.
       }
       out.bytes.append(frame.data());
     }

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -31,7 +32,10 @@ struct StateSnapshot {
 
 class StateService final : public tv1::PeerState::CallbackService {
  public:
-  explicit StateService(int max_concurrent_downloads = 2);
+  // A download that waits `snapshot_wait` without this peer reaching a step
+  // boundary ends UNAVAILABLE (the peer is not stepping; try another).
+  explicit StateService(int max_concurrent_downloads = 2,
+                        absl::Duration snapshot_wait = absl::Seconds(60));
   ~StateService() override;
 
   // True when a download waits for a snapshot: the training loop should
@@ -53,19 +57,28 @@ class StateService final : public tv1::PeerState::CallbackService {
 
  private:
   friend class Reactor;
+  // Ends downloads that waited longer than snapshot_wait_.
+  void ExpireWaiting();
+
   const int max_downloads_;
+  const absl::Duration snapshot_wait_;
   std::atomic<int> active_{0};
   mutable absl::Mutex mu_;
   std::shared_ptr<const StateSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
   std::vector<Reactor*> waiting_ ABSL_GUARDED_BY(mu_);
   bool current_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> wanted_{false};
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::thread expirer_;  // runs ExpireWaiting; last, so it starts last
 };
 
 // Downloads a peer's state (verifying its SHA-256). Resumes a broken stream
-// from where it stopped while the donor still has the same snapshot.
+// from where it stopped while the donor still has the same snapshot. A donor
+// that announces more than `max_bytes` (what this model's state can be) is
+// refused with ResourceExhausted before anything is stored; the buffer grows
+// with the data that actually arrives.
 absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
-                                         absl::Duration timeout);
+                                         absl::Duration timeout, uint64_t max_bytes);
 
 }  // namespace dd::collab
 

@@ -81,7 +81,23 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
   if (s.ok()) s = ReadBool(doc, "outer_nesterov", &c.outer.nesterov);
   if (s.ok()) s = ReadBool(doc, "error_feedback", &c.outer.error_feedback);
   if (s.ok()) s = ReadBool(doc, "overlap", &c.outer.overlap);
-  if (s.ok()) s = CheckSyncConfig(c);
+  if (s.ok()) s = ReadBool(doc, "open_run", &c.open_run);
+  if (s.ok()) s = ReadDouble(doc, "clip_tau", 0, 1e12, /*lo_open=*/true, &c.clip_tau);
+  if (s.ok()) s = ReadDouble(doc, "max_update_norm", 0, 1e12, /*lo_open=*/false, &c.max_update_norm);
+  if (!s.ok()) return s;
+  // Strangers' contributions are averaged robustly unless the run says
+  // otherwise.
+  c.aggregation = c.open_run ? averaging::Aggregation::kCenteredClip : averaging::Aggregation::kMean;
+  if (auto it = doc.find("aggregation"); it != doc.end()) {
+    if (*it == "mean") {
+      c.aggregation = averaging::Aggregation::kMean;
+    } else if (*it == "centered_clip") {
+      c.aggregation = averaging::Aggregation::kCenteredClip;
+    } else {
+      return Bad("aggregation", "\"mean\" or \"centered_clip\"");
+    }
+  }
+  s = CheckSyncConfig(c);
   if (!s.ok()) return s;
   return c;
 }

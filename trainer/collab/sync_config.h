@@ -15,7 +15,14 @@
 // what the codec drops from a peer's pseudo-gradient joins its next one),
 // "overlap" (true: the exchange of outer step k runs while the local steps
 // of k+1 are computed; see docs/architecture.md). "codec" applies to both
-// modes. Pure: no gRPC or libtorch types.
+// modes.
+//
+// Robustness keys (both modes; docs/security.md): "open_run" (false: a run
+// that strangers may join; makes CenteredClip the default aggregation),
+// "aggregation" ("mean" or "centered_clip"), "clip_tau" (1.0: CenteredClip's
+// radius, in the L2 norm of a part's values), "max_update_norm" (0: none;
+// each peer scales its contribution down to this L2 norm before sending).
+// Pure: no gRPC or libtorch types.
 #ifndef TRAINER_COLLAB_SYNC_CONFIG_H_
 #define TRAINER_COLLAB_SYNC_CONFIG_H_
 
@@ -24,6 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "trainer/averaging/codec.h"
+#include "trainer/averaging/span_reducer.h"
 
 namespace dd::collab {
 
@@ -49,6 +57,10 @@ struct SyncConfig {
   SyncMode mode = SyncMode::kGradients;
   averaging::CodecId codec = averaging::CodecId::kNone;
   OuterOptions outer;
+  bool open_run = false;
+  averaging::Aggregation aggregation = averaging::Aggregation::kMean;
+  double clip_tau = 1.0;
+  double max_update_norm = 0;  // 0: contributions are sent as they are
 };
 
 // Reads the sync keys of a run config (a JSON object's text). A key that is

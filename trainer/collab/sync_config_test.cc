@@ -60,4 +60,23 @@ TEST(SyncConfigTest, TheSparseCodecNeedsOuterStepsWithErrorFeedback) {
 }
 
 }  // namespace
+TEST(SyncConfigTest, OpenRunsAverageRobustlyByDefault) {
+  auto closed = ParseSyncConfig("{}");
+  ASSERT_TRUE(closed.ok());
+  EXPECT_EQ(closed->aggregation, averaging::Aggregation::kMean);
+  EXPECT_EQ(closed->max_update_norm, 0);
+  auto open = ParseSyncConfig(R"({"open_run": true, "clip_tau": 0.5, "max_update_norm": 10})");
+  ASSERT_TRUE(open.ok()) << open.status();
+  EXPECT_EQ(open->aggregation, averaging::Aggregation::kCenteredClip);
+  EXPECT_EQ(open->clip_tau, 0.5);
+  EXPECT_EQ(open->max_update_norm, 10);
+  auto chosen = ParseSyncConfig(R"({"open_run": true, "aggregation": "mean"})");
+  ASSERT_TRUE(chosen.ok());
+  EXPECT_EQ(chosen->aggregation, averaging::Aggregation::kMean);
+  for (const char* bad : {R"({"aggregation": "median"})", R"({"clip_tau": 0})",
+                          R"({"max_update_norm": -1})", R"({"open_run": "yes"})"}) {
+    EXPECT_EQ(ParseSyncConfig(bad).status().code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
+}
+
 }  // namespace dd::collab

@@ -337,9 +337,28 @@ struct Trainer::State {
         !absl::SimpleAtoi(meta["loss_scale_clean_steps"], &clean)) {
       return absl::FailedPreconditionError(path + ": malformed step counters or loss scale");
     }
+    // A state may come from another peer: counters and scale must be sane,
+    // and no floating-point tensor may hold NaN or infinity (one poisoned
+    // moment would spread to every later step).
+    if (new_step < 0 || new_skipped < 0 || new_skipped > new_step || new_seen < 0 || clean < 0 ||
+        !std::isfinite(scale) || scale <= 0) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          path, ": implausible counters (step ", new_step, ", skipped ", new_skipped,
+          ", samples ", new_seen, ") or loss scale ", scale));
+    }
     ASSIGN_OR_RETURN(data::DataPosition new_position, data::DataPosition::Parse(meta["data_position"]));
     std::map<std::string, at::Tensor> opt, ema_state;
     for (auto& [k, v] : tensors) {
+      bool finite = true;
+      try {
+        finite = !at::isFloatingType(v.scalar_type()) || at::isfinite(v).all().item<bool>();
+      } catch (const c10::Error& e) {
+        return absl::InternalError(absl::StrCat(path, ": checking tensor ", k, ": ", e.what()));
+      }
+      if (!finite) {
+        return absl::FailedPreconditionError(
+            absl::StrCat(path, ": tensor ", k, " holds NaN or infinite values"));
+      }
       if (absl::StartsWith(k, "opt.")) opt[k.substr(4)] = v;
       if (absl::StartsWith(k, "ema.")) ema_state[k] = v;
     }

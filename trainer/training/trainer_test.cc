@@ -13,6 +13,7 @@
 #include "trainer/data/sample_source.h"
 #include "trainer/model/clip_text_model.h"
 #include "trainer/model/testing/fixtures.h"
+#include "trainer/model/torch_tensors.h"
 
 namespace dd::training {
 namespace {
@@ -104,6 +105,48 @@ TEST(Trainer, ResumeIsExact) {
     for (int i = 0; i < 10; ++i) ASSERT_TRUE((*c)->TakeStep().ok());
     ExpectIdentical(Weights(**c), want);
   }
+}
+
+// A state from another peer is checked whole before anything changes: no
+// NaN or infinity in any tensor, counters and loss scale that make sense.
+TEST(Trainer, APoisonedOrInsaneStateIsRefusedAndChangesNothing) {
+  auto t = LocalRun::Create(Options(Tmp("poisoned_state")));
+  ASSERT_TRUE(t.ok()) << t.status();
+  ASSERT_TRUE((*t)->TakeStep().ok());
+  auto bytes = (*t)->trainer()->ExportState();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::map<std::string, at::Tensor> tensors;
+  std::map<std::string, std::string> meta;
+  ASSERT_TRUE(model::ParseTensors(*bytes, &tensors, &meta).ok());
+  const std::vector<at::Tensor> before = Weights(**t);
+
+  for (const std::string prefix : {"param.", "opt."}) {
+    auto poisoned = tensors;
+    for (auto& [name, value] : poisoned) {
+      if (absl::StartsWith(name, prefix) && at::isFloatingType(value.scalar_type())) {
+        value = value.clone();
+        value.view(-1)[0] = std::nanf("");
+        break;
+      }
+    }
+    auto state = model::SerializeTensors(poisoned, meta);
+    ASSERT_TRUE(state.ok()) << state.status();
+    auto status = (*t)->trainer()->ImportState(*state);
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition) << prefix << ": " << status;
+    EXPECT_NE(status.message().find("NaN or infinite"), std::string::npos) << status;
+  }
+  for (auto [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"loss_scale", "inf"}, {"loss_scale", "0"}, {"step", "-5"}, {"skipped_steps", "99"}}) {
+    auto insane = meta;
+    insane[key] = value;
+    auto state = model::SerializeTensors(tensors, insane);
+    ASSERT_TRUE(state.ok()) << state.status();
+    EXPECT_EQ((*t)->trainer()->ImportState(*state).code(), absl::StatusCode::kFailedPrecondition)
+        << key << "=" << value;
+  }
+  ExpectIdentical(Weights(**t), before);
+  // The genuine state still imports.
+  EXPECT_TRUE((*t)->trainer()->ImportState(*bytes).ok());
 }
 
 // The held-out loss: the same number at every call and every step (draws

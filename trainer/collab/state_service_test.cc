@@ -1,0 +1,78 @@
+// The state service over real loopback gRPC: who may download, the wait for
+// a snapshot that never comes, and the joiner's bound on what a donor
+// announces.
+#include "trainer/collab/state_service.h"
+
+#include "absl/time/clock.h"
+#include "common/crypto/sha256.h"
+#include "common/rpc/channel.h"
+#include "common/rpc/server.h"
+#include "common/rpc/testing/test_run_credentials.h"
+#include "gtest/gtest.h"
+
+namespace dd::collab {
+namespace {
+
+constexpr char kToken[] = "state-service-test-token-0123456";
+
+class StateServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    service_ = std::make_unique<StateService>(2, absl::Milliseconds(300));
+    ServerOptions o;
+    o.listen_address = "127.0.0.1:0";
+    o.security = credentials_.Server();
+    auto host = ServiceHost::Start(o, {service_.get()});
+    ASSERT_TRUE(host.ok()) << host.status();
+    host_ = std::move(*host);
+    host_->SetServing(true);
+  }
+  void TearDown() override { host_->Shutdown(absl::Seconds(1)); }
+
+  std::shared_ptr<grpc::Channel> Channel(const SecurityConfig& security) {
+    return *MakeChannel("127.0.0.1:" + std::to_string(host_->port()), security);
+  }
+
+  void PublishCurrent(uint64_t step, std::string bytes) {
+    auto snapshot = std::make_shared<StateSnapshot>();
+    snapshot->global_step = step;
+    snapshot->bytes = std::move(bytes);
+    snapshot->sha256 = DigestToHex(Sha256Of(snapshot->bytes));
+    service_->Publish(snapshot, /*current=*/true);
+  }
+
+  testing::TestRunCredentials credentials_{kToken};
+  std::unique_ptr<StateService> service_;
+  std::unique_ptr<ServiceHost> host_;
+};
+
+TEST_F(StateServiceTest, APeerDownloadsTheRunTokenAloneDoesNot) {
+  std::string bytes(3 << 20, 'x');  // three frames
+  bytes[12345] = 'y';
+  PublishCurrent(7, bytes);
+  auto got = FetchState(Channel(credentials_.Peer("joiner")), absl::Seconds(20), 4 << 20);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->global_step, 7u);
+  EXPECT_EQ(got->bytes, bytes);
+  auto refused = FetchState(Channel(credentials_.RunTokenOnly()), absl::Seconds(20), 4 << 20);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+}
+
+TEST_F(StateServiceTest, ADonorAnnouncingMoreThanTheModelCanHoldIsRefused) {
+  PublishCurrent(3, std::string(2 << 20, 'z'));
+  auto got = FetchState(Channel(credentials_.Peer("joiner")), absl::Seconds(20), 1 << 20);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kResourceExhausted) << got.status();
+}
+
+TEST_F(StateServiceTest, ADownloadWaitingForASnapshotThatNeverComesEndsUnavailable) {
+  // Nothing is published: this peer "is not stepping".
+  absl::Time start = absl::Now();
+  auto got = FetchState(Channel(credentials_.Peer("joiner")), absl::Seconds(20), 1 << 20);
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kUnavailable) << got.status();
+  // Well before the client's own 20 s: the service gave up after its wait
+  // (FetchState retries UNAVAILABLE a few times).
+  EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+}
+
+}  // namespace
+}  // namespace dd::collab
