@@ -26,6 +26,10 @@ namespace dd {
 
 // Prefix of every credential; lets an authenticator tell it from a run token.
 inline constexpr char kPeerCredentialPrefix[] = "ddp1.";
+// Invitations are credentials whose peer id is this prefix and a name, with
+// incarnation 0 (no peer id the coordinator issues starts so).
+inline constexpr char kInvitationPrefix[] = "invitation:";
+
 // Upper bound on a credential's length; longer bearer values are not parsed.
 inline constexpr size_t kMaxPeerCredentialLength = 1024;
 

@@ -27,6 +27,7 @@
 #define COMMON_RPC_AUTH_H_
 
 #include <grpcpp/security/auth_metadata_processor.h>
+#include <grpcpp/server_context.h>
 #include <grpcpp/support/client_interceptor.h>
 
 #include <map>
@@ -123,6 +124,14 @@ class TokenAuthProcessor : public grpc::AuthMetadataProcessor {
 // authentication, --allow_unauthenticated, since the processor refuses
 // such calls).
 Caller CallerOf(const std::multimap<grpc::string_ref, grpc::string_ref>& client_metadata);
+
+// CallerOf(context.client_metadata()) with Caller::remote_ip from
+// context.peer().
+Caller CallerOf(const grpc::ServerContextBase& context);
+
+// The IP address in a gRPC peer string ("ipv4:1.2.3.4:5" -> "1.2.3.4",
+// "ipv6:[::1]:5" -> "::1"); empty for other transports.
+std::string RemoteIpOf(const std::string& grpc_peer);
 
 // Client interceptor factory that adds `authorization: <token's header>` to
 // every call on a channel, unless the call set its own `authorization`.

@@ -15,18 +15,29 @@
 
 namespace dd {
 
+// Calls waiting for a worker beyond this are refused RESOURCE_EXHAUSTED at
+// once (clients retry with backoff) instead of queueing without bound.
+inline constexpr size_t kMaxQueuedCalls = 1024;
+
 // `fn(const Request&)` returns absl::StatusOr<Response>; its value is moved
 // into `*response` and the call finishes with its status. `request` and
 // `response` stay valid until Finish, as gRPC guarantees.
 template <typename Request, typename Response, typename Fn>
 grpc::ServerUnaryReactor* FinishOnPool(ThreadPool* pool, grpc::CallbackServerContext* context,
-                                       const Request* request, Response* response, Fn fn) {
+                                       const Request* request, Response* response, Fn fn,
+                                       size_t max_queued = kMaxQueuedCalls) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  pool->Schedule([reactor, request, response, fn = std::move(fn)]() mutable {
-    absl::StatusOr<Response> result = fn(*request);
-    if (result.ok()) *response = std::move(*result);
-    reactor->Finish(ToGrpcStatus(result.status()));
-  });
+  bool queued = pool->TrySchedule(
+      [reactor, request, response, fn = std::move(fn)]() mutable {
+        absl::StatusOr<Response> result = fn(*request);
+        if (result.ok()) *response = std::move(*result);
+        reactor->Finish(ToGrpcStatus(result.status()));
+      },
+      max_queued);
+  if (!queued) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 "the server is overloaded (too many calls waiting); retry later"));
+  }
   return reactor;
 }
 

@@ -21,6 +21,13 @@ void ThreadPool::Schedule(std::function<void()> fn) {
   queue_.push_back(std::move(fn));
 }
 
+bool ThreadPool::TrySchedule(std::function<void()> fn, size_t max_queued) {
+  absl::MutexLock lock(&mu_);
+  if (queue_.size() >= max_queued) return false;
+  queue_.push_back(std::move(fn));
+  return true;
+}
+
 void ThreadPool::WorkLoop() {
   while (true) {
     std::function<void()> fn;

@@ -27,6 +27,10 @@ class ThreadPool {
   // Queues `fn` to run on a worker. Must not be called after destruction
   // has begun.
   void Schedule(std::function<void()> fn);
+  // Queues `fn` unless `max_queued` closures already wait (running ones do
+  // not count); returns whether it was queued. For work that arrives from
+  // the network, so a flood is refused instead of piling up.
+  bool TrySchedule(std::function<void()> fn, size_t max_queued);
 
  private:
   void WorkLoop();

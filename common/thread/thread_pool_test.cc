@@ -37,4 +37,21 @@ TEST(ThreadPool, WorkersRunConcurrently) {
 }
 
 }  // namespace
+TEST(ThreadPool, TryScheduleRefusesBeyondTheQueueBound) {
+  ThreadPool pool(1);
+  absl::Notification started, release, drained;
+  // The one worker is busy; then two closures may wait, a third may not.
+  pool.Schedule([&] {
+    started.Notify();
+    release.WaitForNotification();
+  });
+  started.WaitForNotification();
+  EXPECT_TRUE(pool.TrySchedule([] {}, 2));
+  EXPECT_TRUE(pool.TrySchedule([&] { drained.Notify(); }, 2));
+  EXPECT_FALSE(pool.TrySchedule([] {}, 2));
+  release.Notify();
+  drained.WaitForNotification();
+  EXPECT_TRUE(pool.TrySchedule([] {}, 2));
+}
+
 }  // namespace dd

@@ -1,6 +1,12 @@
 #include "services/coordinator/coordinator_core.h"
 
+#include <arpa/inet.h>
 #include <glog/logging.h>
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -56,6 +62,47 @@ absl::Status ValidateHostPort(const std::string& address, const char* field) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The 16-byte form of an IPv4 or IPv6 literal (v4 mapped), if it is one.
+std::optional<std::array<unsigned char, 16>> ParseIp(const std::string& text) {
+  std::array<unsigned char, 16> out{};
+  unsigned char v4[4];
+  if (inet_pton(AF_INET, text.c_str(), v4) == 1) {
+    out[10] = out[11] = 0xff;
+    std::memcpy(&out[12], v4, 4);
+    return out;
+  }
+  if (inet_pton(AF_INET6, text.c_str(), out.data()) == 1) return out;
+  return std::nullopt;
+}
+
+bool IsLoopback(const std::array<unsigned char, 16>& ip) {
+  static const std::array<unsigned char, 16> v6_loopback{0, 0, 0, 0, 0, 0, 0, 0,
+                                                         0, 0, 0, 0, 0, 0, 0, 1};
+  bool v4_mapped = ip[10] == 0xff && ip[11] == 0xff &&
+                   std::all_of(ip.begin(), ip.begin() + 10, [](unsigned char b) { return b == 0; });
+  return ip == v6_loopback || (v4_mapped && ip[12] == 127);
+}
+
+}  // namespace
+
+absl::Status CheckAddressIsCallers(const std::string& address, const std::string& remote_ip) {
+  if (remote_ip.empty()) return absl::OkStatus();
+  std::string host = address.substr(0, address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  auto named = ParseIp(host);
+  if (!named.has_value()) return absl::OkStatus();  // a host name
+  auto from = ParseIp(remote_ip);
+  if (!from.has_value() || *named == *from || (IsLoopback(*named) && IsLoopback(*from))) {
+    return absl::OkStatus();
+  }
+  return absl::PermissionDeniedError(absl::StrCat(
+      "address ", address, " is not the address this call came from (", remote_ip,
+      "); a peer can only register itself (use a host name that resolves to it, or join from "
+      "that address)"));
+}
+
 CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
                                  RoundPlanner* rounds, RunConfig config,
                                  CoordinatorOptions options, Clock* clock,
@@ -81,9 +128,10 @@ absl::StatusOr<PeerHandle> CoordinatorCore::ActingPeer(const Caller& caller,
     case Caller::Role::kUnchecked:
       return Handle(named);
     case Caller::Role::kRunToken:
+    case Caller::Role::kInvitation:
       return absl::PermissionDeniedError(
-          "peer calls need the peer credential that Join returned; the run token acts for no "
-          "peer");
+          "peer calls need the peer credential that Join returned; the run token or an "
+          "invitation acts for no peer");
     case Caller::Role::kPeer:
       break;
   }
@@ -104,6 +152,10 @@ absl::StatusOr<std::string> CoordinatorCore::IssueCredential(const PeerHandle& p
   if (issuer_ == nullptr) return std::string();
   *expires = clock_->Now() + options_.credential_ttl;
   return issuer_->Issue(PeerClaims{peer.peer_id, peer.incarnation, config_.run_id, *expires});
+}
+
+std::string CoordinatorCore::InvitationKey(const std::string& name) {
+  return absl::StrCat(kInvitationPrefix, name);
 }
 
 absl::Status CoordinatorCore::CheckNotBanned(const std::string& peer_id) {
@@ -147,7 +199,9 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
           "the credential of peer ", caller.peer_id, " cannot join as ", requested_id));
     }
     requested_id = caller.peer_id;
-  } else if (caller.role == Caller::Role::kRunToken && !requested_id.empty()) {
+  } else if ((caller.role == Caller::Role::kRunToken ||
+              caller.role == Caller::Role::kInvitation) &&
+             !requested_id.empty()) {
     if (verifier_ == nullptr) {
       return absl::PermissionDeniedError("this coordinator issues no credentials");
     }
@@ -160,6 +214,9 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
   }
   if (!requested_id.empty()) {
     if (absl::Status s = CheckNotBanned(requested_id); !s.ok()) return s;
+  }
+  if (caller.role == Caller::Role::kInvitation) {
+    if (absl::Status s = CheckNotBanned(InvitationKey(caller.peer_id)); !s.ok()) return s;
   }
   if (request.client_only()) {
     if (!request.public_address().empty()) {
@@ -184,14 +241,24 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
   info.listen_address = request.client_only() ? "" : request.listen_address();
   info.public_address = request.public_address();
   info.client_only = request.client_only();
-  if (absl::Status s = CheckAddressFree(
-          info.public_address.empty() ? info.listen_address : info.public_address, requested_id);
-      !s.ok()) {
-    return s;
+  const std::string effective_address =
+      info.public_address.empty() ? info.listen_address : info.public_address;
+  if (options_.check_peer_addresses && !info.client_only) {
+    if (absl::Status s = CheckAddressIsCallers(effective_address, caller.remote_ip); !s.ok()) {
+      return s;
+    }
   }
+  if (absl::Status s = CheckAddressFree(effective_address, requested_id); !s.ok()) return s;
   auto outcome = membership_.Join(requested_id, info);
   if (!outcome.ok()) return outcome.status();
   ForgetEarned(outcome->peer.peer_id);  // a new incarnation starts with what it leases
+  {
+    // Which invitation brought each peer in, so evicting the peer bans it.
+    absl::MutexLock lock(&ban_mu_);
+    if (caller.role == Caller::Role::kInvitation) {
+      invited_by_[outcome->peer.peer_id] = caller.peer_id;
+    }
+  }
   std::string address = info.public_address.empty() ? info.listen_address : info.public_address;
   LOG(INFO) << "peer " << outcome->peer.peer_id << " incarnation " << outcome->peer.incarnation
             << " joined" << (info.client_only ? " (client only)" : " at " + address)
@@ -241,7 +308,10 @@ absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest&
                                                          const Caller& caller) {
   ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   auto released = membership_.Remove(peer.peer_id, peer.incarnation, RemovalReason::kLeft);
-  if (released.ok()) ForgetEarned(peer.peer_id);
+  if (released.ok()) {
+    ForgetEarned(peer.peer_id);
+    ForgetInvitation(peer.peer_id);
+  }
   if (!released.ok()) return released.status();
   v1::LeaveResponse response;
   response.set_released_chunks(*released);
@@ -500,13 +570,43 @@ absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
   ForgetEarned(request.peer_id());
   absl::Duration ban = request.ban_seconds() > 0 ? absl::Seconds(request.ban_seconds())
                                                  : options_.eviction_ban;
+  std::string invitation;
   {
     absl::MutexLock lock(&ban_mu_);
     banned_until_[request.peer_id()] = clock_->Now() + ban;
+    if (auto it = invited_by_.find(request.peer_id()); it != invited_by_.end()) {
+      invitation = it->second;
+      banned_until_[InvitationKey(invitation)] = clock_->Now() + ban;
+      invited_by_.erase(it);
+    }
   }
-  LOG(INFO) << "peer " << request.peer_id() << " banned for " << absl::FormatDuration(ban);
+  LOG(INFO) << "peer " << request.peer_id() << " banned for " << absl::FormatDuration(ban)
+            << (invitation.empty() ? "" : absl::StrCat(", with its invitation \"", invitation, "\""));
   v1::AdminEvictPeerResponse response;
   response.set_released_chunks(*released);
+  return response;
+}
+
+absl::StatusOr<v1::AdminInviteResponse> CoordinatorCore::AdminInvite(
+    const v1::AdminInviteRequest& request, const std::string& admin_token) {
+  if (absl::Status s = CheckAdmin(admin_token); !s.ok()) return s;
+  const std::string& name = request.name();
+  if (name.empty() || name.size() > 64 ||
+      name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") !=
+          std::string::npos) {
+    return absl::InvalidArgumentError("an invitation's name is 1-64 of [A-Za-z0-9._-]");
+  }
+  if (issuer_ == nullptr) return absl::FailedPreconditionError("this coordinator issues no credentials");
+  absl::Time expires = clock_->Now() + (request.ttl_seconds() > 0
+                                            ? absl::Seconds(request.ttl_seconds())
+                                            : absl::Hours(24 * 30));
+  ASSIGN_OR_RETURN(std::string invitation,
+                   issuer_->Issue(PeerClaims{absl::StrCat(kInvitationPrefix, name), 0,
+                                             config_.run_id, expires}));
+  LOG(INFO) << "invitation \"" << name << "\" issued, valid until " << absl::FormatTime(expires);
+  v1::AdminInviteResponse response;
+  response.set_invitation(invitation);
+  response.set_expires_unix_ms(absl::ToUnixMillis(expires));
   return response;
 }
 
@@ -517,7 +617,15 @@ void CoordinatorCore::Tick() {
   } else if (*expired > 0) {
     LOG(INFO) << *expired << " leases expired and returned to the pool";
   }
-  for (const std::string& evicted : membership_.Tick()) ForgetEarned(evicted);
+  for (const std::string& evicted : membership_.Tick()) {
+    ForgetEarned(evicted);
+    ForgetInvitation(evicted);
+  }
+}
+
+void CoordinatorCore::ForgetInvitation(const std::string& peer_id) {
+  absl::MutexLock lock(&ban_mu_);
+  invited_by_.erase(peer_id);
 }
 
 void CoordinatorCore::ForgetEarned(const std::string& peer_id) {

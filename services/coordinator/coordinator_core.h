@@ -41,6 +41,10 @@ struct CoordinatorOptions {
   absl::Duration eviction_ban = absl::Hours(1);
   // How long a rejoin may prove its identity with an expired credential.
   absl::Duration rejoin_grace = absl::Hours(24);
+  // A joining peer may only name an IP address it calls from (host names
+  // are not resolved, so they pass): otherwise any token holder could make
+  // the coordinator probe any host:port and learn the answer from ListPeers.
+  bool check_peer_addresses = true;
 };
 
 class CoordinatorCore {
@@ -90,6 +94,8 @@ class CoordinatorCore {
       const v1::AdminReleaseChunkRequest& request, const std::string& admin_token);
   absl::StatusOr<v1::AdminEvictPeerResponse> AdminEvictPeer(
       const v1::AdminEvictPeerRequest& request, const std::string& admin_token);
+  absl::StatusOr<v1::AdminInviteResponse> AdminInvite(const v1::AdminInviteRequest& request,
+                                                      const std::string& admin_token);
 
   // Expires due leases and evicts silent peers (Membership::Tick); call
   // about once a second.
@@ -101,13 +107,17 @@ class CoordinatorCore {
   absl::StatusOr<PeerHandle> ActingPeer(const Caller& caller, const v1::PeerRef& named) const;
   // A credential for `peer`, expiring credential_ttl from now.
   absl::StatusOr<std::string> IssueCredential(const PeerHandle& peer, absl::Time* expires) const;
-  // PermissionDenied while `peer_id` is banned.
+  // The ban-list key of an invitation (peer ids never look like it).
+  static std::string InvitationKey(const std::string& name);
+  // PermissionDenied while `peer_id` (or an InvitationKey) is banned.
   absl::Status CheckNotBanned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(ban_mu_);
   // AlreadyExists when a peer other than `joining_id` is registered at
   // `address` and sent a heartbeat within half the heartbeat TTL.
   absl::Status CheckAddressFree(const std::string& address, const std::string& joining_id) const;
   // Drops the completed-samples count of a peer that left or rejoined.
   void ForgetEarned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(earned_mu_);
+  // Drops which invitation brought a peer that left.
+  void ForgetInvitation(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(ban_mu_);
 
   // Fixed after construction.
   const CredentialIssuer* const issuer_;
@@ -126,6 +136,8 @@ class CoordinatorCore {
   // an eviction ends the incarnation they name).
   absl::Mutex ban_mu_;
   absl::flat_hash_map<std::string, absl::Time> banned_until_ ABSL_GUARDED_BY(ban_mu_);
+  // Peer id -> the name of the invitation it joined with.
+  absl::flat_hash_map<std::string, std::string> invited_by_ ABSL_GUARDED_BY(ban_mu_);
 
   // Samples each peer incarnation has completed chunks with, the other half
   // (with its leases) of what bounds the samples it may report.
@@ -135,6 +147,11 @@ class CoordinatorCore {
 
 // Checks "host:port" (host a name, IPv4 or [IPv6]; port 1-65535).
 absl::Status ValidateHostPort(const std::string& address, const char* field);
+
+// PermissionDenied when `address`'s host is an IP literal other than
+// `remote_ip` (both loopback counts as the same); OK for host names and an
+// unknown `remote_ip`.
+absl::Status CheckAddressIsCallers(const std::string& address, const std::string& remote_ip);
 
 }  // namespace dd::coordinator
 

@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "common/rpc/auth.h"
 #include "gtest/gtest.h"
 
 namespace dd::coordinator {
@@ -403,4 +404,26 @@ TEST_F(CoordinatorCoreTest, APeerEvictedForSilenceLosesItsReportToo) {
 }
 
 }  // namespace
+TEST(CheckAddressIsCallers, APeerRegistersOnlyAnAddressItCallsFrom) {
+  EXPECT_TRUE(CheckAddressIsCallers("198.18.0.5:7000", "198.18.0.5").ok());
+  EXPECT_TRUE(CheckAddressIsCallers("[2001:db8::5]:7000", "2001:db8::5").ok());
+  EXPECT_TRUE(CheckAddressIsCallers("127.0.0.1:7000", "::1").ok());  // both loopback
+  EXPECT_TRUE(CheckAddressIsCallers("trainer-0.trainers:7000", "198.18.0.5").ok());  // a name
+  EXPECT_TRUE(CheckAddressIsCallers("198.18.0.9:7000", "").ok());  // caller unknown
+  // Making the coordinator probe someone else's service:
+  EXPECT_EQ(CheckAddressIsCallers("198.18.0.9:22", "198.18.0.5").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckAddressIsCallers("127.0.0.1:6379", "198.18.0.5").code(),
+            absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(CheckAddressIsCallers("[2001:db8::9]:80", "2001:db8::5").code(),
+            absl::StatusCode::kPermissionDenied);
+}
+
+TEST(RemoteIpOf, ReadsGrpcPeerStrings) {
+  EXPECT_EQ(RemoteIpOf("ipv4:198.18.0.5:43210"), "198.18.0.5");
+  EXPECT_EQ(RemoteIpOf("ipv6:%5B::1%5D:43210"), "::1");
+  EXPECT_EQ(RemoteIpOf("ipv6:[2001:db8::1]:5"), "2001:db8::1");
+  EXPECT_EQ(RemoteIpOf("unix:/tmp/sock"), "");
+}
+
 }  // namespace dd::coordinator

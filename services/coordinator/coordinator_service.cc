@@ -30,7 +30,7 @@ CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads)
   grpc::ServerUnaryReactor* CoordinatorService::Name(                                     \
       grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
     return FinishOnPool(&pool_, c, req, resp,                                             \
-                        [this, caller = CallerOf(c->client_metadata())](               \
+                        [this, caller = CallerOf(*c)](               \
                             const v1::Request& r) { return core_->Name(r, caller); });    \
   }
 #define DD_COORDINATOR_LISTING_RPC(Name, Request, Response)                              \
@@ -38,7 +38,7 @@ CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads)
       grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
     return FinishOnPool(                                                                  \
         &pool_, c, req, resp,                                                             \
-        [this, caller = CallerOf(c->client_metadata()), token = AdminToken(c)](        \
+        [this, caller = CallerOf(*c), token = AdminToken(c)](        \
             const v1::Request& r) { return core_->Name(r, caller, token); });             \
   }
 
@@ -74,6 +74,15 @@ grpc::ServerUnaryReactor* CoordinatorService::AdminEvictPeer(
   return FinishOnPool(&pool_, c, req, resp,
                       [this, token = AdminToken(c)](const v1::AdminEvictPeerRequest& r) {
                         return core_->AdminEvictPeer(r, token);
+                      });
+}
+
+grpc::ServerUnaryReactor* CoordinatorService::AdminInvite(grpc::CallbackServerContext* c,
+                                                          const v1::AdminInviteRequest* req,
+                                                          v1::AdminInviteResponse* resp) {
+  return FinishOnPool(&pool_, c, req, resp,
+                      [this, token = AdminToken(c)](const v1::AdminInviteRequest& r) {
+                        return core_->AdminInvite(r, token);
                       });
 }
 

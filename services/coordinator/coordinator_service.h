@@ -61,6 +61,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* AdminEvictPeer(grpc::CallbackServerContext* c,
                                            const v1::AdminEvictPeerRequest* req,
                                            v1::AdminEvictPeerResponse* resp) override;
+  grpc::ServerUnaryReactor* AdminInvite(grpc::CallbackServerContext* c,
+                                        const v1::AdminInviteRequest* req,
+                                        v1::AdminInviteResponse* resp) override;
 
  private:
   CoordinatorCore* const core_;

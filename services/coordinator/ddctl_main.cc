@@ -5,6 +5,7 @@
 //   ddctl --coordinator=HOST:PORT chunks [--state=leased|pending] [--owner=PEER]
 //   ddctl --coordinator=HOST:PORT release CHUNK_ID     (admin token)
 //   ddctl --coordinator=HOST:PORT evict PEER_ID        (admin token)
+//   ddctl --coordinator=HOST:PORT invite NAME > NAME.token   (admin token)
 #include <algorithm>
 #include <iostream>
 
@@ -27,6 +28,7 @@ DEFINE_string(owner, "", "chunks: only chunks leased by this peer.");
 DEFINE_string(admin_token_file, "",
               "Admin token for release/evict (else DD_ADMIN_TOKEN); with it, peers and "
               "chunks also show incarnations and lease ids.");
+DEFINE_int32(ttl_s, 0, "invite: seconds the invitation stays valid (0: 30 days).");
 DEFINE_int32(ban_s, 0, "evict: keep the peer out this many seconds (0: the coordinator's "
                        "--eviction_ban).");
 
@@ -60,7 +62,7 @@ absl::StatusOr<std::string> AdminToken() {
 }
 
 absl::Status Run(int argc, char** argv) {
-  if (argc < 2) return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release|evict");
+  if (argc < 2) return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release|evict|invite");
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
   auto channel = dd::MakeChannel(FLAGS_coordinator, *security);
@@ -127,6 +129,24 @@ absl::Status Run(int argc, char** argv) {
     } while (!req.page_token().empty());
     return absl::OkStatus();
   }
+  if (cmd == "invite" && argc == 3) {
+    auto token = AdminToken();
+    if (!token.ok()) return token.status();
+    auto ctx = dd::MakeCallContext();
+    ctx->AddMetadata("x-dd-admin-token", *token);
+    v1::AdminInviteRequest req;
+    req.set_name(argv[2]);
+    req.set_ttl_seconds(std::max(0, FLAGS_ttl_s));
+    v1::AdminInviteResponse r;
+    grpc::Status st = stub->AdminInvite(ctx.get(), req, &r);
+    if (!st.ok()) return dd::FromGrpcStatus(st, "AdminInvite");
+    // The invitation alone on stdout, so `ddctl invite alice > alice.token`
+    // gives the file the volunteer passes as --auth_token_file.
+    std::cout << r.invitation() << "\n";
+    std::cerr << "invitation for " << argv[2] << ", valid until "
+              << absl::FormatTime(absl::FromUnixMillis(r.expires_unix_ms())) << "\n";
+    return absl::OkStatus();
+  }
   if ((cmd == "release" || cmd == "evict") && argc == 3) {
     auto token = AdminToken();
     if (!token.ok()) return token.status();
@@ -152,7 +172,7 @@ absl::Status Run(int argc, char** argv) {
     }
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release ID|evict PEER");
+  return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release ID|evict PEER|invite NAME");
 }
 
 }  // namespace

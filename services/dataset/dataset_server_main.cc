@@ -5,12 +5,17 @@
 //       --port=50051 --auth_token_file=/run/secrets/dd_token
 #include <iostream>
 
+#include <thread>
+
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "absl/synchronization/notification.h"
+#include "common/crypto/peer_credential.h"
 #include "common/init/init.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/security.h"
 #include "common/rpc/server.h"
 #include "services/dataset/catalog.h"
@@ -28,6 +33,11 @@ DEFINE_uint32(chunk_size, 256, "Samples per chunk for loose files.");
 DEFINE_int32(io_threads, 4, "Threads reading chunk bytes from disk.");
 DEFINE_int32(max_concurrent_reads, 64, "ReadChunk streams served at once.");
 DEFINE_int32(frame_kib, 1024, "Data per ReadChunk frame in KiB (1..1024).");
+DEFINE_string(peer_public_key_file, "",
+              "The coordinator's credential public key (its --credential_public_key_out): "
+              "peers may then read with their peer credential, which an open run's volunteers "
+              "need (they hold an invitation, not the run token). Read when it appears, so "
+              "the dataset service can start before the coordinator.");
 DEFINE_int32(shutdown_grace_s, 30, "Seconds in-flight calls get to finish on SIGTERM.");
 
 namespace {
@@ -68,10 +78,39 @@ absl::Status Run() {
   options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
   options.security = *security;
   options.port_file = FLAGS_port_file;
+  absl::Notification stop;
+  std::thread key_loader;
+  if (!FLAGS_peer_public_key_file.empty()) {
+    auto slot = std::make_shared<dd::PeerVerifierSlot>();
+    options.security.peer_verifier = slot;
+    // The coordinator writes the key once it runs, and it needs this
+    // service first: wait for the file without holding up the start.
+    key_loader = std::thread([slot, &stop] {
+      bool told = false;
+      do {
+        auto verifier = dd::CredentialVerifier::FromPublicKeyFile(FLAGS_peer_public_key_file);
+        if (verifier.ok()) {
+          slot->Set(*verifier);
+          LOG(INFO) << "peer credentials accepted (key from " << FLAGS_peer_public_key_file << ")";
+          return;
+        }
+        if (!told && verifier.status().code() != absl::StatusCode::kNotFound) {
+          LOG(WARNING) << "peer public key: " << verifier.status();
+          told = true;
+        }
+      } while (!stop.WaitForNotificationWithTimeout(absl::Seconds(1)));
+    });
+  }
   auto host = dd::ServiceHost::Start(options, {&service});
-  if (!host.ok()) return host.status();
+  if (!host.ok()) {
+    stop.Notify();
+    if (key_loader.joinable()) key_loader.join();
+    return host.status();
+  }
   (*host)->SetServing(true);
   (*host)->WaitForTerminationSignal(absl::Seconds(FLAGS_shutdown_grace_s));
+  stop.Notify();
+  if (key_loader.joinable()) key_loader.join();
   return absl::OkStatus();
 }
 

@@ -1,5 +1,6 @@
 #include "services/dataset/dataset_service.h"
 
+#include "common/rpc/auth.h"
 #include "common/rpc/failed_stream.h"
 
 #include <glog/logging.h>
@@ -96,7 +97,14 @@ grpc::ServerUnaryReactor* DatasetService::ListChunks(grpc::CallbackServerContext
 }
 
 grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
-    grpc::CallbackServerContext* /*context*/, const v1::ReadChunkRequest* request) {
+    grpc::CallbackServerContext* context, const v1::ReadChunkRequest* request) {
+  // Data goes to the run token's holders and to peers; an invitation must
+  // join first (so an evicted volunteer's reads end with its credential).
+  if (CallerOf(context->client_metadata()).role == Caller::Role::kInvitation) {
+    return new FailedStream<v1::ChunkFrame>(grpc::Status(
+        grpc::StatusCode::PERMISSION_DENIED,
+        "an invitation does not read the dataset: join the run and use the peer credential"));
+  }
   auto stream = catalog_->OpenStream(request->chunk_id(), request->offset(),
                                      options_.frame_bytes);
   if (!stream.ok()) return new FailedStream<v1::ChunkFrame>(ToGrpcStatus(stream.status()));

@@ -38,6 +38,7 @@ using testing::RunfilePath;
 using testing::Subprocess;
 
 constexpr char kToken[] = "collab-integration-token-0123456789";
+constexpr char kAdminToken[] = "collab-integration-admin-token-01234";
 
 std::string Slurp(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -65,6 +66,7 @@ class CollabTrainingTest : public ::testing::Test {
     std::filesystem::remove_all(dir_);
     std::filesystem::create_directories(dir_);
     std::ofstream(dir_ + "/token") << kToken << "\n";
+    std::ofstream(dir_ + "/admin") << kAdminToken << "\n";
     auto p = Subprocess::Start({RunfilePath("trainer/tools/make_shapes_dataset"),
                                 "--out_dir=" + dir_ + "/data", "--num_samples=96", "--width=32",
                                 "--height=32"},
@@ -81,7 +83,9 @@ class CollabTrainingTest : public ::testing::Test {
     auto server = Subprocess::Start(
         {RunfilePath("services/dataset/dataset_server"), "--dataset_dir=" + dir_ + "/data",
          "--work_dir=" + dir_ + "/dwork", "--host=127.0.0.1", absl::StrCat("--port=", port),
-         "--port_file=" + dir_ + "/dport", "--chunk_size=8", "--auth_token_file=" + dir_ + "/token"},
+         "--port_file=" + dir_ + "/dport", "--chunk_size=8", "--auth_token_file=" + dir_ + "/token",
+         // Volunteers that joined with an invitation read with their credential.
+         "--peer_public_key_file=" + dir_ + "/credential.pub"},
         absl::StrCat(dir_, "/dataset", port == 0 ? "" : "-restarted", ".log"));
     ASSERT_TRUE(server.ok());
     dataset_ = std::make_unique<Subprocess>(std::move(*server));
@@ -97,7 +101,8 @@ class CollabTrainingTest : public ::testing::Test {
         {RunfilePath("services/coordinator/coordinator"), "--config=" + dir_ + "/run.json",
          "--db_dir=" + dir_ + "/ledger", absl::StrCat("--dataset_address=127.0.0.1:", dataset_port_),
          "--host=127.0.0.1", absl::StrCat("--port=", port), "--port_file=" + dir_ + "/cport",
-         "--auth_token_file=" + dir_ + "/token", "--round_timeout=30s", "--heartbeat_ttl=5s"},
+         "--auth_token_file=" + dir_ + "/token", "--round_timeout=30s", "--heartbeat_ttl=5s",
+         "--admin_token_file=" + dir_ + "/admin", "--credential_public_key_out=" + dir_ + "/credential.pub"},
         dir_ + "/coordinator.log");
     ASSERT_TRUE(c.ok());
     coordinator_ = std::make_unique<Subprocess>(std::move(*c));
@@ -172,6 +177,36 @@ TEST_F(CollabTrainingTest, TwoPeersStepTogetherWithIdenticalParameters) {
   EXPECT_EQ(state->global_step(), 4u);
   EXPECT_GT(state->samples_done(), 0u);
   EXPECT_EQ(state->chunks_leased(), 0u);  // leases released or completed on exit
+}
+
+// An open run: one peer is a volunteer holding only an invitation (no run
+// token), reading the dataset with its peer credential; the run averages
+// with CenteredClip; both end with the same weights after every step.
+TEST_F(CollabTrainingTest, AnOpenRunVolunteerJoinsWithAnInvitationAndStepsWithTheOthers) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(
+      R"({"run_id": "it", "target_batch_size": 8, "max_steps": 3, "codec": "none", "open_run": true})"));
+  SecurityConfig security;
+  security.auth_token = kToken;
+  auto stub = collab::cv1::Coordinator::NewStub(*MakeChannel(coordinator_address_, security));
+  collab::cv1::AdminInviteRequest invite;
+  invite.set_name("volunteer-b");
+  collab::cv1::AdminInviteResponse invitation;
+  grpc::ClientContext ctx;
+  ctx.AddMetadata("x-dd-admin-token", kAdminToken);
+  grpc::Status s = stub->AdminInvite(&ctx, invite, &invitation);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  std::ofstream(dir_ + "/invitation") << invitation.invitation() << "\n";
+
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4",
+                                 "--auth_token_file=" + dir_ + "/invitation"});
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
+  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
+  ASSERT_EQ(ha.size(), 3u) << Slurp(dir_ + "/b.log");
+  EXPECT_EQ(ha, hb);
+  EXPECT_NE(Slurp(dir_ + "/b.log").find("CenteredClip"), std::string::npos);
+  EXPECT_NE(Slurp(dir_ + "/dataset.log").find("peer credentials accepted"), std::string::npos);
 }
 
 TEST_F(CollabTrainingTest, APeerWithNanGradientsIsExcludedAndTheRunGoesOn) {

@@ -242,6 +242,21 @@ TEST_F(CoordinatorAttacks, JoiningAsAnotherPeerOrAtItsAddressFails) {
             grpc::StatusCode::OK);
 }
 
+TEST_F(CoordinatorAttacks, TheCoordinatorProbesNoAddressButTheCallers) {
+  // Joining "at" another host's service would make the coordinator probe it
+  // and report the answer in ListPeers.
+  Client run = RunTokenHolder();
+  v1::JoinRequest req;
+  req.set_listen_address("198.18.0.9:22");
+  v1::JoinResponse resp;
+  EXPECT_EQ(Call(run, &v1::Coordinator::Stub::Join, req, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+  req.set_listen_address("127.0.0.1:40051");
+  req.set_public_address("[2001:db8::9]:443");
+  EXPECT_EQ(Call(run, &v1::Coordinator::Stub::Join, req, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
 TEST_F(CoordinatorAttacks, AnEvictedPeerIsBannedAndItsCredentialIsVoid) {
   Client attacker = JoinedPeer("127.0.0.1:40021");
   Client admin = RunTokenHolder();
@@ -297,6 +312,66 @@ TEST_F(CoordinatorAttacks, ReportedSamplesAreBoundedByThePeersData) {
   ASSERT_EQ(Call(attacker, &v1::Coordinator::Stub::GetRunState, after, &state),
             grpc::StatusCode::OK);
   EXPECT_EQ(state.global_step(), 0u);  // 4 samples do not reach the target of 16
+}
+
+TEST_F(CoordinatorAttacks, AnInvitationJoinsOnceAndIsBannedWithItsPeer) {
+  auto invite = [&](const std::string& name) {
+    Client admin = RunTokenHolder();
+    v1::AdminInviteRequest req;
+    req.set_name(name);
+    v1::AdminInviteResponse resp;
+    auto ctx = MakeCallContext(absl::Seconds(10));
+    ctx->AddMetadata(coordinator::kAdminTokenHeader, kAdmin);
+    grpc::Status s = admin.stub->AdminInvite(ctx.get(), req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    return resp.invitation();
+  };
+  // A volunteer holds an invitation instead of the run token.
+  auto with_bearer = [&](const std::string& bearer) {
+    SecurityConfig c;
+    c.auth_token = bearer;
+    return Client{v1::Coordinator::NewStub(*MakeChannel(*address_, c)), {}, {}};
+  };
+  // Only an admin invites.
+  Client run = RunTokenHolder();
+  v1::AdminInviteRequest req;
+  req.set_name("mallory");
+  v1::AdminInviteResponse resp;
+  EXPECT_EQ(Call(run, &v1::Coordinator::Stub::AdminInvite, req, &resp),
+            grpc::StatusCode::PERMISSION_DENIED);
+
+  Client alice = with_bearer(invite("alice"));
+  v1::JoinRequest join;
+  join.set_listen_address("127.0.0.1:40061");
+  v1::JoinResponse joined;
+  ASSERT_EQ(Call(alice, &v1::Coordinator::Stub::Join, join, &joined), grpc::StatusCode::OK);
+  // The invitation itself acts for no peer.
+  v1::HeartbeatRequest beat;
+  beat.mutable_peer()->set_peer_id(joined.peer_id());
+  v1::HeartbeatResponse beaten;
+  EXPECT_EQ(Call(alice, &v1::Coordinator::Stub::Heartbeat, beat, &beaten),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(Call(Client{StubWith(joined.peer_token()), {}, {}}, &v1::Coordinator::Stub::Heartbeat,
+                 v1::HeartbeatRequest(), &beaten),
+            grpc::StatusCode::OK);
+
+  // Evicting alice's peer bans her invitation: she cannot come back as a
+  // new peer with it.
+  {
+    v1::AdminEvictPeerRequest evict;
+    evict.set_peer_id(joined.peer_id());
+    v1::AdminEvictPeerResponse evicted;
+    auto ctx = MakeCallContext(absl::Seconds(10));
+    ctx->AddMetadata(coordinator::kAdminTokenHeader, kAdmin);
+    ASSERT_TRUE(run.stub->AdminEvictPeer(ctx.get(), evict, &evicted).ok());
+  }
+  join.set_listen_address("127.0.0.1:40062");
+  EXPECT_EQ(Call(alice, &v1::Coordinator::Stub::Join, join, &joined),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // Bob's invitation is unaffected.
+  Client bob = with_bearer(invite("bob"));
+  join.set_listen_address("127.0.0.1:40063");
+  EXPECT_EQ(Call(bob, &v1::Coordinator::Stub::Join, join, &joined), grpc::StatusCode::OK);
 }
 
 TEST_F(CoordinatorAttacks, AForgedCredentialIsUnauthenticated) {

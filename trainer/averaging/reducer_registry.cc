@@ -97,9 +97,10 @@ void ReducerRegistry::ReducePart(const v1::ReducePartRequest* request,
                                  const Caller& caller) {
   const uint64_t round_id = request->round_id();
   absl::Status refusal;  // stays OK for a held part
-  if (caller.role == Caller::Role::kRunToken) {
+  if (!caller.may_use_peer_services()) {
     done(absl::PermissionDeniedError(
-        "parts need the sender's peer credential; the run token acts for no member"));
+        "parts need the sender's peer credential; the run token or an invitation acts for no "
+        "member"));
     return;
   }
   if (caller.is_peer() && caller.peer_id != request->sender_peer_id()) {

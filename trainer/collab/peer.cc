@@ -8,6 +8,7 @@
 
 #include <glog/logging.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -294,10 +295,14 @@ class TrainerWorkload final : public PeerWorkload {
     w->accumulation_ = to.gradient_accumulation_steps;
     ASSIGN_OR_RETURN(w->trainer_, training::Trainer::Create(to));
     w->model_ = std::make_unique<TrainerModel>(w->trainer_.get());
-    // The dataset service is the operator's and takes the run token; it
-    // does not verify peer credentials (it has no coordinator key).
+    // A private group's peers read the dataset with the run token (the
+    // dataset service need not know the coordinator's key); a volunteer that
+    // joined with an invitation reads with its peer credential, which the
+    // dataset service verifies with --peer_public_key_file.
     SecurityConfig dataset_security = c.options->security;
-    dataset_security.call_token.reset();
+    if (!absl::StartsWith(dataset_security.auth_token, kPeerCredentialPrefix)) {
+      dataset_security.call_token.reset();
+    }
     ASSIGN_OR_RETURN(auto dataset_channel,
                      MakeChannel(c.join->dataset_address(), dataset_security));
     w->dataset_ = std::make_unique<dataset::DatasetClient>(dataset_channel);

@@ -149,7 +149,7 @@ void StateService::StopServingCurrent() {
 grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
     grpc::CallbackServerContext* context, const tv1::DownloadStateRequest* request) {
   // A run's state goes to its peers only: the run token alone is not one.
-  if (CallerOf(context->client_metadata()).role == Caller::Role::kRunToken) {
+  if (!CallerOf(context->client_metadata()).may_use_peer_services()) {
     return new FailedStream<tv1::StateFrame>(grpc::Status(
         grpc::StatusCode::PERMISSION_DENIED,
         "state downloads need a peer credential (join the run first)"));
