@@ -233,6 +233,7 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
       }
     }
   }
+  if (absl::Status s = TakeJoinToken(caller.remote_ip); !s.ok()) return s;
   if (request.display_name().size() > 128) {
     return absl::InvalidArgumentError("display_name is longer than 128 bytes");
   }
@@ -620,6 +621,50 @@ void CoordinatorCore::Tick() {
   for (const std::string& evicted : membership_.Tick()) {
     ForgetEarned(evicted);
     ForgetInvitation(evicted);
+  }
+  CollectGarbage();
+}
+
+absl::Status CoordinatorCore::TakeJoinToken(const std::string& remote_ip) {
+  if (remote_ip.empty() || options_.join_burst <= 0) return absl::OkStatus();
+  auto ip = ParseIp(remote_ip);
+  if (ip.has_value() && IsLoopback(*ip)) return absl::OkStatus();
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&ban_mu_);
+  auto [it, inserted] =
+      join_buckets_.try_emplace(remote_ip, JoinBucket{static_cast<double>(options_.join_burst), now});
+  JoinBucket& b = it->second;
+  b.tokens = std::min<double>(options_.join_burst,
+                              b.tokens + (now - b.at) / options_.join_interval);
+  b.at = now;
+  if (b.tokens < 1) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many joins from ", remote_ip, "; one per ",
+        absl::FormatDuration(options_.join_interval), " after a burst of ", options_.join_burst));
+  }
+  b.tokens -= 1;
+  return absl::OkStatus();
+}
+
+void CoordinatorCore::CollectGarbage() {
+  const absl::Time now = clock_->Now();
+  {
+    absl::MutexLock lock(&ban_mu_);
+    if (now - last_collection_ < absl::Minutes(1)) return;
+    last_collection_ = now;
+    absl::erase_if(banned_until_, [&](const auto& entry) { return entry.second <= now; });
+    // A full bucket is the same as none.
+    absl::erase_if(join_buckets_, [&](const auto& entry) {
+      return entry.second.tokens + (now - entry.second.at) / options_.join_interval >=
+             options_.join_burst;
+    });
+  }
+  auto forgotten = ledger_->ForgetInactivePeers(now - options_.forget_peers_after);
+  if (!forgotten.ok()) {
+    LOG(ERROR) << "forgetting departed peers: " << forgotten.status();
+  } else if (*forgotten > 0) {
+    LOG(INFO) << "forgot " << *forgotten << " peers gone for more than "
+              << absl::FormatDuration(options_.forget_peers_after);
   }
 }
 

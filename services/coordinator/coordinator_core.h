@@ -45,6 +45,14 @@ struct CoordinatorOptions {
   // are not resolved, so they pass): otherwise any token holder could make
   // the coordinator probe any host:port and learn the answer from ListPeers.
   bool check_peer_addresses = true;
+  // Records of peers gone longer than this are deleted (their ids can no
+  // longer be rejoined).
+  absl::Duration forget_peers_after = absl::Hours(24);
+  // Joins per remote IP address: a burst of this many, then one per
+  // join_interval (loopback callers are not limited). A flood of Joins
+  // gets RESOURCE_EXHAUSTED instead of a peer record each.
+  int join_burst = 20;
+  absl::Duration join_interval = absl::Seconds(3);
 };
 
 class CoordinatorCore {
@@ -114,6 +122,10 @@ class CoordinatorCore {
   // AlreadyExists when a peer other than `joining_id` is registered at
   // `address` and sent a heartbeat within half the heartbeat TTL.
   absl::Status CheckAddressFree(const std::string& address, const std::string& joining_id) const;
+  // ResourceExhausted when `remote_ip` joined too often (a token bucket).
+  absl::Status TakeJoinToken(const std::string& remote_ip) ABSL_LOCKS_EXCLUDED(ban_mu_);
+  // Deletes long-gone peers' records and expired bans; called by Tick.
+  void CollectGarbage() ABSL_LOCKS_EXCLUDED(ban_mu_);
   // Drops the completed-samples count of a peer that left or rejoined.
   void ForgetEarned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(earned_mu_);
   // Drops which invitation brought a peer that left.
@@ -138,6 +150,13 @@ class CoordinatorCore {
   absl::flat_hash_map<std::string, absl::Time> banned_until_ ABSL_GUARDED_BY(ban_mu_);
   // Peer id -> the name of the invitation it joined with.
   absl::flat_hash_map<std::string, std::string> invited_by_ ABSL_GUARDED_BY(ban_mu_);
+  // Join tokens left per remote IP, and when they were last counted.
+  struct JoinBucket {
+    double tokens;
+    absl::Time at;
+  };
+  absl::flat_hash_map<std::string, JoinBucket> join_buckets_ ABSL_GUARDED_BY(ban_mu_);
+  absl::Time last_collection_ ABSL_GUARDED_BY(ban_mu_) = absl::InfinitePast();
 
   // Samples each peer incarnation has completed chunks with, the other half
   // (with its leases) of what bounds the samples it may report.

@@ -404,6 +404,40 @@ TEST_F(CoordinatorCoreTest, APeerEvictedForSilenceLosesItsReportToo) {
 }
 
 }  // namespace
+TEST_F(CoordinatorCoreTest, AJoinFloodFromOneAddressIsRefused) {
+  Caller from = Caller::RunToken();
+  from.remote_ip = "198.18.0.5";
+  v1::JoinRequest req;
+  req.set_client_only(true);
+  CoordinatorOptions defaults;
+  for (int i = 0; i < defaults.join_burst; ++i) ASSERT_TRUE(core_->Join(req, from).ok()) << i;
+  EXPECT_EQ(core_->Join(req, from).status().code(), absl::StatusCode::kResourceExhausted);
+  // Other addresses and loopback are not held back by it.
+  Caller other = from;
+  other.remote_ip = "198.18.0.6";
+  EXPECT_TRUE(core_->Join(req, other).ok());
+  Caller local = from;
+  local.remote_ip = "127.0.0.1";
+  EXPECT_TRUE(core_->Join(req, local).ok());
+  // The bucket refills at one join per interval.
+  clock_.Advance(defaults.join_interval);
+  EXPECT_TRUE(core_->Join(req, from).ok());
+  EXPECT_EQ(core_->Join(req, from).status().code(), absl::StatusCode::kResourceExhausted);
+}
+
+TEST_F(CoordinatorCoreTest, DepartedPeersAreForgottenAfterADay) {
+  v1::PeerRef gone = Join("127.0.0.1:9");
+  v1::LeaveRequest leave;
+  *leave.mutable_peer() = gone;
+  ASSERT_TRUE(core_->Leave(leave).ok());
+  clock_.Advance(CoordinatorOptions().forget_peers_after + absl::Minutes(2));
+  core_->Tick();
+  v1::JoinRequest rejoin;
+  rejoin.set_peer_id(gone.peer_id());
+  rejoin.set_listen_address("127.0.0.1:9");
+  EXPECT_EQ(core_->Join(rejoin).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 TEST(CheckAddressIsCallers, APeerRegistersOnlyAnAddressItCallsFrom) {
   EXPECT_TRUE(CheckAddressIsCallers("198.18.0.5:7000", "198.18.0.5").ok());
   EXPECT_TRUE(CheckAddressIsCallers("[2001:db8::5]:7000", "2001:db8::5").ok());

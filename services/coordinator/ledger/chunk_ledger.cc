@@ -55,6 +55,7 @@ struct ChunkLedger::PendingWrite {
 struct ChunkLedger::Txn {
   std::map<uint64_t, ChunkRecord> chunks;
   std::map<std::string, PeerRecord> peers;
+  std::vector<std::string> forgotten_peers;  // records deleted
   bool meta_changed = false;
   uint64_t next_peer_number = 0;
   uint64_t next_lease_id = 0;
@@ -255,6 +256,7 @@ KvBatch ChunkLedger::BuildBatch(const Txn& txn) const {
   KvBatch batch;
   for (const auto& [id, c] : txn.chunks) batch.Put(ChunkKey(id), c.SerializeAsString());
   for (const auto& [id, p] : txn.peers) batch.Put(PeerKey(id), p.SerializeAsString());
+  for (const std::string& id : txn.forgotten_peers) batch.Delete(PeerKey(id));
   if (txn.meta_changed) {
     LedgerMeta meta;
     meta.set_run_id(meta_run_id_);
@@ -276,6 +278,7 @@ void ChunkLedger::Apply(Txn* txn) {
     Index(chunks_[id]);
   }
   for (auto& [id, p] : txn->peers) peers_[id] = std::move(p);
+  for (const std::string& id : txn->forgotten_peers) peers_.erase(id);
   if (txn->meta_changed) {
     next_peer_number_ = txn->next_peer_number;
     next_lease_id_ = txn->next_lease_id;
@@ -381,6 +384,7 @@ absl::StatusOr<JoinOutcome> ChunkLedger::JoinPeer(const std::string& requested_i
       if (id == record.peer_id() || !p.active() || EffectiveAddress(p) != address) continue;
       PeerRecord& old = txn.peers[id] = p;
       old.set_active(false);
+      old.set_left_unix_ms(absl::ToUnixMillis(clock_->Now()));
       outcome.released_chunks += ReleaseAllOf(id, &txn);
       outcome.replaced_peers.push_back(id);
     }
@@ -404,6 +408,7 @@ absl::StatusOr<uint32_t> ChunkLedger::RemovePeer(const std::string& peer_id,
   Txn txn;
   PeerRecord& p = txn.peers[peer_id] = it->second;
   p.set_active(false);
+  p.set_left_unix_ms(absl::ToUnixMillis(clock_->Now()));
   uint32_t released = ReleaseAllOf(peer_id, &txn);
   if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
   return released;
@@ -630,6 +635,22 @@ std::vector<internal::ChunkRecord> ChunkLedger::ListChunks(uint64_t start, size_
     out.push_back(c);
   }
   return out;
+}
+
+absl::StatusOr<uint32_t> ChunkLedger::ForgetInactivePeers(absl::Time left_before) {
+  absl::ReleasableMutexLock lock(&mu_);
+  Txn txn;
+  const int64_t cutoff = absl::ToUnixMillis(left_before);
+  for (const auto& [id, p] : peers_) {
+    // Records from before left_unix_ms existed (0) are kept.
+    if (!p.active() && p.left_unix_ms() != 0 && p.left_unix_ms() < cutoff &&
+        owned_.count(id) == 0) {
+      txn.forgotten_peers.push_back(id);
+    }
+  }
+  const uint32_t forgotten = txn.forgotten_peers.size();
+  if (absl::Status s = Commit(&txn, &lock); !s.ok()) return s;
+  return forgotten;
 }
 
 uint32_t ChunkLedger::LeasesHeldBy(const std::string& peer_id) const {

@@ -18,6 +18,15 @@
 // changes were made, so the store always holds a prefix of the history. If a
 // write fails the ledger stops accepting changes (UNAVAILABLE): memory is
 // ahead of the store, and a restart recovers the last durable state.
+//
+// What readers see: the in-memory state, which may include changes whose
+// batch is still being synced (at most one group commit, milliseconds).
+// Nothing acts on such a change durably before it is durable itself: a
+// change that depends on it (another peer leasing a chunk just released)
+// is a later batch of the same ordered queue, so it is durable only if the
+// earlier one is, and if the earlier one fails every later one fails too.
+// Read-only calls (Stats, ListChunks) may show such a change to a person a
+// moment early; no caller is answered OK for anything not durable.
 #ifndef SERVICES_COORDINATOR_LEDGER_CHUNK_LEDGER_H_
 #define SERVICES_COORDINATOR_LEDGER_CHUNK_LEDGER_H_
 
@@ -129,6 +138,12 @@ class ChunkLedger {
   // same public address are evicted (their leases released). One batch.
   // FailedPrecondition when `requested_id` was never issued by this run.
   absl::StatusOr<JoinOutcome> JoinPeer(const std::string& requested_id, const PeerInfo& info);
+
+  // Deletes the records of peers that became inactive before `left_before`
+  // (each Join without an id adds a record; without this they would pile
+  // up forever). Their ids can no longer be rejoined: such a peer joins
+  // anew. Returns how many were forgotten.
+  absl::StatusOr<uint32_t> ForgetInactivePeers(absl::Time left_before);
 
   // Deactivates a peer and releases its leases (eviction or a clean leave).
   // With `incarnation`, only if it is the current one. NotFound for an

@@ -199,6 +199,21 @@ TEST_P(ChunkLedgerConformance, ACompletionWithNoSamplesReturnsTheChunkUntilItIsM
   EXPECT_EQ(listed[0].failed_completions(), kFailuresBeforeBad);
 }
 
+TEST_P(ChunkLedgerConformance, InactivePeersAreForgottenAfterAWhileAndForGood) {
+  PeerHandle gone = Join(), stays = Join();
+  ASSERT_TRUE(ledger_->RemovePeer(gone.peer_id, gone.incarnation).ok());
+  // Not yet: it left just now.
+  EXPECT_EQ(*ledger_->ForgetInactivePeers(clock_.Now() - absl::Hours(1)), 0u);
+  clock_.Advance(absl::Hours(2));
+  EXPECT_EQ(*ledger_->ForgetInactivePeers(clock_.Now() - absl::Hours(1)), 1u);
+  // Its id is unknown now, also after a restart; the active peer is kept.
+  ledger_ = Reopen(identity_);
+  PeerInfo info;
+  EXPECT_EQ(ledger_->JoinPeer(gone.peer_id, info).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(ledger_->CheckPeer(stays).ok());
+}
+
 TEST_P(ChunkLedgerConformance, EpochRollsOverWhenEveryChunkIsDone) {
   PeerHandle a = Join();
   for (int round = 0; round < 2; ++round) {
