@@ -84,6 +84,10 @@ DEFINE_bool(client_only, false, "Peer mode: not reachable; averages without redu
 DEFINE_string(peer_name, "", "Peer mode: name shown by ddctl peers.");
 DEFINE_int64(max_local_samples_per_step, 0,
              "Peer mode: stop accumulating at this many samples and wait for the round (0: no cap).");
+DEFINE_double(bandwidth_mbps, 0,
+              "Peer mode: this peer's upload capacity in Mbit/s (hivemind's --bandwidth); the "
+              "coordinator gives it a span to reduce in proportion, within 4x of the median "
+              "of the members' (0: the median).");
 DEFINE_int64(nan_contribution_at_step_for_test, 0,
              "Peer mode, fault tests only: poison this peer's contribution to this global step.");
 DEFINE_string(trained_keys_log, "", "Peer mode: append \"STEP KEY\" for every sample this peer "
@@ -168,6 +172,10 @@ absl::Status Run(int, char**) {
     po.trained_keys_log = FLAGS_trained_keys_log;
     po.name = FLAGS_peer_name;
     po.max_local_samples_per_step = FLAGS_max_local_samples_per_step;
+    if (!(FLAGS_bandwidth_mbps >= 0 && FLAGS_bandwidth_mbps <= 1e6)) {
+      return absl::InvalidArgumentError("--bandwidth_mbps must be in [0, 1e6]");
+    }
+    po.bandwidth_mbps = FLAGS_bandwidth_mbps;
     po.codec = FLAGS_averaging_codec;
     po.nan_contribution_at_step_for_test = FLAGS_nan_contribution_at_step_for_test;
     ASSIGN_OR_RETURN(po.security, dd::SecurityConfigFromFlags());

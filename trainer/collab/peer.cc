@@ -441,6 +441,7 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   PeerStates states(&state_service, &coordinator, po.security, max_state_bytes);
 
   so.max_local_samples_per_step = po.max_local_samples_per_step;
+  so.bandwidth_mbps = po.bandwidth_mbps;
   // A collaboration's designated writer checkpoints only when asked to
   // (--save_steps > 0), then also after the last step.
   so.outputs = {po.trainer.save_steps, po.trainer.image_log_steps, po.trainer.save_steps > 0};

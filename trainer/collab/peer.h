@@ -37,6 +37,8 @@ struct PeerOptions {
   // accumulating until the round opens). Bounds how stale a contribution
   // can be and makes runs reproducible in tests.
   int64_t max_local_samples_per_step = 0;
+  // Declared upload capacity (Mbit/s) reported with progress; 0: none.
+  double bandwidth_mbps = 0;
   std::string codec = "";  // averaging codec; empty: the run config's, else none
   absl::Duration sender_timeout = absl::Seconds(10);
   absl::Duration reducer_timeout = absl::Seconds(20);

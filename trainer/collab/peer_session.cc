@@ -192,6 +192,7 @@ absl::Status PeerSession::ReportAndLook() {
   request.set_global_step(next_step_);
   request.set_samples_accumulated(sync_->samples());
   request.set_samples_per_second(Rate());
+  request.set_bandwidth_mbps(options_.bandwidth_mbps);
   request.set_after_round_id(last_round_id_);
   if (!stats_.hashes.empty()) {
     // The oldest hash not reported yet (else the newest again), so every

@@ -50,6 +50,9 @@ struct SessionOptions {
   // Gradient mode: stop accumulating at this many samples and wait for the
   // round (0: accumulate until it opens).
   int64_t max_local_samples_per_step = 0;
+  // Declared upload capacity reported with progress (0: none); shapes the
+  // span this peer reduces.
+  double bandwidth_mbps = 0;
   absl::Duration poll_interval = absl::Milliseconds(20);
   // While training, progress is reported at most this often (and always
   // when the peer stops to wait for its round): each report is a blocking
