@@ -32,32 +32,31 @@ passed=$(grep -cE "^//[^ ]+ +(\(cached\) )?PASSED" "$log")
 failed=$(grep -cE "^//[^ ]+ +(\(cached\) )?(FAILED|TIMEOUT|NO STATUS|FAILED TO BUILD|INCOMPLETE)" "$log")
 rm -f "$log"
 
-# Tests of the build itself, which run Bazel and so cannot be Bazel tests.
-for t in tests/build/*_test.sh; do
+# Runs one step outside Bazel (its name, then the command) and counts it.
+run_step() {
+  local name=$1; shift
   echo
-  echo "== $t"
-  if "$t"; then
+  echo "== $name"
+  if "$@"; then
     passed=$((passed + 1))
-    echo "$t PASSED"
+    echo "$name PASSED"
   else
     failed=$((failed + 1))
     status=1
-    echo "$t FAILED"
+    echo "$name FAILED"
   fi
+}
+
+# Tests of the build itself, which run Bazel and so cannot be Bazel tests.
+for t in tests/build/*_test.sh; do
+  run_step "$t" "$t"
 done
+
 # Every libFuzzer target under libFuzzer itself for a short bounded time
 # (FUZZ_SECONDS each; the Bazel tests above run the same entry points on
 # generated inputs). A crash fails the run.
-echo
-echo "== tools/fuzz/run_fuzzers.sh (${FUZZ_SECONDS:=30} s per target)"
-if FUZZ_SECONDS="$FUZZ_SECONDS" tools/fuzz/run_fuzzers.sh; then
-  passed=$((passed + 1))
-  echo "tools/fuzz/run_fuzzers.sh PASSED"
-else
-  failed=$((failed + 1))
-  status=1
-  echo "tools/fuzz/run_fuzzers.sh FAILED"
-fi
+export FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+run_step "tools/fuzz/run_fuzzers.sh ($FUZZ_SECONDS s per target)" tools/fuzz/run_fuzzers.sh
 echo
 echo "$passed passed, $failed failed"
 if [ "$status" -ne 0 ] || [ "$failed" -ne 0 ] || [ "$passed" -eq 0 ]; then

@@ -146,8 +146,15 @@ grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata,
     std::shared_ptr<const CredentialVerifier> verifier =
         verifier_ == nullptr ? nullptr : verifier_->Get();
     if (verifier == nullptr) {
+      // A server that learns the key later (a trainer before its Join, a
+      // dataset service before the coordinator wrote the key): retryable.
+      // One that never will has no slot at all.
+      if (verifier_ != nullptr) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "this server does not know the run's credential key yet; retry");
+      }
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "this server does not accept peer credentials (yet)");
+                          "this server does not accept peer credentials");
     }
     auto claims = verifier->Verify(given.substr(kBearerPrefixLength), absl::Now());
     if (!claims.ok()) {

@@ -32,6 +32,8 @@ DEFINE_string(description, "", "Description reported by GetInfo.");
 DEFINE_uint32(chunk_size, 256, "Samples per chunk for loose files.");
 DEFINE_int32(io_threads, 4, "Threads reading chunk bytes from disk.");
 DEFINE_int32(max_concurrent_reads, 64, "ReadChunk streams served at once.");
+DEFINE_int32(max_reads_per_client, 16,
+             "ReadChunk streams one client (a peer's credential, else an IP address) may hold.");
 DEFINE_int32(frame_kib, 1024, "Data per ReadChunk frame in KiB (1..1024).");
 DEFINE_string(peer_public_key_file, "",
               "The coordinator's credential public key (its --credential_public_key_out): "
@@ -73,7 +75,7 @@ absl::Status Run() {
   }
   dd::dataset::DatasetService service(
       &catalog, {FLAGS_io_threads, FLAGS_max_concurrent_reads,
-                 static_cast<size_t>(FLAGS_frame_kib) << 10});
+                 static_cast<size_t>(FLAGS_frame_kib) << 10, FLAGS_max_reads_per_client});
   dd::ServerOptions options;
   options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
   options.security = *security;
@@ -98,7 +100,7 @@ absl::Status Run() {
           LOG(WARNING) << "peer public key: " << verifier.status();
           told = true;
         }
-      } while (!stop.WaitForNotificationWithTimeout(absl::Seconds(1)));
+      } while (!stop.WaitForNotificationWithTimeout(absl::Milliseconds(200)));
     });
   }
   auto host = dd::ServiceHost::Start(options, {&service});

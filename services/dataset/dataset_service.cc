@@ -18,8 +18,9 @@ namespace dd::dataset {
 // them; `cancelled_` is the only state shared with OnCancel.
 class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::ChunkFrame> {
  public:
-  ReadChunkReactor(DatasetService* service, std::unique_ptr<ChunkStream> stream)
-      : service_(service), stream_(std::move(stream)) {
+  ReadChunkReactor(DatasetService* service, std::unique_ptr<ChunkStream> stream,
+                   std::string client)
+      : service_(service), stream_(std::move(stream)), client_(std::move(client)) {
     ScheduleRead();
   }
 
@@ -34,6 +35,7 @@ class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::Chu
   void OnCancel() override { cancelled_.store(true); }
 
   void OnDone() override {
+    service_->ReturnClientSlot(client_);
     service_->active_reads_.fetch_sub(1);
     delete this;
   }
@@ -64,6 +66,7 @@ class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::Chu
 
   DatasetService* const service_;
   const std::unique_ptr<ChunkStream> stream_;
+  const std::string client_;  // whose stream slot this holds
   v1::ChunkFrame frame_;
   std::atomic<bool> cancelled_{false};
 };
@@ -100,7 +103,8 @@ grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
     grpc::CallbackServerContext* context, const v1::ReadChunkRequest* request) {
   // Data goes to the run token's holders and to peers; an invitation must
   // join first (so an evicted volunteer's reads end with its credential).
-  if (CallerOf(context->client_metadata()).role == Caller::Role::kInvitation) {
+  const Caller caller = CallerOf(*context);
+  if (caller.role == Caller::Role::kInvitation) {
     return new FailedStream<v1::ChunkFrame>(grpc::Status(
         grpc::StatusCode::PERMISSION_DENIED,
         "an invitation does not read the dataset: join the run and use the peer credential"));
@@ -108,14 +112,37 @@ grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
   auto stream = catalog_->OpenStream(request->chunk_id(), request->offset(),
                                      options_.frame_bytes);
   if (!stream.ok()) return new FailedStream<v1::ChunkFrame>(ToGrpcStatus(stream.status()));
+  // A peer is counted by its credential, anyone else by its address.
+  std::string client = caller.is_peer() ? "peer " + caller.peer_id : "ip " + caller.remote_ip;
+  if (!TakeClientSlot(client)) {
+    return new FailedStream<v1::ChunkFrame>(grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("this client already holds ", options_.max_reads_per_client,
+                     " chunk reads; finish one first")));
+  }
   if (active_reads_.fetch_add(1) >= options_.max_concurrent_reads) {
     active_reads_.fetch_sub(1);
+    ReturnClientSlot(client);
     return new FailedStream<v1::ChunkFrame>(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("more than ", options_.max_concurrent_reads,
                      " concurrent chunk reads; retry later")));
   }
-  return new ReadChunkReactor(this, std::move(*stream));
+  return new ReadChunkReactor(this, std::move(*stream), std::move(client));
+}
+
+bool DatasetService::TakeClientSlot(const std::string& client) {
+  absl::MutexLock lock(&clients_mu_);
+  int& held = reads_by_client_[client];
+  if (held >= options_.max_reads_per_client) return false;
+  ++held;
+  return true;
+}
+
+void DatasetService::ReturnClientSlot(const std::string& client) {
+  absl::MutexLock lock(&clients_mu_);
+  auto it = reads_by_client_.find(client);
+  if (it != reads_by_client_.end() && --it->second <= 0) reads_by_client_.erase(it);
 }
 
 }  // namespace dd::dataset

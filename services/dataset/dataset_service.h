@@ -7,7 +7,11 @@
 
 #include <atomic>
 #include <memory>
+#include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
 #include "common/thread/thread_pool.h"
 #include "protos/dataset.grpc.pb.h"
 #include "services/dataset/catalog.h"
@@ -21,6 +25,10 @@ struct DatasetServiceOptions {
   int max_concurrent_reads = 64;
   // Data bytes per ChunkFrame (tests use small frames to exercise resumes).
   size_t frame_bytes = kMaxFrameBytes;
+  // Streams one client may hold at once (a peer, by its credential; else an
+  // IP address): one token holder that opens streams and never reads them
+  // cannot take every slot. Trainers hold one or two.
+  int max_reads_per_client = 16;
 };
 
 class DatasetService final : public v1::Dataset::CallbackService {
@@ -44,9 +52,15 @@ class DatasetService final : public v1::Dataset::CallbackService {
  private:
   class ReadChunkReactor;
 
+  // Takes one of `client`'s stream slots; false when it holds them all.
+  bool TakeClientSlot(const std::string& client) ABSL_LOCKS_EXCLUDED(clients_mu_);
+  void ReturnClientSlot(const std::string& client) ABSL_LOCKS_EXCLUDED(clients_mu_);
+
   const DatasetCatalog* const catalog_;
   const DatasetServiceOptions options_;
   std::atomic<int> active_reads_{0};
+  absl::Mutex clients_mu_;
+  absl::flat_hash_map<std::string, int> reads_by_client_ ABSL_GUARDED_BY(clients_mu_);
   ThreadPool io_pool_;  // Last member: destroyed (drained) first.
 };
 

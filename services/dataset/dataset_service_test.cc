@@ -9,6 +9,8 @@
 #include "common/rpc/reflection_client.h"
 #include "common/rpc/server.h"
 #include "common/rpc/testing/test_certs.h"
+#include "common/rpc/testing/test_run_credentials.h"
+#include <grpcpp/create_channel.h>
 #include "common/crypto/sha256.h"
 #include "gtest/gtest.h"
 #include "services/dataset/dataset_client.h"
@@ -236,6 +238,67 @@ TEST(DatasetServiceLimits, StreamsAboveTheLimitAreResourceExhausted) {
   auto r = client.DownloadChunk((*chunks)[0], root + "/x.tar", once);
   EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);  // gave up retrying
   EXPECT_NE(r.status().message().find("concurrent chunk reads"), absl::string_view::npos);
+  (*host)->Shutdown(absl::Seconds(1));
+}
+
+// The attack: a token holder opens streams and never reads them, to hold
+// every one of the service's slots. Each client holds at most its own.
+TEST(DatasetServiceLimits, StalledReadersHoldOnlyTheirOwnClientsSlots) {
+  std::string root = testing::NewTempDir("stalled");
+  // One sample whose caption makes the chunk far larger than the stalled
+  // readers' flow-control windows, so their streams stay open.
+  auto members = testing::ShardMembers(0, 1);
+  members[1].second = std::string(4 << 20, 'c');
+  testing::WriteTar(root + "/big.tar", members);
+  auto m = BuildManifest({root, "", 4});
+  ASSERT_TRUE(m.ok()) << m.status();
+  DatasetCatalog catalog(std::move(*m), {}, 0);
+  DatasetServiceOptions o;
+  o.frame_bytes = 64 << 10;
+  o.max_reads_per_client = 2;
+  DatasetService service(&catalog, o);
+  ::dd::testing::TestRunCredentials credentials(kToken);
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.security = credentials.Server();
+  auto host = ServiceHost::Start(options, {&service});
+  ASSERT_TRUE(host.ok());
+  const std::string target = "127.0.0.1:" + std::to_string((*host)->port());
+
+  // A client that reads nothing: a small window and no BDP probing.
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::Dataset::NewStub(
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
+  v1::ReadChunkRequest req;
+  req.set_chunk_id(0);
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::ChunkFrame>>> stalled;
+  auto open = [&] {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->AddMetadata("authorization", std::string("Bearer ") + kToken);
+    stalled.push_back(stub->ReadChunk(contexts.back().get(), req));
+  };
+  open();
+  open();
+  for (int i = 0; i < 200 && service.active_reads() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(service.active_reads(), 2);
+  // The same client's third stream is refused ...
+  open();
+  v1::ChunkFrame frame;
+  EXPECT_FALSE(stalled.back()->Read(&frame));
+  EXPECT_EQ(stalled.back()->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  // ... while another client (a peer, by its credential) downloads the chunk.
+  DatasetClient peer(*MakeChannel(target, credentials.Peer("peer-1")));
+  auto chunks = peer.ListAllChunks();
+  ASSERT_TRUE(chunks.ok()) << chunks.status();
+  auto got = peer.DownloadChunk((*chunks)[0], root + "/got.tar");
+  EXPECT_TRUE(got.ok()) << got.status();
+  // Cancelling the stalled streams gives their slots back.
+  for (size_t i = 0; i < 2; ++i) contexts[i]->TryCancel();
+  for (int i = 0; i < 500 && service.active_reads() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(service.active_reads(), 0);
   (*host)->Shutdown(absl::Seconds(1));
 }
 

@@ -37,13 +37,6 @@ using testing::Subprocess;
 constexpr char kToken[] = "crash-test-token-0123456789abcdef";
 constexpr uint64_t kTargetEpoch = 12;
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 bool Transient(grpc::StatusCode code) {
   return code == grpc::StatusCode::UNAVAILABLE || code == grpc::StatusCode::DEADLINE_EXCEEDED ||
          code == grpc::StatusCode::CANCELLED || code == grpc::StatusCode::UNKNOWN;
@@ -85,7 +78,7 @@ class CoordinatorCrashTest : public ::testing::Test {
     EXPECT_TRUE(p.ok());
     coordinator_ = std::make_unique<Subprocess>(std::move(*p));
     auto bound = testing::WaitForPortFile(dir_ + "/port", absl::Seconds(60));
-    EXPECT_TRUE(bound.ok()) << Slurp(dir_ + "/coordinator.log");
+    EXPECT_TRUE(bound.ok()) << testing::ReadLog(dir_ + "/coordinator.log");
     return *bound;
   }
 

@@ -40,13 +40,6 @@ using testing::Subprocess;
 constexpr char kToken[] = "collab-integration-token-0123456789";
 constexpr char kAdminToken[] = "collab-integration-admin-token-01234";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // "global step N: ... params HASH" lines of a peer's log.
 std::map<int, std::string> StepHashes(const std::string& log) {
   std::map<int, std::string> out;
@@ -107,7 +100,7 @@ class CollabTrainingTest : public ::testing::Test {
     ASSERT_TRUE(c.ok());
     coordinator_ = std::make_unique<Subprocess>(std::move(*c));
     auto bound = testing::WaitForPortFile(dir_ + "/cport", absl::Seconds(30));
-    ASSERT_TRUE(bound.ok()) << Slurp(dir_ + "/coordinator.log");
+    ASSERT_TRUE(bound.ok()) << testing::ReadLog(dir_ + "/coordinator.log");
     coordinator_address_ = absl::StrCat("127.0.0.1:", *bound);
     coordinator_port_ = *bound;
   }
@@ -128,16 +121,16 @@ class CollabTrainingTest : public ::testing::Test {
   // Waits (up to 2 minutes) until peer `name` has logged `steps` global steps.
   void WaitForSteps(const std::string& name, size_t steps) {
     const std::string log = dir_ + "/" + name + ".log";
-    for (int i = 0; i < 2400 && StepHashes(Slurp(log)).size() < steps; ++i) {
+    for (int i = 0; i < 2400 && StepHashes(testing::ReadLog(log)).size() < steps; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    ASSERT_GE(StepHashes(Slurp(log)).size(), steps) << Slurp(log);
+    ASSERT_GE(StepHashes(testing::ReadLog(log)).size(), steps) << testing::ReadLog(log);
   }
 
   // Waits for peer `name` to exit and requires exit status 0.
   void ExpectCleanExit(Subprocess& peer, const std::string& name, absl::Duration timeout) {
     auto code = peer.Wait(timeout);
-    ASSERT_TRUE(code.ok() && *code == 0) << Slurp(dir_ + "/" + name + ".log");
+    ASSERT_TRUE(code.ok() && *code == 0) << testing::ReadLog(dir_ + "/" + name + ".log");
   }
 
   // The coordinator's run state, asked with the run's token.
@@ -164,8 +157,8 @@ TEST_F(CollabTrainingTest, TwoPeersStepTogetherWithIdenticalParameters) {
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
-  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
-  ASSERT_EQ(ha.size(), 4u) << Slurp(dir_ + "/a.log");
+  auto ha = StepHashes(testing::ReadLog(dir_ + "/a.log")), hb = StepHashes(testing::ReadLog(dir_ + "/b.log"));
+  ASSERT_EQ(ha.size(), 4u) << testing::ReadLog(dir_ + "/a.log");
   EXPECT_EQ(ha, hb);  // the same parameters after every global step
   // Exactly one designated writer made checkpoints.
   bool a_wrote = std::filesystem::exists(dir_ + "/a/checkpoint-4/unet/config.json");
@@ -202,11 +195,11 @@ TEST_F(CollabTrainingTest, AnOpenRunVolunteerJoinsWithAnInvitationAndStepsWithTh
                                  "--auth_token_file=" + dir_ + "/invitation"});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
-  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
-  ASSERT_EQ(ha.size(), 3u) << Slurp(dir_ + "/b.log");
+  auto ha = StepHashes(testing::ReadLog(dir_ + "/a.log")), hb = StepHashes(testing::ReadLog(dir_ + "/b.log"));
+  ASSERT_EQ(ha.size(), 3u) << testing::ReadLog(dir_ + "/b.log");
   EXPECT_EQ(ha, hb);
-  EXPECT_NE(Slurp(dir_ + "/b.log").find("CenteredClip"), std::string::npos);
-  EXPECT_NE(Slurp(dir_ + "/dataset.log").find("peer credentials accepted"), std::string::npos);
+  EXPECT_NE(testing::ReadLog(dir_ + "/b.log").find("CenteredClip"), std::string::npos);
+  EXPECT_NE(testing::ReadLog(dir_ + "/dataset.log").find("peer credentials accepted"), std::string::npos);
 }
 
 TEST_F(CollabTrainingTest, APeerWithNanGradientsIsExcludedAndTheRunGoesOn) {
@@ -216,10 +209,10 @@ TEST_F(CollabTrainingTest, APeerWithNanGradientsIsExcludedAndTheRunGoesOn) {
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--nan_contribution_at_step_for_test=2"});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
-  std::string blog = Slurp(dir_ + "/b.log");
+  std::string blog = testing::ReadLog(dir_ + "/b.log");
   EXPECT_NE(blog.find("global step 2: local values were not finite; contributed with weight 0"),
             std::string::npos) << blog;
-  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(blog);
+  auto ha = StepHashes(testing::ReadLog(dir_ + "/a.log")), hb = StepHashes(blog);
   ASSERT_EQ(ha.size(), 3u);
   EXPECT_EQ(ha, hb);  // both applied a's gradient at step 2, and stay identical
 }
@@ -233,16 +226,16 @@ TEST_F(CollabTrainingTest, LateJoinerDownloadsTheStateAndAgreesWithTheOthers) {
   Subprocess c = StartPeer("c", {"--max_local_samples_per_step=4"});
   for (Subprocess* p : {&a, &b, &c}) {
     auto code = p->Wait(absl::Minutes(5));
-    ASSERT_TRUE(code.ok() && *code == 0) << Slurp(dir_ + "/a.log") << Slurp(dir_ + "/c.log");
+    ASSERT_TRUE(code.ok() && *code == 0) << testing::ReadLog(dir_ + "/a.log") << testing::ReadLog(dir_ + "/c.log");
   }
-  std::string clog = Slurp(dir_ + "/c.log");
+  std::string clog = testing::ReadLog(dir_ + "/c.log");
   EXPECT_NE(clog.find("resynchronised (late join): downloaded the state of global step"),
             std::string::npos) << clog;
   // Every step any two peers both logged has one hash: the late joiner's
   // (and any peer that missed a round and resynchronised) included.
   std::map<int, std::string> agreed;
   for (const char* name : {"a", "b", "c"}) {
-    for (const auto& [step, hash] : StepHashes(Slurp(dir_ + "/" + name + ".log"))) {
+    for (const auto& [step, hash] : StepHashes(testing::ReadLog(dir_ + "/" + name + ".log"))) {
       auto [it, fresh] = agreed.emplace(step, hash);
       EXPECT_EQ(it->second, hash) << name << " at step " << step;
     }
@@ -285,7 +278,7 @@ TEST_F(CollabTrainingTest, OuterStepsTwoPeersHoldTheSameWeightsAfterEveryOuterSt
   Subprocess b = StartPeer("b", {});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
-  const std::string la = Slurp(dir_ + "/a.log"), lb = Slurp(dir_ + "/b.log");
+  const std::string la = testing::ReadLog(dir_ + "/a.log"), lb = testing::ReadLog(dir_ + "/b.log");
   EXPECT_NE(la.find("sync: outer, codec blockwise8bit, H = 4 local steps (up to 4"), std::string::npos) << la;
   auto ha = StepHashes(la), hb = StepHashes(lb);
   ASSERT_EQ(ha.size(), 3u) << la;
@@ -299,7 +292,7 @@ TEST_F(CollabTrainingTest, OuterStepsTwoPeersHoldTheSameWeightsAfterEveryOuterSt
   EXPECT_EQ(ma[1].str().substr(0, 16), ha.rbegin()->second);
   // metrics.jsonl: one row per local step (4 per outer step) with the
   // outer step, the bytes moved and the time split.
-  std::stringstream rows(Slurp(dir_ + "/a/metrics.jsonl"));
+  std::stringstream rows(testing::ReadLog(dir_ + "/a/metrics.jsonl"));
   int local_steps = 0;
   double bytes_sent = 0;
   for (std::string row; std::getline(rows, row);) {
@@ -331,17 +324,17 @@ TEST_F(CollabTrainingTest, OuterStepsLateJoinerCatchesUpAndAKilledPeerDoesNotSto
   Subprocess c = StartPeer("c", {});
   // Once c holds the collaboration's state, b dies; from then on a and c
   // are both needed for every round (target 16 = two peers' H steps).
-  for (int i = 0; i < 2400 && Slurp(dir_ + "/c.log").find("resynchronised (late join)") ==
+  for (int i = 0; i < 2400 && testing::ReadLog(dir_ + "/c.log").find("resynchronised (late join)") ==
                                   std::string::npos; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  ASSERT_NE(Slurp(dir_ + "/c.log").find("resynchronised (late join)"), std::string::npos)
-      << Slurp(dir_ + "/c.log");
+  ASSERT_NE(testing::ReadLog(dir_ + "/c.log").find("resynchronised (late join)"), std::string::npos)
+      << testing::ReadLog(dir_ + "/c.log");
   b.Signal(SIGKILL);
   (void)b.Wait(absl::Seconds(10));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(c, "c", absl::Minutes(5)));
-  const std::string la = Slurp(dir_ + "/a.log"), lc = Slurp(dir_ + "/c.log");
+  const std::string la = testing::ReadLog(dir_ + "/a.log"), lc = testing::ReadLog(dir_ + "/c.log");
   EXPECT_GE(StepHashes(lc).size(), 1u) << lc;
   std::map<int, std::string> agreed;
   for (const std::string* log : {&la, &lc}) {
@@ -371,15 +364,15 @@ TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(config, coordinator_port_));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(5)));
-  EXPECT_NE(Slurp(dir_ + "/coordinator.log").find("continuing at global step"), std::string::npos);
-  std::stringstream log(Slurp(dir_ + "/a.log"));
+  EXPECT_NE(testing::ReadLog(dir_ + "/coordinator.log").find("continuing at global step"), std::string::npos);
+  std::stringstream log(testing::ReadLog(dir_ + "/a.log"));
   for (std::string l; std::getline(log, l);) {
     if (l[0] == 'W' || l.find("global step") != std::string::npos || l.find("resynchronised") != std::string::npos) {
       std::cout << "a: " << l.substr(0, 220) << "\n";
     }
   }
-  auto ha = StepHashes(Slurp(dir_ + "/a.log")), hb = StepHashes(Slurp(dir_ + "/b.log"));
-  EXPECT_EQ(ha.rbegin()->first, 6) << Slurp(dir_ + "/a.log");
+  auto ha = StepHashes(testing::ReadLog(dir_ + "/a.log")), hb = StepHashes(testing::ReadLog(dir_ + "/b.log"));
+  EXPECT_EQ(ha.rbegin()->first, 6) << testing::ReadLog(dir_ + "/a.log");
   for (const auto& [step, hash] : ha) {
     if (hb.count(step)) {
       EXPECT_EQ(hb[step], hash) << "step " << step;
@@ -406,7 +399,7 @@ TEST_F(CollabTrainingTest, DatasetServiceRestartedMidRunTheDownloadsResume) {
   ASSERT_NO_FATAL_FAILURE(StartDataset(port));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(5)));
-  const std::string la = Slurp(dir_ + "/a.log"), lb = Slurp(dir_ + "/b.log");
+  const std::string la = testing::ReadLog(dir_ + "/a.log"), lb = testing::ReadLog(dir_ + "/b.log");
   auto ha = StepHashes(la), hb = StepHashes(lb);
   ASSERT_EQ(ha.size(), 10u) << la;
   EXPECT_EQ(ha, hb);
@@ -443,11 +436,11 @@ TEST_F(CollabTrainingTest, TwoPeersEqualOneTrainerAtTheirCombinedBatch) {
                                  "--trained_keys_log=" + dir_ + "/b.keys"});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
-  ASSERT_EQ(StepHashes(Slurp(dir_ + "/a.log")), StepHashes(Slurp(dir_ + "/b.log")));
+  ASSERT_EQ(StepHashes(testing::ReadLog(dir_ + "/a.log")), StepHashes(testing::ReadLog(dir_ + "/b.log")));
   // Which samples each global step saw.
   std::map<int, std::set<std::string>> step_keys;
   for (const char* name : {"a", "b"}) {
-    std::stringstream lines(Slurp(dir_ + "/" + name + ".keys"));
+    std::stringstream lines(testing::ReadLog(dir_ + "/" + name + ".keys"));
     int step;
     std::string key;
     while (lines >> step >> key) step_keys[step].insert(key);
@@ -460,7 +453,7 @@ TEST_F(CollabTrainingTest, TwoPeersEqualOneTrainerAtTheirCombinedBatch) {
        "--auth_token_file=" + dir_ + "/token", "get-all", dir_ + "/chunks"},
       dir_ + "/fetch.log");
   ASSERT_TRUE(fetch.ok());
-  ASSERT_EQ(*fetch->Wait(absl::Seconds(60)), 0) << Slurp(dir_ + "/fetch.log");
+  ASSERT_EQ(*fetch->Wait(absl::Seconds(60)), 0) << testing::ReadLog(dir_ + "/fetch.log");
   auto listing = data::ListSamples(dir_ + "/chunks");
   ASSERT_TRUE(listing.ok()) << listing.status();
   // One trainer at batch 8 with the peers' settings.
@@ -527,10 +520,10 @@ TEST_F(CollabTrainingTest, SurvivorFinishesWhenAPeerIsKilled) {
   b.Signal(SIGKILL);
   (void)b.Wait(absl::Seconds(10));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
-  auto ha = StepHashes(Slurp(dir_ + "/a.log"));
-  EXPECT_EQ(ha.rbegin()->first, 6) << Slurp(dir_ + "/a.log");
+  auto ha = StepHashes(testing::ReadLog(dir_ + "/a.log"));
+  EXPECT_EQ(ha.rbegin()->first, 6) << testing::ReadLog(dir_ + "/a.log");
   // What the survivor saw, for the test log.
-  std::stringstream log(Slurp(dir_ + "/a.log"));
+  std::stringstream log(testing::ReadLog(dir_ + "/a.log"));
   for (std::string l; std::getline(log, l);) {
     if (l.find("global step") != std::string::npos || l.find("failed") != std::string::npos) {
       std::cout << l.substr(l.find(']') + 2) << "\n";

@@ -31,13 +31,6 @@ using testing::Subprocess;
 
 constexpr char kToken[] = "integration-token-0123456789abcdef";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 class DatasetIntegrationTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -63,7 +56,7 @@ class DatasetIntegrationTest : public ::testing::Test {
     auto p = Subprocess::Start(argv, dir_ + "/tools.log");
     ASSERT_TRUE(p.ok()) << p.status();
     auto code = p->Wait(absl::Seconds(60));
-    ASSERT_TRUE(code.ok() && *code == 0) << Slurp(dir_ + "/tools.log");
+    ASSERT_TRUE(code.ok() && *code == 0) << testing::ReadLog(dir_ + "/tools.log");
   }
 
   // Starts the server on `port` (0 = any) and waits until it is SERVING.
@@ -78,7 +71,7 @@ class DatasetIntegrationTest : public ::testing::Test {
     EXPECT_TRUE(p.ok()) << p.status();
     server_ = std::make_unique<Subprocess>(std::move(*p));
     auto bound = testing::WaitForPortFile(dir_ + "/port", absl::Seconds(60));
-    EXPECT_TRUE(bound.ok()) << Slurp(dir_ + "/server.log");
+    EXPECT_TRUE(bound.ok()) << testing::ReadLog(dir_ + "/server.log");
     address_ = absl::StrCat("127.0.0.1:", *bound);
     auto channel = *MakeChannel(address_, SecurityConfig{});
     for (int i = 0; i < 200; ++i) {
@@ -86,7 +79,7 @@ class DatasetIntegrationTest : public ::testing::Test {
       if (serving.ok() && *serving) return *bound;
       absl::SleepFor(absl::Milliseconds(25));
     }
-    ADD_FAILURE() << "server never became SERVING: " << Slurp(dir_ + "/server.log");
+    ADD_FAILURE() << "server never became SERVING: " << testing::ReadLog(dir_ + "/server.log");
     return *bound;
   }
 
@@ -148,8 +141,8 @@ TEST_F(DatasetIntegrationTest, DownloadsEveryChunkThroughAServerCrash) {
     std::string path = absl::StrCat(out, "/chunk-", c.chunk_id(), ".tar");
     auto result = client.DownloadChunk(c, path, options);
     ASSERT_TRUE(result.ok()) << "chunk " << c.chunk_id() << ": " << result.status();
-    EXPECT_EQ(DigestToHex(Sha256Of(Slurp(path))), c.sha256_hex());
-    EXPECT_EQ(Slurp(path).find("TOP-SECRET-BYTES"), std::string::npos);
+    EXPECT_EQ(DigestToHex(Sha256Of(testing::ReadLog(path))), c.sha256_hex());
+    EXPECT_EQ(testing::ReadLog(path).find("TOP-SECRET-BYTES"), std::string::npos);
     if (c.chunk_id() == 2) {
       EXPECT_GT(result->attempts, 1);
       EXPECT_LT(result->bytes_received, c.size_bytes() + c.size_bytes() / 2);
@@ -157,10 +150,10 @@ TEST_F(DatasetIntegrationTest, DownloadsEveryChunkThroughAServerCrash) {
   }
   EXPECT_TRUE(killed.load());
   // The restarted server reused its manifest instead of re-indexing.
-  EXPECT_TRUE(absl::StrContains(Slurp(dir_ + "/server.log"), "reusing manifest"));
+  EXPECT_TRUE(absl::StrContains(testing::ReadLog(dir_ + "/server.log"), "reusing manifest"));
   // GNU tar reads a chunk: WebDataset keys with image + caption members.
   ASSERT_EQ(std::system(("tar tf " + out + "/chunk-2.tar > " + out + "/list").c_str()), 0);
-  std::string listing = Slurp(out + "/list");
+  std::string listing = testing::ReadLog(out + "/list");
   EXPECT_TRUE(absl::StrContains(listing, ".txt\n")) << listing;
   EXPECT_TRUE(absl::StrContains(listing, ".jpg\n") || absl::StrContains(listing, ".png\n"));
 
@@ -168,7 +161,7 @@ TEST_F(DatasetIntegrationTest, DownloadsEveryChunkThroughAServerCrash) {
   server_->Signal(SIGTERM);
   auto code = server_->Wait(absl::Seconds(40));
   ASSERT_TRUE(code.ok()) << code.status();
-  EXPECT_EQ(*code, 0) << Slurp(dir_ + "/server.log");
+  EXPECT_EQ(*code, 0) << testing::ReadLog(dir_ + "/server.log");
 }
 
 TEST_F(DatasetIntegrationTest, RefusesToStartWithoutAToken) {
@@ -181,7 +174,7 @@ TEST_F(DatasetIntegrationTest, RefusesToStartWithoutAToken) {
   auto code = p->Wait(absl::Seconds(30));
   ASSERT_TRUE(code.ok());
   EXPECT_EQ(*code, 1);
-  EXPECT_TRUE(absl::StrContains(Slurp(dir_ + "/notoken.log"), "no auth token"));
+  EXPECT_TRUE(absl::StrContains(testing::ReadLog(dir_ + "/notoken.log"), "no auth token"));
 }
 
 }  // namespace

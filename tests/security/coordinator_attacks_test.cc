@@ -25,13 +25,6 @@ using testing::Subprocess;
 constexpr char kToken[] = "security-test-run-token-0123456789";
 constexpr char kAdmin[] = "security-test-admin-token-0123456";
 
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 // One process's view of the coordinator: the run token, or a credential.
 struct Client {
   std::unique_ptr<v1::Coordinator::Stub> stub;
@@ -73,7 +66,7 @@ class CoordinatorAttacks : public ::testing::Test {
     ASSERT_TRUE(co.ok());
     coordinator_ = new Subprocess(std::move(*co));
     auto port = testing::WaitForPortFile(dir + "/port", absl::Seconds(60));
-    ASSERT_TRUE(port.ok()) << Slurp(dir + "/coordinator.log");
+    ASSERT_TRUE(port.ok()) << testing::ReadLog(dir + "/coordinator.log");
     address_ = new std::string(absl::StrCat("127.0.0.1:", *port));
   }
 

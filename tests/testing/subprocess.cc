@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -82,6 +83,11 @@ absl::StatusOr<int> Subprocess::Wait(absl::Duration timeout) {
     if (absl::Now() > deadline) return absl::DeadlineExceededError("process still running");
     absl::SleepFor(absl::Milliseconds(20));
   }
+}
+
+std::string ReadLog(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
 absl::StatusOr<int> WaitForPortFile(const std::string& path, absl::Duration timeout) {

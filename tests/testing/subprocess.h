@@ -42,6 +42,10 @@ class Subprocess {
   bool reaped_ = false;
 };
 
+// The whole of a child's log file (empty when it does not exist yet), for
+// failure messages.
+std::string ReadLog(const std::string& path);
+
 // Polls until `path` exists and holds a number (a --port_file); returns it.
 absl::StatusOr<int> WaitForPortFile(const std::string& path, absl::Duration timeout);
 
