@@ -67,7 +67,6 @@ class BearerTokenInterceptor : public grpc::experimental::Interceptor {
   const CallToken* token_;  // Owned by the factory, which outlives calls.
 };
 
-
 }  // namespace
 
 absl::StatusOr<std::string> LoadAuthToken(const std::string& token_file) {
@@ -140,6 +139,11 @@ grpc::Status TokenAuthProcessor::Process(const InputMetadata& auth_metadata,
   if (header == auth_metadata.end()) {
     return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
                         "missing `authorization: Bearer <token>` metadata");
+  }
+  if (auth_metadata.count("authorization") > 1) {
+    // Handlers read the caller from the first one (CallerOf): allow no
+    // second opinion.
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "more than one authorization header");
   }
   absl::string_view given(header->second.data(), header->second.size());
   if (absl::StartsWith(given, kBearerCredentialPrefix)) {

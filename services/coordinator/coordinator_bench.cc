@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/init/init.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
 #include "services/coordinator/coordinator_service.h"
@@ -95,12 +96,16 @@ struct AcquireComplete {
   State Init(int) {
     dd::SecurityConfig c;
     c.auth_token = kToken;
+    c.call_token = std::make_shared<dd::CallToken>(kToken);
     State s{v1::Coordinator::NewStub(*dd::MakeChannel(target, c)), {}};
     grpc::ClientContext ctx;
     v1::JoinRequest join;
     join.set_client_only(true);
     v1::JoinResponse r;
     if (!s.stub->Join(&ctx, join, &r).ok()) std::abort();
+    // Later calls carry the peer credential, as a trainer's do (each one
+    // is verified: part of what is measured).
+    c.call_token->SetPeerCredential(r.peer_token());
     s.peer.set_peer_id(r.peer_id());
     s.peer.set_incarnation(r.incarnation());
     return s;
@@ -155,11 +160,16 @@ int main(int argc, char** argv) {
   } prober;
   PeerLiveness liveness(ledger->get(), &prober, dd::RealClock(), {});
   RoundPlanner rounds({}, dd::RealClock());
-  CoordinatorCore core(ledger->get(), &liveness, &rounds, {"bench", "{}"}, {}, dd::RealClock());
+  auto issuer = dd::CredentialIssuer::Generate();
+  if (!issuer.ok()) return 1;
+  CoordinatorCore core(ledger->get(), &liveness, &rounds, {"bench", "{}"}, {}, dd::RealClock(),
+                       issuer->get());
   CoordinatorService service(&core, 16);
   dd::ServerOptions so;
   so.listen_address = "127.0.0.1:0";
   so.security.auth_token = kToken;
+  so.security.peer_verifier = std::make_shared<dd::PeerVerifierSlot>();
+  so.security.peer_verifier->Set(*dd::CredentialVerifier::FromPublicKey((*issuer)->public_key()));
   auto host = dd::ServiceHost::Start(so, {&service});
   if (!host.ok()) return 1;
   AcquireComplete op{absl::StrFormat("127.0.0.1:%d", (*host)->port())};

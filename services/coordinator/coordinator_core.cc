@@ -309,10 +309,7 @@ absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest&
                                                          const Caller& caller) {
   ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   auto released = membership_.Remove(peer.peer_id, peer.incarnation, RemovalReason::kLeft);
-  if (released.ok()) {
-    ForgetEarned(peer.peer_id);
-    ForgetInvitation(peer.peer_id);
-  }
+  if (released.ok()) ForgetEarned(peer.peer_id);
   if (!released.ok()) return released.status();
   v1::LeaveResponse response;
   response.set_released_chunks(*released);
@@ -618,10 +615,7 @@ void CoordinatorCore::Tick() {
   } else if (*expired > 0) {
     LOG(INFO) << *expired << " leases expired and returned to the pool";
   }
-  for (const std::string& evicted : membership_.Tick()) {
-    ForgetEarned(evicted);
-    ForgetInvitation(evicted);
-  }
+  for (const std::string& evicted : membership_.Tick()) ForgetEarned(evicted);
   CollectGarbage();
 }
 
@@ -666,11 +660,6 @@ void CoordinatorCore::CollectGarbage() {
     LOG(INFO) << "forgot " << *forgotten << " peers gone for more than "
               << absl::FormatDuration(options_.forget_peers_after);
   }
-}
-
-void CoordinatorCore::ForgetInvitation(const std::string& peer_id) {
-  absl::MutexLock lock(&ban_mu_);
-  invited_by_.erase(peer_id);
 }
 
 void CoordinatorCore::ForgetEarned(const std::string& peer_id) {

@@ -128,8 +128,6 @@ class CoordinatorCore {
   void CollectGarbage() ABSL_LOCKS_EXCLUDED(ban_mu_);
   // Drops the completed-samples count of a peer that left or rejoined.
   void ForgetEarned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(earned_mu_);
-  // Drops which invitation brought a peer that left.
-  void ForgetInvitation(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(ban_mu_);
 
   // Fixed after construction.
   const CredentialIssuer* const issuer_;
@@ -148,7 +146,9 @@ class CoordinatorCore {
   // an eviction ends the incarnation they name).
   absl::Mutex ban_mu_;
   absl::flat_hash_map<std::string, absl::Time> banned_until_ ABSL_GUARDED_BY(ban_mu_);
-  // Peer id -> the name of the invitation it joined with.
+  // Peer id -> the name of the invitation it joined with. Kept after the
+  // peer leaves (it may rejoin with its credential and be evicted later);
+  // only invited joins add entries, and joins are rate-limited per address.
   absl::flat_hash_map<std::string, std::string> invited_by_ ABSL_GUARDED_BY(ban_mu_);
   // Join tokens left per remote IP, and when they were last counted.
   struct JoinBucket {

@@ -51,6 +51,10 @@ DEFINE_string(credential_public_key_out, "",
               "--peer_public_key_file.");
 DEFINE_string(credential_ttl, "1h", "Lifetime of a peer credential; heartbeats renew it.");
 DEFINE_string(eviction_ban, "1h", "How long AdminEvictPeer keeps a peer id out by default.");
+DEFINE_bool(check_peer_addresses, true,
+            "A joining peer may only name an IP address its call comes from (host names are "
+            "not checked). Turn off only where peers reach the coordinator through another "
+            "address than the one they publish and cannot publish a host name.");
 DEFINE_int32(shutdown_grace_s, 10, "Seconds in-flight calls get on SIGTERM.");
 
 namespace {
@@ -129,6 +133,7 @@ absl::Status Run() {
   CoordinatorOptions options;
   options.credential_ttl = *credential_ttl;
   options.eviction_ban = *eviction_ban;
+  options.check_peer_addresses = FLAGS_check_peer_addresses;
   options.lease_timeout = *lease_timeout;
   options.heartbeat_ttl = *ttl;
   options.dataset_address = FLAGS_dataset_address;

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <sstream>
 
+#include <grpcpp/create_channel.h>
+
 #include "absl/strings/str_cat.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
@@ -379,6 +381,16 @@ TEST_F(CoordinatorAttacks, AForgedCredentialIsUnauthenticated) {
   token[token.size() / 2] = token[token.size() / 2] == 'A' ? 'B' : 'A';
   Client corrupted = Client{StubWith(token), {}, {}};
   EXPECT_EQ(Call(corrupted, &v1::Coordinator::Stub::GetRunState, v1::GetRunStateRequest(), &state),
+            grpc::StatusCode::UNAUTHENTICATED);
+  // Two bearer values (the run token to pass the check, a forged identity
+  // after it): refused outright.
+  auto raw = v1::Coordinator::NewStub(
+      grpc::CreateChannel(*address_, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext two;
+  two.AddMetadata("authorization", std::string("Bearer ") + kToken);
+  two.AddMetadata("authorization", "Bearer " + peer.joined.peer_token());
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(raw->Heartbeat(&two, v1::HeartbeatRequest(), &beat).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
 }
 

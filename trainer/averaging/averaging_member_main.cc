@@ -3,7 +3,7 @@
 // and by the network benchmark (members in separate network namespaces
 // behind rate-limited links).
 //
-//   averaging_member --listen=HOST:PORT --port_file=F --spec_file=S --index=I \
+//   averaging_member --listen=HOST:PORT --port_file=F --spec_file=S --index=I
 //       --length=N [--codec=none|fp16|bf16|uniform8bit|blockwise8bit]
 //
 // It starts its Averager server, writes the bound port to --port_file, waits
