@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/ascii.h"
@@ -197,8 +198,7 @@ absl::StatusOr<std::shared_ptr<const CredentialVerifier>> CredentialVerifier::Fr
   return FromPublicKey(absl::HexStringToBytes(hex));
 }
 
-absl::StatusOr<PeerClaims> CredentialVerifier::Verify(absl::string_view token, absl::Time now,
-                                                      absl::Duration expired_grace) const {
+absl::StatusOr<PeerClaims> CredentialVerifier::CheckSignature(absl::string_view token) const {
   auto bad = [](absl::string_view why) {
     return absl::UnauthenticatedError(absl::StrCat("peer credential ", why));
   };
@@ -222,11 +222,32 @@ absl::StatusOr<PeerClaims> CredentialVerifier::Verify(absl::string_view token, a
                        signed_part.size()) != 1) {
     return bad("has an invalid signature (not issued by this run's coordinator)");
   }
-  auto claims = ParseCheckedCredential(token);
-  if (!claims.ok()) return claims.status();
-  if (claims->expires + expired_grace <= now) {
-    return bad(absl::StrCat("expired at ", absl::FormatTime(claims->expires),
-                            "; the peer must join again"));
+  return ParseCheckedCredential(token);
+}
+
+absl::StatusOr<PeerClaims> CredentialVerifier::Verify(absl::string_view token, absl::Time now,
+                                                      absl::Duration expired_grace) const {
+  std::optional<PeerClaims> cached;
+  {
+    absl::MutexLock lock(&cache_mu_);
+    auto it = verified_.find(token);
+    if (it != verified_.end()) cached = it->second;
+  }
+  PeerClaims claims;
+  if (cached.has_value()) {
+    claims = std::move(*cached);
+  } else {
+    auto checked = CheckSignature(token);
+    if (!checked.ok()) return checked.status();
+    claims = *checked;
+    absl::MutexLock lock(&cache_mu_);
+    if (verified_.size() >= kVerifiedCacheSize) verified_.clear();
+    verified_.emplace(std::string(token), claims);
+  }
+  if (claims.expires + expired_grace <= now) {
+    return absl::UnauthenticatedError(absl::StrCat("peer credential expired at ",
+                                                   absl::FormatTime(claims.expires),
+                                                   "; the peer must join again"));
   }
   return claims;
 }

@@ -18,8 +18,11 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 
 namespace dd {
@@ -85,19 +88,31 @@ class CredentialVerifier {
   // `now - expired_grace` (a positive grace accepts a recently expired
   // credential as proof of identity, e.g. to rejoin). Unauthenticated
   // otherwise, with a message that says why (malformed, bad signature,
-  // expired).
+  // expired). Thread-safe. Credentials whose signature checked out are
+  // remembered (up to kVerifiedCacheSize), so the many calls a peer makes
+  // with one credential cost a lookup, not a signature check each: OpenSSL
+  // 3's per-call algorithm fetch serialised 64 concurrent clients.
   absl::StatusOr<PeerClaims> Verify(absl::string_view token, absl::Time now,
                                     absl::Duration expired_grace = absl::ZeroDuration()) const;
 
   const std::string& public_key() const { return public_key_; }
 
+  static constexpr size_t kVerifiedCacheSize = 4096;
+
  private:
   struct Key;
   CredentialVerifier(std::unique_ptr<Key> key, std::string public_key);
+  // The signature check alone (no cache, no expiry).
+  absl::StatusOr<PeerClaims> CheckSignature(absl::string_view token) const;
 
   // Fixed after construction.
   const std::unique_ptr<Key> key_;
   const std::string public_key_;
+
+  // Tokens whose signature checked out, with their claims; emptied when
+  // full (a peer's next call simply checks its signature again).
+  mutable absl::Mutex cache_mu_;
+  mutable absl::flat_hash_map<std::string, PeerClaims> verified_ ABSL_GUARDED_BY(cache_mu_);
 };
 
 // The claims of a credential without checking its signature or expiry: only

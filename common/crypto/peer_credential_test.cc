@@ -40,6 +40,24 @@ TEST(PeerCredential, ExpiredIsRefusedUnlessWithinGrace) {
   EXPECT_TRUE(verifier->Verify(token, later, absl::Minutes(5)).ok());
 }
 
+TEST(PeerCredential, RememberedCredentialsStillExpireAndOthersAreStillChecked) {
+  auto issuer = *CredentialIssuer::Generate();
+  auto verifier = *CredentialVerifier::FromPublicKey(issuer->public_key());
+  std::string token = *issuer->Issue(Claims());
+  ASSERT_TRUE(verifier->Verify(token, kNow).ok());
+  ASSERT_TRUE(verifier->Verify(token, kNow).ok());  // from the cache
+  EXPECT_EQ(verifier->Verify(token, kNow + absl::Minutes(11)).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  std::string edited = token;
+  edited[edited.size() - 2] = edited[edited.size() - 2] == 'A' ? 'B' : 'A';
+  EXPECT_EQ(verifier->Verify(edited, kNow).status().code(), absl::StatusCode::kUnauthenticated);
+  // Past the cache's size it starts over; everything still verifies.
+  for (size_t i = 0; i < CredentialVerifier::kVerifiedCacheSize + 10; ++i) {
+    ASSERT_TRUE(verifier->Verify(*issuer->Issue(Claims("peer-" + std::to_string(i))), kNow).ok());
+  }
+  EXPECT_TRUE(verifier->Verify(token, kNow).ok());
+}
+
 TEST(PeerCredential, AnotherKeysCredentialIsRefused) {
   auto issuer = *CredentialIssuer::Generate();
   auto other = *CredentialIssuer::Generate();
