@@ -16,7 +16,7 @@ runs="${1:-200000}"
 out="${FUZZ_OUT:-/tmp/dd-fuzz}"
 mkdir -p "$out"
 CXX="${CXX:-clang++-14}"
-absl=$(pkg-config --libs absl_status absl_strings absl_statusor absl_time absl_str_format absl_synchronization 2>/dev/null ||
+absl=$(pkg-config --libs absl_status absl_strings absl_statusor absl_time absl_str_format absl_synchronization absl_hash absl_raw_hash_set 2>/dev/null ||
        echo "-labsl_status -labsl_strings -labsl_time")
 
 build() {  # name, sources...
