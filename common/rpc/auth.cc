@@ -7,8 +7,6 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
-#include "absl/strings/str_replace.h"
-#include "absl/strings/strip.h"
 #include "absl/strings/str_cat.h"
 #include "common/crypto/sha256.h"
 #include "common/io/file_util.h"
@@ -185,23 +183,6 @@ Caller CallerOf(const std::multimap<grpc::string_ref, grpc::string_ref>& client_
     return Caller::Invitation(claims->peer_id.substr(sizeof(kInvitationPrefix) - 1));
   }
   return Caller::Peer(claims->peer_id, claims->incarnation);
-}
-
-std::string RemoteIpOf(const std::string& grpc_peer) {
-  absl::string_view p = grpc_peer;
-  if (absl::ConsumePrefix(&p, "ipv4:")) {
-    size_t colon = p.rfind(':');
-    return std::string(colon == absl::string_view::npos ? p : p.substr(0, colon));
-  }
-  if (absl::ConsumePrefix(&p, "ipv6:")) {
-    // Percent-encoded in gRPC's peer strings: "ipv6:%5B::1%5D:5".
-    std::string text = absl::StrReplaceAll(p, {{"%5B", "["}, {"%5D", "]"}});
-    if (!text.empty() && text.front() == '[') {
-      size_t close = text.find(']');
-      if (close != std::string::npos) return text.substr(1, close - 1);
-    }
-  }
-  return "";
 }
 
 Caller CallerOf(const grpc::ServerContextBase& context) {

@@ -41,6 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "common/crypto/peer_credential.h"
 #include "common/rpc/caller.h"
+#include "common/rpc/ip_address.h"
 
 namespace dd {
 
@@ -128,10 +129,6 @@ Caller CallerOf(const std::multimap<grpc::string_ref, grpc::string_ref>& client_
 // CallerOf(context.client_metadata()) with Caller::remote_ip from
 // context.peer().
 Caller CallerOf(const grpc::ServerContextBase& context);
-
-// The IP address in a gRPC peer string ("ipv4:1.2.3.4:5" -> "1.2.3.4",
-// "ipv6:[::1]:5" -> "::1"); empty for other transports.
-std::string RemoteIpOf(const std::string& grpc_peer);
 
 // Client interceptor factory that adds `authorization: <token's header>` to
 // every call on a channel, unless the call set its own `authorization`.

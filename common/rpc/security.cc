@@ -3,13 +3,12 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
-#include <arpa/inet.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "common/io/file_util.h"
 #include "common/rpc/auth.h"
+#include "common/rpc/ip_address.h"
 
 DEFINE_string(auth_token_file, "",
               "File holding the run's shared bearer token (else the "
@@ -108,19 +107,10 @@ bool IsLoopbackTarget(const std::string& target) {
   for (absl::string_view scheme : {"dns:///", "ipv4:", "ipv6:", "dns:"}) {
     if (absl::ConsumePrefix(&t, scheme)) break;
   }
-  absl::string_view host = t;
-  if (absl::StartsWith(host, "[")) {
-    size_t close = host.find(']');
-    if (close == absl::string_view::npos) return false;
-    host = host.substr(1, close - 1);
-    return host == "::1";
-  }
-  size_t colon = host.rfind(':');
-  if (colon != absl::string_view::npos) host = host.substr(0, colon);
+  const std::string host = HostOf(t);
   if (host == "localhost") return true;
-  unsigned char addr[4];
-  std::string h(host);
-  return inet_pton(AF_INET, h.c_str(), addr) == 1 && addr[0] == 127;
+  auto ip = ParseIp(host);
+  return ip.has_value() && ip->IsLoopback();
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(

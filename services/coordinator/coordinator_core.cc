@@ -1,16 +1,11 @@
 #include "services/coordinator/coordinator_core.h"
 
-#include <arpa/inet.h>
 #include <glog/logging.h>
-
-#include <algorithm>
-#include <array>
-#include <cstring>
-#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/rpc/auth.h"
+#include "common/rpc/ip_address.h"
 #include "common/status/status_macros.h"
 
 namespace dd::coordinator {
@@ -62,39 +57,12 @@ absl::Status ValidateHostPort(const std::string& address, const char* field) {
   return absl::OkStatus();
 }
 
-namespace {
-
-// The 16-byte form of an IPv4 or IPv6 literal (v4 mapped), if it is one.
-std::optional<std::array<unsigned char, 16>> ParseIp(const std::string& text) {
-  std::array<unsigned char, 16> out{};
-  unsigned char v4[4];
-  if (inet_pton(AF_INET, text.c_str(), v4) == 1) {
-    out[10] = out[11] = 0xff;
-    std::memcpy(&out[12], v4, 4);
-    return out;
-  }
-  if (inet_pton(AF_INET6, text.c_str(), out.data()) == 1) return out;
-  return std::nullopt;
-}
-
-bool IsLoopback(const std::array<unsigned char, 16>& ip) {
-  static const std::array<unsigned char, 16> v6_loopback{0, 0, 0, 0, 0, 0, 0, 0,
-                                                         0, 0, 0, 0, 0, 0, 0, 1};
-  bool v4_mapped = ip[10] == 0xff && ip[11] == 0xff &&
-                   std::all_of(ip.begin(), ip.begin() + 10, [](unsigned char b) { return b == 0; });
-  return ip == v6_loopback || (v4_mapped && ip[12] == 127);
-}
-
-}  // namespace
-
 absl::Status CheckAddressIsCallers(const std::string& address, const std::string& remote_ip) {
   if (remote_ip.empty()) return absl::OkStatus();
-  std::string host = address.substr(0, address.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-  auto named = ParseIp(host);
+  auto named = ParseIp(HostOf(address));
   if (!named.has_value()) return absl::OkStatus();  // a host name
   auto from = ParseIp(remote_ip);
-  if (!from.has_value() || *named == *from || (IsLoopback(*named) && IsLoopback(*from))) {
+  if (!from.has_value() || *named == *from || (named->IsLoopback() && from->IsLoopback())) {
     return absl::OkStatus();
   }
   return absl::PermissionDeniedError(absl::StrCat(
@@ -260,9 +228,8 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
       invited_by_[outcome->peer.peer_id] = caller.peer_id;
     }
   }
-  std::string address = info.public_address.empty() ? info.listen_address : info.public_address;
   LOG(INFO) << "peer " << outcome->peer.peer_id << " incarnation " << outcome->peer.incarnation
-            << " joined" << (info.client_only ? " (client only)" : " at " + address)
+            << " joined" << (info.client_only ? " (client only)" : " at " + effective_address)
             << (outcome->released_chunks ? absl::StrCat("; released ", outcome->released_chunks,
                                                         " leases of its predecessors")
                                          : "");
@@ -622,7 +589,7 @@ void CoordinatorCore::Tick() {
 absl::Status CoordinatorCore::TakeJoinToken(const std::string& remote_ip) {
   if (remote_ip.empty() || options_.join_burst <= 0) return absl::OkStatus();
   auto ip = ParseIp(remote_ip);
-  if (ip.has_value() && IsLoopback(*ip)) return absl::OkStatus();
+  if (ip.has_value() && ip->IsLoopback()) return absl::OkStatus();
   const absl::Time now = clock_->Now();
   absl::MutexLock lock(&ban_mu_);
   auto [it, inserted] =

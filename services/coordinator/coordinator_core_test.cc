@@ -453,11 +453,4 @@ TEST(CheckAddressIsCallers, APeerRegistersOnlyAnAddressItCallsFrom) {
             absl::StatusCode::kPermissionDenied);
 }
 
-TEST(RemoteIpOf, ReadsGrpcPeerStrings) {
-  EXPECT_EQ(RemoteIpOf("ipv4:198.18.0.5:43210"), "198.18.0.5");
-  EXPECT_EQ(RemoteIpOf("ipv6:%5B::1%5D:43210"), "::1");
-  EXPECT_EQ(RemoteIpOf("ipv6:[2001:db8::1]:5"), "2001:db8::1");
-  EXPECT_EQ(RemoteIpOf("unix:/tmp/sock"), "");
-}
-
 }  // namespace dd::coordinator
