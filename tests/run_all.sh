@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests beside the code and the multi-process suites
 # under tests/ (Bazel test targets), then the tests of the build itself
-# (tests/build/*_test.sh, which run Bazel) and a short libFuzzer run of every
-# fuzz target. Installs what is missing first.
+# (tests/build/*_test.sh, which run Bazel), the deployment tests
+# (tests/deploy/*_test.sh: Kubernetes manifests, the images and a
+# docker-compose run) and a short libFuzzer run of every fuzz target.
+# Installs what is missing first.
 # Exits non-zero on any failure; ends with "N passed, M failed".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,13 @@ run_step() {
 
 # Tests of the build itself, which run Bazel and so cannot be Bazel tests.
 for t in tests/build/*_test.sh; do
+  run_step "$t" "$t"
+done
+
+# The deployment: Kubernetes manifests checked offline, then the images and
+# the docker-compose run (a Docker engine, root; tests/deploy/compose_test.sh).
+export BAZEL_STARTUP="${startup[*]}"
+for t in tests/deploy/*_test.sh; do
   run_step "$t" "$t"
 done
 

@@ -14,6 +14,7 @@
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
+#include "grpc/health/v1/health.pb.h"
 #include "common/io/file_util.h"
 #include "common/rpc/keepalive.h"
 
@@ -62,6 +63,10 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   // Both are process-wide switches read by the builder.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // The default health service has no descriptor of its own: naming one of
+  // health.proto's links it (and registers it), so that reflection can
+  // describe grpc.health.v1.Health to clients such as grpcurl.
+  (void)grpc::health::v1::HealthCheckRequest::descriptor();
 
   grpc::ServerBuilder builder;
   int port = 0;

@@ -32,6 +32,9 @@
 DEFINE_string(config, "", "Run configuration (JSON with a run_id). Required.");
 DEFINE_string(db_dir, "", "RocksDB folder of the ledger. Required.");
 DEFINE_string(dataset_address, "", "host:port of the dataset service. Required.");
+DEFINE_string(peer_dataset_address, "",
+              "host:port of the dataset service as peers dial it, when it differs from "
+              "--dataset_address (peers on other machines; default: --dataset_address).");
 DEFINE_string(host, "0.0.0.0", "Address to listen on.");
 DEFINE_int32(port, 50050, "Port; 0 picks a free one (see --port_file).");
 DEFINE_string(port_file, "", "Write the bound port here once listening.");
@@ -136,7 +139,8 @@ absl::Status Run() {
   options.check_peer_addresses = FLAGS_check_peer_addresses;
   options.lease_timeout = *lease_timeout;
   options.heartbeat_ttl = *ttl;
-  options.dataset_address = FLAGS_dataset_address;
+  options.dataset_address =
+      FLAGS_peer_dataset_address.empty() ? FLAGS_dataset_address : FLAGS_peer_dataset_address;
   if (!FLAGS_admin_token_file.empty()) {
     auto admin = dd::ReadFileToString(FLAGS_admin_token_file, 4096);
     if (!admin.ok()) return admin.status();
