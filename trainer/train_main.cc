@@ -18,6 +18,8 @@
 
 #include "absl/strings/str_split.h"
 #include "common/init/init.h"
+#include "common/metrics/http_server.h"
+#include "common/metrics/prometheus.h"
 #include "common/status/status_macros.h"
 #include "common/rpc/security.h"
 #include "trainer/collab/peer.h"
@@ -162,6 +164,11 @@ absl::Status Run(int, char**) {
               << "; model folder with the trained VAE: " << vo.output_dir << "\n";
     return absl::OkStatus();
   }
+  // Prometheus metrics with --http_port (on loopback unless --http_host).
+  dd::metrics::MetricsRegistry registry;
+  dd::metrics::AddProcessMetrics(&registry);
+  o.metrics = &registry;
+  ASSIGN_OR_RETURN(auto http, dd::metrics::StartHttpServerFromFlags("127.0.0.1", &registry));
   if (!FLAGS_coordinator.empty()) {
     dd::collab::PeerOptions po;
     po.trainer = o;

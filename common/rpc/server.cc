@@ -17,6 +17,7 @@
 #include "grpc/health/v1/health.pb.h"
 #include "common/io/file_util.h"
 #include "common/rpc/keepalive.h"
+#include "common/rpc/rpc_metrics.h"
 
 namespace dd {
 namespace {
@@ -76,6 +77,11 @@ absl::StatusOr<std::unique_ptr<ServiceHost>> ServiceHost::Start(
   // process bind the same port silently.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (grpc::Service* service : services) builder.RegisterService(service);
+  if (options.metrics != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> creators;
+    creators.push_back(MakeRpcMetricsInterceptor(options.metrics));
+    builder.experimental().SetInterceptorCreators(std::move(creators));
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat(

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/metrics/prometheus.h"
 #include "common/rpc/security.h"
 
 namespace dd {
@@ -28,6 +29,9 @@ struct ServerOptions {
   // When not empty, the bound port is written there (atomically) once the
   // server listens, so scripts and tests that asked for port 0 can find it.
   std::string port_file;
+  // When set, every RPC is counted and timed there (common/rpc/rpc_metrics.h;
+  // not owned, must outlive the host). One server per registry.
+  metrics::MetricsRegistry* metrics = nullptr;
 };
 
 class ServiceHost {

@@ -10,7 +10,8 @@
 # check them again); the compose test runs every binary in the images.
 set -eu
 server="libgrpc++1.51 libprotobuf32 libabsl20220623 librocksdb7.8 libgflags2.2 \
-  libgoogle-glog0v6 libre2-9 libssl3 libpng16-16 libturbojpeg0 libatomic1"
+  libgoogle-glog0v6 libre2-9 libssl3 libpng16-16 libturbojpeg0 libatomic1 \
+  libcpp-httplib0.11"
 trainer_extra="libopenblas0-pthread libutf8proc2 libwebp7 libexif12 libjpeg62-turbo"
 case "${1:-}" in
   server) packages="$server" ;;

@@ -122,6 +122,7 @@ trap 'kill $server 2>/dev/null || true' EXIT
 addr=$(wait_for_server "$out/port")
 "$bin/services/coordinator/coordinator" --config="$out/collab.json" --db_dir="$out/collab_ledger" \
   --dataset_address="$addr" --host=127.0.0.1 --port=0 --port_file="$out/coordinator_port" \
+  --http_port=0 --http_port_file="$out/coordinator_http_port" \
   --auth_token_file="$out/token" > "$out/coordinator2.log" 2>&1 &
 coordinator=$!
 trap 'kill $server $coordinator 2>/dev/null || true' EXIT
@@ -143,6 +144,17 @@ echo "   two peers (alice, bob) at batch 16 each; the coordinator opens a round 
 sleep 30
 echo "== ddctl peers (while training)"
 "${ddctl[@]}" peers 2>/dev/null | sed 's/^/   /' || true
+metrics_url="http://127.0.0.1:$(cat "$out/coordinator_http_port")/metrics"
+echo "== the coordinator's Prometheus metrics: $metrics_url (some of them)"
+python3 - "$metrics_url" <<'PY' || true
+import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=5).read().decode()
+for line in text.splitlines():
+    if line.startswith(("dd_coordinator_chunks", "dd_coordinator_global_step",
+                        "dd_coordinator_peers{reachability=\"reachable\"}")) or (
+            line.startswith("grpc_server_handled_total") and "ReportProgress" in line):
+        print("   " + line)
+PY
 echo "== progress of alice"
 status=0
 while kill -0 "${peers[0]}" 2>/dev/null || kill -0 "${peers[1]}" 2>/dev/null; do

@@ -16,11 +16,14 @@
 #include "absl/time/clock.h"
 #include "common/init/init.h"
 #include "common/io/file_util.h"
+#include "common/metrics/http_server.h"
+#include "common/metrics/prometheus.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/security.h"
 #include "common/rpc/server.h"
 #include "services/coordinator/coordinator_core.h"
+#include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/coordinator_service.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/health_prober.h"
@@ -197,12 +200,19 @@ absl::Status Run() {
                        issuer->get());
   CoordinatorService service(&core);
 
+  // Prometheus metrics on --http_port: every RPC, and the run's state.
+  dd::metrics::MetricsRegistry registry;
+  dd::metrics::AddProcessMetrics(&registry);
+  AddCoordinatorMetrics(&core, ledger_ptr, &registry);
   dd::ServerOptions server_options;
   server_options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
   server_options.security = *security;
   server_options.port_file = FLAGS_port_file;
+  server_options.metrics = &registry;
   auto host = dd::ServiceHost::Start(server_options, {&service});
   if (!host.ok()) return host.status();
+  auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry);
+  if (!http.ok()) return http.status();
   (*host)->SetServing(true);
 
   absl::Notification stop;

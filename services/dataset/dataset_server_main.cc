@@ -15,6 +15,8 @@
 #include "absl/synchronization/notification.h"
 #include "common/crypto/peer_credential.h"
 #include "common/init/init.h"
+#include "common/metrics/http_server.h"
+#include "common/metrics/prometheus.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/security.h"
 #include "common/rpc/server.h"
@@ -43,6 +45,35 @@ DEFINE_string(peer_public_key_file, "",
 DEFINE_int32(shutdown_grace_s, 30, "Seconds in-flight calls get to finish on SIGTERM.");
 
 namespace {
+
+using dd::metrics::GaugeSamples;
+
+// dd_dataset_* families: the catalog's size and the ReadChunk streams.
+void AddDatasetMetrics(const dd::dataset::DatasetService* service,
+                       const dd::dataset::DatasetCatalog* catalog,
+                       dd::metrics::MetricsRegistry* registry) {
+  registry->AddGaugeFunction("dd_dataset_chunks", "Chunks the manifest lists.", {}, [catalog] {
+    return GaugeSamples{{{}, static_cast<double>(catalog->manifest().chunks_size())}};
+  });
+  registry->AddGaugeFunction("dd_dataset_read_streams", "ReadChunk streams open now.", {},
+                             [service] {
+                               return GaugeSamples{{{}, double(service->active_reads())}};
+                             });
+  registry->AddCounterFunction(
+      "dd_dataset_read_streams_total", "ReadChunk streams accepted, by how they started.",
+      {"start"}, [service] {
+        auto s = service->read_stats();
+        return GaugeSamples{{{"from_start"}, double(s.streams - s.resumed)},
+                            {{"resumed"}, double(s.resumed)}};
+      });
+  registry->AddCounterFunction(
+      "dd_dataset_read_streams_refused_total",
+      "ReadChunk streams refused because the service's or the client's slots were full.", {},
+      [service] { return GaugeSamples{{{}, double(service->read_stats().refused_busy)}}; });
+  registry->AddCounterFunction(
+      "dd_dataset_served_bytes_total", "Chunk data bytes sent.", {},
+      [service] { return GaugeSamples{{{}, double(service->read_stats().bytes_served)}}; });
+}
 
 absl::Status Run() {
   if (FLAGS_work_dir.empty()) return absl::InvalidArgumentError("--work_dir is required");
@@ -76,10 +107,15 @@ absl::Status Run() {
   dd::dataset::DatasetService service(
       &catalog, {FLAGS_io_threads, FLAGS_max_concurrent_reads,
                  static_cast<size_t>(FLAGS_frame_kib) << 10, FLAGS_max_reads_per_client});
+  // Prometheus metrics on --http_port: every RPC, and the chunk streams.
+  dd::metrics::MetricsRegistry registry;
+  dd::metrics::AddProcessMetrics(&registry);
+  AddDatasetMetrics(&service, &catalog, &registry);
   dd::ServerOptions options;
   options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
   options.security = *security;
   options.port_file = FLAGS_port_file;
+  options.metrics = &registry;
   absl::Notification stop;
   std::thread key_loader;
   if (!FLAGS_peer_public_key_file.empty()) {
@@ -108,6 +144,12 @@ absl::Status Run() {
     stop.Notify();
     if (key_loader.joinable()) key_loader.join();
     return host.status();
+  }
+  auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry);
+  if (!http.ok()) {
+    stop.Notify();
+    if (key_loader.joinable()) key_loader.join();
+    return http.status();
   }
   (*host)->SetServing(true);
   (*host)->WaitForTerminationSignal(absl::Seconds(FLAGS_shutdown_grace_s));

@@ -61,6 +61,7 @@ class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::Chu
       Finish(grpc::Status::OK);
       return;
     }
+    service_->bytes_served_.fetch_add(frame_.data().size(), std::memory_order_relaxed);
     StartWrite(&frame_);
   }
 
@@ -115,6 +116,7 @@ grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
   // A peer is counted by its credential, anyone else by its address.
   std::string client = caller.is_peer() ? "peer " + caller.peer_id : "ip " + caller.remote_ip;
   if (!TakeClientSlot(client)) {
+    refused_busy_.fetch_add(1);
     return new FailedStream<v1::ChunkFrame>(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("this client already holds ", options_.max_reads_per_client,
@@ -123,12 +125,24 @@ grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
   if (active_reads_.fetch_add(1) >= options_.max_concurrent_reads) {
     active_reads_.fetch_sub(1);
     ReturnClientSlot(client);
+    refused_busy_.fetch_add(1);
     return new FailedStream<v1::ChunkFrame>(grpc::Status(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("more than ", options_.max_concurrent_reads,
                      " concurrent chunk reads; retry later")));
   }
+  streams_.fetch_add(1);
+  if (request->offset() > 0) resumed_.fetch_add(1);
   return new ReadChunkReactor(this, std::move(*stream), std::move(client));
+}
+
+DatasetService::ReadStats DatasetService::read_stats() const {
+  ReadStats s;
+  s.streams = streams_.load();
+  s.resumed = resumed_.load();
+  s.refused_busy = refused_busy_.load();
+  s.bytes_served = bytes_served_.load();
+  return s;
 }
 
 bool DatasetService::TakeClientSlot(const std::string& client) {

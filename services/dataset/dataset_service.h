@@ -49,6 +49,15 @@ class DatasetService final : public v1::Dataset::CallbackService {
   // Streams currently open (for tests and metrics).
   int active_reads() const { return active_reads_.load(); }
 
+  // Totals since start, for the /metrics page.
+  struct ReadStats {
+    uint64_t streams = 0;          // ReadChunk streams accepted
+    uint64_t resumed = 0;          // of them, resumed at an offset > 0
+    uint64_t refused_busy = 0;     // refused: the service's or the client's slots full
+    uint64_t bytes_served = 0;     // chunk data bytes sent
+  };
+  ReadStats read_stats() const;
+
  private:
   class ReadChunkReactor;
 
@@ -59,6 +68,10 @@ class DatasetService final : public v1::Dataset::CallbackService {
   const DatasetCatalog* const catalog_;
   const DatasetServiceOptions options_;
   std::atomic<int> active_reads_{0};
+  std::atomic<uint64_t> streams_{0};
+  std::atomic<uint64_t> resumed_{0};
+  std::atomic<uint64_t> refused_busy_{0};
+  std::atomic<uint64_t> bytes_served_{0};
   absl::Mutex clients_mu_;
   absl::flat_hash_map<std::string, int> reads_by_client_ ABSL_GUARDED_BY(clients_mu_);
   ThreadPool io_pool_;  // Last member: destroyed (drained) first.

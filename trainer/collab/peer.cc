@@ -363,6 +363,7 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
     ServerOptions so;
     so.listen_address = po.listen;
     so.security = po.security;
+    so.metrics = po.trainer.metrics;
     ASSIGN_OR_RETURN(host, ServiceHost::Start(so, {&averager, &state_service}));
     host->SetServing(true);
     std::vector<std::string> parts = absl::StrSplit(po.listen, absl::MaxSplits(':', 1));

@@ -25,7 +25,13 @@ StepRecorder::StepRecorder(std::unique_ptr<metrics::JsonlWriter> jsonl, std::uni
                            std::string prefix)
     : jsonl_(std::move(jsonl)), events_(std::move(events)), prefix_(std::move(prefix)) {}
 
+void StepRecorder::AddSink(
+    std::function<void(int64_t step, const std::map<std::string, double>& row)> sink) {
+  sinks_.push_back(std::move(sink));
+}
+
 absl::Status StepRecorder::Record(int64_t step, const std::map<std::string, double>& row) {
+  for (const auto& sink : sinks_) sink(step, row);
   if (absl::Status s = jsonl_->Write(row); !s.ok()) return s;
   for (const auto& [name, value] : row) {
     if (name == "step" || name == "epoch") continue;

@@ -5,9 +5,11 @@
 #define TRAINER_TRAINING_STEP_RECORDER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/image/image_codec.h"
@@ -28,6 +30,9 @@ class StepRecorder {
   // number but "step" and "epoch" as a scalar at `step`.
   absl::Status Record(int64_t step, const std::map<std::string, double>& row);
   absl::Status AddImage(const std::string& tag, int64_t step, const RgbImage& image);
+  // Also hands every recorded row to `sink` (e.g. the Prometheus gauges of
+  // step_metrics.h). Call before the first Record.
+  void AddSink(std::function<void(int64_t step, const std::map<std::string, double>& row)> sink);
   absl::Status Flush();
 
  private:
@@ -38,6 +43,7 @@ class StepRecorder {
   const std::unique_ptr<metrics::JsonlWriter> jsonl_;
   const std::unique_ptr<metrics::EventWriter> events_;
   const std::string prefix_;
+  std::vector<std::function<void(int64_t, const std::map<std::string, double>&)>> sinks_;
 };
 
 }  // namespace dd::training

@@ -33,6 +33,7 @@
 #include "trainer/training/ema.h"
 #include "trainer/training/gradients.h"
 #include "trainer/training/loss_scaler.h"
+#include "trainer/training/step_metrics.h"
 #include "trainer/training/lr_schedule.h"
 #include "trainer/training/optimizer.h"
 
@@ -472,6 +473,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
 
   ASSIGN_OR_RETURN(s->recorder, StepRecorder::Open(o.output_dir + "/metrics.jsonl",
                                                    o.output_dir + "/logs", "train/"));
+  if (o.metrics != nullptr) s->recorder->AddSink(MakeStepMetricsSink(o.metrics));
   SampleWriterOptions so;
   so.output_dir = o.output_dir;
   so.prompts = o.sample_prompts;

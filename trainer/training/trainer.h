@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/metrics/prometheus.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/model/device.h"
 #include "trainer/training/checkpoint_writer.h"
@@ -42,6 +43,10 @@
 namespace dd::training {
 
 struct TrainerOptions {
+  // When set, every metrics row also feeds these Prometheus metrics
+  // (step_metrics.h; not owned, must outlive the Trainer).
+  metrics::MetricsRegistry* metrics = nullptr;
+
   std::string model_dir;
   std::string dataset_dir;  // LocalRun's; the Trainer takes its batches from its caller
   std::string output_dir;

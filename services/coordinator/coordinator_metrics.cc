@@ -1,0 +1,71 @@
+#include "services/coordinator/coordinator_metrics.h"
+
+#include <string>
+
+namespace dd::coordinator {
+
+using metrics::GaugeSamples;
+
+void AddCoordinatorMetrics(CoordinatorCore* core, ChunkLedger* ledger,
+                           metrics::MetricsRegistry* registry) {
+  // One RunState per scrape would be read by each family; they are cheap
+  // (counters the ledger keeps), so each reads its own.
+  auto state = [core]() -> v1::RunState {
+    auto s = core->GetRunState({});
+    return s.ok() ? *s : v1::RunState();
+  };
+  registry->AddGaugeFunction(
+      "dd_coordinator_chunks", "Chunks of the current epoch by state.", {"state"}, [state] {
+        v1::RunState s = state();
+        return GaugeSamples{{{"pending"}, static_cast<double>(s.chunks_pending())},
+                            {{"leased"}, static_cast<double>(s.chunks_leased())},
+                            {{"done"}, static_cast<double>(s.chunks_done())}};
+      });
+  registry->AddGaugeFunction("dd_coordinator_epoch",
+                             "The current epoch: every chunk trained at least this often.", {},
+                             [state] { return GaugeSamples{{{}, double(state().epoch())}}; });
+  registry->AddGaugeFunction("dd_coordinator_global_step", "Averaging rounds opened so far.", {},
+                             [state] { return GaugeSamples{{{}, double(state().global_step())}}; });
+  registry->AddCounterFunction(
+      "dd_coordinator_samples_trained_total", "Samples trained, all epochs (from the ledger).",
+      {}, [state] { return GaugeSamples{{{}, double(state().samples_done())}}; });
+  registry->AddCounterFunction(
+      "dd_coordinator_chunk_completions_total", "Chunk completions, all epochs.", {},
+      [state] { return GaugeSamples{{{}, double(state().completions())}}; });
+  registry->AddGaugeFunction(
+      "dd_coordinator_samples_per_second", "Throughput the live peers report, summed.", {},
+      [state] { return GaugeSamples{{{}, state().samples_per_second()}}; });
+  registry->AddGaugeFunction(
+      "dd_coordinator_peers", "Live peers by the reachability of their published address.",
+      {"reachability"}, [core] {
+        double probing = 0, reachable = 0, unreachable = 0, client_only = 0;
+        auto peers = core->ListPeers({});
+        if (peers.ok()) {
+          for (const auto& p : peers->peers()) {
+            switch (p.reachability()) {
+              case v1::REACHABLE:
+                ++reachable;
+                break;
+              case v1::UNREACHABLE:
+                ++unreachable;
+                break;
+              case v1::CLIENT_ONLY:
+                ++client_only;
+                break;
+              default:
+                ++probing;
+            }
+          }
+        }
+        return GaugeSamples{{{"probing"}, probing},
+                            {{"reachable"}, reachable},
+                            {{"unreachable"}, unreachable},
+                            {{"client_only"}, client_only}};
+      });
+  registry->AddGaugeFunction(
+      "dd_coordinator_ledger_writable",
+      "1 while the ledger accepts changes; 0 after a failed write (restart the coordinator).",
+      {}, [ledger] { return GaugeSamples{{{}, ledger->AcceptsChanges() ? 1.0 : 0.0}}; });
+}
+
+}  // namespace dd::coordinator
