@@ -3,7 +3,8 @@
 # under tests/ (Bazel test targets), then the tests of the build itself
 # (tests/build/*_test.sh, which run Bazel), the deployment tests
 # (tests/deploy/*_test.sh: Kubernetes manifests, the images and a
-# docker-compose run) and a short libFuzzer run of every fuzz target.
+# docker-compose run), the status page in a browser (tests/ui/) and a short
+# libFuzzer run of every fuzz target.
 # Installs what is missing first.
 # Exits non-zero on any failure; ends with "N passed, M failed".
 set -uo pipefail
@@ -58,6 +59,12 @@ done
 # the docker-compose run (a Docker engine, root; tests/deploy/compose_test.sh).
 export BAZEL_STARTUP="${startup[*]}"
 for t in tests/deploy/*_test.sh; do
+  run_step "$t" "$t"
+done
+
+# The coordinator's status page in headless Chromium, with a running
+# two-peer collaboration (tests/ui/status_page_test.sh).
+for t in tests/ui/*_test.sh; do
   run_step "$t" "$t"
 done
 

@@ -72,10 +72,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
           return httplib::Server::HandlerResponse::Handled;
         }
         if (!token.empty()) {
+          // A browser opening the status page cannot add a header: it may
+          // give the token as ?token= instead (the page passes it on).
           std::string header = req.get_header_value("Authorization");
           absl::string_view presented = header;
-          if (!absl::ConsumePrefix(&presented, "Bearer ") ||
-              !SameToken(std::string(presented), token)) {
+          bool ok = absl::ConsumePrefix(&presented, "Bearer ") &&
+                    SameToken(std::string(presented), token);
+          ok = ok || (req.has_param("token") && SameToken(req.get_param_value("token"), token));
+          if (!ok) {
             res.status = 401;
             res.set_header("WWW-Authenticate", "Bearer");
             res.set_content("a viewer token is required (Authorization: Bearer)\n",
@@ -88,6 +92,19 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   s->server_->Get("/metrics", [registry](const httplib::Request&, httplib::Response& res) {
     res.set_content(registry->Render(), "text/plain; version=0.0.4; charset=utf-8");
   });
+  for (const auto& [path, handler] : options.pages) {
+    // httplib routes by regular expression: the path is matched literally.
+    std::string pattern;
+    for (char c : path) {
+      if (std::string(".^$|()[]{}*+?\\").find(c) != std::string::npos) pattern += '\\';
+      pattern += c;
+    }
+    s->server_->Get(pattern, [handler](const httplib::Request&, httplib::Response& res) {
+      HttpPage page = handler();
+      res.status = page.status;
+      res.set_content(page.body, page.content_type);
+    });
+  }
   int port = options.port;
   if (port == 0) {
     port = s->server_->bind_to_any_port(options.host);
@@ -115,16 +132,8 @@ HttpServer::~HttpServer() {
   if (thread_.joinable()) thread_.join();
 }
 
-void HttpServer::AddPage(const std::string& path, std::function<HttpPage()> handler) {
-  server_->Get(path, [handler](const httplib::Request&, httplib::Response& res) {
-    HttpPage page = handler();
-    res.status = page.status;
-    res.set_content(page.body, page.content_type);
-  });
-}
-
-absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpServerFromFlags(const std::string& host,
-                                                                     MetricsRegistry* registry) {
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpServerFromFlags(
+    const std::string& host, MetricsRegistry* registry, HttpPages pages) {
   if (FLAGS_http_port < 0) return std::unique_ptr<HttpServer>();
   if (FLAGS_http_port > 65535) {
     return absl::InvalidArgumentError(absl::StrCat("--http_port ", FLAGS_http_port));
@@ -132,6 +141,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpServerFromFlags(const std::
   HttpServerOptions options;
   options.host = !FLAGS_http_host.empty() ? FLAGS_http_host : host.empty() ? "127.0.0.1" : host;
   options.port = FLAGS_http_port;
+  options.pages = std::move(pages);
   if (!FLAGS_http_viewer_token_file.empty()) {
     auto token = ReadFileToString(FLAGS_http_viewer_token_file);
     if (!token.ok()) return token.status();

@@ -9,6 +9,7 @@
 #define COMMON_METRICS_HTTP_SERVER_H_
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,17 +23,22 @@ class Server;
 
 namespace dd::metrics {
 
-struct HttpServerOptions {
-  std::string host = "127.0.0.1";
-  int port = 0;              // 0: any free port
-  std::string viewer_token;  // required on every request when set
-};
-
 // What a page handler returns.
 struct HttpPage {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+};
+
+// Pages besides /metrics, by exact path; each handler runs on a server thread
+// and must not block for long.
+using HttpPages = std::map<std::string, std::function<HttpPage()>>;
+
+struct HttpServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 0;              // 0: any free port
+  std::string viewer_token;  // required on every request when set
+  HttpPages pages;
 };
 
 class HttpServer {
@@ -43,10 +49,6 @@ class HttpServer {
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const HttpServerOptions& options,
                                                            MetricsRegistry* registry);
   ~HttpServer();  // stops serving and joins the thread
-
-  // Serves GET `path` with `handler` (called on a server thread; it must not
-  // block for long). `path` is exact. Safe to call after Start.
-  void AddPage(const std::string& path, std::function<HttpPage()> handler);
 
   int port() const { return port_; }
 
@@ -64,8 +66,8 @@ class HttpServer {
 // --http_viewer_token_file and --http_host (flags defined in
 // http_server.cc); `host` is the address when --http_host is not given (a
 // server's gRPC --host). Returns null when --http_port is -1.
-absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpServerFromFlags(const std::string& host,
-                                                                     MetricsRegistry* registry);
+absl::StatusOr<std::unique_ptr<HttpServer>> StartHttpServerFromFlags(
+    const std::string& host, MetricsRegistry* registry, HttpPages pages = {});
 
 // Adds process_resident_memory_bytes, process_start_time_seconds and
 // process_open_fds (read from /proc at each scrape).

@@ -34,12 +34,14 @@ TEST(HttpServerTest, AViewerTokenGuardsEveryPage) {
   MetricsRegistry registry;
   HttpServerOptions options;
   options.viewer_token = "s3cret";
+  options.pages["/"] = [] { return HttpPage{200, "text/html", "<p>status</p>"}; };
   auto server = HttpServer::Start(options, &registry);
   ASSERT_TRUE(server.ok()) << server.status();
-  (*server)->AddPage("/", [] { return HttpPage{200, "text/html", "<p>status</p>"}; });
   httplib::Client client("127.0.0.1", (*server)->port());
   EXPECT_EQ(client.Get("/metrics")->status, 401);
   EXPECT_EQ(client.Get("/", {{"Authorization", "Bearer wrong!"}})->status, 401);
+  EXPECT_EQ(client.Get("/?token=wrong")->status, 401);
+  EXPECT_EQ(client.Get("/?token=s3cret")->status, 200);  // a browser's way
   auto ok = client.Get("/", {{"Authorization", "Bearer s3cret"}});
   ASSERT_TRUE(ok);
   EXPECT_EQ(ok->status, 200);

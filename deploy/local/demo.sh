@@ -144,7 +144,9 @@ echo "   two peers (alice, bob) at batch 16 each; the coordinator opens a round 
 sleep 30
 echo "== ddctl peers (while training)"
 "${ddctl[@]}" peers 2>/dev/null | sed 's/^/   /' || true
-metrics_url="http://127.0.0.1:$(cat "$out/coordinator_http_port")/metrics"
+status_url="http://127.0.0.1:$(cat "$out/coordinator_http_port")/"
+echo "== the run's status page (open it in a browser while the peers train): $status_url"
+metrics_url="${status_url}metrics"
 echo "== the coordinator's Prometheus metrics: $metrics_url (some of them)"
 python3 - "$metrics_url" <<'PY' || true
 import sys, urllib.request
@@ -169,6 +171,8 @@ for name in alice bob; do
 done
 echo "== ddctl status"
 "${ddctl[@]}" status | sed 's/^/   /'
+echo "== ddctl history (the run's last global steps, from the peers' telemetry)"
+"${ddctl[@]}" history --points=5 | sed 's/^/   /'
 writer=$(ls -d "$out"/peer-*/checkpoint-* 2>/dev/null | head -1 | xargs dirname)
 unit="global steps"
 [ "${DEMO_SYNC:-gradients}" = outer ] && unit="local steps"

@@ -74,8 +74,9 @@ absl::Status CheckAddressIsCallers(const std::string& address, const std::string
 CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
                                  RoundPlanner* rounds, RunConfig config,
                                  CoordinatorOptions options, Clock* clock,
-                                 const CredentialIssuer* issuer)
+                                 const CredentialIssuer* issuer, RunHistory* history)
     : issuer_(issuer),
+      history_(history),
       ledger_(ledger),
       liveness_(liveness),
       rounds_(rounds),
@@ -457,6 +458,16 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
           " exceeds the samples of the chunks this peer leased and completed (", bound, ")"));
     }
   }
+  // The numbers of the newest step the peer applied, for the run's history:
+  // only steps the collaboration has taken, only plausible values.
+  if (request.has_telemetry() && history_ != nullptr) {
+    if (request.telemetry().step() > rounds_->global_step()) {
+      return absl::InvalidArgumentError(absl::StrCat("telemetry for step ",
+                                                     request.telemetry().step(),
+                                                     ", beyond the run's ", rounds_->global_step()));
+    }
+    RETURN_IF_ERROR(history_->Report(peer.peer_id, request.telemetry(), clock_->Now()));
+  }
   // Only addresses that answered a health check get a span to reduce.
   std::map<std::string, std::string> reachable;
   for (const auto& p : liveness_->Snapshot()) {
@@ -502,6 +513,20 @@ absl::StatusOr<v1::ListRoundsResponse> CoordinatorCore::ListRounds(const v1::Lis
   v1::ListRoundsResponse response;
   for (auto& r : rounds_->Recent()) *response.add_rounds() = std::move(r);
   response.set_global_step(rounds_->global_step());
+  return response;
+}
+
+absl::StatusOr<v1::GetHistoryResponse> CoordinatorCore::GetHistory(
+    const v1::GetHistoryRequest& request) {
+  if (request.max_points() > 100000) {
+    return absl::InvalidArgumentError("max_points must be at most 100000");
+  }
+  v1::GetHistoryResponse response;
+  if (history_ == nullptr) return response;
+  for (auto& p : history_->Points(request.since_step(),
+                                  request.max_points() == 0 ? 1000 : request.max_points())) {
+    *response.add_points() = std::move(p);
+  }
   return response;
 }
 

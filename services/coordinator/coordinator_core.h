@@ -16,6 +16,7 @@
 #include "common/rpc/caller.h"
 #include "common/time/clock.h"
 #include "protos/coordinator.pb.h"
+#include "services/coordinator/history/run_history.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/membership.h"
 #include "services/coordinator/registry/peer_liveness.h"
@@ -63,7 +64,7 @@ class CoordinatorCore {
   // Caller::Unchecked()).
   CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RoundPlanner* rounds,
                   RunConfig config, CoordinatorOptions options, Clock* clock,
-                  const CredentialIssuer* issuer = nullptr);
+                  const CredentialIssuer* issuer = nullptr, RunHistory* history = nullptr);
 
   // Each call takes the caller the authenticator established. Peer calls act
   // for the peer of a Caller::Peer (the request's `peer` must be empty or
@@ -97,6 +98,8 @@ class CoordinatorCore {
   absl::StatusOr<v1::GetRoundResponse> GetRound(const v1::GetRoundRequest& request,
                                                 const Caller& caller = Caller::Unchecked());
   absl::StatusOr<v1::ListRoundsResponse> ListRounds(const v1::ListRoundsRequest& request);
+  // The run's history (run_history.h); empty without one.
+  absl::StatusOr<v1::GetHistoryResponse> GetHistory(const v1::GetHistoryRequest& request);
   // `admin_token` is the caller's x-dd-admin-token metadata.
   absl::StatusOr<v1::AdminReleaseChunkResponse> AdminReleaseChunk(
       const v1::AdminReleaseChunkRequest& request, const std::string& admin_token);
@@ -131,6 +134,7 @@ class CoordinatorCore {
 
   // Fixed after construction.
   const CredentialIssuer* const issuer_;
+  RunHistory* const history_;  // may be null
   std::shared_ptr<const CredentialVerifier> verifier_;  // of issuer_'s key
   ChunkLedger* const ledger_;
   PeerLiveness* const liveness_;

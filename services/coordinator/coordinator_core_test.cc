@@ -2,6 +2,7 @@
 // health prober: liveness, reachability, identity and bad input.
 #include "services/coordinator/coordinator_core.h"
 
+#include <cmath>
 #include <map>
 
 #include "common/rpc/auth.h"
@@ -54,9 +55,10 @@ class CoordinatorCoreTest : public ::testing::Test {
     RoundPlannerOptions ro;
     ro.target_batch_size = 16;
     rounds_ = std::make_unique<RoundPlanner>(ro, &clock_);
+    history_ = std::move(*RunHistory::Open(""));
     core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(), rounds_.get(),
                                               RunConfig{"run", "{\"run_id\":\"run\"}"}, options,
-                                              &clock_);
+                                              &clock_, nullptr, history_.get());
   }
 
   v1::PeerRef Join(const std::string& address, const std::string& id = "",
@@ -102,6 +104,7 @@ class CoordinatorCoreTest : public ::testing::Test {
   std::unique_ptr<ChunkLedger> ledger_;
   std::unique_ptr<PeerLiveness> liveness_;
   std::unique_ptr<RoundPlanner> rounds_;
+  std::unique_ptr<RunHistory> history_;
   std::unique_ptr<CoordinatorCore> core_;
 };
 
@@ -296,6 +299,38 @@ TEST_F(CoordinatorCoreTest, RunStateCountsChunksAndThroughput) {
   *leave.mutable_peer() = p;
   EXPECT_EQ(core_->Leave(leave)->released_chunks(), 1u);
   EXPECT_EQ(core_->GetRunState({})->live_peers(), 0u);
+}
+
+TEST_F(CoordinatorCoreTest, TelemetryBuildsTheHistoryOfStepsTaken) {
+  prober_.Set("10.0.0.1:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000");
+  auto report = [&](uint64_t samples, uint64_t telemetry_step, double loss) {
+    v1::ReportProgressRequest req;
+    *req.mutable_peer() = a;
+    req.set_global_step(telemetry_step);  // the step it trains toward next
+    req.set_samples_accumulated(samples);
+    if (telemetry_step > 0) {
+      req.mutable_telemetry()->set_step(telemetry_step);
+      req.mutable_telemetry()->set_loss(loss);
+      req.mutable_telemetry()->set_samples_per_second(8);
+    }
+    return core_->ReportProgress(req);
+  };
+  // No step has been taken: telemetry for step 1 is refused.
+  EXPECT_EQ(report(4, 1, 0.5).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(report(16, 0, 0).ok());  // opens the round of global step 1
+  EXPECT_EQ(report(0, 1, std::nan("")).status().code(), absl::StatusCode::kInvalidArgument);
+  auto ok = report(0, 1, 0.5);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  auto history = core_->GetHistory({});
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->points_size(), 1);
+  EXPECT_EQ(history->points(0).step(), 1u);
+  EXPECT_EQ(history->points(0).loss(), 0.5);
+  EXPECT_EQ(history->points(0).samples_per_second(), 8);
+  v1::GetHistoryRequest too_many;
+  too_many.set_max_points(100001);
+  EXPECT_EQ(core_->GetHistory(too_many).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(CoordinatorCoreTest, ProgressReportsOpenRoundsWithReachableReducers) {

@@ -25,11 +25,13 @@
 #include "services/coordinator/coordinator_core.h"
 #include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/coordinator_service.h"
+#include "services/coordinator/history/run_history.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/health_prober.h"
 #include "services/coordinator/registry/peer_liveness.h"
 #include "services/coordinator/rounds/round_planner.h"
 #include "services/coordinator/run_config.h"
+#include "services/coordinator/status_page.h"
 #include "services/dataset/dataset_client.h"
 
 DEFINE_string(config, "", "Run configuration (JSON with a run_id). Required.");
@@ -196,8 +198,11 @@ absl::Status Run() {
   round_options.persist_step = [ledger_ptr](uint64_t s) { return ledger_ptr->SetGlobalStep(s); };
   if (step > 0) LOG(INFO) << "continuing at global step " << step;
   RoundPlanner rounds(round_options, dd::RealClock());
+  // The run's history for ddctl history and dashboards, beside the ledger.
+  auto history = RunHistory::Open(FLAGS_db_dir + "/history.jsonl");
+  if (!history.ok()) return history.status();
   CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock(),
-                       issuer->get());
+                       issuer->get(), history->get());
   CoordinatorService service(&core);
 
   // Prometheus metrics on --http_port: every RPC, and the run's state.
@@ -211,8 +216,13 @@ absl::Status Run() {
   server_options.metrics = &registry;
   auto host = dd::ServiceHost::Start(server_options, {&service});
   if (!host.ok()) return host.status();
-  auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry);
+  // The status page and /metrics on --http_port.
+  auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry, StatusPages(&core));
   if (!http.ok()) return http.status();
+  if (*http != nullptr) {
+    LOG(INFO) << "status page: http://" << (FLAGS_host == "0.0.0.0" ? "127.0.0.1" : FLAGS_host)
+              << ":" << (*http)->port() << "/";
+  }
   (*host)->SetServing(true);
 
   absl::Notification stop;
@@ -235,6 +245,7 @@ absl::Status Run() {
   (*host)->WaitForTerminationSignal(absl::Seconds(FLAGS_shutdown_grace_s));
   stop.Notify();
   maintenance.join();
+  if (absl::Status s = (*history)->Flush(); !s.ok()) LOG(WARNING) << "history: " << s;
   return absl::OkStatus();
 }
 

@@ -55,6 +55,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* ListRounds(grpc::CallbackServerContext* c,
                                        const v1::ListRoundsRequest* req,
                                        v1::ListRoundsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetHistory(grpc::CallbackServerContext* c,
+                                       const v1::GetHistoryRequest* req,
+                                       v1::GetHistoryResponse* resp) override;
   grpc::ServerUnaryReactor* AdminReleaseChunk(grpc::CallbackServerContext* c,
                                               const v1::AdminReleaseChunkRequest* req,
                                               v1::AdminReleaseChunkResponse* resp) override;

@@ -25,6 +25,7 @@
 DEFINE_string(coordinator, "127.0.0.1:50050", "Coordinator host:port.");
 DEFINE_string(state, "", "chunks: only 'leased' or 'pending' chunks.");
 DEFINE_string(owner, "", "chunks: only chunks leased by this peer.");
+DEFINE_int32(points, 50, "history: the newest this many global steps.");
 DEFINE_string(admin_token_file, "",
               "Admin token for release/evict (else DD_ADMIN_TOKEN); with it, peers and "
               "chunks also show incarnations and lease ids.");
@@ -62,7 +63,7 @@ absl::StatusOr<std::string> AdminToken() {
 }
 
 absl::Status Run(int argc, char** argv) {
-  if (argc < 2) return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release|evict|invite");
+  if (argc < 2) return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|history|release|evict|invite");
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
   auto channel = dd::MakeChannel(FLAGS_coordinator, *security);
@@ -102,6 +103,23 @@ absl::Status Run(int argc, char** argv) {
                                    p.address().empty() ? "-" : p.address(), p.leased_chunks(),
                                    p.samples_per_second(), Time(p.last_heartbeat_unix_ms()),
                                    p.display_name());
+    }
+    return absl::OkStatus();
+  }
+  if (cmd == "history") {
+    auto ctx = dd::MakeCallContext();
+    v1::GetHistoryRequest req;
+    req.set_max_points(FLAGS_points);
+    v1::GetHistoryResponse r;
+    grpc::Status st = stub->GetHistory(ctx.get(), req, &r);
+    if (!st.ok()) return dd::FromGrpcStatus(st, "GetHistory");
+    std::cout << absl::StrFormat("%8s %9s %5s %9s %10s %8s %8s %10s\n", "step", "time", "peers",
+                                 "loss", "lr", "step_s", "avg_s", "samples/s");
+    for (const auto& p : r.points()) {
+      std::cout << absl::StrFormat("%8d %9s %5d %9.5f %10.3g %8.2f %8.2f %10.1f\n", p.step(),
+                                   Time(p.unix_ms()), p.reporters(), p.loss(), p.learning_rate(),
+                                   p.step_seconds(), p.averaging_seconds(),
+                                   p.samples_per_second());
     }
     return absl::OkStatus();
   }
@@ -172,7 +190,7 @@ absl::Status Run(int argc, char** argv) {
     }
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|release ID|evict PEER|invite NAME");
+  return absl::InvalidArgumentError("usage: ddctl status|peers|chunks|history|release ID|evict PEER|invite NAME");
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "trainer/collab/peer_session.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <iterator>
 
@@ -204,6 +205,10 @@ absl::Status PeerSession::ReportAndLook() {
     request.set_params_hash(it->second);
     last_reported_hash_step_ = it->first;
   }
+  if (telemetry_.step() > telemetry_sent_step_) {
+    *request.mutable_telemetry() = telemetry_;
+    telemetry_sent_step_ = telemetry_.step();
+  }
   auto report = coordinator_->Report(request);
   if (report.ok()) {
     if (report->diverged() && !in_flight_) {
@@ -382,6 +387,12 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   }
   const double step_s = std::chrono::duration<double>(Clock::now() - window_start_).count();
   const double global_rate = step_s > 0 ? r.total_samples() / step_s : 0.0;
+  telemetry_.set_step(applied_);
+  telemetry_.set_loss(std::isfinite(step.loss) ? step.loss : 0.0);
+  telemetry_.set_learning_rate(step.lr);
+  telemetry_.set_step_seconds(step_s);
+  telemetry_.set_averaging_seconds(averaging_s);
+  telemetry_.set_samples_per_second(Rate());
   if (sync_->mode() == SyncMode::kGradients) {
     // One metrics row per global step (= optimizer step).
     const double record_s = SinceRecord();

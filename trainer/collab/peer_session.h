@@ -174,6 +174,10 @@ class PeerSession {
   std::string resync_consensus_;
   absl::Time last_report_ = absl::InfinitePast();
   uint64_t last_reported_hash_step_ = 0;  // of stats_.hashes
+  // The newest applied step's numbers, sent with the next report (for the
+  // run's history at the coordinator), and the step last sent.
+  cv1::StepTelemetry telemetry_;
+  uint64_t telemetry_sent_step_ = 0;
   SessionStats stats_;
   ProgressLine progress_;
   // Timing since the last metrics record.
