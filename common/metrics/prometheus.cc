@@ -142,41 +142,37 @@ void MetricsRegistry::Register(const std::string& name, Entry entry) {
   families_.emplace(name, std::move(entry));
 }
 
-Family<Counter>* MetricsRegistry::AddCounter(const std::string& name, const std::string& help,
-                                             std::vector<std::string> label_names) {
-  CHECK(absl::EndsWith(name, "_total")) << "a counter's name ends in _total: " << name;
+// Counters and gauges: one sample per series, the series' Value().
+template <typename T>
+Family<T>* MetricsRegistry::AddSimple(const std::string& type, const std::string& name,
+                                      const std::string& help,
+                                      std::vector<std::string> label_names,
+                                      std::vector<std::unique_ptr<Family<T>>>* owner) {
   for (const auto& l : label_names) CHECK(ValidLabelName(l)) << "bad label name " << l;
-  auto family = std::unique_ptr<Family<Counter>>(new Family<Counter>(
-      name, help, std::move(label_names), [] { return std::make_unique<Counter>(); }));
-  Family<Counter>* f = family.get();
-  Register(name, {"counter", [f, help](std::string* out) {
-                    Header(f->name(), help, "counter", out);
-                    f->ForEach([&](const LabelValues& labels, const Counter& c) {
+  auto family = std::unique_ptr<Family<T>>(
+      new Family<T>(name, help, std::move(label_names), [] { return std::make_unique<T>(); }));
+  Family<T>* f = family.get();
+  Register(name, {type, [f, help, type](std::string* out) {
+                    Header(f->name(), help, type, out);
+                    f->ForEach([&](const LabelValues& labels, const T& series) {
                       absl::StrAppend(out, f->name(), LabelSet(f->label_names(), labels), " ",
-                                      FormatValue(c.Value()), "\n");
+                                      FormatValue(series.Value()), "\n");
                     });
                   }});
   absl::MutexLock lock(&mu_);
-  counters_.push_back(std::move(family));
+  owner->push_back(std::move(family));
   return f;
+}
+
+Family<Counter>* MetricsRegistry::AddCounter(const std::string& name, const std::string& help,
+                                             std::vector<std::string> label_names) {
+  CHECK(absl::EndsWith(name, "_total")) << "a counter's name ends in _total: " << name;
+  return AddSimple<Counter>("counter", name, help, std::move(label_names), &counters_);
 }
 
 Family<Gauge>* MetricsRegistry::AddGauge(const std::string& name, const std::string& help,
                                          std::vector<std::string> label_names) {
-  for (const auto& l : label_names) CHECK(ValidLabelName(l)) << "bad label name " << l;
-  auto family = std::unique_ptr<Family<Gauge>>(new Family<Gauge>(
-      name, help, std::move(label_names), [] { return std::make_unique<Gauge>(); }));
-  Family<Gauge>* f = family.get();
-  Register(name, {"gauge", [f, help](std::string* out) {
-                    Header(f->name(), help, "gauge", out);
-                    f->ForEach([&](const LabelValues& labels, const Gauge& g) {
-                      absl::StrAppend(out, f->name(), LabelSet(f->label_names(), labels), " ",
-                                      FormatValue(g.Value()), "\n");
-                    });
-                  }});
-  absl::MutexLock lock(&mu_);
-  gauges_.push_back(std::move(family));
-  return f;
+  return AddSimple<Gauge>("gauge", name, help, std::move(label_names), &gauges_);
 }
 
 Family<Histogram>* MetricsRegistry::AddHistogram(const std::string& name, const std::string& help,

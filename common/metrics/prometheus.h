@@ -166,6 +166,10 @@ class MetricsRegistry {
   void Register(const std::string& name, Entry entry);
   void AddFunction(const std::string& type, const std::string& name, const std::string& help,
                    std::vector<std::string> label_names, std::function<GaugeSamples()> read);
+  template <typename T>
+  Family<T>* AddSimple(const std::string& type, const std::string& name, const std::string& help,
+                       std::vector<std::string> label_names,
+                       std::vector<std::unique_ptr<Family<T>>>* owner);
 
   mutable absl::Mutex mu_;
   std::map<std::string, Entry> families_ ABSL_GUARDED_BY(mu_);

@@ -16,6 +16,7 @@
 #include "protos/coordinator.grpc.pb.h"
 #include "protos/dataset.grpc.pb.h"
 #include "tests/testing/subprocess.h"
+#include "tests/testing/test_servers.h"
 
 namespace dd {
 namespace {
@@ -61,40 +62,21 @@ TEST(MetricsEndpointsTest, ServersCountWhatTheyServe) {
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/token") << kToken;
   std::ofstream(dir + "/run.json") << R"({"run_id": "metrics", "target_batch_size": 16})";
-  auto gen = Subprocess::Start({RunfilePath("trainer/tools/make_shapes_dataset"),
-                                "--out_dir=" + dir + "/data", "--num_samples=64", "--width=16",
-                                "--height=16"},
-                               dir + "/gen.log");
-  ASSERT_TRUE(gen.ok() && *gen->Wait(absl::Seconds(60)) == 0);
-
-  auto dataset = Subprocess::Start(
-      {RunfilePath("services/dataset/dataset_server"), "--dataset_dir=" + dir + "/data",
-       "--work_dir=" + dir + "/work", "--host=127.0.0.1", "--port=0",
-       "--port_file=" + dir + "/ds_port", "--chunk_size=16", "--frame_kib=4",
-       "--auth_token_file=" + dir + "/token", "--http_port=0",
-       "--http_port_file=" + dir + "/ds_http"},
-      dir + "/dataset.log");
-  ASSERT_TRUE(dataset.ok());
-  auto ds_port = testing::WaitForPortFile(dir + "/ds_port", absl::Seconds(60));
+  ASSERT_TRUE(testing::MakeShapesDataset(dir, 64).ok());
+  auto dataset = testing::StartDatasetServer(
+      dir, {"--chunk_size=16", "--frame_kib=4", "--http_port=0", "--http_port_file=" + dir + "/ds_http"});
+  ASSERT_TRUE(dataset.ok()) << dataset.status();
   auto ds_http = testing::WaitForPortFile(dir + "/ds_http", absl::Seconds(60));
-  ASSERT_TRUE(ds_port.ok() && ds_http.ok()) << testing::ReadLog(dir + "/dataset.log");
-  auto coordinator = Subprocess::Start(
-      {RunfilePath("services/coordinator/coordinator"), "--config=" + dir + "/run.json",
-       "--db_dir=" + dir + "/ledger", absl::StrCat("--dataset_address=127.0.0.1:", *ds_port),
-       "--host=127.0.0.1", "--port=0", "--port_file=" + dir + "/port",
-       "--auth_token_file=" + dir + "/token", "--http_port=0",
-       "--http_port_file=" + dir + "/http"},
-      dir + "/coordinator.log");
-  ASSERT_TRUE(coordinator.ok());
-  auto port = testing::WaitForPortFile(dir + "/port", absl::Seconds(60));
+  auto coordinator = testing::StartCoordinator(
+      dir, dataset->address, {"--http_port=0", "--http_port_file=" + dir + "/http"});
+  ASSERT_TRUE(coordinator.ok()) << coordinator.status();
   auto http = testing::WaitForPortFile(dir + "/http", absl::Seconds(60));
-  ASSERT_TRUE(port.ok() && http.ok()) << testing::ReadLog(dir + "/coordinator.log");
-
+  ASSERT_TRUE(ds_http.ok() && http.ok()) << testing::ReadLog(dir + "/coordinator.log");
   SecurityConfig security;
   security.auth_token = kToken;
   // Two GetRunState calls at the coordinator.
   auto coordinator_stub = distdiff::coordinator::v1::Coordinator::NewStub(
-      *MakeChannel(absl::StrCat("127.0.0.1:", *port), security));
+      *MakeChannel(coordinator->address, security));
   for (int i = 0; i < 2; ++i) {
     auto ctx = MakeCallContext(absl::Seconds(10));
     distdiff::coordinator::v1::RunState state;
@@ -105,7 +87,7 @@ TEST(MetricsEndpointsTest, ServersCountWhatTheyServe) {
   SecurityConfig wrong;
   wrong.auth_token = "not-the-token-not-the-token-0123456";
   auto wrong_stub = distdiff::coordinator::v1::Coordinator::NewStub(
-      *MakeChannel(absl::StrCat("127.0.0.1:", *port), wrong));
+      *MakeChannel(coordinator->address, wrong));
   {
     auto ctx = MakeCallContext(absl::Seconds(10));
     distdiff::coordinator::v1::RunState state;
@@ -114,7 +96,7 @@ TEST(MetricsEndpointsTest, ServersCountWhatTheyServe) {
   }
   // One whole chunk read from the dataset service, in 4 KiB frames.
   auto dataset_stub = distdiff::dataset::v1::Dataset::NewStub(
-      *MakeChannel(absl::StrCat("127.0.0.1:", *ds_port), security));
+      *MakeChannel(dataset->address, security));
   auto ctx = MakeCallContext(absl::Seconds(30));
   distdiff::dataset::v1::ReadChunkRequest read;
   read.set_chunk_id(0);
@@ -166,11 +148,8 @@ TEST(MetricsEndpointsTest, AnOpenPageOnANonLoopbackAddressIsRefused) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   std::ofstream(dir + "/token") << kToken;
-  auto gen = Subprocess::Start({RunfilePath("trainer/tools/make_shapes_dataset"),
-                                "--out_dir=" + dir + "/data", "--num_samples=4", "--width=16",
-                                "--height=16"},
-                               dir + "/gen.log");
-  ASSERT_TRUE(gen.ok() && *gen->Wait(absl::Seconds(60)) == 0);
+  ASSERT_TRUE(testing::MakeShapesDataset(dir, 4).ok());
+  // Not StartDatasetServer: this one must exit, not listen.
   auto dataset = Subprocess::Start(
       {RunfilePath("services/dataset/dataset_server"), "--dataset_dir=" + dir + "/data",
        "--work_dir=" + dir + "/work", "--host=0.0.0.0", "--port=0",

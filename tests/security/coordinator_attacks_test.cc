@@ -16,12 +16,12 @@
 #include "protos/coordinator.grpc.pb.h"
 #include "services/coordinator/coordinator_service.h"
 #include "tests/testing/subprocess.h"
+#include "tests/testing/test_servers.h"
 
 namespace dd {
 namespace {
 
 namespace v1 = distdiff::coordinator::v1;
-using testing::RunfilePath;
 using testing::Subprocess;
 
 constexpr char kToken[] = "security-test-run-token-0123456789";
@@ -45,31 +45,15 @@ class CoordinatorAttacks : public ::testing::Test {
     std::ofstream(dir + "/admin") << kAdmin;
     std::ofstream(dir + "/run.json")
         << R"({"run_id": "attacks", "model": "tiny", "target_batch_size": 16})";
-    auto gen = Subprocess::Start({RunfilePath("trainer/tools/make_shapes_dataset"),
-                                  "--out_dir=" + dir + "/data", "--num_samples=64", "--width=16",
-                                  "--height=16"},
-                                 dir + "/gen.log");
-    ASSERT_TRUE(gen.ok() && *gen->Wait(absl::Seconds(60)) == 0);
-    auto ds = Subprocess::Start(
-        {RunfilePath("services/dataset/dataset_server"), "--dataset_dir=" + dir + "/data",
-         "--work_dir=" + dir + "/dswork", "--host=127.0.0.1", "--port=0",
-         "--port_file=" + dir + "/ds_port", "--chunk_size=4", "--auth_token_file=" + dir + "/token"},
-        dir + "/dataset.log");
-    ASSERT_TRUE(ds.ok());
-    dataset_ = new Subprocess(std::move(*ds));
-    auto ds_port = testing::WaitForPortFile(dir + "/ds_port", absl::Seconds(60));
-    ASSERT_TRUE(ds_port.ok());
-    auto co = Subprocess::Start(
-        {RunfilePath("services/coordinator/coordinator"), "--config=" + dir + "/run.json",
-         "--db_dir=" + dir + "/ledger", absl::StrCat("--dataset_address=127.0.0.1:", *ds_port),
-         "--host=127.0.0.1", "--port=0", "--port_file=" + dir + "/port", "--heartbeat_ttl=60s",
-         "--auth_token_file=" + dir + "/token", "--admin_token_file=" + dir + "/admin"},
-        dir + "/coordinator.log");
-    ASSERT_TRUE(co.ok());
-    coordinator_ = new Subprocess(std::move(*co));
-    auto port = testing::WaitForPortFile(dir + "/port", absl::Seconds(60));
-    ASSERT_TRUE(port.ok()) << testing::ReadLog(dir + "/coordinator.log");
-    address_ = new std::string(absl::StrCat("127.0.0.1:", *port));
+    ASSERT_TRUE(testing::MakeShapesDataset(dir, 64).ok());
+    auto ds = testing::StartDatasetServer(dir, {"--chunk_size=4"});
+    ASSERT_TRUE(ds.ok()) << ds.status();
+    dataset_ = new Subprocess(std::move(ds->process));
+    auto co = testing::StartCoordinator(
+        dir, ds->address, {"--heartbeat_ttl=60s", "--admin_token_file=" + dir + "/admin"});
+    ASSERT_TRUE(co.ok()) << co.status();
+    coordinator_ = new Subprocess(std::move(co->process));
+    address_ = new std::string(co->address);
   }
 
   static void TearDownTestSuite() {
