@@ -111,7 +111,9 @@ fi
 
 "$here/../certs/make_certs.sh" "$dir" "dataset$extra" "coordinator$extra" \
   "trainer-cpu-1$extra" "trainer-cpu-2$extra" "trainer-gpu$extra" > /dev/null
-secure "$dir"/token "$dir"/admin_token "$dir"/*.key "$dir"/*.pem
+# Who may look at the status page and /metrics (not act on the run).
+[ -f "$dir/viewer_token" ] || (umask 077 && openssl rand -hex 24 > "$dir/viewer_token")
+secure "$dir"/token "$dir"/admin_token "$dir"/viewer_token "$dir"/*.key "$dir"/*.pem
 [ "$(id -u)" = 0 ] && chown root:root "$dir/ca.key" && chmod 400 "$dir/ca.key"
 echo "$tag" > "$dir/image_tag"
 cat > "$here/.env" <<ENV

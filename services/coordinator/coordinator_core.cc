@@ -491,6 +491,7 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
                    << verdict.consensus << ": it must resynchronise";
       response->set_diverged(true);
       response->set_consensus_hash(verdict.consensus);
+      diverged_reports_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   return response;

@@ -5,6 +5,7 @@
 #ifndef SERVICES_COORDINATOR_COORDINATOR_CORE_H_
 #define SERVICES_COORDINATOR_COORDINATOR_CORE_H_
 
+#include <atomic>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -98,6 +99,10 @@ class CoordinatorCore {
   absl::StatusOr<v1::GetRoundResponse> GetRound(const v1::GetRoundRequest& request,
                                                 const Caller& caller = Caller::Unchecked());
   absl::StatusOr<v1::ListRoundsResponse> ListRounds(const v1::ListRoundsRequest& request);
+  // Reports whose parameter hash the other members' outvoted (the peer was
+  // told to resynchronise), since start: for the metrics.
+  uint64_t diverged_reports() const { return diverged_reports_.load(); }
+
   // The run's history (run_history.h); empty without one.
   absl::StatusOr<v1::GetHistoryResponse> GetHistory(const v1::GetHistoryRequest& request);
   // `admin_token` is the caller's x-dd-admin-token metadata.
@@ -135,6 +140,7 @@ class CoordinatorCore {
   // Fixed after construction.
   const CredentialIssuer* const issuer_;
   RunHistory* const history_;  // may be null
+  std::atomic<uint64_t> diverged_reports_{0};
   std::shared_ptr<const CredentialVerifier> verifier_;  // of issuer_'s key
   ChunkLedger* const ledger_;
   PeerLiveness* const liveness_;

@@ -333,6 +333,34 @@ TEST_F(CoordinatorCoreTest, TelemetryBuildsTheHistoryOfStepsTaken) {
   EXPECT_EQ(core_->GetHistory(too_many).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST_F(CoordinatorCoreTest, OutvotedHashesAreCountedForTheMetrics) {
+  std::vector<v1::PeerRef> peers;
+  for (const char* address : {"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"}) {
+    prober_.Set(address, true);
+    peers.push_back(Join(address));
+  }
+  auto report = [&](const v1::PeerRef& p, uint64_t step, uint64_t samples,
+                    const std::string& hash) {
+    v1::ReportProgressRequest req;
+    *req.mutable_peer() = p;
+    req.set_global_step(step);
+    req.set_samples_accumulated(samples);
+    if (!hash.empty()) {
+      req.set_hash_step(step);
+      req.set_params_hash(hash);
+    }
+    return core_->ReportProgress(req);
+  };
+  for (const auto& p : peers) ASSERT_TRUE(report(p, 0, 6, "").ok());  // opens step 1
+  EXPECT_FALSE(report(peers[0], 1, 0, "aaaa")->diverged());
+  EXPECT_FALSE(report(peers[1], 1, 0, "aaaa")->diverged());
+  EXPECT_EQ(core_->diverged_reports(), 0u);
+  auto outvoted = report(peers[2], 1, 0, "cccc");
+  ASSERT_TRUE(outvoted.ok()) << outvoted.status();
+  EXPECT_TRUE(outvoted->diverged());
+  EXPECT_EQ(core_->diverged_reports(), 1u);
+}
+
 TEST_F(CoordinatorCoreTest, ProgressReportsOpenRoundsWithReachableReducers) {
   prober_.Set("10.0.0.1:7000", true);
   prober_.Set("10.0.0.2:7000", true);

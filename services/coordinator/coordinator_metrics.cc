@@ -62,6 +62,22 @@ void AddCoordinatorMetrics(CoordinatorCore* core, ChunkLedger* ledger,
                             {{"unreachable"}, unreachable},
                             {{"client_only"}, client_only}};
       });
+  registry->AddCounterFunction(
+      "dd_coordinator_diverged_reports_total",
+      "Progress reports whose parameter hash differed from the other members' (the peer "
+      "resynchronises).",
+      {}, [core] { return GaugeSamples{{{}, double(core->diverged_reports())}}; });
+  registry->AddGaugeFunction(
+      "dd_coordinator_round_interval_seconds",
+      "Time between the openings of the two newest averaging rounds (a global step's length).",
+      {}, [core] {
+        auto rounds = core->ListRounds({});
+        double interval = 0;
+        if (rounds.ok() && rounds->rounds_size() >= 2) {
+          interval = (rounds->rounds(0).opened_unix_ms() - rounds->rounds(1).opened_unix_ms()) / 1e3;
+        }
+        return GaugeSamples{{{}, interval}};
+      });
   registry->AddGaugeFunction(
       "dd_coordinator_ledger_writable",
       "1 while the ledger accepts changes; 0 after a failed write (restart the coordinator).",

@@ -6,6 +6,8 @@
 //   dd_coordinator_samples_trained_total, dd_coordinator_chunk_completions_total
 //   dd_coordinator_peers{reachability}         probing, reachable, unreachable, client_only
 //   dd_coordinator_samples_per_second          the live peers' reported throughput
+//   dd_coordinator_diverged_reports_total      hash votes a peer lost (it resynchronises)
+//   dd_coordinator_round_interval_seconds      between the two newest rounds' openings
 //   dd_coordinator_ledger_writable             0 once a ledger write failed
 #ifndef SERVICES_COORDINATOR_COORDINATOR_METRICS_H_
 #define SERVICES_COORDINATOR_COORDINATOR_METRICS_H_

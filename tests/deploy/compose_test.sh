@@ -72,7 +72,7 @@ bin="$repo/out/docker/bin/server"
 host=$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("", 0)); print(s.getsockname()[1])'; }
 coordinator_port=$(free_port) dataset_port=$(free_port)
-trainer_port=$(free_port) remote_port=$(free_port)
+trainer_port=$(free_port) remote_port=$(free_port) status_port=$(free_port)
 
 echo "== the servers' host ($host): a dataset, a run configuration, the group's secrets"
 "$bin/make_shapes_dataset" --out_dir="$work/data" --num_samples=512 --width=64 --height=64 \
@@ -97,6 +97,7 @@ done
 cat >> "$work/compose.env" <<ENV
 DD_CHUNK_SIZE=16
 DD_COORDINATOR_PORT=$coordinator_port
+DD_STATUS_PORT=127.0.0.1:$status_port
 DD_DATASET_PORT=$dataset_port
 DD_TRAINER_1_PORT=$trainer_port
 DD_PUBLIC_DATASET_ADDRESS=$host:$dataset_port
@@ -142,6 +143,27 @@ for service in dataset coordinator; do
   docker logs "$(container $service)" 2>&1 | grep -q "listening on .*TLS)" ||
     { echo "FAIL: $service does not speak TLS"; exit 1; }
 done
+
+# The status page's data through the published port: refused without the
+# viewer token, the run's state with it.
+status_json() {
+  python3 - "http://127.0.0.1:$status_port/api/state" "$@" <<'PY'
+import json, sys, urllib.error, urllib.request
+url = sys.argv[1] + ("?token=" + open(sys.argv[2]).read().strip() if len(sys.argv) > 2 else "")
+try:
+    print(json.load(urllib.request.urlopen(url, timeout=10))["run"]["runId"])
+except urllib.error.HTTPError as e:
+    print(f"HTTP {e.code}")
+PY
+}
+for i in $(seq 1 30); do
+  page=$(status_json "$work/secrets/viewer_token" 2> /dev/null || true)
+  [ "$page" = compose-test ] && break
+  sleep 1
+done
+[ "$page" = compose-test ] || { echo "FAIL: the status page answered '$page'"; exit 1; }
+[ "$(status_json)" = "HTTP 401" ] || { echo "FAIL: the status page opened without a token"; exit 1; }
+echo "   status page (published port, viewer token): run $page; without the token: HTTP 401"
 
 completions() { ddctl status 2> /dev/null | sed -n 's/.*(\([0-9]*\) chunk completions).*/\1/p'; }
 echo "== waiting for the first chunk completions"

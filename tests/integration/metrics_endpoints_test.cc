@@ -6,10 +6,15 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
+#include <iterator>
+#include <regex>
+#include <set>
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/metrics/testing/exposition_parser.h"
 #include "common/rpc/channel.h"
@@ -17,6 +22,7 @@
 #include "protos/dataset.grpc.pb.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/test_servers.h"
+#include "trainer/training/step_metrics.h"
 
 namespace dd {
 namespace {
@@ -137,6 +143,36 @@ TEST(MetricsEndpointsTest, ServersCountWhatTheyServe) {
             1);
   EXPECT_EQ(Sample(ds_page, "dd_dataset_read_streams", "dd_dataset_read_streams{}"), 0);
   EXPECT_EQ(Sample(ds_page, "dd_dataset_chunks", "dd_dataset_chunks{}"), 4);
+  // Every metric docs/operations.md (tables, alert rules) and the Grafana
+  // dashboard name is one the servers or a trainer export.
+  std::set<std::string> exported;
+  for (const auto* p : {&page, &ds_page}) {
+    for (const auto& [name, family] : *p) exported.insert(name);
+  }
+  metrics::MetricsRegistry trainer;
+  training::MakeStepMetricsSink(&trainer);
+  auto trainer_page = ParseExposition(trainer.Render());
+  ASSERT_TRUE(trainer_page.ok());
+  for (const auto& [name, family] : *trainer_page) exported.insert(name);
+  for (const char* doc : {"docs/operations.md", "docs/grafana/distributed-diffusion.json"}) {
+    std::ifstream in(RunfilePath(doc));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    ASSERT_FALSE(text.empty()) << doc;
+    static const std::regex kName("\\b(dd_[a-z_]+|grpc_server_[a-z_]+|process_[a-z_]+)");
+    int named = 0;
+    for (std::sregex_iterator it(text.begin(), text.end(), kName), end; it != end; ++it) {
+      std::string name = (*it)[1];
+      for (const char* suffix : {"_bucket", "_sum", "_count"}) {
+        if (absl::EndsWith(name, suffix) && !exported.count(name)) {
+          name = name.substr(0, name.size() - strlen(suffix));
+        }
+      }
+      EXPECT_TRUE(exported.count(name)) << doc << " names " << name << ", which nothing exports";
+      ++named;
+    }
+    EXPECT_GT(named, 10) << doc;
+  }
+
   EXPECT_EQ(Sample(ds_page, "grpc_server_msg_sent_total",
                    "grpc_server_msg_sent_total{grpc_method=\"ReadChunk\",grpc_service=\"distdiff."
                    "dataset.v1.Dataset\",grpc_type=\"server_stream\"}"),
