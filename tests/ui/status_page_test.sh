@@ -2,6 +2,7 @@
 # The coordinator's status page in a real browser (run by tests/run_all.sh):
 # a collaboration like the demo's (dataset service, coordinator with
 # --http_port, two trainer peers fine-tuning the shipped base model) runs;
+# one trainer's /metrics must show its steps and the parts it reduced;
 # headless Chromium (Debian's, installed when missing) loads the page, lets
 # its JavaScript poll /api/state, and dumps the DOM it built; the test checks
 # the DOM (the run's step, both peers in the peers table, a loss curve with
@@ -52,7 +53,10 @@ pids+=($!)
 coordinator=$(wait_for_server "$work/port")
 page="http://127.0.0.1:$(cat "$work/http_port")/"
 for name in alice bob; do
-  "$bin/trainer/train" --coordinator="$coordinator" --auth_token_file="$work/token" \
+  # alice also serves her /metrics (checked below).
+  http=()
+  [ "$name" = alice ] && http=(--http_port=0 --http_port_file="$work/alice_http_port")
+  "$bin/trainer/train" "${http[@]}" --coordinator="$coordinator" --auth_token_file="$work/token" \
     --peer_name="$name" --model_dir=deploy/local/shapes-tiny-base --output_dir="$work/$name" \
     --batch_size=8 --resolution=64 --lr=1e-4 --max_local_samples_per_step=8 --save_steps=1000 \
     --seed=0 --dataloader_num_workers=1 > "$work/$name.log" 2>&1 &
@@ -68,6 +72,24 @@ for i in $(seq 1 150); do
 done
 [ "$steps" -ge 5 ] || { echo "FAIL: no history after 5 min"; tail -5 "$work"/*.log; exit 1; }
 "${ddctl[@]}" history --points=5 | sed 's/^/   /'
+
+echo "== a trainer's /metrics (alice)"
+python3 - "http://127.0.0.1:$(cat "$work/alice_http_port")/metrics" <<'PY'
+import re, sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1], timeout=10).read().decode()
+values = {}
+for line in text.splitlines():
+    if line and not line.startswith("#"):
+        name, value = line.rsplit(" ", 1)
+        values[name] = float(value)
+step = values.get("dd_trainer_step", 0)
+loss = values.get("dd_trainer_loss", -1)
+parts = sum(v for k, v in values.items() if k.startswith("grpc_server_handled_total")
+            and 'grpc_method="ReducePart"' in k and 'grpc_code="OK"' in k)
+print(f"   dd_trainer_step {step:.0f}, dd_trainer_loss {loss:.4f}, ReducePart calls served {parts:.0f}")
+if step < 1 or not (0 < loss < 10) or parts < 1:
+    sys.exit("FAIL: the trainer's metrics do not show its training and averaging")
+PY
 
 echo "== headless Chromium: $page"
 browser=(chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage
