@@ -72,15 +72,18 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
     std::string service = slash != std::string::npos && slash > 0 ? method.substr(1, slash - 1) : "";
     std::string name = slash != std::string::npos ? method.substr(slash + 1) : method;
     labels_ = {service, name, TypeName(info->type())};
+    // One lookup per series per call; messages of a stream count without one.
     families_->started->WithLabels(labels_)->Increment();
+    received_ = families_->received->WithLabels(labels_);
+    sent_ = families_->sent->WithLabels(labels_);
   }
 
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::POST_RECV_MESSAGE)) {
-      families_->received->WithLabels(labels_)->Increment();
+      received_->Increment();
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_MESSAGE)) {
-      families_->sent->WithLabels(labels_)->Increment();
+      sent_->Increment();
     }
     if (methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
       metrics::LabelValues with_code = labels_;
@@ -95,6 +98,8 @@ class RpcMetricsInterceptor : public grpc::experimental::Interceptor {
   const RpcFamilies* const families_;
   const absl::Time start_;
   metrics::LabelValues labels_;
+  Counter* received_ = nullptr;
+  Counter* sent_ = nullptr;
 };
 
 class RpcMetricsFactory : public grpc::experimental::ServerInterceptorFactoryInterface {

@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "common/init/init.h"
+#include "common/metrics/prometheus.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
@@ -27,6 +28,8 @@
 DEFINE_double(seconds, 5, "Duration of each measurement.");
 DEFINE_string(dir, "", "Folder for the databases (default: a temp folder).");
 DEFINE_int32(chunks, 20000, "Chunks in the ledger.");
+DEFINE_bool(rpc_metrics, false,
+            "Count and time every RPC as the coordinator binary does (common/rpc/rpc_metrics).");
 
 namespace {
 
@@ -170,6 +173,8 @@ int main(int argc, char** argv) {
   so.security.auth_token = kToken;
   so.security.peer_verifier = std::make_shared<dd::PeerVerifierSlot>();
   so.security.peer_verifier->Set(*dd::CredentialVerifier::FromPublicKey((*issuer)->public_key()));
+  dd::metrics::MetricsRegistry registry;
+  if (FLAGS_rpc_metrics) so.metrics = &registry;
   auto host = dd::ServiceHost::Start(so, {&service});
   if (!host.ok()) return 1;
   AcquireComplete op{absl::StrFormat("127.0.0.1:%d", (*host)->port())};

@@ -140,8 +140,10 @@ for network in "${project}_default" "${project}peer_default"; do
   echo "   network $network: $subnets"
 done
 for service in dataset coordinator; do
-  docker logs "$(container $service)" 2>&1 | grep -q "listening on .*TLS)" ||
-    { echo "FAIL: $service does not speak TLS"; exit 1; }
+  # (Not `| grep -q`: with pipefail, grep leaving early makes docker logs
+  # fail with SIGPIPE when the log is long.)
+  log=$(docker logs "$(container $service)" 2>&1)
+  grep -q "listening on .*TLS)" <<< "$log" || { echo "FAIL: $service does not speak TLS"; exit 1; }
 done
 
 # The status page's data through the published port: refused without the
