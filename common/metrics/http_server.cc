@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <fstream>
-#include <sstream>
 
 #include <gflags/gflags.h>
 #include <glog/logging.h>
@@ -17,6 +16,7 @@
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "common/io/file_util.h"
+#include "common/rpc/auth.h"
 #include "common/rpc/ip_address.h"
 
 DEFINE_int32(http_port, -1,
@@ -30,23 +30,6 @@ DEFINE_string(http_viewer_token_file, "",
               "process listens on a non-loopback address.");
 
 namespace dd::metrics {
-namespace {
-
-bool IsLoopbackHost(const std::string& host) {
-  if (host == "localhost") return true;
-  auto ip = ParseIp(host);
-  return ip.has_value() && ip->IsLoopback();
-}
-
-// Constant-time comparison of the presented token.
-bool SameToken(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOptions& options,
                                                                MetricsRegistry* registry) {
@@ -57,7 +40,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   }
   std::unique_ptr<HttpServer> s(new HttpServer());
   s->server_ = std::make_unique<httplib::Server>();
-  s->viewer_token_ = options.viewer_token;
   s->server_->set_keep_alive_max_count(100);
   s->server_->set_read_timeout(10, 0);
   s->server_->set_write_timeout(10, 0);
@@ -77,8 +59,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
           std::string header = req.get_header_value("Authorization");
           absl::string_view presented = header;
           bool ok = absl::ConsumePrefix(&presented, "Bearer ") &&
-                    SameToken(std::string(presented), token);
-          ok = ok || (req.has_param("token") && SameToken(req.get_param_value("token"), token));
+                    ConstantTimeEquals(presented, token);
+          ok = ok ||
+               (req.has_param("token") && ConstantTimeEquals(req.get_param_value("token"), token));
           if (!ok) {
             res.status = 401;
             res.set_header("WWW-Authenticate", "Bearer");

@@ -57,7 +57,6 @@ class HttpServer {
 
   // Fixed after construction.
   std::unique_ptr<httplib::Server> server_;
-  std::string viewer_token_;
   int port_ = 0;
   std::thread thread_;
 };

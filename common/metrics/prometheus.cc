@@ -45,11 +45,14 @@ std::string LabelSet(const std::vector<std::string>& names, const LabelValues& v
   return out;
 }
 
-std::string EscapeHelp(const std::string& help) {
+// The text format's escapes: backslash and newline, and in label values
+// the double quote as well.
+std::string Escape(const std::string& text, bool quote) {
   std::string out;
-  for (char c : help) {
-    if (c == '\\') {
-      out += "\\\\";
+  for (char c : text) {
+    if (c == '\\' || (quote && c == '"')) {
+      out += '\\';
+      out += c;
     } else if (c == '\n') {
       out += "\\n";
     } else {
@@ -61,27 +64,13 @@ std::string EscapeHelp(const std::string& help) {
 
 void Header(const std::string& name, const std::string& help, const std::string& type,
             std::string* out) {
-  absl::StrAppend(out, "# HELP ", name, " ", EscapeHelp(help), "\n# TYPE ", name, " ", type,
-                  "\n");
+  absl::StrAppend(out, "# HELP ", name, " ", Escape(help, /*quote=*/false), "\n# TYPE ", name,
+                  " ", type, "\n");
 }
 
 }  // namespace
 
-std::string EscapeLabelValue(const std::string& value) {
-  std::string out;
-  for (char c : value) {
-    if (c == '\\') {
-      out += "\\\\";
-    } else if (c == '"') {
-      out += "\\\"";
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
-  }
-  return out;
-}
+std::string EscapeLabelValue(const std::string& value) { return Escape(value, /*quote=*/true); }
 
 std::string FormatValue(double value) {
   if (std::isnan(value)) return "NaN";

@@ -33,6 +33,12 @@ std::optional<IpAddress> ParseIp(absl::string_view text) {
   return std::nullopt;
 }
 
+bool IsLoopbackHost(absl::string_view host) {
+  if (host == "localhost") return true;
+  auto ip = ParseIp(host);
+  return ip.has_value() && ip->IsLoopback();
+}
+
 std::string HostOf(absl::string_view host_port) {
   if (absl::StartsWith(host_port, "[")) {
     size_t close = host_port.find(']');

@@ -27,6 +27,10 @@ struct IpAddress {
 // literal names; nullopt for anything else (host names included).
 std::optional<IpAddress> ParseIp(absl::string_view text);
 
+// True for "localhost" and for loopback IP literals (127.0.0.0/8, ::1): a
+// host whose traffic never leaves the machine.
+bool IsLoopbackHost(absl::string_view host);
+
 // The host of "host:port" without the port and without IPv6 brackets
 // ("[::1]:5" -> "::1"); the whole text when it has no port.
 std::string HostOf(absl::string_view host_port);

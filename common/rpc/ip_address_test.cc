@@ -17,6 +17,15 @@ TEST(ParseIp, BothFamiliesCompareInOneForm) {
   EXPECT_FALSE(ParseIp("::2")->IsLoopback());
 }
 
+TEST(IsLoopbackHost, NamesAndLiterals) {
+  EXPECT_TRUE(IsLoopbackHost("localhost"));
+  EXPECT_TRUE(IsLoopbackHost("127.0.0.1"));
+  EXPECT_TRUE(IsLoopbackHost("::1"));
+  EXPECT_FALSE(IsLoopbackHost("0.0.0.0"));
+  EXPECT_FALSE(IsLoopbackHost("coordinator"));
+  EXPECT_FALSE(IsLoopbackHost("198.18.0.5"));
+}
+
 TEST(HostOf, StripsThePortAndBrackets) {
   EXPECT_EQ(HostOf("198.18.0.5:7000"), "198.18.0.5");
   EXPECT_EQ(HostOf("[2001:db8::1]:443"), "2001:db8::1");

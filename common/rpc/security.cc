@@ -107,10 +107,7 @@ bool IsLoopbackTarget(const std::string& target) {
   for (absl::string_view scheme : {"dns:///", "ipv4:", "ipv6:", "dns:"}) {
     if (absl::ConsumePrefix(&t, scheme)) break;
   }
-  const std::string host = HostOf(t);
-  if (host == "localhost") return true;
-  auto ip = ParseIp(host);
-  return ip.has_value() && ip->IsLoopback();
+  return IsLoopbackHost(HostOf(t));
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> MakeChannelCredentials(
