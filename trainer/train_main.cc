@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_split.h"
 #include "common/init/init.h"
+#include "common/metrics/gpu_memory.h"
 #include "common/metrics/http_server.h"
 #include "common/metrics/prometheus.h"
 #include "common/status/status_macros.h"
@@ -69,7 +70,7 @@ DEFINE_uint64(seed, 0, "Seed of data order, noise and timesteps.");
 DEFINE_int64(save_steps, 500, "Checkpoint every N steps (checkpointing_steps).");
 DEFINE_int32(checkpoints_total_limit, 3, "Checkpoints to keep.");
 DEFINE_int64(image_log_steps, 0, "Sample grid every N steps (0: off).");
-DEFINE_string(sample_prompts, "", "Prompts for the grids, separated by '|' (default: dataset captions).");
+DEFINE_string(sample_prompts, "", "Prompts for the grids, separated by '|' (default: dataset captions; required with --image_log_steps in a collaboration).");
 DEFINE_int32(sample_steps, 20, "Denoising steps of the sample grids.");
 DEFINE_double(sample_guidance, 7.5, "Guidance scale of the sample grids.");
 DEFINE_string(resume_from, "", "\"latest\" or a checkpoint folder (resume_from_checkpoint).");
@@ -167,6 +168,8 @@ absl::Status Run(int, char**) {
   // Prometheus metrics with --http_port (on loopback unless --http_host).
   dd::metrics::MetricsRegistry registry;
   dd::metrics::AddProcessMetrics(&registry);
+  // GPU memory where an NVIDIA driver is present.
+  if (dd::metrics::AddGpuMemoryMetrics(&registry)) LOG(INFO) << "GPU memory metrics from NVML";
   o.metrics = &registry;
   ASSIGN_OR_RETURN(auto http, dd::metrics::StartHttpServerFromFlags("127.0.0.1", &registry));
   if (!FLAGS_coordinator.empty()) {

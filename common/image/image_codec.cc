@@ -3,6 +3,8 @@
 #include <png.h>
 #include <turbojpeg.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 
 namespace dd {
@@ -57,6 +59,30 @@ absl::StatusOr<std::string> EncodeJpeg(const RgbImage& image, int quality) {
   tjFree(buffer);
   tjDestroy(handle);
   if (!status.ok()) return status;
+  return out;
+}
+
+RgbImage ShrinkToFit(const RgbImage& image, int max_side) {
+  if (max_side <= 0 || (image.width <= max_side && image.height <= max_side)) return image;
+  const int factor = (std::max(image.width, image.height) + max_side - 1) / max_side;
+  RgbImage out;
+  out.width = std::max(1, image.width / factor);
+  out.height = std::max(1, image.height / factor);
+  out.pixels.resize(size_t(out.width) * out.height * 3);
+  for (int y = 0; y < out.height; ++y) {
+    for (int x = 0; x < out.width; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        uint32_t sum = 0, n = 0;
+        for (int dy = 0; dy < factor && y * factor + dy < image.height; ++dy) {
+          for (int dx = 0; dx < factor && x * factor + dx < image.width; ++dx) {
+            sum += image.pixels[(size_t(y * factor + dy) * image.width + x * factor + dx) * 3 + c];
+            ++n;
+          }
+        }
+        out.pixels[(size_t(y) * out.width + x) * 3 + c] = static_cast<uint8_t>((sum + n / 2) / n);
+      }
+    }
+  }
   return out;
 }
 

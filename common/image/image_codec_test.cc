@@ -57,5 +57,22 @@ TEST(ImageCodec, RejectsMalformedImages) {
   EXPECT_FALSE(EncodeJpeg(RgbImage{2, 2, std::vector<uint8_t>(5)}).ok());
 }
 
+TEST(ImageCodec, ShrinkToFitAveragesWholeBlocks) {
+  // 5x2, shrunk to fit 2: factor 3 (ceil(5/2)); one output pixel from the
+  // 3x2 block at the left, the two columns past it dropped.
+  RgbImage img{5, 2, {}};
+  for (int i = 0; i < 10; ++i) img.pixels.insert(img.pixels.end(), {uint8_t(i * 10), 7, 255});
+  RgbImage small = ShrinkToFit(img, 2);
+  ASSERT_EQ(small.width, 1);
+  ASSERT_EQ(small.height, 1);
+  // Red: (0+10+20 + 50+60+70) / 6 = 35.
+  EXPECT_EQ(small.pixels, (std::vector<uint8_t>{35, 7, 255}));
+  RgbImage fits = ShrinkToFit(img, 5);
+  EXPECT_EQ(fits.pixels, img.pixels);
+  RgbImage half = ShrinkToFit(Gradient(64, 48), 32);
+  EXPECT_EQ(half.width, 32);
+  EXPECT_EQ(half.height, 24);
+}
+
 }  // namespace
 }  // namespace dd

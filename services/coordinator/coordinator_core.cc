@@ -74,9 +74,9 @@ absl::Status CheckAddressIsCallers(const std::string& address, const std::string
 CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
                                  RoundPlanner* rounds, RunConfig config,
                                  CoordinatorOptions options, Clock* clock,
-                                 const CredentialIssuer* issuer, RunHistory* history)
+                                 const CredentialIssuer* issuer, RunRecords records)
     : issuer_(issuer),
-      history_(history),
+      records_(records),
       ledger_(ledger),
       liveness_(liveness),
       rounds_(rounds),
@@ -221,7 +221,7 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
   if (absl::Status s = CheckAddressFree(effective_address, requested_id); !s.ok()) return s;
   auto outcome = membership_.Join(requested_id, info);
   if (!outcome.ok()) return outcome.status();
-  ForgetEarned(outcome->peer.peer_id);  // a new incarnation starts with what it leases
+  ForgetPeerRecords(outcome->peer.peer_id);  // a new incarnation starts with what it leases
   {
     // Which invitation brought each peer in, so evicting the peer bans it.
     absl::MutexLock lock(&ban_mu_);
@@ -277,7 +277,7 @@ absl::StatusOr<v1::LeaveResponse> CoordinatorCore::Leave(const v1::LeaveRequest&
                                                          const Caller& caller) {
   ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
   auto released = membership_.Remove(peer.peer_id, peer.incarnation, RemovalReason::kLeft);
-  if (released.ok()) ForgetEarned(peer.peer_id);
+  if (released.ok()) ForgetPeerRecords(peer.peer_id);
   if (!released.ok()) return released.status();
   v1::LeaveResponse response;
   response.set_released_chunks(*released);
@@ -321,7 +321,7 @@ absl::StatusOr<v1::CompleteChunkResponse> CoordinatorCore::CompleteChunk(
                                   request.samples_trained());
   if (!result.ok()) return result.status();
   if (!result->duplicate) {
-    absl::MutexLock lock(&earned_mu_);
+    absl::MutexLock lock(&peer_records_mu_);
     completed_samples_[peer.peer_id] += request.samples_trained();
   }
   v1::CompleteChunkResponse response;
@@ -448,7 +448,7 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   if (caller.is_peer()) {
     uint64_t bound = ledger_->SamplesLeasedBy(peer.peer_id);
     {
-      absl::MutexLock lock(&earned_mu_);
+      absl::MutexLock lock(&peer_records_mu_);
       auto it = completed_samples_.find(peer.peer_id);
       if (it != completed_samples_.end()) bound += it->second;
     }
@@ -458,27 +458,49 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
           " exceeds the samples of the chunks this peer leased and completed (", bound, ")"));
     }
   }
+  // A report is a sign of life too, with a fresher rate than the last
+  // heartbeat's (the status page and samples/s show it).
+  const double rate = request.samples_per_second();
+  if (!(rate >= 0 && rate < 1e9)) {
+    return absl::InvalidArgumentError("samples_per_second must be finite and >= 0");
+  }
+  if (absl::Status s = liveness_->Heartbeat(peer, rate); !s.ok()) return s;
+  // How its recent rounds ended for it (a round aged out of the planner's
+  // record is no error: the peer may have been away).
+  if (request.round_results_size() > 16) {
+    return absl::InvalidArgumentError("at most 16 round_results per report");
+  }
+  for (const v1::RoundResult& r : request.round_results()) {
+    absl::Status s =
+        rounds_->RecordResult(peer.peer_id, r.round_id(), r.applied(), r.averaging_seconds());
+    if (!s.ok() && !absl::IsNotFound(s)) return s;
+  }
   // The numbers of the newest step the peer applied, for the run's history:
   // only steps the collaboration has taken, only plausible values.
-  if (request.has_telemetry() && history_ != nullptr) {
+  if (request.has_telemetry() && records_.history != nullptr) {
     if (request.telemetry().step() > rounds_->global_step()) {
       return absl::InvalidArgumentError(absl::StrCat("telemetry for step ",
                                                      request.telemetry().step(),
                                                      ", beyond the run's ", rounds_->global_step()));
     }
-    RETURN_IF_ERROR(history_->Report(peer.peer_id, request.telemetry(), clock_->Now()));
+    RETURN_IF_ERROR(records_.history->Report(peer.peer_id, request.telemetry(), clock_->Now()));
   }
   // Only addresses that answered a health check get a span to reduce.
   std::map<std::string, std::string> reachable;
   for (const auto& p : liveness_->Snapshot()) {
     if (p.reachability == Reachability::kReachable) reachable[p.peer_id] = p.address;
   }
-  auto response = rounds_->Report(
-      peer.peer_id, request.global_step(), request.samples_accumulated(),
-      request.samples_per_second(), request.bandwidth_mbps(), [&](const std::string& id) {
-        auto it = reachable.find(id);
-        return MemberInfo{it == reachable.end() ? "" : it->second};
-      });
+  absl::StatusOr<v1::ReportProgressResponse> response;
+  if (request.finished()) {
+    response.emplace().set_global_step(rounds_->global_step());
+  } else {
+    response = rounds_->Report(
+        peer.peer_id, request.global_step(), request.samples_accumulated(),
+        request.samples_per_second(), request.bandwidth_mbps(), [&](const std::string& id) {
+          auto it = reachable.find(id);
+          return MemberInfo{it == reachable.end() ? "" : it->second};
+        });
+  }
   if (!response.ok()) return response;
   auto round = rounds_->RoundFor(peer.peer_id, request.after_round_id());
   if (round.has_value()) *response->mutable_round() = std::move(*round);
@@ -517,14 +539,46 @@ absl::StatusOr<v1::ListRoundsResponse> CoordinatorCore::ListRounds(const v1::Lis
   return response;
 }
 
+absl::StatusOr<v1::UploadSampleResponse> CoordinatorCore::UploadSample(
+    const v1::UploadSampleRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
+  if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
+  if (records_.newest_sample == nullptr) {
+    return absl::FailedPreconditionError("this coordinator keeps no sample grids");
+  }
+  if (request.step() > rounds_->global_step()) {
+    return absl::InvalidArgumentError(absl::StrCat("a sample grid for step ", request.step(),
+                                                   ", beyond the run's ",
+                                                   rounds_->global_step()));
+  }
+  const absl::Time now = clock_->Now();
+  {
+    // Decoding costs the coordinator: one grid per peer per interval.
+    absl::MutexLock lock(&peer_records_mu_);
+    auto [it, first] = last_sample_upload_.try_emplace(peer.peer_id, now);
+    if (!first) {
+      if (now - it->second < kSampleUploadInterval) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "one sample grid per ", absl::FormatDuration(kSampleUploadInterval), " per peer"));
+      }
+      it->second = now;
+    }
+  }
+  ASSIGN_OR_RETURN(bool kept,
+                   records_.newest_sample->Offer(request.step(), peer.peer_id, request.png(), now));
+  v1::UploadSampleResponse response;
+  response.set_kept(kept);
+  return response;
+}
+
 absl::StatusOr<v1::GetHistoryResponse> CoordinatorCore::GetHistory(
     const v1::GetHistoryRequest& request) {
   if (request.max_points() > 100000) {
     return absl::InvalidArgumentError("max_points must be at most 100000");
   }
   v1::GetHistoryResponse response;
-  if (history_ == nullptr) return response;
-  for (auto& p : history_->Points(request.since_step(),
+  if (records_.history == nullptr) return response;
+  for (auto& p : records_.history->Points(request.since_step(),
                                   request.max_points() == 0 ? 1000 : request.max_points())) {
     *response.add_points() = std::move(p);
   }
@@ -558,7 +612,7 @@ absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
   auto released =
       membership_.Remove(request.peer_id(), std::nullopt, RemovalReason::kEvictedByAdmin);
   if (!released.ok()) return released.status();
-  ForgetEarned(request.peer_id());
+  ForgetPeerRecords(request.peer_id());
   absl::Duration ban = request.ban_seconds() > 0 ? absl::Seconds(request.ban_seconds())
                                                  : options_.eviction_ban;
   std::string invitation;
@@ -608,7 +662,7 @@ void CoordinatorCore::Tick() {
   } else if (*expired > 0) {
     LOG(INFO) << *expired << " leases expired and returned to the pool";
   }
-  for (const std::string& evicted : membership_.Tick()) ForgetEarned(evicted);
+  for (const std::string& evicted : membership_.Tick()) ForgetPeerRecords(evicted);
   CollectGarbage();
 }
 
@@ -655,9 +709,10 @@ void CoordinatorCore::CollectGarbage() {
   }
 }
 
-void CoordinatorCore::ForgetEarned(const std::string& peer_id) {
-  absl::MutexLock lock(&earned_mu_);
+void CoordinatorCore::ForgetPeerRecords(const std::string& peer_id) {
+  absl::MutexLock lock(&peer_records_mu_);
   completed_samples_.erase(peer_id);
+  last_sample_upload_.erase(peer_id);
 }
 
 }  // namespace dd::coordinator

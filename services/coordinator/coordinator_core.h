@@ -17,6 +17,7 @@
 #include "common/rpc/caller.h"
 #include "common/time/clock.h"
 #include "protos/coordinator.pb.h"
+#include "services/coordinator/history/newest_sample.h"
 #include "services/coordinator/history/run_history.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/membership.h"
@@ -57,6 +58,16 @@ struct CoordinatorOptions {
   absl::Duration join_interval = absl::Seconds(3);
 };
 
+// What the coordinator keeps for people watching the run; either may be
+// null (GetHistory answers empty, UploadSample FAILED_PRECONDITION).
+struct RunRecords {
+  RunHistory* history = nullptr;
+  NewestSample* newest_sample = nullptr;
+};
+
+// The minimum time between two sample grid uploads of one peer.
+inline constexpr absl::Duration kSampleUploadInterval = absl::Seconds(10);
+
 class CoordinatorCore {
  public:
   // All pointers must outlive the core. Peers join and leave through a
@@ -65,7 +76,7 @@ class CoordinatorCore {
   // Caller::Unchecked()).
   CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness, RoundPlanner* rounds,
                   RunConfig config, CoordinatorOptions options, Clock* clock,
-                  const CredentialIssuer* issuer = nullptr, RunHistory* history = nullptr);
+                  const CredentialIssuer* issuer = nullptr, RunRecords records = {});
 
   // Each call takes the caller the authenticator established. Peer calls act
   // for the peer of a Caller::Peer (the request's `peer` must be empty or
@@ -103,6 +114,9 @@ class CoordinatorCore {
   // told to resynchronise), since start: for the metrics.
   uint64_t diverged_reports() const { return diverged_reports_.load(); }
 
+  // Keeps the peer's sample grid for the status page (newest_sample.h).
+  absl::StatusOr<v1::UploadSampleResponse> UploadSample(const v1::UploadSampleRequest& request,
+                                                        const Caller& caller = Caller::Unchecked());
   // The run's history (run_history.h); empty without one.
   absl::StatusOr<v1::GetHistoryResponse> GetHistory(const v1::GetHistoryRequest& request);
   // `admin_token` is the caller's x-dd-admin-token metadata.
@@ -134,12 +148,13 @@ class CoordinatorCore {
   absl::Status TakeJoinToken(const std::string& remote_ip) ABSL_LOCKS_EXCLUDED(ban_mu_);
   // Deletes long-gone peers' records and expired bans; called by Tick.
   void CollectGarbage() ABSL_LOCKS_EXCLUDED(ban_mu_);
-  // Drops the completed-samples count of a peer that left or rejoined.
-  void ForgetEarned(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(earned_mu_);
+  // Drops what is counted per peer (completed samples, last upload) when it
+  // left or rejoined.
+  void ForgetPeerRecords(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(peer_records_mu_);
 
   // Fixed after construction.
   const CredentialIssuer* const issuer_;
-  RunHistory* const history_;  // may be null
+  const RunRecords records_;
   std::atomic<uint64_t> diverged_reports_{0};
   std::shared_ptr<const CredentialVerifier> verifier_;  // of issuer_'s key
   ChunkLedger* const ledger_;
@@ -170,8 +185,11 @@ class CoordinatorCore {
 
   // Samples each peer incarnation has completed chunks with, the other half
   // (with its leases) of what bounds the samples it may report.
-  absl::Mutex earned_mu_;
-  absl::flat_hash_map<std::string, uint64_t> completed_samples_ ABSL_GUARDED_BY(earned_mu_);
+  absl::Mutex peer_records_mu_;
+  absl::flat_hash_map<std::string, uint64_t> completed_samples_ ABSL_GUARDED_BY(peer_records_mu_);
+  // When each peer last uploaded a sample grid (kSampleUploadInterval).
+  absl::flat_hash_map<std::string, absl::Time> last_sample_upload_
+      ABSL_GUARDED_BY(peer_records_mu_);
 };
 
 // Checks "host:port" (host a name, IPv4 or [IPv6]; port 1-65535).

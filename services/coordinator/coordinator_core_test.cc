@@ -6,6 +6,7 @@
 #include <map>
 
 #include "common/rpc/auth.h"
+#include "common/image/image_codec.h"
 #include "gtest/gtest.h"
 
 namespace dd::coordinator {
@@ -56,9 +57,10 @@ class CoordinatorCoreTest : public ::testing::Test {
     ro.target_batch_size = 16;
     rounds_ = std::make_unique<RoundPlanner>(ro, &clock_);
     history_ = std::move(*RunHistory::Open(""));
-    core_ = std::make_unique<CoordinatorCore>(ledger_.get(), liveness_.get(), rounds_.get(),
-                                              RunConfig{"run", "{\"run_id\":\"run\"}"}, options,
-                                              &clock_, nullptr, history_.get());
+    newest_sample_ = NewestSample::Open("");
+    core_ = std::make_unique<CoordinatorCore>(
+        ledger_.get(), liveness_.get(), rounds_.get(), RunConfig{"run", "{\"run_id\":\"run\"}"},
+        options, &clock_, nullptr, RunRecords{history_.get(), newest_sample_.get()});
   }
 
   v1::PeerRef Join(const std::string& address, const std::string& id = "",
@@ -105,6 +107,7 @@ class CoordinatorCoreTest : public ::testing::Test {
   std::unique_ptr<PeerLiveness> liveness_;
   std::unique_ptr<RoundPlanner> rounds_;
   std::unique_ptr<RunHistory> history_;
+  std::unique_ptr<NewestSample> newest_sample_;
   std::unique_ptr<CoordinatorCore> core_;
 };
 
@@ -331,6 +334,79 @@ TEST_F(CoordinatorCoreTest, TelemetryBuildsTheHistoryOfStepsTaken) {
   v1::GetHistoryRequest too_many;
   too_many.set_max_points(100001);
   EXPECT_EQ(core_->GetHistory(too_many).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CoordinatorCoreTest, MembersReportHowTheirRoundsEnded) {
+  prober_.Set("10.0.0.1:7000", true);
+  prober_.Set("10.0.0.2:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000");
+  v1::PeerRef b = Join("10.0.0.2:7000");
+  v1::PeerRef outsider = Join("10.0.0.3:7000");
+  auto report = [&](const v1::PeerRef& p, uint64_t step, uint64_t samples, bool applied,
+                    bool finished) {
+    v1::ReportProgressRequest req;
+    *req.mutable_peer() = p;
+    req.set_global_step(step);
+    req.set_samples_accumulated(samples);
+    req.set_finished(finished);
+    if (step > 0) {
+      req.set_after_round_id(1);
+      v1::RoundResult* r = req.add_round_results();
+      r->set_round_id(1);
+      r->set_applied(applied);
+      r->set_averaging_seconds(0.75);
+    }
+    return core_->ReportProgress(req);
+  };
+  ASSERT_TRUE(report(a, 0, 8, true, false).ok());
+  ASSERT_TRUE(report(b, 0, 8, true, false).ok());  // round 1 opens
+  EXPECT_EQ(report(outsider, 1, 0, true, false).status().code(),
+            absl::StatusCode::kPermissionDenied);  // not a member of round 1
+  ASSERT_TRUE(report(a, 1, 0, true, false).ok());
+  // b stops: a finished report records its result and joins no round (a's
+  // report toward step 1 stays alone).
+  auto last = report(b, 1, 0, true, true);
+  ASSERT_TRUE(last.ok()) << last.status();
+  EXPECT_EQ(last->global_step(), 1u);
+  EXPECT_FALSE(last->has_round());
+  auto rounds = core_->ListRounds({});
+  ASSERT_EQ(rounds->rounds_size(), 1);
+  EXPECT_EQ(rounds->rounds(0).outcome(), v1::ROUND_APPLIED);
+  EXPECT_EQ(rounds->rounds(0).duration_seconds(), 0.75);
+  v1::ReportProgressRequest too_many;
+  *too_many.mutable_peer() = a;
+  too_many.set_global_step(1);
+  for (int i = 0; i < 17; ++i) too_many.add_round_results()->set_round_id(1);
+  EXPECT_EQ(core_->ReportProgress(too_many).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(CoordinatorCoreTest, SampleGridsAreCheckedAndRateLimited) {
+  prober_.Set("10.0.0.1:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000");
+  RgbImage image{4, 2, std::vector<uint8_t>(4 * 2 * 3, 200)};
+  auto upload = [&](uint64_t step, std::string png) {
+    v1::UploadSampleRequest req;
+    *req.mutable_peer() = a;
+    req.set_step(step);
+    req.set_png(std::move(png));
+    return core_->UploadSample(req);
+  };
+  // Step 0 (the base model's grid) exists; step 1 not yet.
+  EXPECT_EQ(upload(1, *EncodePng(image)).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(upload(0, "GIF89a").status().code(), absl::StatusCode::kInvalidArgument);
+  clock_.Advance(kSampleUploadInterval);
+  auto kept = upload(0, *EncodePng(image));
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_TRUE(kept->kept());
+  EXPECT_EQ(upload(0, *EncodePng(image)).status().code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_NE(newest_sample_->Get(), nullptr);
+  EXPECT_EQ(newest_sample_->Get()->peer_id, a.peer_id());
+  EXPECT_EQ(newest_sample_->Get()->width, 4);
+  v1::PeerRef stranger;
+  stranger.set_peer_id("nobody");
+  v1::UploadSampleRequest req;
+  *req.mutable_peer() = stranger;
+  EXPECT_EQ(core_->UploadSample(req).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(CoordinatorCoreTest, OutvotedHashesAreCountedForTheMetrics) {

@@ -25,6 +25,7 @@
 #include "services/coordinator/coordinator_core.h"
 #include "services/coordinator/coordinator_metrics.h"
 #include "services/coordinator/coordinator_service.h"
+#include "services/coordinator/history/newest_sample.h"
 #include "services/coordinator/history/run_history.h"
 #include "services/coordinator/ledger/chunk_ledger.h"
 #include "services/coordinator/registry/health_prober.h"
@@ -197,17 +198,20 @@ absl::Status Run() {
   ChunkLedger* ledger_ptr = ledger->get();
   round_options.persist_step = [ledger_ptr](uint64_t s) { return ledger_ptr->SetGlobalStep(s); };
   if (step > 0) LOG(INFO) << "continuing at global step " << step;
-  RoundPlanner rounds(round_options, dd::RealClock());
-  // The run's history for ddctl history and dashboards, beside the ledger.
-  auto history = RunHistory::Open(FLAGS_db_dir + "/history.jsonl");
-  if (!history.ok()) return history.status();
-  CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock(),
-                       issuer->get(), history->get());
-  CoordinatorService service(&core);
-
-  // Prometheus metrics on --http_port: every RPC, and the run's state.
+  // Prometheus metrics on --http_port: every RPC, the rounds, and the run's
+  // state.
   dd::metrics::MetricsRegistry registry;
   dd::metrics::AddProcessMetrics(&registry);
+  round_options.on_round_event = RoundMetrics(&registry);
+  RoundPlanner rounds(round_options, dd::RealClock());
+  // The run's history and newest sample grid for ddctl history and the
+  // status page, beside the ledger.
+  auto history = RunHistory::Open(FLAGS_db_dir + "/history.jsonl");
+  if (!history.ok()) return history.status();
+  std::unique_ptr<NewestSample> newest_sample = NewestSample::Open(FLAGS_db_dir);
+  CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock(),
+                       issuer->get(), RunRecords{history->get(), newest_sample.get()});
+  CoordinatorService service(&core);
   AddCoordinatorMetrics(&core, ledger_ptr, &registry);
   dd::ServerOptions server_options;
   server_options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
@@ -217,7 +221,7 @@ absl::Status Run() {
   auto host = dd::ServiceHost::Start(server_options, {&service});
   if (!host.ok()) return host.status();
   // The status page and /metrics on --http_port.
-  auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry, StatusPages(&core));
+  auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry, StatusPages(&core, newest_sample.get()));
   if (!http.ok()) return http.status();
   if (*http != nullptr) {
     LOG(INFO) << "status page: http://" << (FLAGS_host == "0.0.0.0" ? "127.0.0.1" : FLAGS_host)

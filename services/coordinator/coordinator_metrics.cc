@@ -84,4 +84,34 @@ void AddCoordinatorMetrics(CoordinatorCore* core, ChunkLedger* ledger,
       {}, [ledger] { return GaugeSamples{{{}, ledger->AcceptsChanges() ? 1.0 : 0.0}}; });
 }
 
+std::function<void(const RoundEvent&)> RoundMetrics(metrics::MetricsRegistry* registry) {
+  metrics::Family<metrics::Counter>* rounds = registry->AddCounter(
+      "dd_coordinator_rounds_total",
+      "Averaging rounds opened, and how they ended: applied by every member, or failed (a "
+      "member's all-reduce failed, or a member did not report by the deadline plus the report "
+      "TTL).",
+      {"outcome"});
+  metrics::Counter* opened = rounds->WithLabels({"opened"});
+  metrics::Counter* applied = rounds->WithLabels({"applied"});
+  metrics::Counter* failed = rounds->WithLabels({"failed"});
+  metrics::Histogram* duration = registry->AddHistogram(
+      "dd_coordinator_round_duration_seconds",
+      "Averaging time of applied rounds: the slowest member's, as the members reported it.",
+      metrics::ExponentialBuckets(0.25, 2, 12))->Get();
+  return [=](const RoundEvent& e) {
+    switch (e.kind) {
+      case RoundEvent::Kind::kOpened:
+        opened->Increment();
+        break;
+      case RoundEvent::Kind::kApplied:
+        applied->Increment();
+        duration->Observe(e.duration_seconds);
+        break;
+      case RoundEvent::Kind::kFailed:
+        failed->Increment();
+        break;
+    }
+  };
+}
+
 }  // namespace dd::coordinator

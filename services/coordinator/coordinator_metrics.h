@@ -9,8 +9,13 @@
 //   dd_coordinator_diverged_reports_total      hash votes a peer lost (it resynchronises)
 //   dd_coordinator_round_interval_seconds      between the two newest rounds' openings
 //   dd_coordinator_ledger_writable             0 once a ledger write failed
+// and, from the round planner's events (RoundMetrics):
+//   dd_coordinator_rounds_total{outcome}       opened, applied, failed
+//   dd_coordinator_round_duration_seconds      applied rounds: the slowest member's averaging
 #ifndef SERVICES_COORDINATOR_COORDINATOR_METRICS_H_
 #define SERVICES_COORDINATOR_COORDINATOR_METRICS_H_
+
+#include <functional>
 
 #include "common/metrics/prometheus.h"
 #include "services/coordinator/coordinator_core.h"
@@ -22,6 +27,11 @@ namespace dd::coordinator {
 // scrapes.
 void AddCoordinatorMetrics(CoordinatorCore* core, ChunkLedger* ledger,
                            metrics::MetricsRegistry* registry);
+
+// Registers the round families and returns the listener to set as
+// RoundPlannerOptions::on_round_event (before the planner exists, so the
+// registry is made first).
+std::function<void(const RoundEvent&)> RoundMetrics(metrics::MetricsRegistry* registry);
 
 }  // namespace dd::coordinator
 

@@ -55,6 +55,9 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* ListRounds(grpc::CallbackServerContext* c,
                                        const v1::ListRoundsRequest* req,
                                        v1::ListRoundsResponse* resp) override;
+  grpc::ServerUnaryReactor* UploadSample(grpc::CallbackServerContext* c,
+                                         const v1::UploadSampleRequest* req,
+                                         v1::UploadSampleResponse* resp) override;
   grpc::ServerUnaryReactor* GetHistory(grpc::CallbackServerContext* c,
                                        const v1::GetHistoryRequest* req,
                                        v1::GetHistoryResponse* resp) override;

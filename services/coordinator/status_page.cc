@@ -1,5 +1,6 @@
 #include "services/coordinator/status_page.h"
 
+#include <google/protobuf/struct.pb.h>
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_cat.h"
@@ -16,6 +17,15 @@ std::string Json(const absl::StatusOr<M>& m) {
   google::protobuf::util::JsonPrintOptions options;
   options.always_print_primitive_fields = true;
   if (!google::protobuf::util::MessageToJsonString(*m, &out, options).ok()) return "null";
+  return out;
+}
+
+// `s` as a JSON string literal, escaped.
+std::string JsonString(const std::string& s) {
+  google::protobuf::Value value;
+  value.set_string_value(s);
+  std::string out;
+  if (!google::protobuf::util::MessageToJsonString(value, &out).ok()) return "\"\"";
   return out;
 }
 
@@ -47,6 +57,8 @@ constexpr char kPage[] = R"HTML(<!DOCTYPE html>
   .bad { background: #d9480f; }
   .muted { color: #68717e; }
   #error { color: #c92a2a; }
+  .failed { color: #c92a2a; } .applied { color: #2f9e44; }
+  #sample-grid { min-width: 256px; max-width: 100%; image-rendering: pixelated; border: 1px solid #dde1e7; }
 </style>
 </head>
 <body>
@@ -73,11 +85,14 @@ constexpr char kPage[] = R"HTML(<!DOCTYPE html>
 <div id="chunk-grid"></div>
 <h2>Recent rounds</h2>
 <table id="rounds"><thead><tr><th>round</th><th>global step</th><th>members</th><th>samples</th>
-<th>opened</th></tr></thead><tbody></tbody></table>
+<th>opened</th><th>outcome</th><th>averaging</th></tr></thead><tbody></tbody></table>
+<h2>Newest sample grid <span class="muted" id="sample-caption">(none yet)</span></h2>
+<img id="sample-grid" alt="the newest sample grid" hidden>
 <script>
 "use strict";
 const token = new URLSearchParams(location.search).get("token");
-const api = "api/state" + (token ? "?token=" + encodeURIComponent(token) : "");
+const query = (q) => (q || token ? "?" : "") + (q || "") + (q && token ? "&" : "") +
+  (token ? "token=" + encodeURIComponent(token) : "");
 const $ = (id) => document.getElementById(id);
 const num = (v) => Number(v || 0);
 const time = (ms) => ms > 0 ? new Date(num(ms)).toLocaleTimeString() : "-";
@@ -105,9 +120,38 @@ function chart(svg, points, key, label, color) {
   svg.innerHTML = body;
 }
 
+function renderChunks(list, epoch) {
+  const chunks = (list && list.chunks) || [];
+  $("chunk-grid").innerHTML = chunks.map((c) => {
+    const cls = c.bad ? "bad" : c.state === "LEASED" ? "leased" : num(c.timesTrained) > epoch ? "done" : "pending";
+    return `<span class="${cls}" title="chunk ${num(c.chunkId)}: ${cls}"></span>`;
+  }).join("");
+}
+
+function roundOutcome(r) {
+  const o = String(r.outcome || "ROUND_PENDING").replace("ROUND_", "").toLowerCase();
+  const members = r.members || [];
+  const told = members.filter((m) => m.outcome && m.outcome !== "ROUND_PENDING").length;
+  return `<td class="${o}">${o}${o === "pending" ? ` (${told}/${members.length} reported)` : ""}</td>` +
+    `<td>${o === "applied" ? num(r.durationSeconds).toFixed(2) + " s" : "-"}</td>`;
+}
+
+function renderSample(sample) {
+  if (!sample) return;
+  const img = $("sample-grid");
+  const src = "sample.png" + query("step=" + num(sample.step));
+  if (img.dataset.step !== String(num(sample.step))) {
+    img.src = src;
+    img.dataset.step = String(num(sample.step));
+    img.hidden = false;
+  }
+  $("sample-caption").textContent = `(global step ${num(sample.step)}, ${num(sample.width)}x${num(sample.height)}, ` +
+    `from ${sample.peerId}, ${time(sample.unixMs)})`;
+}
+
 function render(s) {
   const run = s.run || {}, peers = (s.peers && s.peers.peers) || [];
-  const chunks = (s.chunks && s.chunks.chunks) || [], rounds = (s.rounds && s.rounds.rounds) || [];
+  const rounds = (s.rounds && s.rounds.rounds) || [];
   const history = (s.history && s.history.points) || [];
   $("run-id").textContent = run.runId || "";
   $("global-step").textContent = num(run.globalStep);
@@ -127,22 +171,31 @@ function render(s) {
     `<tr class="peer"><td>${esc(p.displayName)}</td><td>${esc(p.peerId)}</td><td>${esc(p.address) || "-"}</td>` +
     `<td>${esc(String(p.reachability || "").toLowerCase())}</td><td>${num(p.samplesPerSecond).toFixed(1)}</td>` +
     `<td>${num(p.leasedChunks)}</td><td>${time(p.lastHeartbeatUnixMs)}</td></tr>`).join("");
-  const epoch = num(run.epoch);
-  $("chunk-grid").innerHTML = chunks.map((c) => {
-    const cls = c.bad ? "bad" : c.state === "LEASED" ? "leased" : num(c.timesTrained) > epoch ? "done" : "pending";
-    return `<span class="${cls}" title="chunk ${num(c.chunkId)}: ${cls}"></span>`;
-  }).join("");
   $("rounds").tBodies[0].innerHTML = rounds.slice(0, 20).map((r) =>
-    `<tr><td>${num(r.roundId)}</td><td>${num(r.globalStep)}</td><td>${(r.members || []).length}</td>` +
-    `<td>${num(r.totalSamples)}</td><td>${time(r.openedUnixMs)}</td></tr>`).join("");
+    `<tr class="round"><td>${num(r.roundId)}</td><td>${num(r.globalStep)}</td><td>${(r.members || []).length}</td>` +
+    `<td>${num(r.totalSamples)}</td><td>${time(r.openedUnixMs)}</td>${roundOutcome(r)}</tr>`).join("");
+  renderSample(s.sample);
   $("updated").textContent = new Date().toLocaleTimeString();
 }
 
+async function get(path) {
+  const res = await fetch(path, {cache: "no-store"});
+  if (!res.ok) throw new Error(`${path}: HTTP ${res.status}`);
+  return res.json();
+}
+
+// The state every 2 s; the chunk grid as often on small datasets, every
+// 30 s on large ones (its listing grows with the dataset).
+let chunksAt = 0;
 async function poll() {
   try {
-    const res = await fetch(api, {cache: "no-store"});
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    render(await res.json());
+    const s = await get("api/state" + query());
+    render(s);
+    const chunkPeriod = num((s.run || {}).numChunks) > 2000 ? 30000 : 0;
+    if (Date.now() - chunksAt >= chunkPeriod) {
+      chunksAt = Date.now();
+      renderChunks(await get("api/chunks" + query()), num((s.run || {}).epoch));
+    }
     $("error").textContent = "";
   } catch (e) {
     $("error").textContent = "(" + e.message + ")";
@@ -157,7 +210,7 @@ poll();
 
 }  // namespace
 
-std::string StatusJson(CoordinatorCore* core) {
+std::string ChunksJson(CoordinatorCore* core) {
   v1::ListChunksResponse chunks;
   v1::ListChunksRequest request;
   request.set_page_size(10000);
@@ -172,20 +225,40 @@ std::string StatusJson(CoordinatorCore* core) {
     }
     request.set_page_token(page->next_page_token());
   } while (!request.page_token().empty() && chunks.chunks_size() < kMaxChunksShown);
-  v1::GetHistoryRequest history;
-  history.set_max_points(5000);
-  return absl::StrCat("{\"run\":", Json(core->GetRunState({})),
-                      ",\"peers\":", Json(core->ListPeers({}, Caller::RunToken())),
-                      ",\"chunks\":", Json(absl::StatusOr<v1::ListChunksResponse>(chunks)),
-                      ",\"rounds\":", Json(core->ListRounds({})),
-                      ",\"history\":", Json(core->GetHistory(history)), "}");
+  return Json(absl::StatusOr<v1::ListChunksResponse>(chunks));
 }
 
-metrics::HttpPages StatusPages(CoordinatorCore* core) {
+std::string StatusJson(CoordinatorCore* core, const NewestSample* newest_sample) {
+  v1::GetHistoryRequest history;
+  history.set_max_points(5000);
+  std::string sample = "null";
+  if (std::shared_ptr<const SampleGrid> g =
+          newest_sample != nullptr ? newest_sample->Get() : nullptr) {
+    sample = absl::StrCat("{\"step\":", g->step, ",\"peerId\":", JsonString(g->peer_id),
+                          ",\"unixMs\":", g->unix_ms, ",\"width\":", g->width,
+                          ",\"height\":", g->height, "}");
+  }
+  return absl::StrCat("{\"run\":", Json(core->GetRunState({})),
+                      ",\"peers\":", Json(core->ListPeers({}, Caller::RunToken())),
+                      ",\"rounds\":", Json(core->ListRounds({})),
+                      ",\"history\":", Json(core->GetHistory(history)),
+                      ",\"sample\":", sample, "}");
+}
+
+metrics::HttpPages StatusPages(CoordinatorCore* core, const NewestSample* newest_sample) {
   metrics::HttpPages pages;
   pages["/"] = [] { return metrics::HttpPage{200, "text/html; charset=utf-8", kPage}; };
-  pages["/api/state"] = [core] {
-    return metrics::HttpPage{200, "application/json", StatusJson(core)};
+  pages["/api/state"] = [core, newest_sample] {
+    return metrics::HttpPage{200, "application/json", StatusJson(core, newest_sample)};
+  };
+  pages["/api/chunks"] = [core] {
+    return metrics::HttpPage{200, "application/json", ChunksJson(core)};
+  };
+  pages["/sample.png"] = [newest_sample] {
+    std::shared_ptr<const SampleGrid> g =
+        newest_sample != nullptr ? newest_sample->Get() : nullptr;
+    if (g == nullptr) return metrics::HttpPage{404, "text/plain; charset=utf-8", "no sample grid yet\n"};
+    return metrics::HttpPage{200, "image/png", g->png};
   };
   return pages;
 }

@@ -3,9 +3,11 @@
 // binary; nothing from a CDN, so it works offline) that polls
 // GET /api/state every 2 s and draws the run's state and progress with an
 // ETA, the global loss curve and samples/s over the global steps (SVG), the
-// peers table, the chunks of the epoch as a grid, and the recent rounds.
-// Read-only; the HTTP server's viewer token guards both (a browser passes
-// it as ?token=).
+// peers table, the recent rounds with their outcome and averaging time, and
+// the newest sample grid (GET /sample.png); it polls GET /api/chunks for
+// the chunks of the epoch as a grid (every 2 s, every 30 s past 2000
+// chunks). Read-only; the HTTP server's viewer token guards every path (a
+// browser passes it as ?token=).
 #ifndef SERVICES_COORDINATOR_STATUS_PAGE_H_
 #define SERVICES_COORDINATOR_STATUS_PAGE_H_
 
@@ -13,17 +15,23 @@
 
 #include "common/metrics/http_server.h"
 #include "services/coordinator/coordinator_core.h"
+#include "services/coordinator/history/newest_sample.h"
 
 namespace dd::coordinator {
 
-// The pages / and /api/state, drawn from `core` (which must outlive the
-// HTTP server that serves them).
-metrics::HttpPages StatusPages(CoordinatorCore* core);
+// The pages /, /api/state, /api/chunks and /sample.png, drawn from `core`
+// and `newest_sample` (may be null: no grid), which must outlive the HTTP
+// server that serves them.
+metrics::HttpPages StatusPages(CoordinatorCore* core, const NewestSample* newest_sample);
 
-// The JSON /api/state answers: {"run", "peers", "chunks", "rounds",
-// "history"}, each the protobuf JSON of the matching coordinator response
-// (chunks: at most 20000, in id order).
-std::string StatusJson(CoordinatorCore* core);
+// The JSON /api/state answers: {"run", "peers", "rounds", "history"}, each
+// the protobuf JSON of the matching coordinator response, and "sample"
+// ({step, peerId, unixMs, width, height} of the newest grid, or null).
+std::string StatusJson(CoordinatorCore* core, const NewestSample* newest_sample);
+
+// The JSON /api/chunks answers: ListChunksResponse's, at most 20000 chunks
+// in id order, without lease ids.
+std::string ChunksJson(CoordinatorCore* core);
 
 }  // namespace dd::coordinator
 

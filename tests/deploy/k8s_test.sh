@@ -64,4 +64,6 @@ mutate "root" gpu '0,/runAsNonRoot: true/s//runAsNonRoot: false/' "runAsNonRoot 
 mutate "a GPU trainer without a GPU" gpu '/nvidia.com\/gpu: 1/d' "no nvidia.com/gpu limit"
 mutate "no limits" cpu '0,/limits:/s//limitz:/' "no resources.limits"
 mutate "a NetworkPolicy source that is no trainer" gpu 's/app.kubernetes.io\/name: coordinator$/app.kubernetes.io\/name: outsider/' "outsider may reach"
+mutate "Prometheus let past the HTTP port" gpu '0,/- port: 8080$/s//- port: 50050/' "beyond its HTTP port"
+mutate "any namespace let in" gpu '0,/distributed-diffusion.io\/monitoring: "true"/s//kubernetes.io\/metadata.name: default/' "outside"
 echo "k8s_test: PASSED"

@@ -22,6 +22,7 @@
 #include "protos/dataset.grpc.pb.h"
 #include "tests/testing/subprocess.h"
 #include "tests/testing/test_servers.h"
+#include "common/metrics/gpu_memory.h"
 #include "trainer/training/step_metrics.h"
 
 namespace dd {
@@ -151,6 +152,9 @@ TEST(MetricsEndpointsTest, ServersCountWhatTheyServe) {
   }
   metrics::MetricsRegistry trainer;
   training::MakeStepMetricsSink(&trainer);
+  // A trainer on a GPU machine also exports the driver's GPU memory (here
+  // through a stand-in for NVML).
+  ASSERT_TRUE(metrics::AddGpuMemoryMetrics(&trainer, RunfilePath("common/metrics/libfake_nvml.so")));
   auto trainer_page = ParseExposition(trainer.Render());
   ASSERT_TRUE(trainer_page.ok());
   for (const auto& [name, family] : *trainer_page) exported.insert(name);

@@ -6,7 +6,9 @@
 # headless Chromium (Debian's, installed when missing) loads the page, lets
 # its JavaScript poll /api/state, and dumps the DOM it built; the test checks
 # the DOM (the run's step, both peers in the peers table, a loss curve with
-# the steps so far, the chunk grid), and saves a screenshot in
+# the steps so far, the chunk grid, rounds the members reported applied, the
+# sample grid the designated writer uploaded, whose /sample.png must decode
+# to the size the page states), and saves a screenshot in
 # out/status_page/ (docs/images/status_page.png is one of these).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -59,18 +61,22 @@ for name in alice bob; do
   "$bin/trainer/train" "${http[@]}" --coordinator="$coordinator" --auth_token_file="$work/token" \
     --peer_name="$name" --model_dir=deploy/local/shapes-tiny-base --output_dir="$work/$name" \
     --batch_size=8 --resolution=64 --lr=1e-4 --max_local_samples_per_step=8 --save_steps=1000 \
-    --seed=0 --dataloader_num_workers=1 > "$work/$name.log" 2>&1 &
+    --image_log_steps=3 --sample_steps=4 --sample_prompts="a red square|a blue circle" \
+    --seed=0 --dataloader_num_workers=1 \
+    > "$work/$name.log" 2>&1 &
   pids+=($!)
 done
 
-echo "== waiting for 5 global steps in the run's history"
+echo "== waiting for 5 global steps in the run's history and a sample grid"
 ddctl=("$bin/services/coordinator/ddctl" --coordinator="$coordinator" --auth_token_file="$work/token")
 for i in $(seq 1 150); do
   steps=$("${ddctl[@]}" history 2> /dev/null | awk 'NR > 1 && $3 == 2' | wc -l)
-  [ "$steps" -ge 5 ] && break
+  [ "$steps" -ge 5 ] && [ -s "$work/ledger/newest_sample.png" ] && break
   sleep 2
 done
-[ "$steps" -ge 5 ] || { echo "FAIL: no history after 5 min"; tail -5 "$work"/*.log; exit 1; }
+[ "$steps" -ge 5 ] || { echo "FAIL: no history after 5 min"; tail -n 5 "$work"/*.log; exit 1; }
+[ -s "$work/ledger/newest_sample.png" ] || {
+  echo "FAIL: no sample grid reached the coordinator"; grep -h "sample" "$work"/*.log | tail; exit 1; }
 "${ddctl[@]}" history --points=5 | sed 's/^/   /'
 
 echo "== a trainer's /metrics (alice)"
@@ -100,8 +106,8 @@ browser=(chromium --headless --no-sandbox --disable-gpu --disable-dev-shm-usage
   > /dev/null 2>> "$work/chromium.log" || true
 
 echo "== the page as the browser built it"
-python3 - "$out/dom.html" <<'PY'
-import re, sys
+python3 - "$out/dom.html" "${page}sample.png" <<'PY'
+import re, struct, sys, urllib.request
 from html.parser import HTMLParser
 
 class Page(HTMLParser):
@@ -109,6 +115,7 @@ class Page(HTMLParser):
         super().__init__()
         self.stack, self.text, self.peers, self.polylines, self.chunks = [], {}, [], {}, 0
         self.in_peer, self.cells = False, []
+        self.applied, self.sample = 0, None
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         self.stack.append(a.get("id"))
@@ -119,6 +126,10 @@ class Page(HTMLParser):
             self.polylines[chart] = len(a.get("points", "").split())
         if tag == "span" and "chunk-grid" in self.stack:
             self.chunks += 1
+        if tag == "td" and a.get("class") == "applied":
+            self.applied += 1
+        if tag == "img" and a.get("id") == "sample-grid":
+            self.sample = a
     def handle_endtag(self, tag):
         if self.stack:
             self.stack.pop()
@@ -140,12 +151,25 @@ names = sorted(c[0] for c in p.peers if c)
 print(f"   global step {step}; peers {names}; loss curve {p.polylines.get('loss-chart', 0)} points;"
       f" samples/s curve {p.polylines.get('rate-chart', 0)} points; {p.chunks} chunks in the grid;"
       f" updated {p.text.get('updated', '').strip()}")
+caption = p.text.get("sample-caption", "").strip()
+print(f"   {p.applied} rounds applied; sample grid {caption}")
 if step < 5: failures.append(f"global step shows {step}, expected >= 5")
 if names != ["alice", "bob"]: failures.append(f"peers table shows {names}")
 if p.polylines.get("loss-chart", 0) < 5: failures.append("no loss curve of >= 5 points")
 if p.polylines.get("rate-chart", 0) < 5: failures.append("no samples/s curve")
 if p.chunks != 16: failures.append(f"{p.chunks} chunks in the grid, expected 16")
 if p.text.get("error", "").strip(): failures.append("the page shows an error: " + p.text["error"])
+if p.applied < 3: failures.append(f"{p.applied} rounds shown applied, expected >= 3")
+rate = float(p.text.get("rate", "0").strip() or 0)
+if rate <= 0: failures.append(f"samples/s shows {rate}, expected the peers' reported rate")
+size = re.search(r"(\d+)x(\d+)", caption)
+if not p.sample or "hidden" in p.sample or not p.sample.get("src", "").startswith("sample.png") or not size:
+    failures.append(f"no sample grid shown: {p.sample} {caption!r}")
+else:
+    png = urllib.request.urlopen(sys.argv[2], timeout=10).read()
+    # The IHDR chunk follows the 8-byte signature: width and height, big-endian.
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or struct.unpack(">II", png[16:24]) != tuple(map(int, size.groups())):
+        failures.append(f"/sample.png is not the {size.group(0)} PNG the page states")
 for f in failures: print("FAIL: " + f)
 sys.exit(1 if failures else 0)
 PY

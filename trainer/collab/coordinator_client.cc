@@ -146,6 +146,18 @@ absl::StatusOr<std::optional<cv1::Round>> CoordinatorClient::GetRound(uint64_t a
   return std::optional<cv1::Round>(response.round());
 }
 
+absl::StatusOr<bool> CoordinatorClient::UploadSample(uint64_t step, std::string png) {
+  cv1::UploadSampleRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_step(step);
+  request.set_png(std::move(png));
+  cv1::UploadSampleResponse response;
+  auto context = MakeCallContext(absl::Seconds(30));
+  grpc::Status s = stub_->UploadSample(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response.kept();
+}
+
 absl::StatusOr<cv1::RunState> CoordinatorClient::GetRunState() {
   cv1::GetRunStateRequest request;
   cv1::RunState response;

@@ -62,6 +62,9 @@ class CoordinatorClient {
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id);
   absl::StatusOr<cv1::RunState> GetRunState();
   absl::StatusOr<std::vector<cv1::PeerEntry>> ListPeers();
+  // Hands the sample grid of `step` to the status page; returns whether the
+  // coordinator kept it (false: it holds a newer one).
+  absl::StatusOr<bool> UploadSample(uint64_t step, std::string png);
 
   std::string peer_id() const;
 

@@ -13,6 +13,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/crypto/sha256.h"
+#include "common/image/image_codec.h"
+#include "common/image/image_decoder.h"
+#include "common/io/file_util.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
@@ -74,6 +77,12 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
     return state.global_step();
   }
   void SetSamplesPerSecond(double rate) override { heartbeats_.SetRate(rate); }
+  absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
+    ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
+    ASSIGN_OR_RETURN(RgbImage grid, DecodeImage(bytes));
+    ASSIGN_OR_RETURN(std::string png, EncodePng(ShrinkToFit(grid, 1024)));
+    return client_->UploadSample(step, std::move(png));
+  }
 
  private:
   CoordinatorClient* const client_;
@@ -349,6 +358,13 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   // credential; this peer's services accept the other peers' credentials
   // once Join told it the coordinator's key.
   PeerOptions po = options;
+  if (po.trainer.image_log_steps > 0 && po.trainer.sample_prompts.empty()) {
+    // A single run takes its dataset's captions; a peer sees chunks only
+    // later, and whichever peer writes a round's grid must draw the same
+    // prompts as the others did.
+    return absl::InvalidArgumentError(
+        "--image_log_steps in a collaboration needs --sample_prompts (the same on every peer)");
+  }
   if (!po.security.auth_token.empty()) {
     po.security.call_token = std::make_shared<CallToken>(po.security.auth_token);
     po.security.peer_verifier = std::make_shared<PeerVerifierSlot>();
@@ -446,7 +462,7 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   // A collaboration's designated writer checkpoints only when asked to
   // (--save_steps > 0), then also after the last step.
   so.outputs = {po.trainer.save_steps, po.trainer.image_log_steps, po.trainer.save_steps > 0};
-  so.write_samples = true;
+  so.write_samples = po.trainer.image_log_steps > 0;
   so.trained_keys_log = po.trained_keys_log;
   so.nan_contribution_at_step_for_test = po.nan_contribution_at_step_for_test;
   absl::Status result;

@@ -44,6 +44,10 @@ class CoordinatorLink {
   virtual absl::StatusOr<uint64_t> GlobalStep() = 0;
   // This peer's training rate, sent with its heartbeats.
   virtual void SetSamplesPerSecond(double rate) = 0;
+  // Hands the sample grid written at `path` for `step` to the coordinator's
+  // status page (a preview: shrunk to at most 1024 px a side). Returns
+  // whether the coordinator kept it.
+  virtual absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) = 0;
 };
 
 // The samples this peer trains on (the chunks it leased), batch by batch.

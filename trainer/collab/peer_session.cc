@@ -74,7 +74,17 @@ absl::Status PeerSession::Advance() {
 
 double PeerSession::Rate() const {
   const double s = std::chrono::duration<double>(Clock::now() - window_start_).count();
-  return s > 0 ? window_samples_ / s : 0;
+  // A window that has just begun says nothing yet (its first report has no
+  // samples): the last finished window's rate stands in.
+  if (window_samples_ == 0 || s <= 0) return previous_rate_;
+  return window_samples_ / s;
+}
+
+void PeerSession::NextWindow() {
+  const double s = std::chrono::duration<double>(Clock::now() - window_start_).count();
+  if (window_samples_ > 0 && s > 0) previous_rate_ = window_samples_ / s;
+  window_samples_ = 0;
+  window_start_ = Clock::now();
 }
 
 double PeerSession::SinceRecord() const {
@@ -153,6 +163,7 @@ absl::Status PeerSession::Accumulate() {
   ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/false));
   if (finished && state_ != PeerState::kAccumulating) return absl::OkStatus();
   if (applied_ >= static_cast<uint64_t>(options_.max_steps) && !in_flight_) {
+    FlushRoundResults();
     state_ = PeerState::kDone;
     return absl::OkStatus();
   }
@@ -209,7 +220,13 @@ absl::Status PeerSession::ReportAndLook() {
     *request.mutable_telemetry() = telemetry_;
     telemetry_sent_step_ = telemetry_.step();
   }
+  for (const auto& r : round_results_) *request.add_round_results() = r;
   auto report = coordinator_->Report(request);
+  // The coordinator records results before it judges the step (a stale
+  // step's report still counted them).
+  if (report.ok() || report.status().code() == absl::StatusCode::kFailedPrecondition) {
+    round_results_.clear();
+  }
   if (report.ok()) {
     if (report->diverged() && !in_flight_) {
       // The weights this peer holds are not the collaboration's: take a
@@ -352,6 +369,7 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
     f->result = absl::UnavailableError(absl::StrFormat(
         "only %.3f of the vector was averaged", f->result->fraction_averaged));
   }
+  AddRoundResult(r.round_id(), f->result.ok(), averaging_s);
   if (!f->result.ok()) {
     // This peer misses the step and takes the state of a peer that
     // applied it.
@@ -416,8 +434,7 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   progress_.Update(applied_, 0,
                    absl::StrFormat("loss %.4f, %d members, %.1f local / %.1f global img/s",
                                    step.loss, r.members_size(), Rate(), global_rate));
-  window_samples_ = 0;
-  window_start_ = Clock::now();
+  NextWindow();
   RETURN_IF_ERROR(WriteOutputs(/*designated=*/f->my_index == 0));
   return true;
 }
@@ -440,12 +457,39 @@ absl::Status PeerSession::WriteOutputs(bool designated) {
     status.Update(dir.status());
   }
   if (samples && status.ok()) {
+    // A grid is for people watching: when it cannot be drawn or uploaded,
+    // training goes on.
     auto grid = model_->WriteSamples();
-    if (grid.ok()) LOG(INFO) << "samples (designated writer): " << *grid;
-    status.Update(grid.status());
+    if (grid.ok()) {
+      LOG(INFO) << "samples (designated writer): " << *grid;
+      auto kept = coordinator_->UploadSampleGrid(applied_, *grid);
+      if (!kept.ok()) LOG(WARNING) << "sample grid upload: " << kept.status();
+    } else {
+      LOG(WARNING) << "sample grid of global step " << applied_ << ": " << grid.status();
+    }
   }
   status.Update(sync_->EndOutput());
   return status;
+}
+
+void PeerSession::AddRoundResult(uint64_t round_id, bool applied, double averaging_seconds) {
+  cv1::RoundResult& r = round_results_.emplace_back();
+  r.set_round_id(round_id);
+  r.set_applied(applied);
+  r.set_averaging_seconds(averaging_seconds);
+  if (round_results_.size() > 16) round_results_.erase(round_results_.begin());
+}
+
+void PeerSession::FlushRoundResults() {
+  if (round_results_.empty()) return;
+  cv1::ReportProgressRequest request;
+  request.set_finished(true);  // joins no round
+  request.set_global_step(next_step_);
+  request.set_after_round_id(last_round_id_);
+  for (const auto& r : round_results_) *request.add_round_results() = r;
+  auto report = coordinator_->Report(request);
+  if (!report.ok()) LOG(WARNING) << "reporting the last rounds' results: " << report.status();
+  round_results_.clear();
 }
 
 absl::Status PeerSession::Resynchronise() {
@@ -499,8 +543,7 @@ absl::Status PeerSession::Resynchronise() {
     applied_ = next_step_ = resync_target_;
     if (sync_->mode() == SyncMode::kGradients) model_->SetStep(static_cast<int64_t>(applied_));
   }
-  window_samples_ = 0;
-  window_start_ = Clock::now();
+  NextWindow();
   state_ = applied_ >= static_cast<uint64_t>(options_.max_steps) ? PeerState::kDone
                                                                    : PeerState::kAccumulating;
   return absl::OkStatus();

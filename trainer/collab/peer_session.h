@@ -131,9 +131,17 @@ class PeerSession {
   // `wait`). True when one was finished.
   absl::StatusOr<bool> FinishRound(bool wait);
   absl::Status WriteOutputs(bool designated);
+  // Queues how round `round_id` ended here, for the next report.
+  void AddRoundResult(uint64_t round_id, bool applied, double averaging_seconds);
+  // Sends the queued round results before the session ends (the
+  // coordinator counts a round whose members stay silent as failed).
+  void FlushRoundResults();
   void Publish(bool current);
   void ToResync(uint64_t target, std::string why);
+  // Samples per second over the current global step (the last step's while
+  // this one has none yet); NextWindow starts the next step's.
   double Rate() const;
+  void NextWindow();
   // Seconds since the last metrics row; NextRecord starts the next row's
   // window (time, compute, bytes).
   double SinceRecord() const;
@@ -178,6 +186,8 @@ class PeerSession {
   // run's history at the coordinator), and the step last sent.
   cv1::StepTelemetry telemetry_;
   uint64_t telemetry_sent_step_ = 0;
+  // How this peer's rounds ended, not reported yet (the newest 16).
+  std::vector<cv1::RoundResult> round_results_;
   SessionStats stats_;
   ProgressLine progress_;
   // Timing since the last metrics record.
@@ -190,6 +200,7 @@ class PeerSession {
   uint64_t local_row_outer_step_ = 0;
   // Samples per second, over the current global step.
   double window_samples_ = 0;
+  double previous_rate_ = 0;
   Clock::time_point window_start_ = Clock::now();
 };
 

@@ -106,9 +106,21 @@ std::vector<std::string> Keys(const std::string& peer, int from, int count) {
 TEST(PeerSessionTest, GradientModeTwoPeersStepTogetherAsOneTrainerAtTheirCombinedBatch) {
   FakeCollaboration c(/*target_batch_size=*/8);
   SessionOptions so = Options(3, /*cap=*/4);
+  so.write_samples = true;
+  so.outputs.image_log_steps = 2;
   std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
   ASSERT_NO_FATAL_FAILURE(RunAll(peers));
   EXPECT_EQ(peers[0]->session->stats().hashes, peers[1]->session->stats().hashes);
+  // Every member reported each round applied (the last one with its final
+  // report), so the coordinator resolved all three.
+  std::vector<cv1::Round> rounds = c.planner().Recent();
+  ASSERT_EQ(rounds.size(), 3u);
+  for (const auto& r : rounds) {
+    EXPECT_EQ(r.outcome(), cv1::ROUND_APPLIED) << r.round_id();
+    for (const auto& m : r.members()) EXPECT_EQ(m.outcome(), cv1::ROUND_APPLIED) << m.peer_id();
+  }
+  // The designated writer (the rounds' first member) uploaded its grids.
+  EXPECT_EQ(c.uploads(), (std::vector<std::string>{"a 2 fake-samples", "a 3 fake-samples"}));
   ASSERT_EQ(peers[0]->session->stats().hashes.size(), 3u);
   // One trainer, batch 8 = a's 4 + b's 4 per step, plain SGD.
   std::vector<float> w(kN, 0.0f);
@@ -294,6 +306,12 @@ TEST(PeerSessionTest, AFailedRoundResynchronisesFromAPeerThatAppliedIt) {
   }
   // Nobody was ahead, so both kept their (identical) weights and went on.
   EXPECT_EQ(peers[0]->model.ParameterHash(), peers[1]->model.ParameterHash());
+  // The members reported the failure; the coordinator counts the round
+  // failed and the others applied.
+  for (const auto& r : c.planner().Recent()) {
+    EXPECT_EQ(r.outcome(), r.round_id() == 2 ? cv1::ROUND_FAILED : cv1::ROUND_APPLIED)
+        << r.round_id();
+  }
 }
 
 TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {

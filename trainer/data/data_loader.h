@@ -31,7 +31,7 @@
 #include "absl/status/statusor.h"
 #include "trainer/data/buckets.h"
 #include "trainer/data/captions.h"
-#include "trainer/data/image_decoder.h"
+#include "common/image/image_decoder.h"
 #include "trainer/data/sample_source.h"
 
 namespace dd::data {

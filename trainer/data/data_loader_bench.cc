@@ -17,7 +17,7 @@
 #include "common/image/image_codec.h"
 #include "common/init/init.h"
 #include "trainer/data/data_loader.h"
-#include "trainer/data/image_decoder.h"
+#include "common/image/image_decoder.h"
 #include "trainer/data/sample_source.h"
 #include "trainer/data/synthetic_shapes.h"
 
@@ -66,7 +66,7 @@ absl::Status Run(int, char**) {
   for (const auto& f : files) {
     auto bytes = dd::data::ReadRange({f, 0, fs::file_size(f)});
     if (!bytes.ok()) return bytes.status();
-    auto img = dd::data::DecodeImage(*bytes);
+    auto img = dd::DecodeImage(*bytes);
     if (!img.ok()) return img.status();
   }
   double decode_s = Seconds(t0);

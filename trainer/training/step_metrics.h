@@ -11,7 +11,8 @@
 //   dd_trainer_round_members, dd_trainer_fraction_averaged
 //   dd_trainer_rounds_failed, dd_trainer_stale_gradients_dropped,
 //   dd_trainer_nonfinite_gradients                                (run totals)
-// (GPU memory is not recorded yet: no step has run on a GPU.)
+// GPU memory comes from the driver (common/metrics/gpu_memory:
+// dd_gpu_memory_used_bytes{gpu}), registered by the trainer's main.
 #ifndef TRAINER_TRAINING_STEP_METRICS_H_
 #define TRAINER_TRAINING_STEP_METRICS_H_
 

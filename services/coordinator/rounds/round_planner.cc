@@ -50,6 +50,7 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
         ": drop stale gradients and resynchronise"));
   }
   absl::Time now = clock_->Now();
+  for (auto& r : rounds_) ResolveLocked(&r, now);  // silent members fail theirs
   reports_[peer_id] = PeerReport{samples, bandwidth_mbps, now};
   uint64_t total = 0;
   for (auto it = reports_.begin(); it != reports_.end();) {
@@ -98,6 +99,7 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
     }
     LOG(INFO) << "round " << round.round_id() << " for global step " << global_step_ << ": "
               << round.members_size() << " members, " << total << " samples";
+    Notify({RoundEvent::Kind::kOpened, round.round_id()});
     rounds_.push_front(std::move(round));
     if (rounds_.size() > options_.rounds_kept) rounds_.pop_back();
     ++global_step_;
@@ -121,9 +123,64 @@ std::optional<v1::Round> RoundPlanner::RoundFor(const std::string& peer_id,
   return std::nullopt;
 }
 
-std::vector<v1::Round> RoundPlanner::Recent() const {
+std::vector<v1::Round> RoundPlanner::Recent() {
   absl::MutexLock lock(&mu_);
+  const absl::Time now = clock_->Now();
+  for (auto& r : rounds_) ResolveLocked(&r, now);
   return std::vector<v1::Round>(rounds_.begin(), rounds_.end());
+}
+
+absl::Status RoundPlanner::RecordResult(const std::string& peer_id, uint64_t round_id,
+                                        bool applied, double averaging_seconds) {
+  if (!std::isfinite(averaging_seconds) || averaging_seconds < 0 || averaging_seconds > 86400) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("averaging_seconds ", averaging_seconds, " is not within [0, 86400]"));
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& r : rounds_) {
+    if (r.round_id() != round_id) continue;
+    for (auto& m : *r.mutable_members()) {
+      if (m.peer_id() != peer_id) continue;
+      if (m.outcome() == v1::ROUND_PENDING) {
+        m.set_outcome(applied ? v1::ROUND_APPLIED : v1::ROUND_FAILED);
+        m.set_averaging_seconds(averaging_seconds);
+      }
+      ResolveLocked(&r, clock_->Now());
+      return absl::OkStatus();
+    }
+    return absl::PermissionDeniedError(
+        absl::StrCat("peer ", peer_id, " is not a member of round ", round_id));
+  }
+  return absl::NotFoundError(absl::StrCat("round ", round_id, " is not (or no longer) kept"));
+}
+
+void RoundPlanner::ResolveLocked(v1::Round* round, absl::Time now) {
+  if (round->outcome() != v1::ROUND_PENDING) return;
+  bool all_applied = true;
+  double slowest = 0;
+  for (const auto& m : round->members()) {
+    if (m.outcome() == v1::ROUND_FAILED) {
+      round->set_outcome(v1::ROUND_FAILED);
+      Notify({RoundEvent::Kind::kFailed, round->round_id()});
+      return;
+    }
+    all_applied = all_applied && m.outcome() == v1::ROUND_APPLIED;
+    slowest = std::max(slowest, m.averaging_seconds());
+  }
+  if (all_applied) {
+    round->set_outcome(v1::ROUND_APPLIED);
+    round->set_duration_seconds(slowest);
+    Notify({RoundEvent::Kind::kApplied, round->round_id(), slowest});
+  } else if (now > absl::FromUnixMillis(round->deadline_unix_ms()) + options_.report_ttl) {
+    // A silent member died or lost the coordinator: the others resync from
+    // whoever applied the step, but the round did not work as planned.
+    round->set_outcome(v1::ROUND_FAILED);
+    Notify({RoundEvent::Kind::kFailed, round->round_id()});
+  }
+}
+
+void RoundPlanner::Notify(const RoundEvent& event) const {
+  if (options_.on_round_event) options_.on_round_event(event);
 }
 
 uint64_t RoundPlanner::global_step() const {

@@ -28,6 +28,15 @@
 
 namespace dd::coordinator {
 
+// A round opened or resolved, for metrics.
+struct RoundEvent {
+  enum class Kind { kOpened, kApplied, kFailed };
+  Kind kind;
+  uint64_t round_id = 0;
+  // kApplied: the slowest member's averaging time.
+  double duration_seconds = 0;
+};
+
 struct RoundPlannerOptions {
   uint64_t target_batch_size = 256;
   // Reports older than this do not count (the peer may have died).
@@ -42,6 +51,9 @@ struct RoundPlannerOptions {
   // open and the report fails with its status, so a restarted coordinator
   // never counts a step its peers already applied. Null: nothing to persist.
   std::function<absl::Status(uint64_t)> persist_step;
+  // Told of every round opened and resolved (under the planner's lock: it
+  // must be quick and must not call the planner). Null: nobody listens.
+  std::function<void(const RoundEvent&)> on_round_event;
 };
 
 // What the planner needs to know about a peer when a round opens.
@@ -77,8 +89,18 @@ class RoundPlanner {
   std::optional<distdiff::coordinator::v1::Round> RoundFor(const std::string& peer_id,
                                                            uint64_t after_round_id) const;
 
-  // Recent rounds, newest first.
-  std::vector<distdiff::coordinator::v1::Round> Recent() const;
+  // Recent rounds, newest first. Rounds whose members have not all reported
+  // their result by the deadline plus report_ttl are FAILED by now.
+  std::vector<distdiff::coordinator::v1::Round> Recent();
+
+  // Records how round `round_id` ended for member `peer_id`, and resolves
+  // the round: FAILED on the first member's failure, APPLIED once every
+  // member applied it. A member's first result counts; later ones are
+  // ignored. NotFound for a round no longer kept (or never opened),
+  // PermissionDenied when the peer is not a member, InvalidArgument for an
+  // averaging time that is negative, not finite or above a day.
+  absl::Status RecordResult(const std::string& peer_id, uint64_t round_id, bool applied,
+                            double averaging_seconds);
 
   uint64_t global_step() const;
 
@@ -95,6 +117,12 @@ class RoundPlanner {
     double bandwidth_mbps;
     absl::Time at;
   };
+
+  // Resolves `round` from its members' outcomes (and the clock: members
+  // silent past the deadline plus report_ttl fail it); tells the listener.
+  void ResolveLocked(distdiff::coordinator::v1::Round* round, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Notify(const RoundEvent& event) const;
 
   const RoundPlannerOptions options_;
   Clock* const clock_;

@@ -1,9 +1,14 @@
 #include "services/coordinator/rounds/round_planner.h"
 
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 
 namespace dd::coordinator {
 namespace {
+
+namespace v1 = ::distdiff::coordinator::v1;
 
 MemberInfo Info(const std::string& id) {
   return MemberInfo{id == "client" ? "" : id + ":7000"};
@@ -51,6 +56,58 @@ TEST(RoundPlanner, APeerThatAnnouncedWithNoSamplesYetIsAMember) {
   ASSERT_TRUE(round.has_value());
   EXPECT_EQ(round->members_size(), 2);
   EXPECT_EQ(round->total_samples(), 8u);
+}
+
+// Members report how a round ended for them; the round is APPLIED when
+// every member applied it (its duration the slowest member's averaging),
+// FAILED at the first failure, or when a member stays silent past the
+// deadline plus the report TTL. Every transition reaches the listener once.
+TEST(RoundPlanner, RoundsResolveFromTheirMembersResults) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  o.round_timeout = absl::Seconds(10);
+  o.report_ttl = absl::Seconds(5);
+  std::vector<std::string> events;
+  o.on_round_event = [&events](const RoundEvent& e) {
+    const char* kind = e.kind == RoundEvent::Kind::kOpened    ? "opened"
+                       : e.kind == RoundEvent::Kind::kApplied ? "applied"
+                                                              : "failed";
+    events.push_back(absl::StrCat(e.round_id, " ", kind, " ", e.duration_seconds));
+  };
+  RoundPlanner planner(o, &clock);
+  auto open_round = [&](uint64_t step) {
+    ASSERT_TRUE(planner.Report("a", step, 1, 1, 0, Info).ok());
+    ASSERT_TRUE(planner.Report("b", step, 1, 1, 0, Info).ok());
+  };
+  ASSERT_NO_FATAL_FAILURE(open_round(0));  // round 1
+  ASSERT_TRUE(planner.RecordResult("a", 1, true, 1.5).ok());
+  EXPECT_EQ(planner.Recent()[0].outcome(), v1::ROUND_PENDING);
+  ASSERT_TRUE(planner.RecordResult("b", 1, true, 2.5).ok());
+  ASSERT_TRUE(planner.RecordResult("b", 1, false, 9).ok());  // a second result is ignored
+  v1::Round r1 = planner.Recent()[0];
+  EXPECT_EQ(r1.outcome(), v1::ROUND_APPLIED);
+  EXPECT_EQ(r1.duration_seconds(), 2.5);
+  EXPECT_EQ(r1.members(1).averaging_seconds(), 2.5);
+
+  ASSERT_NO_FATAL_FAILURE(open_round(1));  // round 2: b fails
+  ASSERT_TRUE(planner.RecordResult("b", 2, false, 3).ok());
+  EXPECT_EQ(planner.Recent()[0].outcome(), v1::ROUND_FAILED);
+  EXPECT_EQ(planner.Recent()[0].members(1).outcome(), v1::ROUND_FAILED);
+
+  ASSERT_NO_FATAL_FAILURE(open_round(2));  // round 3: b never reports
+  ASSERT_TRUE(planner.RecordResult("a", 3, true, 1).ok());
+  clock.Advance(absl::Seconds(15));  // the deadline plus the TTL, exactly: still pending
+  EXPECT_EQ(planner.Recent()[0].outcome(), v1::ROUND_PENDING);
+  clock.Advance(absl::Milliseconds(1));
+  EXPECT_EQ(planner.Recent()[0].outcome(), v1::ROUND_FAILED);
+
+  EXPECT_EQ(planner.RecordResult("c", 3, true, 1).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(planner.RecordResult("a", 9, true, 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(planner.RecordResult("a", 3, true, -1).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(planner.RecordResult("a", 3, true, NAN).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(events, (std::vector<std::string>{"1 opened 0", "1 applied 2.5", "2 opened 0",
+                                              "2 failed 0", "3 opened 0", "3 failed 0"}));
 }
 
 TEST(RoundPlanner, StaleStepsAndStaleReportsDoNotCount) {

@@ -172,7 +172,14 @@ for (const [app, expected] of Object.entries(allowed)) {
     if (!selects(p.spec.podSelector, labels)) continue;
     for (const rule of p.spec.ingress ?? []) {
       if (!rule.from?.length) { fail(nameOf(p), `lets anyone reach ${app}`); continue; }
+      // Prometheus, from a namespace labelled for monitoring, on the HTTP
+      // port only (/metrics and the status page, behind the viewer token).
+      const httpOnly = (rule.ports ?? []).length > 0 && rule.ports.every((port) => port.port === 8080);
       for (const peer of rule.from) {
+        const prometheus = peer.namespaceSelector?.matchLabels?.["distributed-diffusion.io/monitoring"] === "true" &&
+          peer.podSelector?.matchLabels?.["app.kubernetes.io/name"] === "prometheus";
+        if (prometheus && httpOnly && !peer.ipBlock) continue;
+        if (prometheus) { fail(nameOf(p), `lets Prometheus reach ${app} beyond its HTTP port`); continue; }
         if (peer.ipBlock || peer.namespaceSelector) { fail(nameOf(p), `lets outside ${app}'s namespace in`); continue; }
         const src = peer.podSelector?.matchLabels?.["app.kubernetes.io/name"];
         if (!src) fail(nameOf(p), `lets every pod reach ${app}`);

@@ -137,13 +137,22 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   std::string peer_id() const override { return id_; }
   absl::StatusOr<cv1::ReportProgressResponse> Report(
       const cv1::ReportProgressRequest& request) override {
-    ASSIGN_OR_RETURN(cv1::ReportProgressResponse r,
-                     c_->planner_.Report(id_, request.global_step(),
-                                         request.samples_accumulated(),
-                                         request.samples_per_second(), 0,
-                                         [](const std::string& id) {
-                                           return coordinator::MemberInfo{"mem:" + id};
-                                         }));
+    for (const auto& result : request.round_results()) {
+      absl::Status s = c_->planner_.RecordResult(id_, result.round_id(), result.applied(),
+                                                 result.averaging_seconds());
+      if (!s.ok() && !absl::IsNotFound(s)) return s;
+    }
+    cv1::ReportProgressResponse r;
+    if (request.finished()) {
+      r.set_global_step(c_->planner_.global_step());
+      return r;
+    }
+    ASSIGN_OR_RETURN(r, c_->planner_.Report(id_, request.global_step(),
+                                            request.samples_accumulated(),
+                                            request.samples_per_second(), 0,
+                                            [](const std::string& id) {
+                                              return coordinator::MemberInfo{"mem:" + id};
+                                            }));
     auto round = c_->planner_.RoundFor(id_, request.after_round_id());
     if (round.has_value()) *r.mutable_round() = *round;
     if (!request.params_hash().empty()) {
@@ -158,6 +167,10 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   }
   absl::StatusOr<uint64_t> GlobalStep() override { return c_->planner_.global_step(); }
   void SetSamplesPerSecond(double) override {}
+  absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
+    c_->RecordUpload(id_, step, path);
+    return true;
+  }
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
                                                      std::vector<float>* values, double weight,
                                                      averaging::CodecErrors errors) override {
@@ -196,6 +209,17 @@ CoordinatorLink* FakeCollaboration::Coordinator(const std::string& id) { DD_FAKE
 RoundAverager* FakeCollaboration::Averager(const std::string& id) { DD_FAKE_LINKS(id); }
 StateExchange* FakeCollaboration::States(const std::string& id) { DD_FAKE_LINKS(id); }
 #undef DD_FAKE_LINKS
+
+std::vector<std::string> FakeCollaboration::uploads() {
+  absl::MutexLock lock(&mu_);
+  return uploads_;
+}
+
+void FakeCollaboration::RecordUpload(const std::string& peer_id, uint64_t step,
+                                     const std::string& path) {
+  absl::MutexLock lock(&mu_);
+  uploads_.push_back(absl::StrCat(peer_id, " ", step, " ", path));
+}
 
 void FakeCollaboration::FailRound(uint64_t id) {
   absl::MutexLock lock(&mu_);

@@ -96,6 +96,9 @@ class FakeCollaboration {
 
   // Rounds with these ids fail on every member.
   void FailRound(uint64_t round_id);
+  // Sample grids the peers uploaded: "peer step path", in order.
+  std::vector<std::string> uploads();
+  void RecordUpload(const std::string& peer_id, uint64_t step, const std::string& path);
   // Each Average call sleeps this long first (a slow network).
   void SetRoundDelay(absl::Duration d);
   coordinator::RoundPlanner& planner() { return planner_; }
@@ -126,6 +129,7 @@ class FakeCollaboration {
   absl::Mutex mu_;
   std::map<uint64_t, RoundData> rounds_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> failing_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> uploads_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);

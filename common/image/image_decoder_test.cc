@@ -1,4 +1,4 @@
-#include "trainer/data/image_decoder.h"
+#include "common/image/image_decoder.h"
 
 #include <png.h>
 #include <webp/encode.h>
@@ -6,7 +6,7 @@
 #include "common/image/image_codec.h"
 #include "gtest/gtest.h"
 
-namespace dd::data {
+namespace dd {
 namespace {
 
 RgbImage Gradient(int w, int h) {
@@ -175,4 +175,4 @@ TEST(ImageDecoder, ExtremeSizes) {
 }
 
 }  // namespace
-}  // namespace dd::data
+}  // namespace dd

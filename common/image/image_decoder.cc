@@ -1,4 +1,4 @@
-#include "trainer/data/image_decoder.h"
+#include "common/image/image_decoder.h"
 
 #include <libexif/exif-data.h>
 #include <png.h>
@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace dd::data {
+namespace dd {
 namespace {
 
 bool HasPrefix(absl::string_view bytes, absl::string_view magic, size_t at = 0) {
@@ -249,4 +249,4 @@ absl::StatusOr<RgbImage> DecodeImage(absl::string_view bytes, const DecodeOption
                                                   : "not a JPEG, PNG or WebP file");
 }
 
-}  // namespace dd::data
+}  // namespace dd

@@ -7,8 +7,8 @@
 // Every decoder runs in its strictest mode: a truncated or corrupt file is an
 // error (DataLoss), never a partly grey image, so the data pipeline can skip
 // and count it. Pure: no torch or gRPC types.
-#ifndef TRAINER_DATA_IMAGE_DECODER_H_
-#define TRAINER_DATA_IMAGE_DECODER_H_
+#ifndef COMMON_IMAGE_IMAGE_DECODER_H_
+#define COMMON_IMAGE_IMAGE_DECODER_H_
 
 #include <cstdint>
 
@@ -16,7 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "common/image/image_codec.h"
 
-namespace dd::data {
+namespace dd {
 
 enum class ImageFormat { kUnknown, kJpeg, kPng, kWebp };
 
@@ -57,6 +57,6 @@ int JpegExifOrientation(absl::string_view jpeg);
 // displayed (2: mirror, 3: rotate 180, 6: rotate 90 clockwise, ...).
 RgbImage ApplyOrientation(const RgbImage& image, int orientation);
 
-}  // namespace dd::data
+}  // namespace dd
 
-#endif  // TRAINER_DATA_IMAGE_DECODER_H_
+#endif  // COMMON_IMAGE_IMAGE_DECODER_H_
