@@ -127,6 +127,18 @@ for (const w of workloads) {
       const cmd = c[p].exec?.command?.[0];
       if (cmd !== "dd-healthcheck" && cmd !== "rpc_probe") fail(cw, `${p} does not ask gRPC health`);
     }
+    // A port named http is the process's /metrics (and status page): it
+    // must listen there, behind the viewer token.
+    const http = (c.ports ?? []).find((p) => p.name === "http");
+    const args = c.args ?? [];
+    if (http && !(args.includes(`--http_port=${http.containerPort}`) &&
+                  args.some((a) => a.startsWith("--http_viewer_token_file=")))) {
+      fail(cw, `exposes port http (${http.containerPort}) but does not serve it behind the viewer token`);
+    }
+    if (args.includes("--image_log_steps=0") === false && args.some((a) => a.startsWith("--image_log_steps=")) &&
+        appOf(w) === "trainer" && !args.some((a) => a.startsWith("--sample_prompts="))) {
+      fail(cw, "--image_log_steps without --sample_prompts (a peer refuses to start)");
+    }
     const gpus = Number(c.resources?.limits?.["nvidia.com/gpu"] ?? 0);
     const isTrainer = appOf(w) === "trainer";
     if (overlay === "gpu" && isTrainer && !(gpus >= 1)) fail(cw, "gpu overlay: no nvidia.com/gpu limit");
