@@ -6,6 +6,7 @@
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 
+#include <filesystem>
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +15,8 @@
 #include "common/io/file_util.h"
 #include "common/progress/progress_line.h"
 #include "common/status/status_macros.h"
+#include "trainer/model/diffusers_model.h"
+#include "trainer/model/lora.h"
 #include "trainer/pipeline/txt2img.h"
 
 DEFINE_string(model_dir, "", "A diffusers model folder (model_index.json, unet/, vae/, ...).");
@@ -26,12 +29,24 @@ DEFINE_int32(width, 0, "Image width (0: the model's native size).");
 DEFINE_int32(height, 0, "Image height (0: the model's native size).");
 DEFINE_string(sampler, "", "ddim or euler (default: the model folder's scheduler).");
 DEFINE_string(out, "sample.png", "Where to write the PNG.");
+DEFINE_string(lora, "", "A LoRA file (kohya/A1111 or diffusers/PEFT keys) applied to the UNet "
+                        "(default: the model folder's pytorch_lora_weights.safetensors, which a "
+                        "LoRA run's checkpoints hold; \"none\": not even that).");
+DEFINE_double(lora_scale, 1.0, "How strongly the LoRA applies (its alpha/rank times this).");
 
 namespace {
 
 absl::Status Run(int, char**) {
   if (FLAGS_model_dir.empty()) return absl::InvalidArgumentError("--model_dir is required");
   ASSIGN_OR_RETURN(auto model, dd::model::DiffusersModel::Load(FLAGS_model_dir));
+  std::string lora = FLAGS_lora;
+  if (lora.empty() && std::filesystem::exists(FLAGS_model_dir + "/" + dd::model::kLoraFile)) {
+    lora = FLAGS_model_dir + "/" + dd::model::kLoraFile;
+  }
+  if (!lora.empty() && lora != "none") {
+    ASSIGN_OR_RETURN(int layers, dd::model::LoadLora(lora, model->unet->lora_slots(), FLAGS_lora_scale));
+    std::cerr << "LoRA " << lora << " on " << layers << " layers, scale " << FLAGS_lora_scale << "\n";
+  }
   ASSIGN_OR_RETURN(auto pipe, dd::pipeline::Txt2ImgPipeline::Create(model.get()));
   dd::ProgressLine progress("sampling", FLAGS_steps, "steps", absl::Seconds(1));
   dd::pipeline::Txt2ImgOptions o;

@@ -65,6 +65,13 @@ DEFINE_bool(train_text_encoder, false,
 DEFINE_double(noise_offset, 0.0, "Offset noise scale.");
 DEFINE_double(snr_gamma, 0.0, "Min-SNR weighting gamma (0: off; 5 is usual).");
 DEFINE_bool(use_ema, false, "Keep an EMA of the weights (sampled and saved as unet_ema).");
+DEFINE_int32(lora_rank, 0, "Train LoRA adapters of this rank on the UNet instead of its weights "
+                           "(0: full fine-tuning). In a collaboration the run configuration's "
+                           "\"lora_rank\" decides.");
+DEFINE_double(lora_alpha, 0, "LoRA alpha: the adapters' scale is alpha / rank (0: alpha = rank).");
+DEFINE_string(lora_targets, "attention",
+              "Layers that get adapters, comma-separated: attention (to_q/k/v/out), feed_forward, "
+              "projections.");
 DEFINE_double(ema_decay, 0.9999, "EMA decay.");
 DEFINE_uint64(seed, 0, "Seed of data order, noise and timesteps.");
 DEFINE_int64(save_steps, 500, "Checkpoint every N steps (checkpointing_steps).");
@@ -134,6 +141,9 @@ absl::Status Run(int, char**) {
   o.deterministic = FLAGS_deterministic;
   o.train_text_encoder = FLAGS_train_text_encoder;
   o.use_ema = FLAGS_use_ema;
+  o.lora.rank = FLAGS_lora_rank;
+  o.lora.alpha = FLAGS_lora_alpha;
+  o.lora.targets = absl::StrSplit(FLAGS_lora_targets, ',', absl::SkipEmpty());
   o.ema_decay = FLAGS_ema_decay;
   o.seed = FLAGS_seed;
   o.save_steps = FLAGS_save_steps;

@@ -28,7 +28,9 @@
 #include "trainer/collab/coordinator_client.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/data/sample_source.h"
+#include "trainer/model/lora.h"
 #include "trainer/model/torch_tensors.h"
+#include "trainer/model/unet.h"
 #include "trainer/training/trainer.h"
 
 namespace dd {
@@ -170,6 +172,54 @@ TEST_F(CollabTrainingTest, TwoPeersStepTogetherWithIdenticalParameters) {
   EXPECT_EQ(state->global_step(), 4u);
   EXPECT_GT(state->samples_done(), 0u);
   EXPECT_EQ(state->chunks_leased(), 0u);  // leases released or completed on exit
+}
+
+// A LoRA run: the run configuration says rank 4, so both peers train (and
+// average) only the adapters; they hold the same weights after every step,
+// each sends per step the fp16 bytes of the other member's half of the
+// adapters (and receives the means of that half in the replies), and the
+// designated writer's checkpoint holds the adapters beside the linked base.
+TEST_F(CollabTrainingTest, ALoraRunAveragesOnlyTheAdapters) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(
+      R"({"run_id": "lora", "target_batch_size": 8, "max_steps": 3, "codec": "fp16", "lora_rank": 4})"));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
+  const std::string log_a = testing::ReadLog(dir_ + "/a.log");
+  auto ha = StepHashes(log_a), hb = StepHashes(testing::ReadLog(dir_ + "/b.log"));
+  ASSERT_EQ(ha.size(), 3u) << log_a;
+  EXPECT_EQ(ha, hb);
+  // The adapters of the fixture's UNet at rank 4 (what every peer trains).
+  auto unet = model::UNet::Load(std::string(std::getenv("FIXTURES_DIR")) + "/tiny-sd1/model/unet");
+  ASSERT_TRUE(unet.ok());
+  model::LoraOptions lo;
+  lo.rank = 4;
+  auto adapters = model::AttachLora((*unet)->lora_slots(), lo);
+  ASSERT_TRUE(adapters.ok());
+  int64_t values = 0, full = 0;
+  for (const auto& p : *adapters) values += p.value.numel();
+  for (const auto& p : (*unet)->parameters()) full += p.value.numel();
+  EXPECT_NE(log_a.find(absl::StrCat(values, " trained values")), std::string::npos) << log_a;
+  std::regex traffic("global step [0-9]+:.* sent ([0-9]+) B, received ([0-9]+) B");
+  std::stringstream ss(log_a);
+  int steps = 0;
+  const int64_t half_fp16 = values / 2 * 2;  // the other member's half, 2 bytes a value
+  for (std::string l; std::getline(ss, l);) {
+    std::smatch m;
+    if (!std::regex_search(l, m, traffic)) continue;
+    for (int i : {1, 2}) {
+      const int64_t bytes = std::stoll(m[i]);
+      EXPECT_GE(bytes, half_fp16) << l;
+      EXPECT_LE(bytes, half_fp16 + half_fp16 / 10 + 4096) << l;
+      EXPECT_LT(bytes, full / 20) << l;  // far below the full UNet's half
+    }
+    ++steps;
+  }
+  EXPECT_EQ(steps, 3);
+  const std::string writer = std::filesystem::exists(dir_ + "/a/checkpoint-2") ? "a" : "b";
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + writer + "/checkpoint-2/" + model::kLoraFile));
+  EXPECT_TRUE(std::filesystem::exists(dir_ + "/" + writer + "/checkpoint-2/" + model::kKohyaLoraFile));
 }
 
 // An open run: one peer is a volunteer holding only an invitation (no run

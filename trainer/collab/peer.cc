@@ -302,6 +302,16 @@ class TrainerWorkload final : public PeerWorkload {
     to.max_steps = c.sync.mode == SyncMode::kOuter ? c.max_steps * c.sync.outer.local_steps
                                                    : c.max_steps;
     w->accumulation_ = to.gradient_accumulation_steps;
+    // What is trained is the run's choice: every peer's vector must match.
+    if (c.sync.lora.rank > 0) {
+      to.lora.rank = c.sync.lora.rank;
+      to.lora.alpha = c.sync.lora.alpha;
+      if (!c.sync.lora.targets.empty()) to.lora.targets = c.sync.lora.targets;
+    } else if (to.lora.rank > 0) {
+      return absl::InvalidArgumentError(
+          "--lora_rank is set but the run configuration has no \"lora_rank\": the peers of a run "
+          "train LoRA only when the run says so (every peer must train the same adapters)");
+    }
     ASSIGN_OR_RETURN(w->trainer_, training::Trainer::Create(to));
     w->model_ = std::make_unique<TrainerModel>(w->trainer_.get());
     // A private group's peers read the dataset with the run token (the

@@ -84,7 +84,21 @@ absl::StatusOr<SyncConfig> ParseSyncConfig(const std::string& text) {
   if (s.ok()) s = ReadBool(doc, "open_run", &c.open_run);
   if (s.ok()) s = ReadDouble(doc, "clip_tau", 0, 1e12, /*lo_open=*/true, &c.clip_tau);
   if (s.ok()) s = ReadDouble(doc, "max_update_norm", 0, 1e12, /*lo_open=*/false, &c.max_update_norm);
+  if (s.ok()) s = ReadDouble(doc, "lora_alpha", 0, 1e6, /*lo_open=*/false, &c.lora.alpha);
   if (!s.ok()) return s;
+  if (auto it = doc.find("lora_rank"); it != doc.end()) {
+    if (!it->is_number_integer() || it->get<int64_t>() < 0 || it->get<int64_t>() > 1024) {
+      return Bad("lora_rank", "an integer in [0, 1024]");
+    }
+    c.lora.rank = static_cast<int>(it->get<int64_t>());
+  }
+  if (auto it = doc.find("lora_targets"); it != doc.end()) {
+    if (!it->is_array() || it->empty() || it->size() > 8) return Bad("lora_targets", "1 to 8 group names");
+    for (const auto& t : *it) {
+      if (!t.is_string() || t.get<std::string>().size() > 64) return Bad("lora_targets", "group names");
+      c.lora.targets.push_back(t.get<std::string>());
+    }
+  }
   // Strangers' contributions are averaged robustly unless the run says
   // otherwise.
   c.aggregation = c.open_run ? averaging::Aggregation::kCenteredClip : averaging::Aggregation::kMean;

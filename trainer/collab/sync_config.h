@@ -22,12 +22,18 @@
 // "aggregation" ("mean" or "centered_clip"), "clip_tau" (1.0: CenteredClip's
 // radius, in the L2 norm of a part's values), "max_update_norm" (0: none;
 // each peer scales its contribution down to this L2 norm before sending).
+//
+// What is trained (every peer must train the same values): "lora_rank" (0:
+// the full UNet; else LoRA adapters of this rank, which alone are averaged),
+// "lora_alpha" (0: the rank), "lora_targets" (["attention"]; also
+// "feed_forward", "projections"; trainer/model/lora.h).
 // Pure: no gRPC or libtorch types.
 #ifndef TRAINER_COLLAB_SYNC_CONFIG_H_
 #define TRAINER_COLLAB_SYNC_CONFIG_H_
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "trainer/averaging/codec.h"
@@ -53,6 +59,12 @@ struct OuterOptions {
   bool overlap = true;
 };
 
+struct LoraSetting {
+  int rank = 0;  // 0: no LoRA
+  double alpha = 0;
+  std::vector<std::string> targets;  // empty: the trainer's default
+};
+
 struct SyncConfig {
   SyncMode mode = SyncMode::kGradients;
   averaging::CodecId codec = averaging::CodecId::kNone;
@@ -61,6 +73,7 @@ struct SyncConfig {
   averaging::Aggregation aggregation = averaging::Aggregation::kMean;
   double clip_tau = 1.0;
   double max_update_norm = 0;  // 0: contributions are sent as they are
+  LoraSetting lora;
 };
 
 // Reads the sync keys of a run config (a JSON object's text). A key that is

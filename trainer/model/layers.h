@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -15,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "trainer/model/lora_slot.h"
 #include "trainer/model/torch_compat.h"
 #include "trainer/model/torch_tensors.h"
 
@@ -65,6 +67,15 @@ class WeightTable {
     return value;
   }
   bool Has(const std::string& name) const { return tensors_.count(name) > 0; }
+  // A LoRA slot for the Linear `name` whose weight is `weight`.
+  std::shared_ptr<LoraSlot> AddLoraSlot(const std::string& name, const at::Tensor& weight) {
+    auto slot = std::make_shared<LoraSlot>();
+    slot->weight = weight;
+    lora_slots_[name] = slot;
+    return slot;
+  }
+  // The slots of every Linear built so far (moved out).
+  LoraSlots TakeLoraSlots() { return std::move(lora_slots_); }
   const absl::Status& status() const { return status_; }
   // Every tensor handed out, in the order the modules asked for them.
   std::vector<Parameter> used_;
@@ -75,6 +86,7 @@ class WeightTable {
   absl::Status status_;
   bool random_ = false;
   at::Generator generator_;
+  LoraSlots lora_slots_;
 };
 
 struct Conv {
@@ -94,11 +106,19 @@ struct Conv {
 
 struct Linear {
   at::Tensor w, b;
+  std::shared_ptr<LoraSlot> lora;
   void Load(WeightTable& t, const std::string& p, int64_t in, int64_t out, bool bias = true) {
     w = t.Get(p + ".weight", {out, in});
     if (bias) b = t.Get(p + ".bias", {out});
+    lora = t.AddLoraSlot(p, w);
   }
-  at::Tensor operator()(const at::Tensor& x) const { return at::linear(x, w, b); }
+  at::Tensor operator()(const at::Tensor& x) const {
+    at::Tensor y = at::linear(x, w, b);
+    if (lora != nullptr && lora->down.defined()) {
+      y = y + at::linear(at::linear(x, lora->down), lora->up) * lora->scale;
+    }
+    return y;
+  }
 };
 
 struct GroupNorm {

@@ -5,7 +5,9 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
+#include "trainer/model/lora.h"
 #include "trainer/model/torch_tensors.h"
+#include "trainer/model/unet.h"
 
 namespace dd::model {
 namespace {
@@ -51,6 +53,9 @@ absl::Status ExportModel(const std::string& from, const std::string& to, const E
     fs::path rel = fs::relative(it->path(), from, ec);
     const std::string top = rel.begin()->string();
     if (top == "training_state.safetensors" || top == (o.use_ema ? "unet" : "unet_ema")) continue;
+    if (!o.lora.empty() && (top == "unet" || top == "unet_ema" || top == kLoraFile || top == kKohyaLoraFile)) {
+      continue;
+    }
     if (o.use_ema && top == "unet_ema") rel = fs::path("unet") / fs::relative(it->path(), fs::path(from) / "unet_ema");
     const fs::path dest = tmp / rel;
     if (it->is_directory()) {
@@ -65,6 +70,20 @@ absl::Status ExportModel(const std::string& from, const std::string& to, const E
     if (ec) return absl::InternalError(absl::StrCat("exporting ", it->path().string(), ": ", ec.message()));
   }
   if (ec) return absl::InternalError(absl::StrCat("listing ", from, ": ", ec.message()));
+  if (!o.lora.empty()) {
+    // base + scale · up · down, written as the folder's UNet.
+    ASSIGN_OR_RETURN(auto unet, UNet::Load((fs::path(from) / (o.use_ema ? "unet_ema" : "unet")).string()));
+    RETURN_IF_ERROR(LoadLora(o.lora, unet->lora_slots(), o.lora_scale).status());
+    MergeLora(unet->lora_slots());
+    const fs::path merged = tmp / "unet_merged";
+    RETURN_IF_ERROR(unet->Save(merged.string()));
+    fs::create_directories(tmp / "unet", ec);
+    fs::copy_file(merged / "config.json", tmp / "unet" / "config.json", ec);
+    if (ec) return absl::InternalError(absl::StrCat("writing the merged UNet: ", ec.message()));
+    RETURN_IF_ERROR(RewriteTensors(merged / "diffusion_pytorch_model.safetensors",
+                                   tmp / "unet" / "diffusion_pytorch_model.safetensors", dtype));
+    fs::remove_all(merged, ec);
+  }
   fs::rename(tmp, to, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp.string(), ": ", ec.message()));
   return absl::OkStatus();

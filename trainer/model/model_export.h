@@ -15,11 +15,17 @@ namespace dd::model {
 struct ExportOptions {
   std::string dtype = "fp16";  // fp16, bf16 or fp32: floating tensors are stored so
   bool use_ema = false;        // unet_ema/ (when present) becomes unet/
+  // A LoRA file (lora.h, either format) merged into the UNet at
+  // `lora_scale`: the folder then holds base + scale · up · down as plain
+  // weights, and no adapter files.
+  std::string lora;
+  double lora_scale = 1.0;
 };
 
 // Writes `to` (must not exist) from the diffusers folder `from`: every file
 // copied except training_state.safetensors and unet_ema/ (or unet/, when
-// use_ema takes unet_ema/'s place); *.safetensors rewritten with floating
+// use_ema takes unet_ema/'s place; with `lora`, unet/ is the merged UNet
+// and the LoRA files are left out); *.safetensors rewritten with floating
 // tensors in `dtype`, other tensors and metadata unchanged. InvalidArgument
 // for an unknown dtype or use_ema without unet_ema/; AlreadyExists for an
 // existing `to`; errors from reading or writing name the file. Writes into

@@ -162,6 +162,7 @@ struct UNet::Impl {
   std::vector<Block> down, up;
   Block mid;
   std::vector<UNet::Parameter> parameters;
+  LoraSlots lora_slots;
   // Layers in forward order (down blocks, mid, up blocks), for checkpointing.
   std::vector<LayerRef> down_layers, up_layers;
   LayerRef mid_first, mid_second;
@@ -389,6 +390,7 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Build(const UNetConfig& config, void
   m.conv_out.Load(t, "conv_out", ch[0], c.out_channels, 3);
   if (!t.status().ok()) return t.status();
   m.parameters = t.used_;
+  m.lora_slots = t.TakeLoraSlots();
   // The vectors of blocks are final now, so pointers into them stay valid.
   auto layers_of = [](const Block& b, std::vector<LayerRef>* out) {
     for (size_t l = 0; l < b.resnets.size(); ++l) {
@@ -404,6 +406,8 @@ absl::StatusOr<std::unique_ptr<UNet>> UNet::Build(const UNetConfig& config, void
 void UNet::SetGradientCheckpointing(bool enabled) { impl_->checkpointing = enabled; }
 
 const std::vector<UNet::Parameter>& UNet::parameters() const { return impl_->parameters; }
+LoraSlots& UNet::lora_slots() { return impl_->lora_slots; }
+const LoraSlots& UNet::lora_slots() const { return impl_->lora_slots; }
 
 absl::Status UNet::Save(const std::string& dir) const {
   if (config_json_.empty()) {

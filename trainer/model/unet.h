@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/model/lora_slot.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
@@ -77,6 +78,11 @@ class UNet {
   // uses (for training), with the dtype each had in the file.
   using Parameter = ModelParameter;
   const std::vector<Parameter>& parameters() const;
+
+  // Every Linear layer's LoRA slot by diffusers name (trainer/model/lora.h
+  // attaches, loads, saves and merges adapters through them).
+  LoraSlots& lora_slots();
+  const LoraSlots& lora_slots() const;
 
   // Gradient checkpointing: while autograd records, each resnet+attention
   // layer keeps only its inputs and is recomputed in backward (less

@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/match.h"
 #include "common/crypto/sha256.h"
 #include "common/image/image_codec.h"
@@ -26,6 +27,7 @@
 #include "trainer/data/sample_source.h"
 #include "trainer/diffusion/schedulers.h"
 #include "trainer/model/diffusers_model.h"
+#include "trainer/model/lora.h"
 #include "trainer/model/torch_compat.h"
 #include "trainer/model/torch_tensors.h"
 #include "trainer/pipeline/txt2img.h"
@@ -444,9 +446,28 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
     at::globalContext().setDeterministicAlgorithms(true, /*warn_only=*/false);
   }
   s->model->unet->SetGradientCheckpointing(o.gradient_checkpointing);
-  for (const auto& p : s->model->unet->parameters()) {
-    p.value.requires_grad_(true);
-    s->params.push_back({p.name, p.value});
+  if (o.lora.rank > 0) {
+    // Only the adapters learn; the base weights record no gradient.
+    if (o.train_text_encoder || o.use_ema) {
+      return absl::InvalidArgumentError(
+          "LoRA trains UNet adapters only: --train_text_encoder and --use_ema do not go with it yet");
+    }
+    model::LoraOptions lora = o.lora;
+    lora.seed = o.seed;
+    ASSIGN_OR_RETURN(auto adapters, model::AttachLora(s->model->unet->lora_slots(), lora));
+    int64_t n = 0;
+    for (const auto& p : adapters) {
+      p.value.requires_grad_(true);
+      s->params.push_back({p.name, p.value});
+      n += p.value.numel();
+    }
+    LOG(INFO) << "LoRA rank " << lora.rank << " on " << adapters.size() / 2 << " layers ("
+              << absl::StrJoin(lora.targets, ", ") << "): " << n << " trained values";
+  } else {
+    for (const auto& p : s->model->unet->parameters()) {
+      p.value.requires_grad_(true);
+      s->params.push_back({p.name, p.value});
+    }
   }
   if (o.train_text_encoder) {
     // Named apart from the UNet's in the training state.
@@ -735,12 +756,25 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   State& s = *s_;
   // The frozen parts and the index are linked from the source folder; the
   // trained parts and the training state are written.
+  const bool lora = s.o.lora.rank > 0;
   auto link = [&](const std::string& name) {
-    if (name == "unet" || name == "unet_ema" || absl::StartsWith(name, "checkpoint-")) return false;
+    if (name == kLoraFile || name == kKohyaLoraFile) return false;
+    if ((name == "unet" && !lora) || name == "unet_ema" || absl::StartsWith(name, "checkpoint-")) {
+      return false;
+    }
     if (s.o.train_text_encoder && absl::StartsWith(name, "text_encoder")) return false;
     return name == "model_index.json" || fs::is_directory(fs::path(s.source_dir) / name);
   };
   auto write = [&](const std::string& dir) -> absl::Status {
+    if (lora) {
+      // The base UNet is linked; the adapters are the checkpoint.
+      const double alpha = s.o.lora.alpha > 0 ? s.o.lora.alpha : s.o.lora.rank;
+      RETURN_IF_ERROR(model::SaveLora(dir + "/" + kLoraFile, s.model->unet->lora_slots(),
+                                      model::LoraFormat::kPeft, alpha));
+      RETURN_IF_ERROR(model::SaveLora(dir + "/" + kKohyaLoraFile, s.model->unet->lora_slots(),
+                                      model::LoraFormat::kKohya, alpha));
+      return model::SaveTensors(dir + "/" + kTrainingStateFile, s.StateTensors(), s.StateMetadata());
+    }
     RETURN_IF_ERROR(s.model->unet->Save(dir + "/unet"));
     if (s.o.train_text_encoder) {
       RETURN_IF_ERROR(s.model->text_encoder->Save(dir + "/text_encoder"));

@@ -35,6 +35,7 @@
 #include "common/metrics/prometheus.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/model/device.h"
+#include "trainer/model/lora.h"
 #include "trainer/training/checkpoint_writer.h"
 #include "trainer/training/sample_writer.h"
 #include "trainer/training/step_recorder.h"
@@ -97,6 +98,11 @@ struct TrainerOptions {
   bool use_ema = false;
   double ema_decay = 0.9999;
   uint64_t seed = 0;
+  // LoRA (rank > 0): only adapters on the UNet's targeted layers are
+  // trained (and averaged in a collaboration); the base weights stay as
+  // loaded. Checkpoints hold the adapters (kLoraFile, diffusers/PEFT keys,
+  // and kKohyaLoraFile, kohya/A1111 keys) beside links to the base model.
+  model::LoraOptions lora;
 
   // Output.
   int64_t save_steps = 500;
@@ -107,6 +113,9 @@ struct TrainerOptions {
   double sample_guidance = 7.5;
   std::string resume_from;  // "", "latest", or a checkpoint folder
 };
+
+using model::kKohyaLoraFile;
+using model::kLoraFile;
 
 // The data loader settings these options ask for.
 data::LoaderOptions LoaderOptionsFor(const TrainerOptions& options);

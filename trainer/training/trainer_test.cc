@@ -13,7 +13,9 @@
 #include "trainer/data/sample_source.h"
 #include "trainer/model/clip_text_model.h"
 #include "trainer/model/testing/fixtures.h"
+#include "trainer/model/lora.h"
 #include "trainer/model/torch_tensors.h"
+#include "trainer/model/unet.h"
 
 namespace dd::training {
 namespace {
@@ -302,6 +304,57 @@ TEST(Trainer, TrainTextEncoderUpdatesSavesAndResumesIt) {
   ASSERT_TRUE(r.ok()) << r.status();
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*r)->TakeStep().ok());
   ExpectIdentical(Weights(**r), want);
+}
+
+// LoRA: only the adapters move; the checkpoint holds them in both formats
+// beside links to the base model, a run resumes from it exactly, and the
+// saved adapters applied to the base give the trained model's output.
+TEST(Trainer, LoraTrainsOnlyAdaptersSavesBothFormatsAndResumes) {
+  TrainerOptions o = Options(Tmp("lora"));
+  o.lora.rank = 4;
+  o.lora.alpha = 4;
+  o.max_steps = 6;
+  o.lr = 1e-2;
+  auto t = LocalRun::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  auto base = model::UNet::Load(o.model_dir + "/unet");
+  ASSERT_TRUE(base.ok());
+  for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) {
+    EXPECT_TRUE(absl::EndsWith(name, ".lora_down.weight") || absl::EndsWith(name, ".lora_up.weight"))
+        << name;
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
+  int moved = 0;
+  for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) {
+    if (absl::EndsWith(name, ".lora_up.weight")) moved += value.abs().max().item<double>() > 0;
+  }
+  EXPECT_GT(moved, 0);
+  auto dir = (*t)->SaveCheckpoint();
+  ASSERT_TRUE(dir.ok()) << dir.status();
+  // The base UNet is linked, not copied: it did not change.
+  EXPECT_TRUE(fs::equivalent(*dir + "/unet/diffusion_pytorch_model.safetensors",
+                             o.model_dir + "/unet/diffusion_pytorch_model.safetensors"));
+  EXPECT_TRUE(fs::exists(*dir + "/" + kLoraFile));
+  EXPECT_TRUE(fs::exists(*dir + "/" + kKohyaLoraFile));
+  // The kohya file on the base model reproduces the trained adapters (fp16).
+  ASSERT_TRUE(model::LoadLora(*dir + "/" + kKohyaLoraFile, (*base)->lora_slots()).ok());
+  for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) {
+    const bool down = absl::EndsWith(name, ".lora_down.weight");
+    const std::string module = name.substr(0, name.rfind(".lora_"));
+    const auto& slot = (*base)->lora_slots().at(module);
+    EXPECT_TRUE(at::allclose(down ? slot->down : slot->up, value, 1e-3, 1e-4)) << name;
+  }
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
+  std::vector<at::Tensor> want = Weights(**t);
+  o.resume_from = "latest";
+  auto r = LocalRun::Create(o);
+  ASSERT_TRUE(r.ok()) << r.status();
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*r)->TakeStep().ok());
+  ExpectIdentical(Weights(**r), want);
+  o = Options(Tmp("lora_ema"));
+  o.lora.rank = 4;
+  o.use_ema = true;
+  EXPECT_EQ(LocalRun::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Trainer, DeviceNamesAreCheckedBeforeAnythingLoads) {
