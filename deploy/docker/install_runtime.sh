@@ -2,7 +2,8 @@
 # Installs the shared libraries the project's binaries link, and nothing
 # else, in a Debian 12 image (run by deploy/docker/Dockerfile as root).
 #
-#   install_runtime.sh server      # services and tools: gRPC, RocksDB, image codecs
+#   install_runtime.sh server      # services and tools: gRPC, RocksDB, image codecs (the
+#                                  # coordinator decodes uploaded sample grids)
 #   install_runtime.sh trainer     # + Debian's CPU libtorch and the trainer's image/text libs
 #   install_runtime.sh trainer-cuda  # the trainer without Debian's libtorch: the image
 #                                    # brings a CUDA libtorch in /opt/libtorch
@@ -10,9 +11,9 @@
 # check them again); the compose test runs every binary in the images.
 set -eu
 server="libgrpc++1.51 libprotobuf32 libabsl20220623 librocksdb7.8 libgflags2.2 \
-  libgoogle-glog0v6 libre2-9 libssl3 libpng16-16 libturbojpeg0 libatomic1 \
+  libgoogle-glog0v6 libre2-9 libssl3 libpng16-16 libturbojpeg0 libwebp7 libexif12 libatomic1 \
   libcpp-httplib0.11"
-trainer_extra="libopenblas0-pthread libutf8proc2 libwebp7 libexif12 libjpeg62-turbo"
+trainer_extra="libopenblas0-pthread libutf8proc2 libjpeg62-turbo"
 case "${1:-}" in
   server) packages="$server" ;;
   trainer) packages="$server $trainer_extra libtorch1.13" ;;
