@@ -16,10 +16,14 @@
 #include "common/progress/progress_line.h"
 #include "common/status/status_macros.h"
 #include "trainer/model/diffusers_model.h"
+#include "trainer/model/hub_download.h"
 #include "trainer/model/lora.h"
 #include "trainer/pipeline/txt2img.h"
 
-DEFINE_string(model_dir, "", "A diffusers model folder (model_index.json, unet/, vae/, ...).");
+DEFINE_string(model_dir, "", "A diffusers model folder (model_index.json, unet/, vae/, ...) or a "
+                             "Hugging Face Hub name org/name[@revision].");
+DEFINE_string(hf_token_file, "", "The Hub token for private or gated models (default: HF_TOKEN, "
+                                 "then $HF_HOME/token).");
 DEFINE_string(prompt, "", "What to draw.");
 DEFINE_string(negative_prompt, "", "What to steer away from (classifier-free guidance).");
 DEFINE_int32(steps, 30, "Denoising steps.");
@@ -38,10 +42,12 @@ namespace {
 
 absl::Status Run(int, char**) {
   if (FLAGS_model_dir.empty()) return absl::InvalidArgumentError("--model_dir is required");
-  ASSIGN_OR_RETURN(auto model, dd::model::DiffusersModel::Load(FLAGS_model_dir));
+  ASSIGN_OR_RETURN(const std::string model_dir,
+                   dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file));
+  ASSIGN_OR_RETURN(auto model, dd::model::DiffusersModel::Load(model_dir));
   std::string lora = FLAGS_lora;
-  if (lora.empty() && std::filesystem::exists(FLAGS_model_dir + "/" + dd::model::kLoraFile)) {
-    lora = FLAGS_model_dir + "/" + dd::model::kLoraFile;
+  if (lora.empty() && std::filesystem::exists(model_dir + "/" + dd::model::kLoraFile)) {
+    lora = model_dir + "/" + dd::model::kLoraFile;
   }
   if (!lora.empty() && lora != "none") {
     ASSIGN_OR_RETURN(int layers, dd::model::LoadLora(lora, model->unet->lora_slots(), FLAGS_lora_scale));

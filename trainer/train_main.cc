@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "common/init/init.h"
 #include "common/metrics/gpu_memory.h"
+#include "trainer/model/hub_download.h"
 #include "common/metrics/http_server.h"
 #include "common/metrics/prometheus.h"
 #include "common/status/status_macros.h"
@@ -27,7 +28,11 @@
 #include "trainer/training/local_run.h"
 #include "trainer/training/vae_trainer.h"
 
-DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune.");
+DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune, or a Hugging Face Hub name "
+                             "org/name[@revision] (downloaded into the Hub cache; HF_ENDPOINT, "
+                             "HF_HOME, HF_HUB_OFFLINE apply).");
+DEFINE_string(hf_token_file, "", "The Hub token for private or gated models (default: HF_TOKEN, "
+                                 "then $HF_HOME/token).");
 DEFINE_string(dataset_dir, "", "Folder of image + .txt pairs and/or .tar shards, or one .tar.");
 DEFINE_string(output_dir, "", "Where checkpoints, samples and logs go.");
 DEFINE_int32(batch_size, 1, "Images per micro-batch (train_batch_size).");
@@ -109,7 +114,7 @@ namespace {
 
 absl::Status Run(int, char**) {
   dd::training::TrainerOptions o;
-  o.model_dir = FLAGS_model_dir;
+  ASSIGN_OR_RETURN(o.model_dir, dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file));
   o.dataset_dir = FLAGS_dataset_dir;
   o.output_dir = FLAGS_output_dir;
   o.batch_size = FLAGS_batch_size;
@@ -155,7 +160,7 @@ absl::Status Run(int, char**) {
   o.resume_from = FLAGS_resume_from;
   if (FLAGS_train_vae) {
     dd::training::VaeTrainOptions vo;
-    vo.model_dir = FLAGS_model_dir;
+    vo.model_dir = o.model_dir;
     vo.dataset_dir = FLAGS_dataset_dir;
     vo.output_dir = FLAGS_output_dir;
     vo.batch_size = FLAGS_batch_size;

@@ -13,7 +13,7 @@ set -eu
 server="libgrpc++1.51 libprotobuf32 libabsl20220623 librocksdb7.8 libgflags2.2 \
   libgoogle-glog0v6 libre2-9 libssl3 libpng16-16 libturbojpeg0 libwebp7 libexif12 libatomic1 \
   libcpp-httplib0.11"
-trainer_extra="libopenblas0-pthread libutf8proc2 libjpeg62-turbo"
+trainer_extra="libopenblas0-pthread libutf8proc2 libjpeg62-turbo libcurl4"
 case "${1:-}" in
   server) packages="$server" ;;
   trainer) packages="$server $trainer_extra libtorch1.13" ;;

@@ -19,8 +19,8 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread libpng-dev libturbojpeg0-dev libjpeg62-turbo-dev libwebp-dev libexif-dev
   # Text.
   libre2-dev libutf8proc-dev nlohmann-json3-dev
-  # HTTP (/metrics, the status page).
-  libcpp-httplib-dev
+  # HTTP (/metrics, the status page; Hub downloads).
+  libcpp-httplib-dev libcurl4-openssl-dev
   # Tests and benchmarks (fuzzing: clang's libFuzzer).
   libgtest-dev libgmock-dev libbenchmark-dev clang-14 libclang-rt-14-dev
   # Used by tests and scripts: openssl (test certificates, tokens), tar,
