@@ -23,6 +23,7 @@ using json = nlohmann::json;
 
 struct Size {
   json unet, vae, text;
+  json text_2;  // SDXL: the second encoder (CLIPTextModelWithProjection); null otherwise
 };
 
 json UNetJson(std::vector<int> channels, int layers, int cross_dim, int heads, int groups,
@@ -85,7 +86,41 @@ json TextJson(int hidden, int layers, int heads, int intermediate) {
               {"projection_dim", hidden}};
 }
 
+// An SDXL-shaped UNet (diffusers' SDXL layout at toy widths): a first block
+// without attention, linear projections, two transformer layers in the
+// deepest block, and the text_time embedding of the pooled text embedding
+// and the six micro-conditioning numbers.
+json SdxlUNetJson(std::vector<int> channels, int cross_dim, int heads, int groups, int sample_size,
+                  int time_embed_dim, int pooled_dim) {
+  json j = UNetJson(channels, 2, cross_dim, heads, groups, sample_size);
+  std::vector<std::string> down, up;
+  std::vector<int> transformer_layers;
+  for (size_t i = 0; i < channels.size(); ++i) {
+    down.push_back(i == 0 ? "DownBlock2D" : "CrossAttnDownBlock2D");
+    up.push_back(i + 1 == channels.size() ? "UpBlock2D" : "CrossAttnUpBlock2D");
+    transformer_layers.push_back(i == 0 ? 1 : static_cast<int>(i));
+  }
+  j["down_block_types"] = down;
+  j["up_block_types"] = up;
+  j["transformer_layers_per_block"] = transformer_layers;
+  j["use_linear_projection"] = true;
+  j["addition_embed_type"] = "text_time";
+  j["addition_time_embed_dim"] = time_embed_dim;
+  j["projection_class_embeddings_input_dim"] = 6 * time_embed_dim + pooled_dim;
+  return j;
+}
+
 absl::StatusOr<Size> SizeNamed(const std::string& name) {
+  if (name == "tiny-sdxl") {
+    // Encoders of 32 and 64 wide: cross attention over their 96-wide
+    // concatenation, the second's pooled output projected to 32.
+    Size s{SdxlUNetJson({32, 64, 64}, 96, 4, 8, 16, 8, 32), VaeJson({32, 64, 64}, 1, 8, 64),
+           TextJson(32, 2, 4, 64), TextJson(64, 2, 4, 128)};
+    s.text_2["architectures"] = {"CLIPTextModelWithProjection"};
+    s.text_2["hidden_act"] = "gelu";
+    s.text_2["projection_dim"] = 32;
+    return s;
+  }
   if (name == "tiny") {
     return Size{UNetJson({32, 64, 64}, 1, 64, 4, 8, 16), VaeJson({32, 64, 64}, 1, 8, 64),
                 TextJson(64, 2, 4, 128)};
@@ -98,7 +133,8 @@ absl::StatusOr<Size> SizeNamed(const std::string& name) {
     return Size{UNetJson({320, 640, 1280, 1280}, 2, 768, 8, 32, 64),
                 VaeJson({128, 256, 512, 512}, 2, 32, 512), TextJson(768, 12, 12, 3072)};
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown model size \"", name, "\" (tiny, small, sd15)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown model size \"", name, "\" (tiny, small, sd15, tiny-sdxl)"));
 }
 
 // The byte-to-unicode table of GPT-2/CLIP BPE: printable bytes map to
@@ -127,8 +163,10 @@ std::vector<std::string> ByteAlphabet() {
   return out;
 }
 
+// `pad` is the pad token: SD 1.x pads with <|endoftext|>, SDXL's second
+// tokenizer with "!".
 absl::Status WriteTokenizer(const std::string& dir, const std::vector<std::string>& words,
-                            int* vocab_size) {
+                            int* vocab_size, const std::string& pad = "<|endoftext|>") {
   std::vector<std::string> alphabet = ByteAlphabet();
   json vocab = json::object();
   int id = 0;
@@ -162,7 +200,7 @@ absl::Status WriteTokenizer(const std::string& dir, const std::vector<std::strin
   vocab["<|endoftext|>"] = id++;
   *vocab_size = id;
   json config = {{"bos_token", "<|startoftext|>"}, {"eos_token", "<|endoftext|>"},
-                 {"pad_token", "<|endoftext|>"},   {"unk_token", "<|endoftext|>"},
+                 {"pad_token", pad},               {"unk_token", "<|endoftext|>"},
                  {"model_max_length", 77},         {"do_lower_case", true},
                  {"tokenizer_class", "CLIPTokenizer"}};
   RETURN_IF_ERROR(WriteFileAtomically(dir + "/vocab.json", vocab.dump()));
@@ -206,7 +244,7 @@ absl::Status WritePart(const std::string& path,
 
 }  // namespace
 
-std::vector<std::string> ModelSizes() { return {"tiny", "small", "sd15"}; }
+std::vector<std::string> ModelSizes() { return {"tiny", "small", "sd15", "tiny-sdxl"}; }
 
 absl::StatusOr<std::string> UNetConfigJson(const std::string& size_name) {
   ASSIGN_OR_RETURN(Size size, SizeNamed(size_name));
@@ -243,9 +281,11 @@ absl::Status WriteInitialModel(const std::string& dir, const std::string& size_n
     RETURN_IF_ERROR(WriteFileAtomically(dir + "/vae/config.json", size.vae.dump(2)));
     RETURN_IF_ERROR(WritePart(dir + "/vae/diffusion_pytorch_model.safetensors", shapes, gen));
 
+    // One tokenizer and text encoder (SDXL: two).
+    auto write_text = [&](const std::string& tokenizer_dir, const std::string& encoder_dir, json text,
+                          const std::string& pad) -> absl::Status {
     int vocab_size = 0;
-    RETURN_IF_ERROR(WriteTokenizer(dir + "/tokenizer", words, &vocab_size));
-    json text = size.text;
+    RETURN_IF_ERROR(WriteTokenizer(tokenizer_dir, words, &vocab_size, pad));
     text["vocab_size"] = vocab_size;
     text["bos_token_id"] = vocab_size - 2;
     text["eos_token_id"] = vocab_size - 1;
@@ -270,8 +310,19 @@ absl::Status WriteInitialModel(const std::string& dir, const std::string& size_n
       shapes.push_back({p + "mlp.fc2.weight", {h, f}});
       shapes.push_back({p + "mlp.fc2.bias", {h}});
     }
-    RETURN_IF_ERROR(WriteFileAtomically(dir + "/text_encoder/config.json", text.dump(2)));
-    RETURN_IF_ERROR(WritePart(dir + "/text_encoder/model.safetensors", shapes, gen));
+    if (text.contains("architectures") && text["architectures"][0] == "CLIPTextModelWithProjection") {
+      shapes.push_back({"text_projection.weight", {text["projection_dim"].get<int64_t>(), h}});
+    }
+    RETURN_IF_ERROR(WriteFileAtomically(encoder_dir + "/config.json", text.dump(2)));
+    return WritePart(encoder_dir + "/model.safetensors", shapes, gen);
+    };
+    RETURN_IF_ERROR(write_text(dir + "/tokenizer", dir + "/text_encoder", size.text, "<|endoftext|>"));
+    if (!size.text_2.is_null()) {
+      for (const char* part : {"text_encoder_2", "tokenizer_2"}) {
+        std::filesystem::create_directories(std::filesystem::path(dir) / part, ec);
+      }
+      RETURN_IF_ERROR(write_text(dir + "/tokenizer_2", dir + "/text_encoder_2", size.text_2, "!"));
+    }
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("initialising the model: ", e.what_without_backtrace()));
   }
@@ -281,7 +332,8 @@ absl::Status WriteInitialModel(const std::string& dir, const std::string& size_n
                     {"set_alpha_to_one", false},       {"steps_offset", 1},
                     {"clip_sample", false},            {"timestep_spacing", "leading"}};
   RETURN_IF_ERROR(WriteFileAtomically(dir + "/scheduler/scheduler_config.json", scheduler.dump(2)));
-  json index = {{"_class_name", "StableDiffusionPipeline"},
+  const bool sdxl = !size.text_2.is_null();
+  json index = {{"_class_name", sdxl ? "StableDiffusionXLPipeline" : "StableDiffusionPipeline"},
                 {"_diffusers_version", "0.30.0"},
                 {"scheduler", {"diffusers", "DDIMScheduler"}},
                 {"text_encoder", {"transformers", "CLIPTextModel"}},
@@ -291,6 +343,14 @@ absl::Status WriteInitialModel(const std::string& dir, const std::string& size_n
                 {"safety_checker", {nullptr, nullptr}},
                 {"feature_extractor", {nullptr, nullptr}},
                 {"requires_safety_checker", false}};
+  if (sdxl) {
+    index.erase("safety_checker");
+    index.erase("feature_extractor");
+    index.erase("requires_safety_checker");
+    index["text_encoder_2"] = {"transformers", "CLIPTextModelWithProjection"};
+    index["tokenizer_2"] = {"transformers", "CLIPTokenizer"};
+    index["force_zeros_for_empty_prompt"] = true;
+  }
   return WriteFileAtomically(dir + "/model_index.json", index.dump(2));
 }
 

@@ -1,5 +1,5 @@
 // init_model: writes a diffusers model folder with freshly initialised
-// weights for a named size (tiny, small, sd15). The embedded demo starts
+// weights for a named size (tiny, small, sd15, tiny-sdxl). The embedded demo starts
 // from `init_model --size=tiny`.
 //
 //   bazel run //trainer/tools:init_model -- --size=tiny --out=/tmp/tiny-model
@@ -12,7 +12,7 @@
 #include "trainer/data/synthetic_shapes.h"
 #include "trainer/model/model_init.h"
 
-DEFINE_string(size, "tiny", "tiny, small or sd15.");
+DEFINE_string(size, "tiny", "tiny, small, sd15 or tiny-sdxl (two text encoders, the text_time UNet).");
 DEFINE_string(out, "", "Folder to write.");
 DEFINE_uint64(seed, 0, "Seed of the initial weights.");
 DEFINE_string(prediction_type, "epsilon", "The scheduler's prediction_type: epsilon or v_prediction.");

@@ -14,6 +14,7 @@
 #include "trainer/model/clip_text_model.h"
 #include "trainer/model/testing/fixtures.h"
 #include "trainer/model/lora.h"
+#include "trainer/model/model_init.h"
 #include "trainer/model/torch_tensors.h"
 #include "trainer/model/unet.h"
 
@@ -355,6 +356,41 @@ TEST(Trainer, LoraTrainsOnlyAdaptersSavesBothFormatsAndResumes) {
   o.lora.rank = 4;
   o.use_ema = true;
   EXPECT_EQ(LocalRun::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// SDXL fine-tuning on tiny-sdxl: both encoders' penultimate states, the
+// second's pooled projection and the micro-conditioning (original size,
+// crop, target size) reach the text_time UNet; steps are finite and move
+// the UNet; the grid is drawn with the same conditioning; a checkpoint
+// links both encoders and tokenizers.
+TEST(Trainer, SdxlFineTuningStepsSamplesAndCheckpoints) {
+  const std::string model = Tmp("tiny-sdxl-model");
+  ASSERT_TRUE(model::WriteInitialModel(model, "tiny-sdxl", 3, {"red", "blue", "circle", "square"}).ok());
+  TrainerOptions o = Options(Tmp("sdxl"));
+  o.model_dir = model;
+  o.max_steps = 3;
+  o.save_steps = 3;
+  o.image_log_steps = 3;
+  o.sample_steps = 2;
+  o.bucketing = true;  // the 40x32 shapes: original size and crop differ from the target
+  auto t = LocalRun::Create(o);
+  ASSERT_TRUE(t.ok()) << t.status();
+  std::vector<at::Tensor> before = Weights(**t);
+  ASSERT_TRUE((*t)->Run().ok());
+  std::vector<at::Tensor> after = Weights(**t);
+  int moved = 0;
+  for (size_t i = 0; i < before.size(); ++i) moved += !at::equal(before[i], after[i]);
+  EXPECT_GT(moved, static_cast<int>(before.size()) / 2);
+  std::ifstream jsonl(o.output_dir + "/metrics.jsonl");
+  int rows = 0;
+  for (std::string line; std::getline(jsonl, line); ++rows) {
+    EXPECT_EQ(line.find("nan"), std::string::npos) << line;
+  }
+  EXPECT_EQ(rows, 3);
+  EXPECT_TRUE(fs::exists(o.output_dir + "/samples/step-000003.png"));
+  for (const char* part : {"text_encoder_2/model.safetensors", "tokenizer_2/vocab.json", "unet/config.json"}) {
+    EXPECT_TRUE(fs::exists(o.output_dir + "/checkpoint-3/" + part)) << part;
+  }
 }
 
 TEST(Trainer, DeviceNamesAreCheckedBeforeAnythingLoads) {
