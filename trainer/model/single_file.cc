@@ -3,6 +3,7 @@
 #include <array>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <set>
 
 #include <glog/logging.h>
@@ -35,6 +36,7 @@ struct Layouts {
   UNetLayout unet;
   int vae_blocks = 0;
   ClipTextConfig text;
+  std::optional<ClipTextConfig> text_2;  // SDXL
 };
 
 absl::StatusOr<Layouts> ReadLayouts(const std::string& dir) {
@@ -49,6 +51,11 @@ absl::StatusOr<Layouts> ReadLayouts(const std::string& dir) {
   l.vae_blocks = static_cast<int>(vae.block_out_channels.size());
   ASSIGN_OR_RETURN(std::string te_json, ReadFileToString(dir + "/text_encoder/config.json"));
   ASSIGN_OR_RETURN(l.text, ParseClipTextConfig(te_json, dir + "/text_encoder/config.json"));
+  std::error_code ec;
+  if (fs::exists(dir + "/text_encoder_2/config.json", ec)) {
+    ASSIGN_OR_RETURN(std::string te2_json, ReadFileToString(dir + "/text_encoder_2/config.json"));
+    ASSIGN_OR_RETURN(l.text_2, ParseClipTextConfig(te2_json, dir + "/text_encoder_2/config.json"));
+  }
   return l;
 }
 
@@ -192,18 +199,18 @@ absl::StatusOr<ImportReport> ImportSingleFile(const std::string& path, const std
         path, ": not a Stable Diffusion checkpoint in the original layout (no ", kUNetPrefix,
         " keys with a known text encoder)"));
   }
-  if (report.family == ModelFamily::kSdxl) {
-    return absl::UnimplementedError(absl::StrCat(path, " is an SDXL checkpoint; importing SDXL "
-                                                 "single files is not supported yet"));
-  }
   ASSIGN_OR_RETURN(Layouts l, ReadLayouts(config_dir));
+  const bool sdxl = report.family == ModelFamily::kSdxl;
   const bool open_clip = report.family == ModelFamily::kSd2;
-  if (open_clip != (l.text.hidden_act == "gelu")) {
+  if (sdxl != l.text_2.has_value() || (!sdxl && open_clip != (l.text.hidden_act == "gelu"))) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, " is ", FamilyName(report.family), " but the text encoder of ", config_dir,
         " is not: give a config folder of the same family"));
   }
-  std::map<std::string, at::Tensor> unet, vae, text, open_clip_text;
+  std::map<std::string, at::Tensor> unet, vae, text, open_clip_text, text_2;
+  // SDXL: the first encoder in transformers' names, the second OpenCLIP's.
+  const std::string clip_prefix = sdxl ? kSdxlClipPrefix : kClipPrefix;
+  const std::string open_clip_prefix = sdxl ? kSdxlOpenClipPrefix : kOpenClipPrefix;
   for (auto& [key, t] : tensors) {
     if (Ignorable(key)) {
       report.ignored.push_back(key);
@@ -215,19 +222,19 @@ absl::StatusOr<ImportReport> ImportSingleFile(const std::string& path, const std
       auto name = VaeNameFromLdm(l.vae_blocks, key.substr(strlen(kVaePrefix)));
       if (!name) return absl::InvalidArgumentError(absl::StrCat(path, ": ", key, " is not in the VAE's layout"));
       vae[*name] = IsVaeAttentionWeight(*name) && t.dim() == 4 ? t.flatten(1) : t;
-    } else if (absl::StartsWith(key, kClipPrefix)) {
-      text["text_model." + WithoutTextModel(key.substr(strlen(kClipPrefix)))] = t;
-    } else if (absl::StartsWith(key, kOpenClipPrefix)) {
-      open_clip_text[key.substr(strlen(kOpenClipPrefix))] = t;
+    } else if (absl::StartsWith(key, clip_prefix)) {
+      text["text_model." + WithoutTextModel(key.substr(clip_prefix.size()))] = t;
+    } else if (absl::StartsWith(key, open_clip_prefix)) {
+      open_clip_text[key.substr(open_clip_prefix.size())] = t;
     } else {
       report.ignored.push_back(key);
     }
   }
-  if (open_clip) {
+  if (open_clip || sdxl) {
+    const ClipTextConfig& c = sdxl ? *l.text_2 : l.text;
     std::map<std::string, at::Tensor> hf;
-    RETURN_IF_ERROR(OpenClipToHf(open_clip_text, l.text.num_hidden_layers, l.text.with_projection, &hf,
-                                 &report.ignored));
-    for (auto& [k, t] : hf) text[k == "text_projection.weight" ? k : "text_model." + k] = t;
+    RETURN_IF_ERROR(OpenClipToHf(open_clip_text, c.num_hidden_layers, c.with_projection, &hf, &report.ignored));
+    for (auto& [k, t] : hf) (sdxl ? text_2 : text)[k == "text_projection.weight" ? k : "text_model." + k] = t;
   }
   const fs::path tmp = out_dir + ".tmp";
   fs::remove_all(tmp, ec);
@@ -240,7 +247,7 @@ absl::StatusOr<ImportReport> ImportSingleFile(const std::string& path, const std
     if (absl::StartsWith(top, "checkpoint-") || top == "training_state.safetensors") continue;
     const bool weights = absl::EndsWith(rel.string(), ".safetensors") || absl::EndsWith(rel.string(), ".bin") ||
                          absl::EndsWith(rel.string(), ".safetensors.index.json");
-    if (weights && (top == "unet" || top == "vae" || top == "text_encoder")) continue;
+    if (weights && (top == "unet" || top == "vae" || top == "text_encoder" || top == "text_encoder_2")) continue;
     if (it->is_directory()) {
       fs::create_directories(tmp / rel, ec);
     } else {
@@ -252,7 +259,8 @@ absl::StatusOr<ImportReport> ImportSingleFile(const std::string& path, const std
   RETURN_IF_ERROR(SaveTensors((tmp / "unet/diffusion_pytorch_model.safetensors").string(), unet));
   RETURN_IF_ERROR(SaveTensors((tmp / "vae/diffusion_pytorch_model.safetensors").string(), vae));
   RETURN_IF_ERROR(SaveTensors((tmp / "text_encoder/model.safetensors").string(), text));
-  report.tensors = static_cast<int>(unet.size() + vae.size() + text.size());
+  if (sdxl) RETURN_IF_ERROR(SaveTensors((tmp / "text_encoder_2/model.safetensors").string(), text_2));
+  report.tensors = static_cast<int>(unet.size() + vae.size() + text.size() + text_2.size());
   // Every tensor the configs need is there with its shape (and nothing
   // else was asked for).
   auto loaded = DiffusersModel::Load(tmp.string());
@@ -271,11 +279,8 @@ absl::StatusOr<ImportReport> ImportSingleFile(const std::string& path, const std
 absl::StatusOr<ModelFamily> ExportSingleFile(const std::string& model_dir, const std::string& path,
                                              const SingleFileExportOptions& o) {
   ASSIGN_OR_RETURN(at::ScalarType dtype, DtypeNamed(o.dtype));
-  std::error_code ec;
-  if (fs::exists(model_dir + "/text_encoder_2", ec)) {
-    return absl::UnimplementedError("exporting SDXL as a single file is not supported yet");
-  }
   ASSIGN_OR_RETURN(Layouts l, ReadLayouts(model_dir));
+  const bool sdxl = l.text_2.has_value();
   bool open_clip = l.text.hidden_act == "gelu";
   if (o.text_encoder_layout == "clip") {
     open_clip = false;
@@ -302,7 +307,17 @@ absl::StatusOr<ModelFamily> ExportSingleFile(const std::string& model_dir, const
       store(kVaePrefix + *ldm, IsVaeAttentionWeight(name) ? t.reshape({t.size(0), t.size(1), 1, 1}) : t);
     }
     ASSIGN_OR_RETURN(auto text, LoadPartTensors(model_dir + "/text_encoder", "model"));
-    if (open_clip) {
+    if (sdxl) {
+      // The first encoder in transformers' names, the second OpenCLIP's.
+      for (const auto& [name, t] : text) {
+        store(kSdxlClipPrefix + std::string("text_model.") + WithoutTextModel(name), t);
+      }
+      ASSIGN_OR_RETURN(auto text_2, LoadPartTensors(model_dir + "/text_encoder_2", "model"));
+      std::map<std::string, at::Tensor> hf, oc;
+      for (const auto& [name, t] : text_2) hf[WithoutTextModel(name)] = t;
+      RETURN_IF_ERROR(HfToOpenClip(hf, &oc));
+      for (const auto& [name, t] : oc) store(kSdxlOpenClipPrefix + name, t);
+    } else if (open_clip) {
       std::map<std::string, at::Tensor> hf, oc;
       for (const auto& [name, t] : text) hf[WithoutTextModel(name)] = t;
       RETURN_IF_ERROR(HfToOpenClip(hf, &oc));
@@ -314,7 +329,7 @@ absl::StatusOr<ModelFamily> ExportSingleFile(const std::string& model_dir, const
     return absl::InternalError(absl::StrCat("exporting ", model_dir, ": ", e.what_without_backtrace()));
   }
   RETURN_IF_ERROR(SaveTensors(path, out, {{"format", "pt"}}));
-  return open_clip ? ModelFamily::kSd2 : ModelFamily::kSd1;
+  return sdxl ? ModelFamily::kSdxl : open_clip ? ModelFamily::kSd2 : ModelFamily::kSd1;
 }
 
 }  // namespace dd::model

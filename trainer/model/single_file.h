@@ -6,8 +6,8 @@
 // does not hold: the parts' configs, the tokenizers and the scheduler (as
 // diffusers' from_single_file takes a `config`); e.g. the base model the
 // file was fine-tuned from. The family is read from the file's keys.
-// SD 1.x and 2.x are supported both ways; SDXL files are recognised and
-// refused (no SDXL base folder to take configs from yet).
+// SD 1.x, 2.x and SDXL (its first encoder in transformers' names, the second
+// OpenCLIP's with its projection transposed) are supported both ways.
 #ifndef TRAINER_MODEL_SINGLE_FILE_H_
 #define TRAINER_MODEL_SINGLE_FILE_H_
 

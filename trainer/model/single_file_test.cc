@@ -10,6 +10,7 @@
 #include "common/io/file_util.h"
 #include "gtest/gtest.h"
 #include "trainer/model/diffusers_model.h"
+#include "trainer/model/model_init.h"
 #include "trainer/model/testing/fixtures.h"
 #include "trainer/model/torch_tensors.h"
 
@@ -38,7 +39,9 @@ std::map<std::string, at::Tensor> Part(const std::string& dir, const std::string
 
 void ExpectSameWeights(const std::string& a, const std::string& b) {
   for (auto [part, stem] : {std::pair{"unet", "diffusion_pytorch_model"},
-                            std::pair{"vae", "diffusion_pytorch_model"}, std::pair{"text_encoder", "model"}}) {
+                            std::pair{"vae", "diffusion_pytorch_model"}, std::pair{"text_encoder", "model"},
+                            std::pair{"text_encoder_2", "model"}}) {
+    if (!fs::exists(a + "/" + part)) continue;
     auto x = Part(a, part, stem), y = Part(b, part, stem);
     ASSERT_EQ(x.size(), y.size()) << part;
     for (const auto& [name, t] : x) {
@@ -123,6 +126,36 @@ TEST(SingleFile, OpenClipTextEncodersSplitAndFuseQkv) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// SDXL: the first encoder under conditioner.embedders.0.transformer, the
+// second (with its projection, transposed) under conditioner.embedders.1.model,
+// the text_time UNet's label_emb; the round trip is bit-exact.
+TEST(SingleFile, SdxlRoundTripIsBitExact) {
+  const std::string model = Tmp("tiny-sdxl");
+  ASSERT_TRUE(WriteInitialModel(model, "tiny-sdxl", 2, {"red"}).ok());
+  const std::string file = Tmp("sdxl.safetensors");
+  SingleFileExportOptions o;
+  o.dtype = "fp32";
+  auto family = ExportSingleFile(model, file, o);
+  ASSERT_TRUE(family.ok()) << family.status();
+  EXPECT_EQ(*family, ModelFamily::kSdxl);
+  auto tensors = LoadTensors(file);
+  ASSERT_TRUE(tensors.ok());
+  EXPECT_TRUE(tensors->count("model.diffusion_model.label_emb.0.0.weight"));
+  EXPECT_TRUE(tensors->count("conditioner.embedders.0.transformer.text_model.final_layer_norm.weight"));
+  EXPECT_TRUE(tensors->count("conditioner.embedders.1.model.transformer.resblocks.0.attn.in_proj_weight"));
+  const at::Tensor& projection = tensors->at("conditioner.embedders.1.model.text_projection");
+  EXPECT_EQ(projection.size(0), 64);  // [hidden, projection]: OpenCLIP's orientation
+  EXPECT_EQ(projection.size(1), 32);
+  const std::string out = Tmp("sdxl-imported");
+  auto report = ImportSingleFile(file, model, out);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->family, ModelFamily::kSdxl);
+  ExpectSameWeights(model, out);
+  // An SDXL file needs an SDXL config folder.
+  EXPECT_EQ(ImportSingleFile(file, Fixture(), Tmp("sdxl-mismatch")).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SingleFile, FilesThatDoNotFitAreRefused) {
   const std::string file = Tmp("bad.safetensors");
   SingleFileExportOptions o;
@@ -146,12 +179,13 @@ TEST(SingleFile, FilesThatDoNotFitAreRefused) {
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(s.message().find("conv_out.weight"), std::string::npos) << s;
   EXPECT_FALSE(fs::exists(o2));
-  // SDXL is recognised (and not imported yet); other files are not checkpoints.
+  // An SDXL file (by its conditioner) with an SD 1.x config folder; a file
+  // that is no checkpoint at all.
   auto sdxl = tensors;
   sdxl["conditioner.embedders.1.model.ln_final.weight"] = at::ones({4});
   ASSERT_TRUE(SaveTensors(sdxl_path, sdxl).ok());
   EXPECT_EQ(ImportSingleFile(sdxl_path, Fixture(), Tmp("o3")).status().code(),
-            absl::StatusCode::kUnimplemented);
+            absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(SaveTensors(other_path, {{"weight", at::zeros({2})}}).ok());
   EXPECT_EQ(ImportSingleFile(other_path, Fixture(), Tmp("o4")).status().code(),
             absl::StatusCode::kInvalidArgument);
