@@ -24,6 +24,7 @@ DEFINE_string(model_dir, "", "A diffusers model folder (model_index.json, unet/,
                              "Hugging Face Hub name org/name[@revision].");
 DEFINE_string(hf_token_file, "", "The Hub token for private or gated models (default: HF_TOKEN, "
                                  "then $HF_HOME/token).");
+DEFINE_string(hf_variant, "", "A Hub model's weights variant to fetch (e.g. fp16).");
 DEFINE_string(prompt, "", "What to draw.");
 DEFINE_string(negative_prompt, "", "What to steer away from (classifier-free guidance).");
 DEFINE_int32(steps, 30, "Denoising steps.");
@@ -43,7 +44,7 @@ namespace {
 absl::Status Run(int, char**) {
   if (FLAGS_model_dir.empty()) return absl::InvalidArgumentError("--model_dir is required");
   ASSIGN_OR_RETURN(const std::string model_dir,
-                   dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file));
+                   dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file, FLAGS_hf_variant));
   ASSIGN_OR_RETURN(auto model, dd::model::DiffusersModel::Load(model_dir));
   std::string lora = FLAGS_lora;
   if (lora.empty() && std::filesystem::exists(model_dir + "/" + dd::model::kLoraFile)) {

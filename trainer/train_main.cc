@@ -33,6 +33,8 @@ DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune, or a Hugging 
                              "HF_HOME, HF_HUB_OFFLINE apply).");
 DEFINE_string(hf_token_file, "", "The Hub token for private or gated models (default: HF_TOKEN, "
                                  "then $HF_HOME/token).");
+DEFINE_string(hf_variant, "", "A Hub model's weights variant to fetch instead of the plain "
+                              "weights (e.g. fp16: half the download).");
 DEFINE_string(dataset_dir, "", "Folder of image + .txt pairs and/or .tar shards, or one .tar.");
 DEFINE_string(output_dir, "", "Where checkpoints, samples and logs go.");
 DEFINE_int32(batch_size, 1, "Images per micro-batch (train_batch_size).");
@@ -114,7 +116,7 @@ namespace {
 
 absl::Status Run(int, char**) {
   dd::training::TrainerOptions o;
-  ASSIGN_OR_RETURN(o.model_dir, dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file));
+  ASSIGN_OR_RETURN(o.model_dir, dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file, FLAGS_hf_variant));
   o.dataset_dir = FLAGS_dataset_dir;
   o.output_dir = FLAGS_output_dir;
   o.batch_size = FLAGS_batch_size;

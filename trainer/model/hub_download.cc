@@ -179,26 +179,37 @@ bool SafeRelativePath(const std::string& path) {
 
 // The files a diffusers pipeline needs among the repository's.
 absl::StatusOr<std::vector<std::string>> PipelineFiles(const std::string& model_index,
-                                                       const std::set<std::string>& files) {
+                                                       const std::set<std::string>& files,
+                                                       const std::string& variant) {
   json index = json::parse(model_index, nullptr, false);
   if (!index.is_object()) return absl::InvalidArgumentError("model_index.json is not a JSON object");
   std::vector<std::string> out = {"model_index.json"};
   for (const auto& [part, value] : index.items()) {
     if (part.empty() || part[0] == '_' || !value.is_array() || value.size() != 2 || value[0].is_null()) continue;
-    bool safetensors = false;
+    bool safetensors = false, has_variant = false;
     for (const std::string& f : files) {
       safetensors |= absl::StartsWith(f, part + "/") && absl::EndsWith(f, ".safetensors");
+      has_variant |= !variant.empty() && absl::StartsWith(f, part + "/") &&
+                     absl::EndsWith(f, "." + variant + ".safetensors");
     }
     for (const std::string& f : files) {
       if (!absl::StartsWith(f, part + "/") || f.find('/', part.size() + 1) != std::string::npos) continue;
       const std::string name = f.substr(part.size() + 1);
-      // Variants (name.fp16.safetensors) only on request: not yet.
-      const bool variant = std::count(name.begin(), name.end(), '.') > 1 &&
-                           (absl::EndsWith(name, ".safetensors") || absl::EndsWith(name, ".bin"));
-      const bool config = absl::EndsWith(name, ".json") && !absl::StrContains(name, ".fp16.");
+      // Variants (name.fp16.safetensors) only on request, and then instead
+      // of the plain weights of a part that has them.
+      const bool is_weights = absl::EndsWith(name, ".safetensors") || absl::EndsWith(name, ".bin");
+      const bool is_variant = is_weights && std::count(name.begin(), name.end(), '.') > 1;
+      const bool wanted_variant = has_variant && absl::EndsWith(name, "." + variant + ".safetensors");
+      const auto dots = std::count(name.begin(), name.end(), '.');
+      const bool shard_index = absl::EndsWith(name, ".safetensors.index.json") &&
+                               (has_variant ? absl::EndsWith(name, "." + variant + ".safetensors.index.json")
+                                            : dots == 3);
+      const bool config = (absl::EndsWith(name, ".json") && dots == 1) || shard_index;
       const bool text = absl::EndsWith(name, ".txt");
-      const bool weights = !variant && (absl::EndsWith(name, ".safetensors") ||
-                                        (!safetensors && absl::EndsWith(name, ".bin")));
+      // Shards of an index are weights too ("name-00001-of-00002.safetensors").
+      const bool weights = has_variant ? wanted_variant
+                                       : !is_variant && (absl::EndsWith(name, ".safetensors") ||
+                                                         (!safetensors && absl::EndsWith(name, ".bin")));
       if (config || text || weights) out.push_back(f);
     }
   }
@@ -402,7 +413,7 @@ absl::StatusOr<std::string> DownloadPipeline(const ModelRef& ref, const HubOptio
   RETURN_IF_ERROR(fetch(remote["model_index.json"], nullptr));
   const fs::path snapshot = repo_dir / "snapshots" / commit;
   ASSIGN_OR_RETURN(std::string index, ReadFileToString((snapshot / "model_index.json").string(), 1 << 20));
-  ASSIGN_OR_RETURN(std::vector<std::string> wanted, PipelineFiles(index, names));
+  ASSIGN_OR_RETURN(std::vector<std::string> wanted, PipelineFiles(index, names, o.variant));
   uint64_t total = 0;
   for (const std::string& p : wanted) total += remote[p].size;
   ProgressLine progress(absl::StrCat("downloading ", ref.repo), total, "bytes");
@@ -412,10 +423,12 @@ absl::StatusOr<std::string> DownloadPipeline(const ModelRef& ref, const HubOptio
   return snapshot.string();
 }
 
-absl::StatusOr<std::string> ResolveModelDir(const std::string& model, const std::string& token_file) {
+absl::StatusOr<std::string> ResolveModelDir(const std::string& model, const std::string& token_file,
+                                            const std::string& variant) {
   std::optional<ModelRef> ref = ParseModelRef(model);
   if (!ref) return model;
   ASSIGN_OR_RETURN(HubOptions o, HubOptionsFromEnvironment(token_file));
+  o.variant = variant;
   return DownloadPipeline(*ref, o);
 }
 

@@ -29,6 +29,9 @@ struct HubOptions {
   std::string token;      // empty: anonymous
   bool offline = false;
   int attempts = 4;       // per file, resuming each time
+  // A weights variant ("fp16": name.fp16.safetensors) fetched instead of the
+  // plain weights where a part has it (half the download); empty: plain.
+  std::string variant;
   absl::Duration timeout = absl::Minutes(30);  // per request
 };
 
@@ -59,7 +62,8 @@ absl::StatusOr<std::string> DownloadPipeline(const ModelRef& ref, const HubOptio
 // `model` as a local folder: a Hub reference is downloaded
 // (DownloadPipeline with the environment's options and `token_file`); a
 // path is returned as it is.
-absl::StatusOr<std::string> ResolveModelDir(const std::string& model, const std::string& token_file = "");
+absl::StatusOr<std::string> ResolveModelDir(const std::string& model, const std::string& token_file = "",
+                                            const std::string& variant = "");
 
 }  // namespace dd::model
 

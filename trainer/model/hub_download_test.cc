@@ -142,6 +142,29 @@ TEST(HubDownload, ACorruptBlobIsRefusedAndNotKept) {
   }
 }
 
+// A variant on request: name.fp16.safetensors instead of the plain
+// weights, for the parts that have one.
+TEST(HubDownload, AVariantReplacesThePlainWeightsWhereAPartHasIt) {
+  const std::string folder = Tmp("variant-repo");
+  fs::copy(Fixture(), folder, fs::copy_options::recursive);
+  fs::copy_file(folder + "/" + kWeights, folder + "/unet/diffusion_pytorch_model.fp16.safetensors");
+  MockHubRepo repo;
+  repo.folder = folder;
+  auto hub = MockHub::Start(repo);
+  ASSERT_TRUE(hub.ok());
+  HubOptions o = Options(**hub, Tmp("cache-variant"));
+  o.variant = "fp16";
+  auto snapshot = DownloadPipeline({"org/tiny-sd", "main"}, o);
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_TRUE(fs::exists(*snapshot + "/unet/diffusion_pytorch_model.fp16.safetensors"));
+  EXPECT_FALSE(fs::exists(*snapshot + "/" + kWeights));
+  EXPECT_TRUE(fs::exists(*snapshot + "/vae/diffusion_pytorch_model.safetensors"));  // no variant there
+  o.variant = "";
+  auto plain = DownloadPipeline({"org/tiny-sd", "main"}, o);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(fs::exists(*plain + "/" + kWeights));
+}
+
 TEST(HubDownload, ModelReferencesAndTheEnvironment) {
   auto r = ParseModelRef("runwayml/stable-diffusion-v1-5");
   ASSERT_TRUE(r.has_value());

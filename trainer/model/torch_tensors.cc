@@ -1,11 +1,14 @@
 #include "trainer/model/torch_tensors.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/match.h"
 #include "common/io/file_util.h"
 
 namespace dd::model {
@@ -72,6 +75,24 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::str
   std::string single = absl::StrCat(dir, "/", stem, ".safetensors");
   if (std::filesystem::exists(single)) return LoadTensors(single);
   std::string index_path = single + ".index.json";
+  if (!std::filesystem::exists(index_path)) {
+    // A folder with only a variant's weights (stem.fp16.safetensors, as a
+    // Hub download of that variant holds): that variant, when it is the only one.
+    std::vector<std::string> variants;
+    std::error_code ec;
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      const std::string name = e.path().filename().string();
+      if (absl::StartsWith(name, stem + ".") && absl::EndsWith(name, ".safetensors") &&
+          std::count(name.begin(), name.end(), '.') == std::count(stem.begin(), stem.end(), '.') + 2) {
+        variants.push_back(name);
+      }
+    }
+    if (variants.size() == 1) return LoadTensors(absl::StrCat(dir, "/", variants[0]));
+    if (variants.size() > 1) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, " holds only variants of ", stem, ".safetensors (",
+                                                     absl::StrJoin(variants, ", "), "): keep one"));
+    }
+  }
   auto text = ReadFileToString(index_path);
   if (!text.ok()) {
     return absl::NotFoundError(absl::StrCat("neither ", single, " nor ", index_path, " exists"));

@@ -48,6 +48,22 @@ TEST(UNet, SaveThenLoadGivesIdenticalTensorsKeysAndDtypes) {
   EXPECT_EQ((*reloaded)->parameters().size(), (*unet)->parameters().size());
 }
 
+// A part holding only a variant's weights (a Hub download of --hf_variant
+// fp16) loads from it; two variants are ambiguous.
+TEST(UNet, AFolderWithOnlyAVariantLoadsIt) {
+  const std::string dir = std::string(std::getenv("TEST_TMPDIR")) + "/variant";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(testing::TinySd1() + "/model/unet/config.json", dir + "/config.json");
+  std::filesystem::copy_file(testing::TinySd1() + "/model/unet/diffusion_pytorch_model.safetensors",
+                             dir + "/diffusion_pytorch_model.fp16.safetensors");
+  auto unet = UNet::Load(dir);
+  ASSERT_TRUE(unet.ok()) << unet.status();
+  std::filesystem::copy_file(dir + "/diffusion_pytorch_model.fp16.safetensors",
+                             dir + "/diffusion_pytorch_model.bf16.safetensors");
+  EXPECT_EQ(UNet::Load(dir).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(UNet, ShardedCheckpointsLoadLikeSingleFiles) {
   // Split the fixture's UNet into two shards with an index, as large
   // checkpoints come from the hub.
