@@ -11,6 +11,14 @@
 namespace dd::coordinator {
 namespace {
 
+// A peer's reported training rate: finite, >= 0 and below 1e9 samples/s.
+absl::Status CheckRate(double samples_per_second) {
+  if (!(samples_per_second >= 0 && samples_per_second < 1e9)) {
+    return absl::InvalidArgumentError("samples_per_second must be finite and >= 0");
+  }
+  return absl::OkStatus();
+}
+
 PeerHandle Handle(const v1::PeerRef& ref) { return {ref.peer_id(), ref.incarnation()}; }
 
 v1::Lease ToProto(const LeaseInfo& l) {
@@ -257,11 +265,8 @@ absl::StatusOr<v1::JoinResponse> CoordinatorCore::Join(const v1::JoinRequest& re
 absl::StatusOr<v1::HeartbeatResponse> CoordinatorCore::Heartbeat(
     const v1::HeartbeatRequest& request, const Caller& caller) {
   ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
-  double rate = request.samples_per_second();
-  if (!(rate >= 0 && rate < 1e9)) {
-    return absl::InvalidArgumentError("samples_per_second must be finite and >= 0");
-  }
-  if (absl::Status s = liveness_->Heartbeat(peer, rate); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckRate(request.samples_per_second()));
+  if (absl::Status s = liveness_->Heartbeat(peer, request.samples_per_second()); !s.ok()) return s;
   v1::HeartbeatResponse response;
   response.set_server_time_unix_ms(absl::ToUnixMillis(clock_->Now()));
   if (caller.is_peer()) {
@@ -460,11 +465,8 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   }
   // A report is a sign of life too, with a fresher rate than the last
   // heartbeat's (the status page and samples/s show it).
-  const double rate = request.samples_per_second();
-  if (!(rate >= 0 && rate < 1e9)) {
-    return absl::InvalidArgumentError("samples_per_second must be finite and >= 0");
-  }
-  if (absl::Status s = liveness_->Heartbeat(peer, rate); !s.ok()) return s;
+  RETURN_IF_ERROR(CheckRate(request.samples_per_second()));
+  if (absl::Status s = liveness_->Heartbeat(peer, request.samples_per_second()); !s.ok()) return s;
   // How its recent rounds ended for it (a round aged out of the planner's
   // record is no error: the peer may have been away).
   if (request.round_results_size() > 16) {

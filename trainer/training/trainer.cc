@@ -768,11 +768,10 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   auto write = [&](const std::string& dir) -> absl::Status {
     if (lora) {
       // The base UNet is linked; the adapters are the checkpoint.
-      const double alpha = s.o.lora.alpha > 0 ? s.o.lora.alpha : s.o.lora.rank;
       RETURN_IF_ERROR(model::SaveLora(dir + "/" + kLoraFile, s.model->unet->lora_slots(),
-                                      model::LoraFormat::kPeft, alpha));
+                                      model::LoraFormat::kPeft, s.o.lora.alpha));
       RETURN_IF_ERROR(model::SaveLora(dir + "/" + kKohyaLoraFile, s.model->unet->lora_slots(),
-                                      model::LoraFormat::kKohya, alpha));
+                                      model::LoraFormat::kKohya, s.o.lora.alpha));
       return model::SaveTensors(dir + "/" + kTrainingStateFile, s.StateTensors(), s.StateMetadata());
     }
     RETURN_IF_ERROR(s.model->unet->Save(dir + "/unet"));

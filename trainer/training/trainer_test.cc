@@ -75,6 +75,18 @@ void ExpectIdentical(const std::vector<at::Tensor>& a, const std::vector<at::Ten
   for (size_t i = 0; i < a.size(); ++i) ASSERT_TRUE(at::equal(a[i], b[i])) << "tensor " << i;
 }
 
+// `run` (created from `o`, a checkpoint saved) takes `steps` more steps; a
+// run resumed from that checkpoint takes the same steps to the same weights.
+void ExpectExactResume(TrainerOptions o, LocalRun& run, int steps) {
+  for (int i = 0; i < steps; ++i) ASSERT_TRUE(run.TakeStep().ok());
+  std::vector<at::Tensor> want = Weights(run);
+  o.resume_from = "latest";
+  auto resumed = LocalRun::Create(o);
+  ASSERT_TRUE(resumed.ok()) << resumed.status();
+  for (int i = 0; i < steps; ++i) ASSERT_TRUE((*resumed)->TakeStep().ok());
+  ExpectIdentical(Weights(**resumed), want);
+}
+
 // 20 straight steps and 10 + checkpoint + resume + 10 give identical
 // weights, with AdamW and with 8-bit AdamW + EMA.
 TEST(Trainer, ResumeIsExact) {
@@ -298,13 +310,7 @@ TEST(Trainer, TrainTextEncoderUpdatesSavesAndResumesIt) {
   for (const auto& p : (*saved)->parameters()) {
     ASSERT_TRUE(at::allclose(p.value, trained.at(p.name), 1e-3, 1e-3)) << p.name;  // file dtype
   }
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
-  std::vector<at::Tensor> want = Weights(**t);
-  o.resume_from = "latest";
-  auto r = LocalRun::Create(o);
-  ASSERT_TRUE(r.ok()) << r.status();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*r)->TakeStep().ok());
-  ExpectIdentical(Weights(**r), want);
+  ASSERT_NO_FATAL_FAILURE(ExpectExactResume(o, **t, 3));
 }
 
 // LoRA: only the adapters move; the checkpoint holds them in both formats
@@ -345,13 +351,7 @@ TEST(Trainer, LoraTrainsOnlyAdaptersSavesBothFormatsAndResumes) {
     const auto& slot = (*base)->lora_slots().at(module);
     EXPECT_TRUE(at::allclose(down ? slot->down : slot->up, value, 1e-3, 1e-4)) << name;
   }
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
-  std::vector<at::Tensor> want = Weights(**t);
-  o.resume_from = "latest";
-  auto r = LocalRun::Create(o);
-  ASSERT_TRUE(r.ok()) << r.status();
-  for (int i = 0; i < 3; ++i) ASSERT_TRUE((*r)->TakeStep().ok());
-  ExpectIdentical(Weights(**r), want);
+  ASSERT_NO_FATAL_FAILURE(ExpectExactResume(o, **t, 3));
   o = Options(Tmp("lora_ema"));
   o.lora.rank = 4;
   o.use_ema = true;
