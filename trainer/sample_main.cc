@@ -51,7 +51,11 @@ absl::Status Run(int, char**) {
     lora = model_dir + "/" + dd::model::kLoraFile;
   }
   if (!lora.empty() && lora != "none") {
-    ASSIGN_OR_RETURN(int layers, dd::model::LoadLora(lora, model->unet->lora_slots(), FLAGS_lora_scale));
+    ASSIGN_OR_RETURN(int layers,
+                     dd::model::LoadLora(lora,
+                                         dd::model::LoraModules(model->unet.get(), model->text_encoder.get(),
+                                                                model->text_encoder_2.get()),
+                                         FLAGS_lora_scale));
     std::cerr << "LoRA " << lora << " on " << layers << " layers, scale " << FLAGS_lora_scale << "\n";
   }
   ASSIGN_OR_RETURN(auto pipe, dd::pipeline::Txt2ImgPipeline::Create(model.get()));

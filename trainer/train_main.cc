@@ -78,7 +78,7 @@ DEFINE_int32(lora_rank, 0, "Train LoRA adapters of this rank on the UNet instead
 DEFINE_double(lora_alpha, 0, "LoRA alpha: the adapters' scale is alpha / rank (0: alpha = rank).");
 DEFINE_string(lora_targets, "attention",
               "Layers that get adapters, comma-separated: attention (to_q/k/v/out), feed_forward, "
-              "projections.");
+              "projections, convolutions (the resnets' and samplers'), text_encoder (its q/k/v/out).");
 DEFINE_double(ema_decay, 0.9999, "EMA decay.");
 DEFINE_uint64(seed, 0, "Seed of data order, noise and timesteps.");
 DEFINE_int64(save_steps, 500, "Checkpoint every N steps (checkpointing_steps).");

@@ -123,6 +123,18 @@ absl::StatusOr<std::unique_ptr<ClipTextModel>> ClipTextModel::Load(const std::st
         {"mlp.fc2.weight", {h, f}, &l.fc2_w}, {"mlp.fc2.bias", {h}, &l.fc2_b},
     };
     for (auto& item : items) *item.out = t.Get(p + item.name, item.shape);
+    auto slot = [&](const char* name, const at::Tensor& weight) {
+      auto s = std::make_shared<LoraSlot>();
+      s->weight = weight;
+      m->lora_slots_["text_model." + p + name] = s;
+      return s;
+    };
+    l.q_lora = slot("self_attn.q_proj", l.q_w);
+    l.k_lora = slot("self_attn.k_proj", l.k_w);
+    l.v_lora = slot("self_attn.v_proj", l.v_w);
+    l.o_lora = slot("self_attn.out_proj", l.o_w);
+    l.fc1_lora = slot("mlp.fc1", l.fc1_w);
+    l.fc2_lora = slot("mlp.fc2", l.fc2_w);
     m->layers_.push_back(std::move(l));
   }
   if (!t.status().ok()) return t.status();
@@ -161,16 +173,16 @@ absl::StatusOr<ClipTextOutput> ClipTextModel::Forward(const at::Tensor& input_id
     };
     for (const Layer& l : layers_) {
       at::Tensor n = at::layer_norm(x, {h}, l.ln1_w, l.ln1_b, c.layer_norm_eps);
-      at::Tensor q = split_heads(at::linear(n, l.q_w, l.q_b));
-      at::Tensor k = split_heads(at::linear(n, l.k_w, l.k_b));
-      at::Tensor v = split_heads(at::linear(n, l.v_w, l.v_b));
+      at::Tensor q = split_heads(WithLora(n, at::linear(n, l.q_w, l.q_b), l.q_lora.get()));
+      at::Tensor k = split_heads(WithLora(n, at::linear(n, l.k_w, l.k_b), l.k_lora.get()));
+      at::Tensor v = split_heads(WithLora(n, at::linear(n, l.v_w, l.v_b), l.v_lora.get()));
       at::Tensor a = ScaledDotProductAttention(q, k, v, /*causal=*/true);
       a = a.transpose(1, 2).reshape({b, t, h});
-      x = x + at::linear(a, l.o_w, l.o_b);
+      x = x + WithLora(a, at::linear(a, l.o_w, l.o_b), l.o_lora.get());
       n = at::layer_norm(x, {h}, l.ln2_w, l.ln2_b, c.layer_norm_eps);
-      at::Tensor m = at::linear(n, l.fc1_w, l.fc1_b);
+      at::Tensor m = WithLora(n, at::linear(n, l.fc1_w, l.fc1_b), l.fc1_lora.get());
       m = c.hidden_act == "quick_gelu" ? m * at::sigmoid(1.702 * m) : at::gelu(m);
-      x = x + at::linear(m, l.fc2_w, l.fc2_b);
+      x = x + WithLora(m, at::linear(m, l.fc2_w, l.fc2_b), l.fc2_lora.get());
       out.hidden_states.push_back(x);
     }
     out.final_norm_weight = final_w_;

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/model/lora_slot.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::model {
@@ -70,6 +71,11 @@ class ClipTextModel {
   using Parameter = ModelParameter;
   const std::vector<Parameter>& parameters() const { return parameters_; }
 
+  // The LoRA slots of the attention and MLP projections, by transformers'
+  // module name ("text_model.encoder.layers.0.self_attn.q_proj").
+  LoraSlots& lora_slots() { return lora_slots_; }
+  const LoraSlots& lora_slots() const { return lora_slots_; }
+
   // Writes `dir`/config.json (the loaded file, unchanged) and
   // model.safetensors with every parameter in its file dtype.
   absl::Status Save(const std::string& dir) const;
@@ -79,6 +85,7 @@ class ClipTextModel {
     at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
     at::Tensor q_w, q_b, k_w, k_b, v_w, v_b, o_w, o_b;
     at::Tensor fc1_w, fc1_b, fc2_w, fc2_b;
+    std::shared_ptr<LoraSlot> q_lora, k_lora, v_lora, o_lora, fc1_lora, fc2_lora;
   };
   ClipTextConfig config_;
   at::Tensor token_embedding_, position_embedding_;
@@ -86,6 +93,7 @@ class ClipTextModel {
   at::Tensor final_w_, final_b_;
   at::Tensor projection_;  // [projection_dim, hidden] when with_projection
   std::vector<Parameter> parameters_;  // the tensors above, by file name
+  LoraSlots lora_slots_;
   std::string config_json_;
 };
 

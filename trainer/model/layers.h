@@ -92,15 +92,19 @@ class WeightTable {
 struct Conv {
   at::Tensor w, b;
   int64_t stride = 1, padding = 0;
+  std::shared_ptr<LoraSlot> lora;
   void Load(WeightTable& t, const std::string& p, int64_t in, int64_t out, int64_t k,
             int64_t stride_ = 1) {
     w = t.Get(p + ".weight", {out, in, k, k});
     b = t.Get(p + ".bias", {out});
     stride = stride_;
     padding = k / 2;
+    lora = t.AddLoraSlot(p, w);
+    lora->stride = stride;
+    lora->padding = padding;
   }
   at::Tensor operator()(const at::Tensor& x) const {
-    return at::conv2d(x, w, b, {stride, stride}, {padding, padding});
+    return WithLora(x, at::conv2d(x, w, b, {stride, stride}, {padding, padding}), lora.get());
   }
 };
 
@@ -112,13 +116,7 @@ struct Linear {
     if (bias) b = t.Get(p + ".bias", {out});
     lora = t.AddLoraSlot(p, w);
   }
-  at::Tensor operator()(const at::Tensor& x) const {
-    at::Tensor y = at::linear(x, w, b);
-    if (lora != nullptr && lora->down.defined()) {
-      y = y + at::linear(at::linear(x, lora->down), lora->up) * lora->scale;
-    }
-    return y;
-  }
+  at::Tensor operator()(const at::Tensor& x) const { return WithLora(x, at::linear(x, w, b), lora.get()); }
 };
 
 struct GroupNorm {

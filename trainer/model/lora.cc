@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -16,8 +17,6 @@ namespace {
 
 constexpr char kDown[] = ".lora_down.weight";
 constexpr char kUp[] = ".lora_up.weight";
-constexpr char kKohyaPrefix[] = "lora_unet_";
-constexpr char kPeftPrefix[] = "unet.";
 constexpr char kPeftA[] = ".lora_A.weight";
 constexpr char kPeftB[] = ".lora_B.weight";
 
@@ -26,6 +25,9 @@ const std::map<std::string, std::vector<std::string>>& Groups() {
       {"attention", {".to_q", ".to_k", ".to_v", ".to_out.0"}},
       {"feed_forward", {".ff.net.0.proj", ".ff.net.2"}},
       {"projections", {".proj_in", ".proj_out"}},
+      {"text_encoder", {".self_attn.q_proj", ".self_attn.k_proj", ".self_attn.v_proj", ".self_attn.out_proj"}},
+      // The resnets' and samplers' convolutions (kohya's conv adapters).
+      {"convolutions", {".conv1", ".conv2", ".conv_shortcut", "samplers.0.conv"}},
   };
   return *groups;
 }
@@ -39,11 +41,16 @@ struct Pair {
 absl::Status Attach(LoraSlot& slot, const std::string& module, const at::Tensor& down,
                     const at::Tensor& up, double alpha, double multiplier) {
   const int64_t out = slot.weight.size(0), in = slot.weight.size(1);
-  if (down.dim() != 2 || up.dim() != 2 || down.size(1) != in || up.size(0) != out ||
-      up.size(1) != down.size(0) || down.size(0) < 1) {
+  const bool conv = slot.weight.dim() == 4;
+  const bool fits =
+      conv ? down.dim() == 4 && up.dim() == 4 && down.size(2) == slot.weight.size(2) &&
+                 down.size(3) == slot.weight.size(3) && up.size(2) == 1 && up.size(3) == 1
+           : down.dim() == 2 && up.dim() == 2;
+  if (!fits || down.size(1) != in || up.size(0) != out || up.size(1) != down.size(0) || down.size(0) < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "LoRA for ", module, ": down [", absl::StrJoin(down.sizes().vec(), ","), "] and up [",
-        absl::StrJoin(up.sizes().vec(), ","), "] do not fit the layer's [", out, ",", in, "]"));
+        absl::StrJoin(up.sizes().vec(), ","), "] do not fit the layer's [",
+        absl::StrJoin(slot.weight.sizes().vec(), ","), "]"));
   }
   const double rank = static_cast<double>(down.size(0));
   const at::TensorOptions like = slot.weight.options();
@@ -66,8 +73,7 @@ absl::Status CheckLoraOptions(const LoraOptions& o) {
   for (const std::string& t : o.targets) {
     if (Groups().count(t) == 0) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "unknown LoRA target \"", t, "\" (attention, feed_forward, projections; text encoder "
-          "adapters are not supported yet)"));
+          "unknown LoRA target \"", t, "\" (attention, feed_forward, projections, convolutions, text_encoder)"));
     }
   }
   return absl::OkStatus();
@@ -92,9 +98,12 @@ absl::StatusOr<std::vector<ModelParameter>> AttachLora(LoraSlots& slots, const L
     for (auto& [module, slot] : slots) {
       if (!IsLoraTarget(module, o.targets)) continue;
       const int64_t out = slot->weight.size(0), in = slot->weight.size(1);
-      const double bound = 1.0 / std::sqrt(static_cast<double>(in));
-      at::Tensor down = at::empty({o.rank, in}, at::kFloat).uniform_(-bound, bound, generator);
-      at::Tensor up = at::zeros({out, o.rank}, at::kFloat);
+      const bool conv = slot->weight.dim() == 4;
+      const int64_t k = conv ? slot->weight.size(2) : 1;
+      const double bound = 1.0 / std::sqrt(static_cast<double>(in * k * k));
+      at::Tensor down = (conv ? at::empty({o.rank, in, k, k}, at::kFloat) : at::empty({o.rank, in}, at::kFloat))
+                            .uniform_(-bound, bound, generator);
+      at::Tensor up = conv ? at::zeros({out, o.rank, 1, 1}, at::kFloat) : at::zeros({out, o.rank}, at::kFloat);
       if (absl::Status s = Attach(*slot, module, down, up, o.alpha, 1.0); !s.ok()) return s;
       ++attached;
     }
@@ -118,32 +127,51 @@ std::vector<ModelParameter> LoraParameters(const LoraSlots& slots) {
   return out;
 }
 
-std::string KohyaName(const std::string& module) {
-  return kKohyaPrefix + absl::StrReplaceAll(module, {{".", "_"}});
+std::string KohyaName(const std::string& module, const std::string& prefix) {
+  return prefix + absl::StrReplaceAll(module, {{".", "_"}});
 }
 
-absl::Status SaveLora(const std::string& path, const LoraSlots& slots, LoraFormat format,
+std::vector<LoraModule> LoraModules(UNet* unet, ClipTextModel* text_encoder, ClipTextModel* text_encoder_2) {
+  std::vector<LoraModule> out;
+  if (unet != nullptr) out.push_back({"lora_unet_", "unet.", &unet->lora_slots()});
+  if (text_encoder != nullptr) {
+    out.push_back({text_encoder_2 != nullptr ? "lora_te1_" : "lora_te_", "text_encoder.",
+                   &text_encoder->lora_slots()});
+  }
+  if (text_encoder_2 != nullptr) out.push_back({"lora_te2_", "text_encoder_2.", &text_encoder_2->lora_slots()});
+  return out;
+}
+
+absl::Status SaveLora(const std::string& path, const std::vector<LoraModule>& modules, LoraFormat format,
                       double alpha, bool fp16) {
   std::map<std::string, at::Tensor> tensors;
+  nlohmann::json adapter_metadata = nlohmann::json::object();
   int64_t rank = 0;
-  std::vector<std::string> modules;
   try {
     auto stored = [fp16](const at::Tensor& t) {
       return t.detach().to(at::kCPU, fp16 ? at::kHalf : at::kFloat).contiguous();
     };
-    for (const auto& [module, slot] : slots) {
-      if (!slot->down.defined()) continue;
-      rank = slot->down.size(0);
-      modules.push_back(module);
-      if (format == LoraFormat::kKohya) {
-        const std::string k = KohyaName(module);
-        tensors[k + kDown] = stored(slot->down);
-        tensors[k + kUp] = stored(slot->up);
-        tensors[k + ".alpha"] =
-            at::scalar_tensor(alpha > 0 ? alpha : double(rank), at::kFloat).to(fp16 ? at::kHalf : at::kFloat);
-      } else {
-        tensors[kPeftPrefix + module + kPeftA] = stored(slot->down);
-        tensors[kPeftPrefix + module + kPeftB] = stored(slot->up);
+    for (const LoraModule& m : modules) {
+      std::vector<std::string> targets;
+      for (const auto& [module, slot] : *m.slots) {
+        if (!slot->down.defined()) continue;
+        rank = slot->down.size(0);
+        targets.push_back(module);
+        const double a = alpha > 0 ? alpha : double(rank);
+        if (format == LoraFormat::kKohya) {
+          const std::string k = KohyaName(module, m.kohya_prefix);
+          tensors[k + kDown] = stored(slot->down);
+          tensors[k + kUp] = stored(slot->up);
+          tensors[k + ".alpha"] = at::scalar_tensor(a, at::kFloat).to(fp16 ? at::kHalf : at::kFloat);
+        } else {
+          tensors[m.peft_prefix + module + kPeftA] = stored(slot->down);
+          tensors[m.peft_prefix + module + kPeftB] = stored(slot->up);
+        }
+      }
+      if (!targets.empty()) {
+        // What diffusers' save_lora_weights records for load_lora_weights.
+        adapter_metadata[m.peft_prefix.substr(0, m.peft_prefix.size() - 1)] = {
+            {"r", rank}, {"lora_alpha", alpha > 0 ? alpha : double(rank)}, {"target_modules", targets}};
       }
     }
   } catch (const c10::Error& e) {
@@ -152,12 +180,7 @@ absl::Status SaveLora(const std::string& path, const LoraSlots& slots, LoraForma
   if (tensors.empty()) return absl::FailedPreconditionError("no LoRA adapter is attached");
   std::map<std::string, std::string> metadata;
   if (format == LoraFormat::kPeft) {
-    // What diffusers' save_lora_weights records for load_lora_weights.
-    std::vector<std::string> targets;
-    for (const std::string& m : modules) targets.push_back(m);
-    nlohmann::json unet = {{"r", rank}, {"lora_alpha", alpha > 0 ? alpha : double(rank)},
-                           {"target_modules", targets}};
-    metadata["lora_adapter_metadata"] = nlohmann::json{{"unet", unet}}.dump();
+    metadata["lora_adapter_metadata"] = adapter_metadata.dump();
   } else {
     metadata["ss_network_module"] = "networks.lora";
     metadata["ss_network_dim"] = absl::StrCat(rank);
@@ -167,58 +190,73 @@ absl::Status SaveLora(const std::string& path, const LoraSlots& slots, LoraForma
   return SaveTensors(path, tensors, metadata);
 }
 
-absl::StatusOr<int> LoadLora(const std::string& path, LoraSlots& slots, double multiplier) {
+absl::StatusOr<int> LoadLora(const std::string& path, const std::vector<LoraModule>& modules,
+                             double multiplier) {
   std::map<std::string, std::string> metadata;
   auto tensors = LoadTensors(path, &metadata);
   if (!tensors.ok()) return tensors.status();
-  // Kohya names flatten dots: map them back through the model's modules.
-  std::map<std::string, std::string> by_kohya;
-  for (const auto& [module, slot] : slots) by_kohya[KohyaName(module)] = module;
-  double peft_alpha = 0;
-  if (auto it = metadata.find("lora_adapter_metadata"); it != metadata.end()) {
-    auto j = nlohmann::json::parse(it->second, nullptr, false);
-    if (j.is_object() && j.contains("unet") && j["unet"].is_object() &&
-        j["unet"].contains("lora_alpha") && j["unet"]["lora_alpha"].is_number()) {
-      peft_alpha = j["unet"]["lora_alpha"].get<double>();
-    }
+  // Kohya names flatten dots: map them back through the modules' layers.
+  std::map<std::string, std::pair<const LoraModule*, std::string>> by_kohya;
+  for (const LoraModule& m : modules) {
+    for (const auto& [module, slot] : *m.slots) by_kohya[KohyaName(module, m.kohya_prefix)] = {&m, module};
   }
-  std::map<std::string, Pair> pairs;  // by diffusers module
+  nlohmann::json adapter_metadata;
+  if (auto it = metadata.find("lora_adapter_metadata"); it != metadata.end()) {
+    adapter_metadata = nlohmann::json::parse(it->second, nullptr, false);
+  }
+  auto peft_alpha = [&](const LoraModule& m) {
+    const std::string key = m.peft_prefix.substr(0, m.peft_prefix.size() - 1);
+    if (adapter_metadata.is_object() && adapter_metadata.contains(key) && adapter_metadata[key].is_object() &&
+        adapter_metadata[key].contains("lora_alpha") && adapter_metadata[key]["lora_alpha"].is_number()) {
+      return adapter_metadata[key]["lora_alpha"].get<double>();
+    }
+    return 0.0;
+  };
+  struct Target {
+    const LoraModule* module;
+    std::string name;
+    bool operator<(const Target& o) const { return std::tie(module, name) < std::tie(o.module, o.name); }
+  };
+  std::map<Target, Pair> pairs;
   for (const auto& [key, t] : *tensors) {
-    std::string module, part;
-    if (absl::StartsWith(key, "lora_te") || absl::StartsWith(key, "text_encoder")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": ", key, " adapts a text encoder; text encoder adapters are not supported yet"));
+    Target target{nullptr, ""};
+    std::string part;
+    for (const char* suffix : {kDown, kUp, ".alpha"}) {
+      if (!absl::EndsWith(key, suffix)) continue;
+      auto it = by_kohya.find(key.substr(0, key.size() - strlen(suffix)));
+      if (it != by_kohya.end()) {
+        target = {it->second.first, it->second.second};
+        part = suffix;
+      }
     }
-    if (absl::StartsWith(key, kKohyaPrefix)) {
-      for (const char* suffix : {kDown, kUp, ".alpha"}) {
-        if (absl::EndsWith(key, suffix)) {
-          const std::string flat = key.substr(0, key.size() - strlen(suffix));
-          auto it = by_kohya.find(flat);
-          if (it == by_kohya.end()) {
-            return absl::InvalidArgumentError(
-                absl::StrCat(path, ": ", key, " names a layer this model does not have"));
-          }
-          module = it->second;
-          part = suffix;
+    if (target.module == nullptr) {
+      // PEFT: the longest prefix first (text_encoder_2. before text_encoder.).
+      const LoraModule* best = nullptr;
+      for (const LoraModule& m : modules) {
+        if (absl::StartsWith(key, m.peft_prefix) && (best == nullptr || m.peft_prefix.size() > best->peft_prefix.size())) {
+          best = &m;
         }
       }
-    } else if (absl::StartsWith(key, kPeftPrefix)) {
       for (const char* suffix : {kPeftA, kPeftB}) {
-        if (absl::EndsWith(key, suffix)) {
-          module = key.substr(strlen(kPeftPrefix), key.size() - strlen(kPeftPrefix) - strlen(suffix));
-          part = suffix == kPeftA ? kDown : kUp;
+        if (best != nullptr && absl::EndsWith(key, suffix)) {
+          const std::string name =
+              key.substr(best->peft_prefix.size(), key.size() - best->peft_prefix.size() - strlen(suffix));
+          if (best->slots->count(name)) {
+            target = {best, name};
+            part = suffix == kPeftA ? kDown : kUp;
+          }
         }
       }
-      if (!module.empty() && slots.count(module) == 0) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": ", key, " names a layer this model does not have"));
-      }
     }
-    if (module.empty()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": ", key, " is neither a kohya nor a diffusers/PEFT LoRA key"));
+    if (target.module == nullptr) {
+      const bool lora_key = absl::StartsWith(key, "lora_") || absl::StrContains(key, ".lora_A.") ||
+                            absl::StrContains(key, ".lora_B.");
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": ", key,
+          lora_key ? " names a layer this model does not have"
+                   : " is neither a kohya nor a diffusers/PEFT LoRA key"));
     }
-    Pair& p = pairs[module];
+    Pair& p = pairs[target];
     if (part == kDown) {
       p.down = t;
     } else if (part == kUp) {
@@ -230,13 +268,13 @@ absl::StatusOr<int> LoadLora(const std::string& path, LoraSlots& slots, double m
   }
   if (pairs.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no LoRA tensors"));
   try {
-    for (auto& [module, p] : pairs) {
+    for (auto& [target, p] : pairs) {
       if (!p.down.defined() || !p.up.defined()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat(path, ": ", module, " lacks its ", p.down.defined() ? "up" : "down", " half"));
+        return absl::InvalidArgumentError(absl::StrCat(path, ": ", target.name, " lacks its ",
+                                                       p.down.defined() ? "up" : "down", " half"));
       }
-      const double alpha = p.alpha > 0 ? p.alpha : peft_alpha;
-      if (absl::Status s = Attach(*slots.at(module), module, p.down.to(at::kFloat),
+      const double alpha = p.alpha > 0 ? p.alpha : peft_alpha(*target.module);
+      if (absl::Status s = Attach(*target.module->slots->at(target.name), target.name, p.down.to(at::kFloat),
                                   p.up.to(at::kFloat), alpha, multiplier);
           !s.ok()) {
         return s;
@@ -252,7 +290,8 @@ void MergeLora(LoraSlots& slots) {
   at::NoGradGuard no_grad;
   for (auto& [module, slot] : slots) {
     if (!slot->down.defined()) continue;
-    slot->weight.detach().add_(at::mm(slot->up.detach(), slot->down.detach()) * slot->scale);
+    const at::Tensor up = slot->up.detach().flatten(1), down = slot->down.detach().flatten(1);
+    slot->weight.detach().add_((at::mm(up, down) * slot->scale).view(slot->weight.sizes()));
     slot->down = at::Tensor();
     slot->up = at::Tensor();
     slot->scale = 1.0;

@@ -11,8 +11,9 @@
 //   diffusers / PEFT (pytorch_lora_weights.safetensors): "unet.<module>.lora_A.weight",
 //     ".lora_B.weight", with rank and alpha in the metadata
 //     ("lora_adapter_metadata", as diffusers writes it).
-// Module names are diffusers' (the UNet's own parameter names).
-// Text-encoder adapters are not supported yet (their keys are refused).
+// and the text encoders ("lora_te_" / SDXL's "lora_te1_", "lora_te2_";
+// "text_encoder.", "text_encoder_2."). Module names are the models' own
+// parameter names (diffusers' for the UNet, transformers' for CLIP).
 #ifndef TRAINER_MODEL_LORA_H_
 #define TRAINER_MODEL_LORA_H_
 
@@ -21,8 +22,10 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/model/clip_text_model.h"
 #include "trainer/model/lora_slot.h"
 #include "trainer/model/torch_tensors.h"
+#include "trainer/model/unet.h"
 
 namespace dd::model {
 
@@ -32,7 +35,10 @@ struct LoraOptions {
   // Groups of layers: "attention" (to_q, to_k, to_v, to_out.0: the default
   // of diffusers' and kohya's scripts), "feed_forward" (ff.net.0.proj,
   // ff.net.2), "projections" (proj_in, proj_out where they are Linear:
-  // SD 2.x, SDXL).
+  // SD 2.x, SDXL); "convolutions" (the resnets' conv1, conv2,
+  // conv_shortcut and the samplers' convolutions: kohya's conv adapters,
+  // down [rank, in, k, k], up [out, rank, 1, 1]); "text_encoder" (the
+  // encoders' q/k/v/out projections).
   std::vector<std::string> targets = {"attention"};
   uint64_t seed = 0;
 };
@@ -62,25 +68,40 @@ absl::StatusOr<std::vector<ModelParameter>> AttachLora(LoraSlots& slots,
 // The attached adapters as parameters (names as AttachLora's), in order.
 std::vector<ModelParameter> LoraParameters(const LoraSlots& slots);
 
-// Writes the attached adapters to `path` in `format`, as float16 (or
-// float32 with `fp16` false), with `alpha` (0: the rank).
+// One model a LoRA file addresses: its keys' prefixes in the two formats,
+// and its slots.
+struct LoraModule {
+  std::string kohya_prefix;  // "lora_unet_", "lora_te_", "lora_te1_", "lora_te2_"
+  std::string peft_prefix;   // "unet.", "text_encoder.", "text_encoder_2."
+  LoraSlots* slots;
+};
+
+// The UNet's and (when given) the text encoders' modules, under the prefixes
+// kohya and diffusers use (SDXL's two encoders: lora_te1_/lora_te2_).
+std::vector<LoraModule> LoraModules(UNet* unet, ClipTextModel* text_encoder = nullptr,
+                                    ClipTextModel* text_encoder_2 = nullptr);
+
+// Writes the attached adapters of `modules` to `path` in `format`, as
+// float16 (or float32 with `fp16` false), with `alpha` (0: the rank).
 // FailedPrecondition when no adapter is attached.
-absl::Status SaveLora(const std::string& path, const LoraSlots& slots, LoraFormat format,
-                      double alpha, bool fp16 = true);
+absl::Status SaveLora(const std::string& path, const std::vector<LoraModule>& modules,
+                      LoraFormat format, double alpha, bool fp16 = true);
 
 // Reads a LoRA file of either format (detected from its keys) and attaches
 // its adapters with scale multiplier · alpha / rank. InvalidArgument for a
-// file whose keys are neither format, a module the model does not have,
-// shapes that do not fit the layer, a missing half of a pair, or text
-// encoder keys. Returns the number of adapted layers.
-absl::StatusOr<int> LoadLora(const std::string& path, LoraSlots& slots, double multiplier = 1.0);
+// file whose keys are neither format, a layer the modules do not have (e.g.
+// text encoder keys when no encoder is given), shapes that do not fit the
+// layer, or a missing half of a pair. Returns the number of adapted layers.
+absl::StatusOr<int> LoadLora(const std::string& path, const std::vector<LoraModule>& modules,
+                             double multiplier = 1.0);
 
 // Adds scale · up · down into every adapted layer's weight and removes the
 // adapters (the model then computes the same without them).
 void MergeLora(LoraSlots& slots);
 
-// The kohya name of a UNet module ("lora_unet_" + dots as underscores).
-std::string KohyaName(const std::string& module);
+// The kohya name of a module: the prefix, then the name with dots as
+// underscores ("lora_unet_down_blocks_0_...").
+std::string KohyaName(const std::string& module, const std::string& prefix = "lora_unet_");
 
 }  // namespace dd::model
 

@@ -8,6 +8,7 @@
 
 #include "gtest/gtest.h"
 #include "trainer/model/testing/fixtures.h"
+#include "trainer/model/clip_text_model.h"
 #include "trainer/model/torch_tensors.h"
 #include "trainer/model/unet.h"
 
@@ -117,9 +118,9 @@ TEST(Lora, FilesOfBothFormatsLoadBackToTheSameAdapters) {
   ASSERT_TRUE(AttachLora(unet->lora_slots(), o).ok());
   Train(unet->lora_slots(), 3);
   const at::Tensor adapted = Forward(*unet, in);
-  ASSERT_TRUE(SaveLora(Tmp("kohya.safetensors"), unet->lora_slots(), LoraFormat::kKohya, 2,
+  ASSERT_TRUE(SaveLora(Tmp("kohya.safetensors"), LoraModules(unet.get()), LoraFormat::kKohya, 2,
                        /*fp16=*/false).ok());
-  ASSERT_TRUE(SaveLora(Tmp("peft.safetensors"), unet->lora_slots(), LoraFormat::kPeft, 2,
+  ASSERT_TRUE(SaveLora(Tmp("peft.safetensors"), LoraModules(unet.get()), LoraFormat::kPeft, 2,
                        /*fp16=*/false).ok());
   std::map<std::string, std::string> meta;
   auto kohya = LoadTensors(Tmp("kohya.safetensors"), &meta);
@@ -139,7 +140,7 @@ TEST(Lora, FilesOfBothFormatsLoadBackToTheSameAdapters) {
   for (const char* file : {"kohya.safetensors", "peft.safetensors"}) {
     auto fresh = LoadUNet();
     ASSERT_NE(fresh, nullptr);
-    auto n = LoadLora(Tmp(file), fresh->lora_slots());
+    auto n = LoadLora(Tmp(file), LoraModules(fresh.get()));
     ASSERT_TRUE(n.ok()) << file << ": " << n.status();
     for (const auto& [m, slot] : fresh->lora_slots()) {
       const auto& want = unet->lora_slots().at(m);
@@ -153,8 +154,78 @@ TEST(Lora, FilesOfBothFormatsLoadBackToTheSameAdapters) {
   }
   // A multiplier scales the adapters' effect.
   auto half = LoadUNet();
-  ASSERT_TRUE(LoadLora(Tmp("kohya.safetensors"), half->lora_slots(), 0.5).ok());
+  ASSERT_TRUE(LoadLora(Tmp("kohya.safetensors"), LoraModules(half.get()), 0.5).ok());
   EXPECT_EQ(half->lora_slots().at(q)->scale, 0.25);
+}
+
+// Convolution adapters (LoCon): down [r, in, k, k] with the layer's stride
+// and padding, up [out, r, 1, 1]; merging folds them into the kernels; both
+// file formats carry them.
+TEST(Lora, ConvolutionAdaptersMergeAndRoundTrip) {
+  auto unet = LoadUNet();
+  ASSERT_NE(unet, nullptr);
+  const Inputs in = FixtureInputs();
+  LoraOptions o;
+  o.rank = 2;
+  o.targets = {"convolutions"};
+  ASSERT_TRUE(AttachLora(unet->lora_slots(), o).ok());
+  const auto& conv = unet->lora_slots().at("down_blocks.0.resnets.0.conv1");
+  ASSERT_TRUE(conv->down.defined());
+  EXPECT_EQ(conv->down.dim(), 4);
+  EXPECT_EQ(conv->up.size(2), 1);
+  EXPECT_TRUE(unet->lora_slots().at("down_blocks.0.downsamplers.0.conv")->down.defined());
+  EXPECT_FALSE(unet->lora_slots().at("conv_in")->down.defined());
+  Train(unet->lora_slots(), 9);
+  const at::Tensor adapted = Forward(*unet, in);
+  for (auto format : {LoraFormat::kKohya, LoraFormat::kPeft}) {
+    ASSERT_TRUE(SaveLora(Tmp("conv.safetensors"), LoraModules(unet.get()), format, 0, false).ok());
+    auto fresh = LoadUNet();
+    ASSERT_TRUE(LoadLora(Tmp("conv.safetensors"), LoraModules(fresh.get())).ok());
+    EXPECT_TRUE(at::equal(Forward(*fresh, in), adapted));
+  }
+  MergeLora(unet->lora_slots());
+  EXPECT_LT(testing::RelativeError(Forward(*unet, in), adapted), 1e-5);
+}
+
+// Text-encoder adapters: kohya's lora_te_ and diffusers' text_encoder.
+// keys, loaded back to the same adapters; merging keeps the encoder's output.
+TEST(Lora, TextEncoderAdaptersSaveLoadAndMerge) {
+  auto unet = LoadUNet();
+  auto te = ClipTextModel::Load(testing::TinySd1() + "/model/text_encoder");
+  ASSERT_TRUE(unet != nullptr && te.ok());
+  LoraOptions o;
+  o.rank = 2;
+  o.targets = {"text_encoder"};
+  auto params = AttachLora((*te)->lora_slots(), o);
+  ASSERT_TRUE(params.ok()) << params.status();
+  EXPECT_EQ(params->size(), 2u * 4 * (*te)->config().num_hidden_layers);  // q, k, v, out per layer
+  Train((*te)->lora_slots(), 5);
+  const at::Tensor ids = at::arange(0, 77, at::kLong).remainder(100).unsqueeze(0);
+  auto encode = [&](const ClipTextModel& m) {
+    at::NoGradGuard no_grad;
+    return m.Forward(ids)->last_hidden_state;
+  };
+  const at::Tensor adapted = encode(**te);
+  const auto modules = LoraModules(unet.get(), te->get());
+  ASSERT_TRUE(SaveLora(Tmp("te-kohya.safetensors"), modules, LoraFormat::kKohya, 0, false).ok());
+  ASSERT_TRUE(SaveLora(Tmp("te-peft.safetensors"), modules, LoraFormat::kPeft, 0, false).ok());
+  const std::string q = "text_model.encoder.layers.0.self_attn.q_proj";
+  EXPECT_TRUE(LoadTensors(Tmp("te-kohya.safetensors"))->count(KohyaName(q, "lora_te_") + ".lora_up.weight"));
+  EXPECT_TRUE(LoadTensors(Tmp("te-peft.safetensors"))->count("text_encoder." + q + ".lora_B.weight"));
+  for (const char* file : {"te-kohya.safetensors", "te-peft.safetensors"}) {
+    auto fresh = ClipTextModel::Load(testing::TinySd1() + "/model/text_encoder");
+    auto fresh_unet = LoadUNet();
+    ASSERT_TRUE(fresh.ok());
+    auto n = LoadLora(Tmp(file), LoraModules(fresh_unet.get(), fresh->get()));
+    ASSERT_TRUE(n.ok()) << file << ": " << n.status();
+    EXPECT_EQ(*n, static_cast<int>(params->size() / 2));
+    EXPECT_TRUE(at::equal(encode(**fresh), adapted)) << file;
+    MergeLora((*fresh)->lora_slots());
+    EXPECT_LT(testing::RelativeError(encode(**fresh), adapted), 1e-5) << file;
+  }
+  // Without the encoder among the modules its keys have nowhere to go.
+  EXPECT_EQ(LoadLora(Tmp("te-kohya.safetensors"), LoraModules(unet.get())).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Lora, BadFilesAreClearErrors) {
@@ -164,7 +235,7 @@ TEST(Lora, BadFilesAreClearErrors) {
   const int64_t dim = unet->lora_slots().at(q)->weight.size(1);
   auto write = [&](const std::string& name, std::map<std::string, at::Tensor> t) {
     EXPECT_TRUE(SaveTensors(Tmp(name), t).ok());
-    return LoadLora(Tmp(name), unet->lora_slots()).status();
+    return LoadLora(Tmp(name), LoraModules(unet.get())).status();
   };
   EXPECT_EQ(write("te.safetensors", {{"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight",
                                       at::zeros({4, 32})}}).code(),
@@ -178,9 +249,9 @@ TEST(Lora, BadFilesAreClearErrors) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(write("other.safetensors", {{"model.diffusion_model.x", at::zeros({1})}}).code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(LoadLora(Tmp("missing.safetensors"), unet->lora_slots()).status().code(),
+  EXPECT_EQ(LoadLora(Tmp("missing.safetensors"), LoraModules(unet.get())).status().code(),
             absl::StatusCode::kNotFound);
-  EXPECT_EQ(SaveLora(Tmp("none.safetensors"), unet->lora_slots(), LoraFormat::kKohya, 0).code(),
+  EXPECT_EQ(SaveLora(Tmp("none.safetensors"), LoraModules(unet.get()), LoraFormat::kKohya, 0).code(),
             absl::StatusCode::kFailedPrecondition);
 }
 

@@ -1,10 +1,12 @@
 #include "trainer/model/model_export.h"
 
 #include <filesystem>
+#include <functional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/status/status_macros.h"
+#include "trainer/model/clip_text_model.h"
 #include "trainer/model/lora.h"
 #include "trainer/model/torch_tensors.h"
 #include "trainer/model/unet.h"
@@ -71,18 +73,44 @@ absl::Status ExportModel(const std::string& from, const std::string& to, const E
   }
   if (ec) return absl::InternalError(absl::StrCat("listing ", from, ": ", ec.message()));
   if (!o.lora.empty()) {
-    // base + scale · up · down, written as the folder's UNet.
+    // base + scale · up · down, written as the folder's UNet (and text
+    // encoders, when the LoRA adapts them).
     ASSIGN_OR_RETURN(auto unet, UNet::Load((fs::path(from) / (o.use_ema ? "unet_ema" : "unet")).string()));
-    RETURN_IF_ERROR(LoadLora(o.lora, unet->lora_slots(), o.lora_scale).status());
+    std::unique_ptr<ClipTextModel> encoders[2];
+    const char* encoder_dirs[2] = {"text_encoder", "text_encoder_2"};
+    for (int i = 0; i < 2; ++i) {
+      if (fs::exists(fs::path(from) / encoder_dirs[i] / "config.json", ec)) {
+        ASSIGN_OR_RETURN(encoders[i], ClipTextModel::Load((fs::path(from) / encoder_dirs[i]).string()));
+      }
+    }
+    RETURN_IF_ERROR(
+        LoadLora(o.lora, LoraModules(unet.get(), encoders[0].get(), encoders[1].get()), o.lora_scale).status());
+    // Writes a merged part to tmp/`part` in `dtype` (the part's folder was
+    // copied as it was; its weights file is replaced).
+    auto write = [&](const std::string& part, const std::string& weights,
+                     const std::function<absl::Status(const std::string&)>& save) -> absl::Status {
+      const fs::path merged = tmp / (part + "_merged");
+      RETURN_IF_ERROR(save(merged.string()));
+      fs::create_directories(tmp / part, ec);
+      fs::copy_file(merged / "config.json", tmp / part / "config.json", fs::copy_options::overwrite_existing, ec);
+      if (ec) return absl::InternalError(absl::StrCat("writing the merged ", part, ": ", ec.message()));
+      RETURN_IF_ERROR(RewriteTensors(merged / weights, tmp / part / weights, dtype));
+      fs::remove_all(merged, ec);
+      return absl::OkStatus();
+    };
     MergeLora(unet->lora_slots());
-    const fs::path merged = tmp / "unet_merged";
-    RETURN_IF_ERROR(unet->Save(merged.string()));
-    fs::create_directories(tmp / "unet", ec);
-    fs::copy_file(merged / "config.json", tmp / "unet" / "config.json", ec);
-    if (ec) return absl::InternalError(absl::StrCat("writing the merged UNet: ", ec.message()));
-    RETURN_IF_ERROR(RewriteTensors(merged / "diffusion_pytorch_model.safetensors",
-                                   tmp / "unet" / "diffusion_pytorch_model.safetensors", dtype));
-    fs::remove_all(merged, ec);
+    RETURN_IF_ERROR(write("unet", "diffusion_pytorch_model.safetensors",
+                          [&](const std::string& d) { return unet->Save(d); }));
+    for (int i = 0; i < 2; ++i) {
+      if (encoders[i] == nullptr) continue;
+      bool adapted = false;
+      for (const auto& [name, slot] : encoders[i]->lora_slots()) adapted |= slot->down.defined();
+      if (!adapted) continue;
+      MergeLora(encoders[i]->lora_slots());
+      fs::remove_all(tmp / encoder_dirs[i], ec);
+      RETURN_IF_ERROR(write(encoder_dirs[i], "model.safetensors",
+                            [&](const std::string& d) { return encoders[i]->Save(d); }));
+    }
   }
   fs::rename(tmp, to, ec);
   if (ec) return absl::InternalError(absl::StrCat("renaming ", tmp.string(), ": ", ec.message()));

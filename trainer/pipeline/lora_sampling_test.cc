@@ -43,12 +43,18 @@ std::string MakeLora(model::LoraFormat format, const std::string& name) {
   o.alpha = 2;
   o.targets = {"attention", "feed_forward"};
   EXPECT_TRUE(model::AttachLora((*m)->unet->lora_slots(), o).ok());
+  o.targets = {"text_encoder"};
+  EXPECT_TRUE(model::AttachLora((*m)->text_encoder->lora_slots(), o).ok());
   auto g = at::detail::createCPUGenerator(11);
-  for (auto& [module, slot] : (*m)->unet->lora_slots()) {
-    if (slot->up.defined()) slot->up.copy_(at::randn(slot->up.sizes(), g) * 0.2);
+  for (model::LoraSlots* slots : {&(*m)->unet->lora_slots(), &(*m)->text_encoder->lora_slots()}) {
+    for (auto& [module, slot] : *slots) {
+      if (slot->up.defined()) slot->up.copy_(at::randn(slot->up.sizes(), g) * 0.2);
+    }
   }
   const std::string path = Tmp(name);
-  EXPECT_TRUE(model::SaveLora(path, (*m)->unet->lora_slots(), format, o.alpha).ok());
+  EXPECT_TRUE(model::SaveLora(path, model::LoraModules((*m)->unet.get(), (*m)->text_encoder.get()), format,
+                              o.alpha)
+                  .ok());
   return path;
 }
 
@@ -64,7 +70,7 @@ TEST(LoraSampling, AppliedLoraDrawsWhatTheMergedModelDraws) {
       SCOPED_TRACE(::testing::Message() << "format " << int(format) << " scale " << scale);
       auto applied = DiffusersModel::Load(base_dir);
       ASSERT_TRUE(applied.ok());
-      ASSERT_TRUE(model::LoadLora(lora, (*applied)->unet->lora_slots(), scale).ok());
+      ASSERT_TRUE(model::LoadLora(lora, model::LoraModules((*applied)->unet.get(), (*applied)->text_encoder.get()), scale).ok());
       const at::Tensor with_lora = Draw(applied->get());
       const std::string merged_dir = Tmp("merged");
       model::ExportOptions eo;

@@ -137,13 +137,14 @@ struct Trainer::State {
   std::unique_ptr<SampleWriter> sample_writer;
   std::unique_ptr<CheckpointWriter> checkpoint_writer;
   std::function<void(std::vector<at::Tensor>&)> hook;
+  bool lora_text_encoders = false;  // LoRA adapters on the text encoder(s) are trained
 
   // Conditioning of a batch of captions: hidden states, and for SDXL the
   // pooled embeddings and time ids.
   absl::Status Encode(const data::Batch& batch, LossInputs* in) {
     // Frozen encoders record no graph.
     std::optional<at::NoGradGuard> no_grad;
-    if (!o.train_text_encoder) no_grad.emplace();
+    if (!o.train_text_encoder && !lora_text_encoders) no_grad.emplace();
     auto ids = [this](const model::ClipTokenizer& tok, const std::vector<std::string>& captions) {
       std::vector<int64_t> flat;
       for (const auto& c : captions) {
@@ -452,17 +453,44 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainerOptions& o
       return absl::InvalidArgumentError(
           "LoRA trains UNet adapters only: --train_text_encoder and --use_ema do not go with it yet");
     }
-    model::LoraOptions lora = o.lora;
-    lora.seed = o.seed;
-    ASSIGN_OR_RETURN(auto adapters, model::AttachLora(s->model->unet->lora_slots(), lora));
-    int64_t n = 0;
-    for (const auto& p : adapters) {
-      p.value.requires_grad_(true);
-      s->params.push_back({p.name, p.value});
-      n += p.value.numel();
+    RETURN_IF_ERROR(model::CheckLoraOptions(o.lora));
+    // The UNet's groups on the UNet, "text_encoder" on the encoder(s).
+    model::LoraOptions unet_lora = o.lora, text_lora = o.lora;
+    unet_lora.targets.clear();
+    text_lora.targets = {"text_encoder"};
+    for (const std::string& t : o.lora.targets) {
+      if (t == "text_encoder") {
+        s->lora_text_encoders = true;
+      } else {
+        unet_lora.targets.push_back(t);
+      }
     }
-    LOG(INFO) << "LoRA rank " << lora.rank << " on " << adapters.size() / 2 << " layers ("
-              << absl::StrJoin(lora.targets, ", ") << "): " << n << " trained values";
+    unet_lora.seed = text_lora.seed = o.seed;
+    int64_t n = 0, layers = 0;
+    auto add = [&](const std::string& prefix, std::vector<model::ModelParameter> adapters) {
+      for (const auto& p : adapters) {
+        p.value.requires_grad_(true);
+        s->params.push_back({prefix + p.name, p.value});
+        n += p.value.numel();
+      }
+      layers += adapters.size() / 2;
+    };
+    if (!unet_lora.targets.empty()) {
+      ASSIGN_OR_RETURN(auto adapters, model::AttachLora(s->model->unet->lora_slots(), unet_lora));
+      add("", std::move(adapters));
+    }
+    if (s->lora_text_encoders) {
+      // Named apart from the UNet's in the training state, as full
+      // text-encoder training names them.
+      for (const auto& [part, encoder] : {std::pair{"text_encoder", s->model->text_encoder.get()},
+                                          std::pair{"text_encoder_2", s->model->text_encoder_2.get()}}) {
+        if (encoder == nullptr) continue;
+        ASSIGN_OR_RETURN(auto adapters, model::AttachLora(encoder->lora_slots(), text_lora));
+        add(absl::StrCat(part, "."), std::move(adapters));
+      }
+    }
+    LOG(INFO) << "LoRA rank " << o.lora.rank << " on " << layers << " layers ("
+              << absl::StrJoin(o.lora.targets, ", ") << "): " << n << " trained values";
   } else {
     for (const auto& p : s->model->unet->parameters()) {
       p.value.requires_grad_(true);
@@ -768,10 +796,11 @@ absl::StatusOr<std::string> Trainer::SaveCheckpoint() {
   auto write = [&](const std::string& dir) -> absl::Status {
     if (lora) {
       // The base UNet is linked; the adapters are the checkpoint.
-      RETURN_IF_ERROR(model::SaveLora(dir + "/" + kLoraFile, s.model->unet->lora_slots(),
-                                      model::LoraFormat::kPeft, s.o.lora.alpha));
-      RETURN_IF_ERROR(model::SaveLora(dir + "/" + kKohyaLoraFile, s.model->unet->lora_slots(),
-                                      model::LoraFormat::kKohya, s.o.lora.alpha));
+      const auto modules = model::LoraModules(s.model->unet.get(), s.model->text_encoder.get(),
+                                              s.model->text_encoder_2.get());
+      RETURN_IF_ERROR(model::SaveLora(dir + "/" + kLoraFile, modules, model::LoraFormat::kPeft, s.o.lora.alpha));
+      RETURN_IF_ERROR(model::SaveLora(dir + "/" + kKohyaLoraFile, modules, model::LoraFormat::kKohya,
+                                      s.o.lora.alpha));
       return model::SaveTensors(dir + "/" + kTrainingStateFile, s.StateTensors(), s.StateMetadata());
     }
     RETURN_IF_ERROR(s.model->unet->Save(dir + "/unet"));

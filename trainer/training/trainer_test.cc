@@ -320,6 +320,7 @@ TEST(Trainer, LoraTrainsOnlyAdaptersSavesBothFormatsAndResumes) {
   TrainerOptions o = Options(Tmp("lora"));
   o.lora.rank = 4;
   o.lora.alpha = 4;
+  o.lora.targets = {"attention", "text_encoder"};
   o.max_steps = 6;
   o.lr = 1e-2;
   auto t = LocalRun::Create(o);
@@ -331,11 +332,14 @@ TEST(Trainer, LoraTrainsOnlyAdaptersSavesBothFormatsAndResumes) {
         << name;
   }
   for (int i = 0; i < 3; ++i) ASSERT_TRUE((*t)->TakeStep().ok());
-  int moved = 0;
+  int moved = 0, text_moved = 0;
   for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) {
-    if (absl::EndsWith(name, ".lora_up.weight")) moved += value.abs().max().item<double>() > 0;
+    if (!absl::EndsWith(name, ".lora_up.weight")) continue;
+    const bool changed = value.abs().max().item<double>() > 0;
+    (absl::StartsWith(name, "text_encoder.") ? text_moved : moved) += changed;
   }
   EXPECT_GT(moved, 0);
+  EXPECT_GT(text_moved, 0);  // the captions reach the encoder's adapters
   auto dir = (*t)->SaveCheckpoint();
   ASSERT_TRUE(dir.ok()) << dir.status();
   // The base UNet is linked, not copied: it did not change.
@@ -344,11 +348,14 @@ TEST(Trainer, LoraTrainsOnlyAdaptersSavesBothFormatsAndResumes) {
   EXPECT_TRUE(fs::exists(*dir + "/" + kLoraFile));
   EXPECT_TRUE(fs::exists(*dir + "/" + kKohyaLoraFile));
   // The kohya file on the base model reproduces the trained adapters (fp16).
-  ASSERT_TRUE(model::LoadLora(*dir + "/" + kKohyaLoraFile, (*base)->lora_slots()).ok());
+  auto base_te = model::ClipTextModel::Load(o.model_dir + "/text_encoder");
+  ASSERT_TRUE(base_te.ok());
+  ASSERT_TRUE(model::LoadLora(*dir + "/" + kKohyaLoraFile, model::LoraModules(base->get(), base_te->get())).ok());
   for (auto& [name, value] : (*t)->trainer()->ParametersForTest()) {
     const bool down = absl::EndsWith(name, ".lora_down.weight");
-    const std::string module = name.substr(0, name.rfind(".lora_"));
-    const auto& slot = (*base)->lora_slots().at(module);
+    const bool text = absl::StartsWith(name, "text_encoder.");
+    const std::string module = name.substr(text ? 13 : 0, name.rfind(".lora_") - (text ? 13 : 0));
+    const auto& slot = (text ? (*base_te)->lora_slots() : (*base)->lora_slots()).at(module);
     EXPECT_TRUE(at::allclose(down ? slot->down : slot->up, value, 1e-3, 1e-4)) << name;
   }
   ASSERT_NO_FATAL_FAILURE(ExpectExactResume(o, **t, 3));
