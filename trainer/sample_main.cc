@@ -16,12 +16,16 @@
 #include "common/progress/progress_line.h"
 #include "common/status/status_macros.h"
 #include "trainer/model/diffusers_model.h"
-#include "trainer/model/hub_download.h"
+#include "trainer/model/model_source.h"
 #include "trainer/model/lora.h"
 #include "trainer/pipeline/txt2img.h"
 
-DEFINE_string(model_dir, "", "A diffusers model folder (model_index.json, unet/, vae/, ...) or a "
-                             "Hugging Face Hub name org/name[@revision].");
+DEFINE_string(model_dir, "", "A diffusers model folder (model_index.json, unet/, vae/, ...), a "
+                             "single-file .safetensors (with --model_config), or a Hugging Face Hub "
+                             "name org/name[@revision].");
+DEFINE_string(model_config, "", "With a single-file --model_dir (a .safetensors in the original "
+                                "layout): a diffusers folder or Hub name of its family for configs, "
+                                "tokenizers and scheduler.");
 DEFINE_string(hf_token_file, "", "The Hub token for private or gated models (default: HF_TOKEN, "
                                  "then $HF_HOME/token).");
 DEFINE_string(hf_variant, "", "A Hub model's weights variant to fetch (e.g. fp16).");
@@ -44,7 +48,8 @@ namespace {
 absl::Status Run(int, char**) {
   if (FLAGS_model_dir.empty()) return absl::InvalidArgumentError("--model_dir is required");
   ASSIGN_OR_RETURN(const std::string model_dir,
-                   dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file, FLAGS_hf_variant));
+                   dd::model::ResolveModel({FLAGS_model_dir, FLAGS_model_config, FLAGS_hf_token_file,
+                                            FLAGS_hf_variant}));
   ASSIGN_OR_RETURN(auto model, dd::model::DiffusersModel::Load(model_dir));
   std::string lora = FLAGS_lora;
   if (lora.empty() && std::filesystem::exists(model_dir + "/" + dd::model::kLoraFile)) {

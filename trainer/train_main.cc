@@ -19,7 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "common/init/init.h"
 #include "common/metrics/gpu_memory.h"
-#include "trainer/model/hub_download.h"
+#include "trainer/model/model_source.h"
 #include "common/metrics/http_server.h"
 #include "common/metrics/prometheus.h"
 #include "common/status/status_macros.h"
@@ -28,9 +28,12 @@
 #include "trainer/training/local_run.h"
 #include "trainer/training/vae_trainer.h"
 
-DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune, or a Hugging Face Hub name "
+DEFINE_string(model_dir, "", "Diffusers model folder to fine-tune, a single-file .safetensors (with --model_config), or a Hugging Face Hub name "
                              "org/name[@revision] (downloaded into the Hub cache; HF_ENDPOINT, "
                              "HF_HOME, HF_HUB_OFFLINE apply).");
+DEFINE_string(model_config, "", "With a single-file --model_dir (a .safetensors in the original "
+                                "layout): a diffusers folder or Hub name of its family for configs, "
+                                "tokenizers and scheduler.");
 DEFINE_string(hf_token_file, "", "The Hub token for private or gated models (default: HF_TOKEN, "
                                  "then $HF_HOME/token).");
 DEFINE_string(hf_variant, "", "A Hub model's weights variant to fetch instead of the plain "
@@ -116,7 +119,8 @@ namespace {
 
 absl::Status Run(int, char**) {
   dd::training::TrainerOptions o;
-  ASSIGN_OR_RETURN(o.model_dir, dd::model::ResolveModelDir(FLAGS_model_dir, FLAGS_hf_token_file, FLAGS_hf_variant));
+  ASSIGN_OR_RETURN(o.model_dir, dd::model::ResolveModel({FLAGS_model_dir, FLAGS_model_config,
+                                                          FLAGS_hf_token_file, FLAGS_hf_variant}));
   o.dataset_dir = FLAGS_dataset_dir;
   o.output_dir = FLAGS_output_dir;
   o.batch_size = FLAGS_batch_size;
