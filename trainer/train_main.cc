@@ -196,6 +196,8 @@ absl::Status Run(int, char**) {
   if (!FLAGS_coordinator.empty()) {
     dd::collab::PeerOptions po;
     po.trainer = o;
+    po.hf_token_file = FLAGS_hf_token_file;
+    po.hf_variant = FLAGS_hf_variant;
     po.coordinator = FLAGS_coordinator;
     po.listen = FLAGS_listen;
     po.public_address = FLAGS_public_address;

@@ -224,17 +224,19 @@ TEST_F(CollabTrainingTest, ALoraRunAveragesOnlyTheAdapters) {
 
 // SDXL in a collaboration: two peers fine-tune tiny-sdxl (two text
 // encoders, micro-conditioning) together and hold the same weights after
-// every step.
+// every step. The peers are given no --model_dir: they start from the model
+// the run configuration names.
 TEST_F(CollabTrainingTest, SdxlPeersStepTogether) {
   auto init = Subprocess::Start({RunfilePath("trainer/tools/init_model"), "--size=tiny-sdxl",
                                  "--out=" + dir_ + "/sdxl", "--seed=4"},
                                 dir_ + "/init.log");
   ASSERT_TRUE(init.ok());
   ASSERT_EQ(*init->Wait(absl::Seconds(120)), 0) << testing::ReadLog(dir_ + "/init.log");
-  ASSERT_NO_FATAL_FAILURE(StartCoordinator(
-      R"({"run_id": "sdxl", "target_batch_size": 8, "max_steps": 3, "codec": "fp16"})"));
-  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4", "--model_dir=" + dir_ + "/sdxl"});
-  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--model_dir=" + dir_ + "/sdxl"});
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(absl::StrCat(
+      R"({"run_id": "sdxl", "target_batch_size": 8, "max_steps": 3, "codec": "fp16", "model": ")", dir_,
+      R"(/sdxl"})")));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4", "--model_dir="});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4", "--model_dir="});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(4)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(4)));
   auto ha = StepHashes(testing::ReadLog(dir_ + "/a.log"));

@@ -29,6 +29,7 @@
 #include "trainer/collab/sync_config.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/data/sample_source.h"
+#include "trainer/model/model_source.h"
 
 namespace dd::collab {
 namespace {
@@ -302,6 +303,19 @@ class TrainerWorkload final : public PeerWorkload {
     to.max_steps = c.sync.mode == SyncMode::kOuter ? c.max_steps * c.sync.outer.local_steps
                                                    : c.max_steps;
     w->accumulation_ = to.gradient_accumulation_steps;
+    if (to.model_dir.empty()) {
+      // Every peer of the run starts from the model the run names.
+      auto config = nlohmann::json::parse(c.join->run_config_json(), nullptr, false);
+      if (!config.is_object() || !config.contains("model") || !config["model"].is_string()) {
+        return absl::InvalidArgumentError(
+            "no --model_dir, and the run configuration names no \"model\" to start from");
+      }
+      const std::string model_config =
+          config.contains("model_config") && config["model_config"].is_string() ? config["model_config"].get<std::string>() : "";
+      ASSIGN_OR_RETURN(to.model_dir, model::ResolveModel({config["model"].get<std::string>(), model_config,
+                                                          c.options->hf_token_file, c.options->hf_variant}));
+      LOG(INFO) << "model from the run configuration: " << to.model_dir;
+    }
     // What is trained is the run's choice: every peer's vector must match.
     if (c.sync.lora.rank > 0) {
       to.lora.rank = c.sync.lora.rank;

@@ -27,7 +27,11 @@
 namespace dd::collab {
 
 struct PeerOptions {
-  training::TrainerOptions trainer;  // dataset_dir unused: data comes from leased chunks
+  // dataset_dir unused: data comes from leased chunks. An empty model_dir
+  // takes the run configuration's "model" (and "model_config"): a folder,
+  // Hub name or single file, resolved with these Hub settings.
+  training::TrainerOptions trainer;
+  std::string hf_token_file, hf_variant;
   std::string coordinator;           // host:port
   std::string listen = "127.0.0.1:0";
   std::string public_address;

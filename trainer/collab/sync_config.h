@@ -23,10 +23,15 @@
 // radius, in the L2 norm of a part's values), "max_update_norm" (0: none;
 // each peer scales its contribution down to this L2 norm before sending).
 //
+// Where training starts (read by the peer, not here): "model" (a folder,
+// Hub name org/name[@revision] or single .safetensors file) and
+// "model_config" (a single file's configs), used when a peer is given no
+// --model_dir.
 // What is trained (every peer must train the same values): "lora_rank" (0:
 // the full UNet; else LoRA adapters of this rank, which alone are averaged),
 // "lora_alpha" (0: the rank), "lora_targets" (["attention"]; also
-// "feed_forward", "projections"; trainer/model/lora.h).
+// "feed_forward", "projections", "convolutions", "text_encoder";
+// trainer/model/lora.h).
 // Pure: no gRPC or libtorch types.
 #ifndef TRAINER_COLLAB_SYNC_CONFIG_H_
 #define TRAINER_COLLAB_SYNC_CONFIG_H_
