@@ -11,6 +11,7 @@
 #ifndef COMMON_RPC_KEEPALIVE_H_
 #define COMMON_RPC_KEEPALIVE_H_
 
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/server_builder.h>
 #include <grpcpp/support/channel_arguments.h>
 
@@ -42,6 +43,14 @@ inline constexpr int kMaxConnectionIdleMs = 10 * 60 * 1000;
 inline constexpr int kMaxConnectionAgeMs = 60 * 60 * 1000;
 inline constexpr int kMaxConnectionAgeGraceMs = 5 * 60 * 1000;
 
+// The memory gRPC may hold for one server's connections and calls (read
+// buffers, queued messages): beyond it gRPC shrinks flow-control windows
+// and refuses new streams instead of growing, so a flood of connections or
+// streams from token holders cannot exhaust the process's memory. 1 GiB
+// covers the largest legitimate load: a reducer's parts in flight from a
+// round's members (a few MiB each) and the dataset's 64 streams.
+inline constexpr size_t kServerMemoryQuotaBytes = size_t{1} << 30;
+
 // Applies the keepalive, ping, message-size and connection bounds to a
 // server.
 inline void ApplyServerChannelSettings(grpc::ServerBuilder* builder) {
@@ -59,6 +68,9 @@ inline void ApplyServerChannelSettings(grpc::ServerBuilder* builder) {
   builder->SetMaxReceiveMessageSize(kMaxMessageBytes);
   builder->SetMaxSendMessageSize(kMaxMessageBytes);
   builder->AddChannelArgument(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kStreamLookaheadBytes);
+  grpc::ResourceQuota quota("dd-server");
+  quota.Resize(kServerMemoryQuotaBytes);
+  builder->SetResourceQuota(quota);
 }
 
 // Returns channel arguments with the matching client-side settings.

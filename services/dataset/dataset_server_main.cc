@@ -37,6 +37,8 @@ DEFINE_int32(max_concurrent_reads, 64, "ReadChunk streams served at once.");
 DEFINE_int32(max_reads_per_client, 16,
              "ReadChunk streams one client (a peer's credential, else an IP address) may hold.");
 DEFINE_int32(frame_kib, 1024, "Data per ReadChunk frame in KiB (1..1024).");
+DEFINE_int32(read_idle_timeout_s, 60,
+             "A ReadChunk stream whose client takes no frame for this long is cancelled.");
 DEFINE_string(peer_public_key_file, "",
               "The coordinator's credential public key (its --credential_public_key_out): "
               "peers may then read with their peer credential, which an open run's volunteers "
@@ -71,6 +73,10 @@ void AddDatasetMetrics(const dd::dataset::DatasetService* service,
       "ReadChunk streams refused because the service's or the client's slots were full.", {},
       [service] { return GaugeSamples{{{}, double(service->read_stats().refused_busy)}}; });
   registry->AddCounterFunction(
+      "dd_dataset_read_streams_idle_cancelled_total",
+      "ReadChunk streams cancelled because their client took no frame for --read_idle_timeout_s.", {},
+      [service] { return GaugeSamples{{{}, double(service->read_stats().idle_cancelled)}}; });
+  registry->AddCounterFunction(
       "dd_dataset_served_bytes_total", "Chunk data bytes sent.", {},
       [service] { return GaugeSamples{{{}, double(service->read_stats().bytes_served)}}; });
 }
@@ -104,9 +110,11 @@ absl::Status Run() {
   if (FLAGS_frame_kib < 1 || FLAGS_frame_kib > 1024) {
     return absl::InvalidArgumentError("--frame_kib must be in 1..1024");
   }
+  if (FLAGS_read_idle_timeout_s < 1) return absl::InvalidArgumentError("--read_idle_timeout_s must be >= 1");
   dd::dataset::DatasetService service(
       &catalog, {FLAGS_io_threads, FLAGS_max_concurrent_reads,
-                 static_cast<size_t>(FLAGS_frame_kib) << 10, FLAGS_max_reads_per_client});
+                 static_cast<size_t>(FLAGS_frame_kib) << 10, FLAGS_max_reads_per_client,
+                 absl::Seconds(FLAGS_read_idle_timeout_s)});
   // Prometheus metrics on --http_port: every RPC, and the chunk streams.
   dd::metrics::MetricsRegistry registry;
   dd::metrics::AddProcessMetrics(&registry);

@@ -3,6 +3,8 @@
 #include "common/rpc/auth.h"
 #include "common/rpc/failed_stream.h"
 
+#include <algorithm>
+
 #include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
@@ -18,9 +20,13 @@ namespace dd::dataset {
 // them; `cancelled_` is the only state shared with OnCancel.
 class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::ChunkFrame> {
  public:
-  ReadChunkReactor(DatasetService* service, std::unique_ptr<ChunkStream> stream,
-                   std::string client)
-      : service_(service), stream_(std::move(stream)), client_(std::move(client)) {
+  ReadChunkReactor(DatasetService* service, grpc::CallbackServerContext* context,
+                   std::unique_ptr<ChunkStream> stream, std::string client)
+      : service_(service), context_(context), stream_(std::move(stream)), client_(std::move(client)) {
+    {
+      absl::MutexLock lock(&service_->reactors_mu_);
+      service_->reactors_.insert(this);
+    }
     ScheduleRead();
   }
 
@@ -29,12 +35,25 @@ class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::Chu
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
       return;
     }
+    last_progress_ms_.store(absl::ToUnixMillis(absl::Now()));
     ScheduleRead();
+  }
+
+  // Cancels the call when the client took no frame for `timeout` (called
+  // by the watchdog under reactors_mu_, so the reactor is alive).
+  bool CancelIfIdle(absl::Time now, absl::Duration timeout) {
+    if (now - absl::FromUnixMillis(last_progress_ms_.load()) <= timeout || cancelled_.load()) return false;
+    context_->TryCancel();
+    return true;
   }
 
   void OnCancel() override { cancelled_.store(true); }
 
   void OnDone() override {
+    {
+      absl::MutexLock lock(&service_->reactors_mu_);
+      service_->reactors_.erase(this);
+    }
     service_->ReturnClientSlot(client_);
     service_->active_reads_.fetch_sub(1);
     delete this;
@@ -66,16 +85,39 @@ class DatasetService::ReadChunkReactor : public grpc::ServerWriteReactor<v1::Chu
   }
 
   DatasetService* const service_;
+  grpc::CallbackServerContext* const context_;
   const std::unique_ptr<ChunkStream> stream_;
   const std::string client_;  // whose stream slot this holds
   v1::ChunkFrame frame_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<int64_t> last_progress_ms_{absl::ToUnixMillis(absl::Now())};
 };
 
 DatasetService::DatasetService(const DatasetCatalog* catalog, DatasetServiceOptions options)
-    : catalog_(catalog), options_(options), io_pool_(options.io_threads) {}
+    : catalog_(catalog), options_(options), io_pool_(options.io_threads) {
+  watchdog_ = std::thread([this] { WatchIdleStreams(); });
+}
 
-DatasetService::~DatasetService() = default;
+DatasetService::~DatasetService() {
+  stop_watchdog_.Notify();
+  watchdog_.join();
+}
+
+void DatasetService::WatchIdleStreams() {
+  const absl::Duration period =
+      std::max(absl::Milliseconds(100), std::min(absl::Seconds(1), options_.idle_timeout / 4));
+  while (!stop_watchdog_.WaitForNotificationWithTimeout(period)) {
+    const absl::Time now = absl::Now();
+    absl::MutexLock lock(&reactors_mu_);
+    for (ReadChunkReactor* r : reactors_) {
+      if (r->CancelIfIdle(now, options_.idle_timeout)) {
+        idle_cancelled_.fetch_add(1);
+        LOG(WARNING) << "ReadChunk: a client took no frame for "
+                     << absl::FormatDuration(options_.idle_timeout) << "; its stream is cancelled";
+      }
+    }
+  }
+}
 
 grpc::ServerUnaryReactor* DatasetService::GetInfo(grpc::CallbackServerContext* context,
                                                   const v1::GetInfoRequest* /*request*/,
@@ -133,7 +175,7 @@ grpc::ServerWriteReactor<v1::ChunkFrame>* DatasetService::ReadChunk(
   }
   streams_.fetch_add(1);
   if (request->offset() > 0) resumed_.fetch_add(1);
-  return new ReadChunkReactor(this, std::move(*stream), std::move(client));
+  return new ReadChunkReactor(this, context, std::move(*stream), std::move(client));
 }
 
 DatasetService::ReadStats DatasetService::read_stats() const {
@@ -142,6 +184,7 @@ DatasetService::ReadStats DatasetService::read_stats() const {
   s.resumed = resumed_.load();
   s.refused_busy = refused_busy_.load();
   s.bytes_served = bytes_served_.load();
+  s.idle_cancelled = idle_cancelled_.load();
   return s;
 }
 

@@ -8,10 +8,14 @@
 #include <atomic>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "common/thread/thread_pool.h"
 #include "protos/dataset.grpc.pb.h"
 #include "services/dataset/catalog.h"
@@ -29,6 +33,9 @@ struct DatasetServiceOptions {
   // IP address): one token holder that opens streams and never reads them
   // cannot take every slot. Trainers hold one or two.
   int max_reads_per_client = 16;
+  // A stream whose client has taken no frame for this long is cancelled
+  // (its slots return): a reader that stalls holds nothing for good.
+  absl::Duration idle_timeout = absl::Seconds(60);
 };
 
 class DatasetService final : public v1::Dataset::CallbackService {
@@ -55,11 +62,15 @@ class DatasetService final : public v1::Dataset::CallbackService {
     uint64_t resumed = 0;          // of them, resumed at an offset > 0
     uint64_t refused_busy = 0;     // refused: the service's or the client's slots full
     uint64_t bytes_served = 0;     // chunk data bytes sent
+    uint64_t idle_cancelled = 0;   // streams cancelled after idle_timeout without progress
   };
   ReadStats read_stats() const;
 
  private:
   class ReadChunkReactor;
+
+  // Cancels the streams idle for longer than idle_timeout, until stopped.
+  void WatchIdleStreams();
 
   // Takes one of `client`'s stream slots; false when it holds them all.
   bool TakeClientSlot(const std::string& client) ABSL_LOCKS_EXCLUDED(clients_mu_);
@@ -72,8 +83,15 @@ class DatasetService final : public v1::Dataset::CallbackService {
   std::atomic<uint64_t> resumed_{0};
   std::atomic<uint64_t> refused_busy_{0};
   std::atomic<uint64_t> bytes_served_{0};
+  std::atomic<uint64_t> idle_cancelled_{0};
   absl::Mutex clients_mu_;
   absl::flat_hash_map<std::string, int> reads_by_client_ ABSL_GUARDED_BY(clients_mu_);
+  // Open streams, for the idle watchdog (a reactor leaves in OnDone, under
+  // the lock, before it is deleted).
+  absl::Mutex reactors_mu_;
+  absl::flat_hash_set<ReadChunkReactor*> reactors_ ABSL_GUARDED_BY(reactors_mu_);
+  absl::Notification stop_watchdog_;
+  std::thread watchdog_;
   ThreadPool io_pool_;  // Last member: destroyed (drained) first.
 };
 

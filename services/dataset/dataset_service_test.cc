@@ -302,5 +302,44 @@ TEST(DatasetServiceLimits, StalledReadersHoldOnlyTheirOwnClientsSlots) {
   (*host)->Shutdown(absl::Seconds(1));
 }
 
+// A stalled reader does not keep even its own slots: after idle_timeout
+// without taking a frame its streams are cancelled.
+TEST(DatasetServiceLimits, StalledStreamsAreCancelledAfterTheIdleTimeout) {
+  std::string root = testing::NewTempDir("idle");
+  auto members = testing::ShardMembers(0, 1);
+  members[1].second = std::string(4 << 20, 'c');
+  testing::WriteTar(root + "/big.tar", members);
+  auto m = BuildManifest({root, "", 4});
+  ASSERT_TRUE(m.ok()) << m.status();
+  DatasetCatalog catalog(std::move(*m), {}, 0);
+  DatasetServiceOptions o;
+  o.frame_bytes = 64 << 10;
+  o.idle_timeout = absl::Milliseconds(600);
+  DatasetService service(&catalog, o);
+  ::dd::testing::TestRunCredentials credentials(kToken);
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.security = credentials.Server();
+  auto host = ServiceHost::Start(options, {&service});
+  ASSERT_TRUE(host.ok());
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+  auto stub = v1::Dataset::NewStub(grpc::CreateCustomChannel(
+      "127.0.0.1:" + std::to_string((*host)->port()), grpc::InsecureChannelCredentials(), args));
+  v1::ReadChunkRequest req;
+  req.set_chunk_id(0);
+  grpc::ClientContext context;
+  context.AddMetadata("authorization", std::string("Bearer ") + kToken);
+  auto stalled = stub->ReadChunk(&context, req);
+  for (int i = 0; i < 200 && service.active_reads() < 1; ++i) absl::SleepFor(absl::Milliseconds(10));
+  ASSERT_EQ(service.active_reads(), 1);
+  // Nobody reads: the watchdog cancels the stream and its slot returns.
+  for (int i = 0; i < 500 && service.active_reads() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
+  EXPECT_EQ(service.active_reads(), 0);
+  EXPECT_EQ(service.read_stats().idle_cancelled, 1u);
+  (*host)->Shutdown(absl::Seconds(1));
+}
+
 }  // namespace
 }  // namespace dd::dataset
