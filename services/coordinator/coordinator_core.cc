@@ -91,7 +91,9 @@ CoordinatorCore::CoordinatorCore(ChunkLedger* ledger, PeerLiveness* liveness,
       membership_(ledger, liveness, rounds),
       config_(std::move(config)),
       options_(std::move(options)),
-      clock_(clock) {
+      clock_(clock),
+      join_limiter_(options_.join_burst, options_.join_interval, clock),
+      peer_call_limiter_(options_.peer_call_burst, options_.peer_call_interval, clock) {
   if (issuer_ != nullptr) {
     auto verifier = CredentialVerifier::FromPublicKey(issuer_->public_key());
     CHECK(verifier.ok()) << verifier.status();  // the issuer's own key
@@ -111,6 +113,12 @@ absl::StatusOr<PeerHandle> CoordinatorCore::ActingPeer(const Caller& caller,
           "invitation acts for no peer");
     case Caller::Role::kPeer:
       break;
+  }
+  // One identity cannot keep the worker pool to itself.
+  if (!peer_call_limiter_.Take(caller.peer_id)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "peer ", caller.peer_id, " calls more often than ", options_.peer_call_burst, " at once and one per ",
+        absl::FormatDuration(options_.peer_call_interval), "; slow down"));
   }
   if (!named.peer_id().empty() && named.peer_id() != caller.peer_id) {
     return absl::PermissionDeniedError(absl::StrCat("the credential of peer ", caller.peer_id,
@@ -669,23 +677,14 @@ void CoordinatorCore::Tick() {
 }
 
 absl::Status CoordinatorCore::TakeJoinToken(const std::string& remote_ip) {
-  if (remote_ip.empty() || options_.join_burst <= 0) return absl::OkStatus();
+  if (remote_ip.empty()) return absl::OkStatus();
   auto ip = ParseIp(remote_ip);
   if (ip.has_value() && ip->IsLoopback()) return absl::OkStatus();
-  const absl::Time now = clock_->Now();
-  absl::MutexLock lock(&ban_mu_);
-  auto [it, inserted] =
-      join_buckets_.try_emplace(remote_ip, JoinBucket{static_cast<double>(options_.join_burst), now});
-  JoinBucket& b = it->second;
-  b.tokens = std::min<double>(options_.join_burst,
-                              b.tokens + (now - b.at) / options_.join_interval);
-  b.at = now;
-  if (b.tokens < 1) {
+  if (!join_limiter_.Take(remote_ip)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "too many joins from ", remote_ip, "; one per ",
         absl::FormatDuration(options_.join_interval), " after a burst of ", options_.join_burst));
   }
-  b.tokens -= 1;
   return absl::OkStatus();
 }
 
@@ -697,11 +696,9 @@ void CoordinatorCore::CollectGarbage() {
     last_collection_ = now;
     absl::erase_if(banned_until_, [&](const auto& entry) { return entry.second <= now; });
     // A full bucket is the same as none.
-    absl::erase_if(join_buckets_, [&](const auto& entry) {
-      return entry.second.tokens + (now - entry.second.at) / options_.join_interval >=
-             options_.join_burst;
-    });
   }
+  join_limiter_.Collect();
+  peer_call_limiter_.Collect();
   auto forgotten = ledger_->ForgetInactivePeers(now - options_.forget_peers_after);
   if (!forgotten.ok()) {
     LOG(ERROR) << "forgetting departed peers: " << forgotten.status();

@@ -15,6 +15,7 @@
 #include "absl/time/time.h"
 #include "common/crypto/peer_credential.h"
 #include "common/rpc/caller.h"
+#include "common/rpc/rate_limiter.h"
 #include "common/time/clock.h"
 #include "protos/coordinator.pb.h"
 #include "services/coordinator/history/newest_sample.h"
@@ -56,6 +57,11 @@ struct CoordinatorOptions {
   // gets RESOURCE_EXHAUSTED instead of a peer record each.
   int join_burst = 20;
   absl::Duration join_interval = absl::Seconds(3);
+  // Calls per peer credential: a burst of this many, then one per
+  // peer_call_interval (a trainer makes a few a second, a waiting one polls
+  // its round every 20 ms). Beyond: RESOURCE_EXHAUSTED. 0: no limit.
+  int peer_call_burst = 1000;
+  absl::Duration peer_call_interval = absl::Milliseconds(5);
 };
 
 // What the coordinator keeps for people watching the run; either may be
@@ -145,7 +151,7 @@ class CoordinatorCore {
   // `address` and sent a heartbeat within half the heartbeat TTL.
   absl::Status CheckAddressFree(const std::string& address, const std::string& joining_id) const;
   // ResourceExhausted when `remote_ip` joined too often (a token bucket).
-  absl::Status TakeJoinToken(const std::string& remote_ip) ABSL_LOCKS_EXCLUDED(ban_mu_);
+  absl::Status TakeJoinToken(const std::string& remote_ip);
   // Deletes long-gone peers' records and expired bans; called by Tick.
   void CollectGarbage() ABSL_LOCKS_EXCLUDED(ban_mu_);
   // Drops what is counted per peer (completed samples, last upload) when it
@@ -175,13 +181,11 @@ class CoordinatorCore {
   // peer leaves (it may rejoin with its credential and be evicted later);
   // only invited joins add entries, and joins are rate-limited per address.
   absl::flat_hash_map<std::string, std::string> invited_by_ ABSL_GUARDED_BY(ban_mu_);
-  // Join tokens left per remote IP, and when they were last counted.
-  struct JoinBucket {
-    double tokens;
-    absl::Time at;
-  };
-  absl::flat_hash_map<std::string, JoinBucket> join_buckets_ ABSL_GUARDED_BY(ban_mu_);
   absl::Time last_collection_ ABSL_GUARDED_BY(ban_mu_) = absl::InfinitePast();
+  // Joins per remote IP; calls per peer (thread-safe themselves; mutable:
+  // ActingPeer, a const check, takes from them).
+  RateLimiter join_limiter_;
+  mutable RateLimiter peer_call_limiter_;
 
   // Samples each peer incarnation has completed chunks with, the other half
   // (with its leases) of what bounds the samples it may report.

@@ -409,6 +409,27 @@ TEST_F(CoordinatorCoreTest, SampleGridsAreCheckedAndRateLimited) {
   EXPECT_EQ(core_->UploadSample(req).status().code(), absl::StatusCode::kNotFound);
 }
 
+// One peer that floods the coordinator runs out of calls; others do not.
+TEST_F(CoordinatorCoreTest, APeerCallingTooOftenIsSlowedDownAlone) {
+  CoordinatorOptions options;
+  options.peer_call_burst = 3;
+  options.peer_call_interval = absl::Seconds(1);
+  CoordinatorCore core(ledger_.get(), liveness_.get(), rounds_.get(), RunConfig{"run", "{}"}, options,
+                       &clock_);
+  prober_.Set("10.0.0.1:7000", true);
+  prober_.Set("10.0.0.2:7000", true);
+  v1::PeerRef a = Join("10.0.0.1:7000"), b = Join("10.0.0.2:7000");
+  auto get_round = [&](const v1::PeerRef& p) {
+    return core.GetRound({}, Caller::Peer(p.peer_id(), p.incarnation())).status().code();
+  };
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(get_round(a), absl::StatusCode::kOk) << i;
+  EXPECT_EQ(get_round(a), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(get_round(b), absl::StatusCode::kOk);
+  clock_.Advance(absl::Seconds(1));
+  EXPECT_EQ(get_round(a), absl::StatusCode::kOk);
+  EXPECT_EQ(get_round(a), absl::StatusCode::kResourceExhausted);
+}
+
 TEST_F(CoordinatorCoreTest, OutvotedHashesAreCountedForTheMetrics) {
   std::vector<v1::PeerRef> peers;
   for (const char* address : {"10.0.0.1:7000", "10.0.0.2:7000", "10.0.0.3:7000"}) {
