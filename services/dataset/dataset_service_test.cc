@@ -241,104 +241,100 @@ TEST(DatasetServiceLimits, StreamsAboveTheLimitAreResourceExhausted) {
   (*host)->Shutdown(absl::Seconds(1));
 }
 
+// A service over one chunk far larger than a stalled reader's flow-control
+// window (its streams stay open), and a client that reads nothing: a small
+// window and no BDP probing.
+class StalledReaders {
+ public:
+  static std::unique_ptr<StalledReaders> Start(const std::string& name, DatasetServiceOptions o) {
+    std::unique_ptr<StalledReaders> s(new StalledReaders());
+    s->root = testing::NewTempDir(name);
+    auto members = testing::ShardMembers(0, 1);
+    members[1].second = std::string(4 << 20, 'c');
+    testing::WriteTar(s->root + "/big.tar", members);
+    auto m = BuildManifest({s->root, "", 4});
+    EXPECT_TRUE(m.ok()) << m.status();
+    s->catalog = std::make_unique<DatasetCatalog>(std::move(*m), CatalogMetadata{}, 0);
+    o.frame_bytes = 64 << 10;
+    s->service = std::make_unique<DatasetService>(s->catalog.get(), o);
+    ServerOptions options;
+    options.listen_address = "127.0.0.1:0";
+    options.security = s->credentials.Server();
+    auto host = ServiceHost::Start(options, {s->service.get()});
+    EXPECT_TRUE(host.ok());
+    s->host = std::move(*host);
+    s->target = "127.0.0.1:" + std::to_string(s->host->port());
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    s->stub = v1::Dataset::NewStub(grpc::CreateCustomChannel(s->target, grpc::InsecureChannelCredentials(), args));
+    return s;
+  }
+  ~StalledReaders() { host->Shutdown(absl::Seconds(1)); }
+
+  // Opens one more stream of chunk 0 and reads nothing from it.
+  void Open() {
+    contexts.push_back(std::make_unique<grpc::ClientContext>());
+    contexts.back()->AddMetadata("authorization", std::string("Bearer ") + kToken);
+    v1::ReadChunkRequest req;
+    req.set_chunk_id(0);
+    streams.push_back(stub->ReadChunk(contexts.back().get(), req));
+  }
+  // Waits (up to 5 s) until the service holds `n` streams.
+  int WaitForActive(int n) {
+    for (int i = 0; i < 500 && service->active_reads() != n; ++i) absl::SleepFor(absl::Milliseconds(10));
+    return service->active_reads();
+  }
+
+  std::string root, target;
+  ::dd::testing::TestRunCredentials credentials{kToken};
+  std::unique_ptr<DatasetCatalog> catalog;
+  std::unique_ptr<DatasetService> service;
+  std::unique_ptr<ServiceHost> host;
+  std::unique_ptr<v1::Dataset::Stub> stub;
+  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
+  std::vector<std::unique_ptr<grpc::ClientReader<v1::ChunkFrame>>> streams;
+
+ private:
+  StalledReaders() = default;
+};
+
 // The attack: a token holder opens streams and never reads them, to hold
 // every one of the service's slots. Each client holds at most its own.
 TEST(DatasetServiceLimits, StalledReadersHoldOnlyTheirOwnClientsSlots) {
-  std::string root = testing::NewTempDir("stalled");
-  // One sample whose caption makes the chunk far larger than the stalled
-  // readers' flow-control windows, so their streams stay open.
-  auto members = testing::ShardMembers(0, 1);
-  members[1].second = std::string(4 << 20, 'c');
-  testing::WriteTar(root + "/big.tar", members);
-  auto m = BuildManifest({root, "", 4});
-  ASSERT_TRUE(m.ok()) << m.status();
-  DatasetCatalog catalog(std::move(*m), {}, 0);
   DatasetServiceOptions o;
-  o.frame_bytes = 64 << 10;
   o.max_reads_per_client = 2;
-  DatasetService service(&catalog, o);
-  ::dd::testing::TestRunCredentials credentials(kToken);
-  ServerOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.security = credentials.Server();
-  auto host = ServiceHost::Start(options, {&service});
-  ASSERT_TRUE(host.ok());
-  const std::string target = "127.0.0.1:" + std::to_string((*host)->port());
-
-  // A client that reads nothing: a small window and no BDP probing.
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  auto stub = v1::Dataset::NewStub(
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args));
-  v1::ReadChunkRequest req;
-  req.set_chunk_id(0);
-  std::vector<std::unique_ptr<grpc::ClientContext>> contexts;
-  std::vector<std::unique_ptr<grpc::ClientReader<v1::ChunkFrame>>> stalled;
-  auto open = [&] {
-    contexts.push_back(std::make_unique<grpc::ClientContext>());
-    contexts.back()->AddMetadata("authorization", std::string("Bearer ") + kToken);
-    stalled.push_back(stub->ReadChunk(contexts.back().get(), req));
-  };
-  open();
-  open();
-  for (int i = 0; i < 200 && service.active_reads() < 2; ++i) absl::SleepFor(absl::Milliseconds(10));
-  ASSERT_EQ(service.active_reads(), 2);
+  auto s = StalledReaders::Start("stalled", o);
+  s->Open();
+  s->Open();
+  ASSERT_EQ(s->WaitForActive(2), 2);
   // The same client's third stream is refused ...
-  open();
+  s->Open();
   v1::ChunkFrame frame;
-  EXPECT_FALSE(stalled.back()->Read(&frame));
-  EXPECT_EQ(stalled.back()->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_FALSE(s->streams.back()->Read(&frame));
+  EXPECT_EQ(s->streams.back()->Finish().error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   // ... while another client (a peer, by its credential) downloads the chunk.
-  DatasetClient peer(*MakeChannel(target, credentials.Peer("peer-1")));
+  DatasetClient peer(*MakeChannel(s->target, s->credentials.Peer("peer-1")));
   auto chunks = peer.ListAllChunks();
   ASSERT_TRUE(chunks.ok()) << chunks.status();
-  auto got = peer.DownloadChunk((*chunks)[0], root + "/got.tar");
+  auto got = peer.DownloadChunk((*chunks)[0], s->root + "/got.tar");
   EXPECT_TRUE(got.ok()) << got.status();
   // Cancelling the stalled streams gives their slots back.
-  for (size_t i = 0; i < 2; ++i) contexts[i]->TryCancel();
-  for (int i = 0; i < 500 && service.active_reads() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
-  EXPECT_EQ(service.active_reads(), 0);
-  (*host)->Shutdown(absl::Seconds(1));
+  for (size_t i = 0; i < 2; ++i) s->contexts[i]->TryCancel();
+  EXPECT_EQ(s->WaitForActive(0), 0);
 }
 
 // A stalled reader does not keep even its own slots: after idle_timeout
 // without taking a frame its streams are cancelled.
 TEST(DatasetServiceLimits, StalledStreamsAreCancelledAfterTheIdleTimeout) {
-  std::string root = testing::NewTempDir("idle");
-  auto members = testing::ShardMembers(0, 1);
-  members[1].second = std::string(4 << 20, 'c');
-  testing::WriteTar(root + "/big.tar", members);
-  auto m = BuildManifest({root, "", 4});
-  ASSERT_TRUE(m.ok()) << m.status();
-  DatasetCatalog catalog(std::move(*m), {}, 0);
   DatasetServiceOptions o;
-  o.frame_bytes = 64 << 10;
   o.idle_timeout = absl::Milliseconds(600);
-  DatasetService service(&catalog, o);
-  ::dd::testing::TestRunCredentials credentials(kToken);
-  ServerOptions options;
-  options.listen_address = "127.0.0.1:0";
-  options.security = credentials.Server();
-  auto host = ServiceHost::Start(options, {&service});
-  ASSERT_TRUE(host.ok());
-  grpc::ChannelArguments args;
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 10);
-  args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
-  auto stub = v1::Dataset::NewStub(grpc::CreateCustomChannel(
-      "127.0.0.1:" + std::to_string((*host)->port()), grpc::InsecureChannelCredentials(), args));
-  v1::ReadChunkRequest req;
-  req.set_chunk_id(0);
-  grpc::ClientContext context;
-  context.AddMetadata("authorization", std::string("Bearer ") + kToken);
-  auto stalled = stub->ReadChunk(&context, req);
-  for (int i = 0; i < 200 && service.active_reads() < 1; ++i) absl::SleepFor(absl::Milliseconds(10));
-  ASSERT_EQ(service.active_reads(), 1);
+  auto s = StalledReaders::Start("idle", o);
+  s->Open();
+  ASSERT_EQ(s->WaitForActive(1), 1);
   // Nobody reads: the watchdog cancels the stream and its slot returns.
-  for (int i = 0; i < 500 && service.active_reads() > 0; ++i) absl::SleepFor(absl::Milliseconds(10));
-  EXPECT_EQ(service.active_reads(), 0);
-  EXPECT_EQ(service.read_stats().idle_cancelled, 1u);
-  (*host)->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(s->WaitForActive(0), 0);
+  EXPECT_EQ(s->service->read_stats().idle_cancelled, 1u);
 }
 
 }  // namespace

@@ -32,16 +32,7 @@ absl::Status RewriteTensors(const fs::path& from, const fs::path& to, at::Scalar
 }  // namespace
 
 absl::Status ExportModel(const std::string& from, const std::string& to, const ExportOptions& o) {
-  at::ScalarType dtype;
-  if (o.dtype == "fp16") {
-    dtype = at::kHalf;
-  } else if (o.dtype == "bf16") {
-    dtype = at::kBFloat16;
-  } else if (o.dtype == "fp32") {
-    dtype = at::kFloat;
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("dtype \"", o.dtype, "\": use fp16, bf16 or fp32"));
-  }
+  ASSIGN_OR_RETURN(const at::ScalarType dtype, StorageDtype(o.dtype));
   std::error_code ec;
   if (!fs::is_directory(from, ec)) return absl::NotFoundError(absl::StrCat(from, " is not a folder"));
   if (fs::exists(to, ec)) return absl::AlreadyExistsError(absl::StrCat(to, " exists"));

@@ -77,13 +77,6 @@ bool Ignorable(const std::string& key) {
          absl::EndsWith(key, ".attn_mask");
 }
 
-absl::StatusOr<at::ScalarType> DtypeNamed(const std::string& name) {
-  if (name == "fp16") return at::kHalf;
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "fp32") return at::kFloat;
-  return absl::InvalidArgumentError(absl::StrCat("dtype \"", name, "\": use fp16, bf16 or fp32"));
-}
-
 // An OpenCLIP text encoder's tensors (names after its prefix) as
 // transformers' names without "text_model." (q/k/v split apart);
 // `layers` drops deeper resblocks (SD 2.x's diffusers encoder stops one
@@ -278,7 +271,7 @@ absl::StatusOr<ImportReport> ImportSingleFile(const std::string& path, const std
 
 absl::StatusOr<ModelFamily> ExportSingleFile(const std::string& model_dir, const std::string& path,
                                              const SingleFileExportOptions& o) {
-  ASSIGN_OR_RETURN(at::ScalarType dtype, DtypeNamed(o.dtype));
+  ASSIGN_OR_RETURN(at::ScalarType dtype, StorageDtype(o.dtype));
   ASSIGN_OR_RETURN(Layouts l, ReadLayouts(model_dir));
   const bool sdxl = l.text_2.has_value();
   bool open_clip = l.text.hidden_act == "gelu";

@@ -199,4 +199,11 @@ absl::Status ParseTensors(const std::string& bytes, std::map<std::string, at::Te
   return absl::OkStatus();
 }
 
+absl::StatusOr<at::ScalarType> StorageDtype(const std::string& name) {
+  if (name == "fp16") return at::kHalf;
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "fp32") return at::kFloat;
+  return absl::InvalidArgumentError(absl::StrCat("dtype \"", name, "\": use fp16, bf16 or fp32"));
+}
+
 }  // namespace dd::model

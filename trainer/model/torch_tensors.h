@@ -34,6 +34,10 @@ absl::StatusOr<std::map<std::string, at::Tensor>> LoadTensors(
 absl::StatusOr<std::map<std::string, at::Tensor>> LoadPartTensors(const std::string& dir,
                                                                   const std::string& stem);
 
+// The floating dtype a model is stored in, by the names the tools take:
+// "fp16", "bf16" or "fp32" (InvalidArgument otherwise).
+absl::StatusOr<at::ScalarType> StorageDtype(const std::string& name);
+
 // Writes `tensors` (CPU, any supported dtype) and `metadata` to a
 // safetensors file atomically.
 absl::Status SaveTensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors,
