@@ -1,5 +1,7 @@
 #include "common/io/file_util.h"
 
+#include <cstdlib>
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -11,6 +13,13 @@
 #include "absl/strings/str_cat.h"
 
 namespace dd {
+
+std::string UserCacheDir() {
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg != nullptr && *xdg != 0) return xdg;
+  const char* home = std::getenv("HOME");
+  return std::string(home != nullptr && *home != 0 ? home : "/tmp") + "/.cache";
+}
 
 absl::Status ErrnoToStatus(int err, absl::string_view what,
                            absl::string_view path) {

@@ -12,6 +12,10 @@
 
 namespace dd {
 
+// The user's cache folder: $XDG_CACHE_HOME, else $HOME/.cache (/tmp/.cache
+// without a home), as the XDG base directory specification says.
+std::string UserCacheDir();
+
 // Reads a whole file. Refuses files larger than `max_bytes` with
 // ResourceExhausted (so a mistaken path cannot exhaust memory).
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,

@@ -56,5 +56,13 @@ TEST(FileUtil, LinkOrCopyTreeLinksTheKeptEntries) {
   EXPECT_FALSE(LinkOrCopyTree("/proc/self/no-such-dir", "/proc/x/y", [](const std::string&) { return true; }).ok());
 }
 
+TEST(FileUtil, UserCacheDirFollowsXdg) {
+  setenv("XDG_CACHE_HOME", "/xdg/cache", 1);
+  EXPECT_EQ(UserCacheDir(), "/xdg/cache");
+  unsetenv("XDG_CACHE_HOME");
+  setenv("HOME", "/home/someone", 1);
+  EXPECT_EQ(UserCacheDir(), "/home/someone/.cache");
+}
+
 }  // namespace
 }  // namespace dd

@@ -242,10 +242,7 @@ absl::Status LinkSnapshot(const fs::path& repo_dir, const std::string& commit, c
 absl::StatusOr<HubOptions> HubOptionsFromEnvironment(const std::string& token_file) {
   HubOptions o;
   if (!Env("HF_ENDPOINT").empty()) o.endpoint = std::string(absl::StripSuffix(Env("HF_ENDPOINT"), "/"));
-  const std::string home = !Env("HF_HOME").empty() ? Env("HF_HOME")
-                                                   : (Env("XDG_CACHE_HOME").empty() ? Env("HOME") + "/.cache"
-                                                                                     : Env("XDG_CACHE_HOME")) +
-                                                         "/huggingface";
+  const std::string home = !Env("HF_HOME").empty() ? Env("HF_HOME") : UserCacheDir() + "/huggingface";
   o.cache_dir = !Env("HF_HUB_CACHE").empty() ? Env("HF_HUB_CACHE") : home + "/hub";
   const std::string offline = absl::AsciiStrToLower(Env("HF_HUB_OFFLINE"));
   o.offline = offline == "1" || offline == "true" || offline == "yes";

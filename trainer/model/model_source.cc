@@ -1,12 +1,12 @@
 #include "trainer/model/model_source.h"
 
-#include <cstdlib>
 #include <filesystem>
 
 #include <glog/logging.h>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/io/file_util.h"
 #include "common/status/status_macros.h"
 #include "trainer/model/hub_download.h"
 #include "trainer/model/single_file.h"
@@ -16,12 +16,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-std::string CacheRoot() {
-  const char* xdg = std::getenv("XDG_CACHE_HOME");
-  const char* home = std::getenv("HOME");
-  const std::string base = xdg != nullptr && *xdg != 0 ? xdg : std::string(home != nullptr ? home : "/tmp") + "/.cache";
-  return base + "/distributed-diffusion/single-file";
-}
+std::string CacheRoot() { return UserCacheDir() + "/distributed-diffusion/single-file"; }
 
 }  // namespace
 
