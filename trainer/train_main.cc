@@ -110,6 +110,9 @@ DEFINE_double(bandwidth_mbps, 0,
               "of the members' (0: the median).");
 DEFINE_int64(nan_contribution_at_step_for_test, 0,
              "Peer mode, fault tests only: poison this peer's contribution to this global step.");
+DEFINE_double(scale_reduced_means_for_test, 0,
+              "Peer mode, security tests only: act as a dishonest reducer that answers every "
+              "part of its span with the mean times this factor (0: honest).");
 DEFINE_string(trained_keys_log, "", "Peer mode: append \"STEP KEY\" for every sample this peer "
               "contributed to each global step (audits, equivalence tests).");
 DEFINE_string(averaging_codec, "", "Peer mode: none, fp16, bf16, uniform8bit, blockwise8bit "
@@ -211,6 +214,7 @@ absl::Status Run(int, char**) {
     po.bandwidth_mbps = FLAGS_bandwidth_mbps;
     po.codec = FLAGS_averaging_codec;
     po.nan_contribution_at_step_for_test = FLAGS_nan_contribution_at_step_for_test;
+    po.scale_reduced_means_for_test = FLAGS_scale_reduced_means_for_test;
     ASSIGN_OR_RETURN(po.security, dd::SecurityConfigFromFlags());
     RETURN_IF_ERROR(dd::collab::RunPeer(po));
     std::cout << "collaborative training finished; outputs in " << o.output_dir << "\n";

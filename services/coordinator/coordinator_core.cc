@@ -549,6 +549,67 @@ absl::StatusOr<v1::ListRoundsResponse> CoordinatorCore::ListRounds(const v1::Lis
   return response;
 }
 
+absl::StatusOr<v1::GetStepHashResponse> CoordinatorCore::GetStepHash(
+    const v1::GetStepHashRequest& request) {
+  const StepHash h = rounds_->ConfirmedHash(request.step());
+  v1::GetStepHashResponse response;
+  response.set_confirmed(h.confirmed);
+  response.set_hash(h.hash);
+  response.set_votes(h.votes);
+  response.set_eligible(h.eligible);
+  response.set_why(h.why);
+  response.set_initial(h.initial);
+  return response;
+}
+
+absl::StatusOr<v1::ReportAuditsResponse> CoordinatorCore::ReportAudits(
+    const v1::ReportAuditsRequest& request, const Caller& caller) {
+  ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
+  if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
+  if (request.reports_size() > 64) {
+    return absl::InvalidArgumentError("at most 64 verdicts per call");
+  }
+  std::vector<v1::AuditReport> reports(request.reports().begin(), request.reports().end());
+  ASSIGN_OR_RETURN(AuditStatus status,
+                   rounds_->RecordAudits(peer.peer_id, request.round_id(), reports));
+  for (const v1::AuditReport& r : reports) {
+    audit_verdicts_[r.verdict()].fetch_add(1, std::memory_order_relaxed);
+  }
+  // Two different auditors must find a reducer dishonest before it is
+  // banned: one auditor alone cannot get an honest member banned.
+  const absl::Time now = clock_->Now();
+  for (const auto& [reducer, auditor] : status.accusations) {
+    LOG(WARNING) << "round " << request.round_id() << ": peer " << auditor << " found reducer "
+                 << reducer << " dishonest";
+    size_t accusers = 0;
+    {
+      absl::MutexLock lock(&ban_mu_);
+      auto& by_auditor = accusations_[reducer];
+      by_auditor[auditor] = now;
+      absl::erase_if(by_auditor,
+                     [&](const auto& e) { return now - e.second > options_.eviction_ban; });
+      accusers = by_auditor.size();
+      if (accusers >= 2) accusations_.erase(reducer);
+    }
+    if (accusers >= 2) {
+      auto evicted = EvictAndBan(reducer, options_.eviction_ban,
+                                 "found dishonest by two auditors of its reductions",
+                                 /*even_if_gone=*/true);
+      if (evicted.ok()) reducers_banned_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  v1::ReportAuditsResponse response;
+  response.set_audits_pending(status.pending);
+  response.set_audit_failed(status.failed);
+  for (uint32_t span : status.failed_spans) response.add_failed_spans(span);
+  return response;
+}
+
+uint64_t CoordinatorCore::audit_verdicts(v1::AuditVerdict verdict) const {
+  const int i = static_cast<int>(verdict);
+  return i >= 0 && i < static_cast<int>(audit_verdicts_.size()) ? audit_verdicts_[i].load() : 0;
+}
+
 absl::StatusOr<v1::UploadSampleResponse> CoordinatorCore::UploadSample(
     const v1::UploadSampleRequest& request, const Caller& caller) {
   ASSIGN_OR_RETURN(PeerHandle peer, ActingPeer(caller, request.peer()));
@@ -616,29 +677,38 @@ absl::StatusOr<v1::AdminReleaseChunkResponse> CoordinatorCore::AdminReleaseChunk
   return response;
 }
 
-absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
-    const v1::AdminEvictPeerRequest& request, const std::string& admin_token) {
-  if (absl::Status s = CheckAdmin(admin_token); !s.ok()) return s;
-  auto released =
-      membership_.Remove(request.peer_id(), std::nullopt, RemovalReason::kEvictedByAdmin);
-  if (!released.ok()) return released.status();
-  ForgetPeerRecords(request.peer_id());
-  absl::Duration ban = request.ban_seconds() > 0 ? absl::Seconds(request.ban_seconds())
-                                                 : options_.eviction_ban;
+absl::StatusOr<uint32_t> CoordinatorCore::EvictAndBan(const std::string& peer_id,
+                                                      absl::Duration ban, const std::string& why,
+                                                      bool even_if_gone) {
+  auto released = membership_.Remove(peer_id, std::nullopt, RemovalReason::kEvictedByAdmin);
+  if (!released.ok() && !(even_if_gone && absl::IsNotFound(released.status()))) {
+    return released.status();
+  }
+  ForgetPeerRecords(peer_id);
   std::string invitation;
   {
     absl::MutexLock lock(&ban_mu_);
-    banned_until_[request.peer_id()] = clock_->Now() + ban;
-    if (auto it = invited_by_.find(request.peer_id()); it != invited_by_.end()) {
+    banned_until_[peer_id] = clock_->Now() + ban;
+    if (auto it = invited_by_.find(peer_id); it != invited_by_.end()) {
       invitation = it->second;
       banned_until_[InvitationKey(invitation)] = clock_->Now() + ban;
       invited_by_.erase(it);
     }
   }
-  LOG(INFO) << "peer " << request.peer_id() << " banned for " << absl::FormatDuration(ban)
-            << (invitation.empty() ? "" : absl::StrCat(", with its invitation \"", invitation, "\""));
+  LOG(WARNING) << "peer " << peer_id << " banned for " << absl::FormatDuration(ban) << " (" << why
+               << ")"
+               << (invitation.empty() ? "" : absl::StrCat(", with its invitation \"", invitation, "\""));
+  return released.ok() ? *released : 0;
+}
+
+absl::StatusOr<v1::AdminEvictPeerResponse> CoordinatorCore::AdminEvictPeer(
+    const v1::AdminEvictPeerRequest& request, const std::string& admin_token) {
+  if (absl::Status s = CheckAdmin(admin_token); !s.ok()) return s;
+  absl::Duration ban = request.ban_seconds() > 0 ? absl::Seconds(request.ban_seconds())
+                                                 : options_.eviction_ban;
+  ASSIGN_OR_RETURN(uint32_t released, EvictAndBan(request.peer_id(), ban, "evicted by an admin"));
   v1::AdminEvictPeerResponse response;
-  response.set_released_chunks(*released);
+  response.set_released_chunks(released);
   return response;
 }
 
@@ -695,6 +765,11 @@ void CoordinatorCore::CollectGarbage() {
     if (now - last_collection_ < absl::Minutes(1)) return;
     last_collection_ = now;
     absl::erase_if(banned_until_, [&](const auto& entry) { return entry.second <= now; });
+    for (auto& [reducer, by_auditor] : accusations_) {
+      absl::erase_if(by_auditor,
+                     [&](const auto& e) { return now - e.second > options_.eviction_ban; });
+    }
+    absl::erase_if(accusations_, [](const auto& entry) { return entry.second.empty(); });
     // A full bucket is the same as none.
   }
   join_limiter_.Collect();

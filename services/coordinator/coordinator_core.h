@@ -5,6 +5,7 @@
 #ifndef SERVICES_COORDINATOR_COORDINATOR_CORE_H_
 #define SERVICES_COORDINATOR_COORDINATOR_CORE_H_
 
+#include <array>
 #include <atomic>
 #include <string>
 
@@ -116,6 +117,17 @@ class CoordinatorCore {
   absl::StatusOr<v1::GetRoundResponse> GetRound(const v1::GetRoundRequest& request,
                                                 const Caller& caller = Caller::Unchecked());
   absl::StatusOr<v1::ListRoundsResponse> ListRounds(const v1::ListRoundsRequest& request);
+  // RoundPlanner::ConfirmedHash of the step.
+  absl::StatusOr<v1::GetStepHashResponse> GetStepHash(const v1::GetStepHashRequest& request);
+  // Records an auditor's verdicts and says where the round's audits stand;
+  // a reducer accused by two different auditors (within eviction_ban) is
+  // evicted and banned for eviction_ban.
+  absl::StatusOr<v1::ReportAuditsResponse> ReportAudits(const v1::ReportAuditsRequest& request,
+                                                        const Caller& caller = Caller::Unchecked());
+  // Audit verdicts recorded since start, by verdict (AuditVerdict), and
+  // reducers banned for them: for the metrics.
+  uint64_t audit_verdicts(v1::AuditVerdict verdict) const;
+  uint64_t reducers_banned() const { return reducers_banned_.load(); }
   // Reports whose parameter hash the other members' outvoted (the peer was
   // told to resynchronise), since start: for the metrics.
   uint64_t diverged_reports() const { return diverged_reports_.load(); }
@@ -154,6 +166,12 @@ class CoordinatorCore {
   absl::Status TakeJoinToken(const std::string& remote_ip);
   // Deletes long-gone peers' records and expired bans; called by Tick.
   void CollectGarbage() ABSL_LOCKS_EXCLUDED(ban_mu_);
+  // Removes `peer_id` now and bans it (and the invitation it joined with)
+  // for `ban`. Returns the chunks released. NotFound for a peer not
+  // registered, which is banned all the same when `even_if_gone`.
+  absl::StatusOr<uint32_t> EvictAndBan(const std::string& peer_id, absl::Duration ban,
+                                       const std::string& why, bool even_if_gone = false)
+      ABSL_LOCKS_EXCLUDED(ban_mu_);
   // Drops what is counted per peer (completed samples, last upload) when it
   // left or rejoined.
   void ForgetPeerRecords(const std::string& peer_id) ABSL_LOCKS_EXCLUDED(peer_records_mu_);
@@ -182,6 +200,12 @@ class CoordinatorCore {
   // only invited joins add entries, and joins are rate-limited per address.
   absl::flat_hash_map<std::string, std::string> invited_by_ ABSL_GUARDED_BY(ban_mu_);
   absl::Time last_collection_ ABSL_GUARDED_BY(ban_mu_) = absl::InfinitePast();
+  // Reducer peer id -> auditor peer id -> when it found the reducer
+  // dishonest (entries older than eviction_ban are dropped).
+  absl::flat_hash_map<std::string, absl::flat_hash_map<std::string, absl::Time>> accusations_
+      ABSL_GUARDED_BY(ban_mu_);
+  std::array<std::atomic<uint64_t>, 5> audit_verdicts_{};
+  std::atomic<uint64_t> reducers_banned_{0};
   // Joins per remote IP; calls per peer (thread-safe themselves; mutable:
   // ActingPeer, a const check, takes from them).
   RateLimiter join_limiter_;

@@ -191,6 +191,7 @@ absl::Status Run() {
   PeerLiveness liveness(ledger->get(), &prober, dd::RealClock(), liveness_options);
   RoundPlannerOptions round_options;
   round_options.target_batch_size = config->target_batch_size;
+  round_options.reducer_audits = config->reducer_audits;
   round_options.round_timeout = *round_timeout;
   round_options.report_ttl = *ttl;
   const uint64_t step = (*ledger)->GlobalStep();

@@ -67,6 +67,20 @@ void AddCoordinatorMetrics(CoordinatorCore* core, ChunkLedger* ledger,
       "Progress reports whose parameter hash differed from the other members' (the peer "
       "resynchronises).",
       {}, [core] { return GaugeSamples{{{}, double(core->diverged_reports())}}; });
+  registry->AddCounterFunction(
+      "dd_coordinator_audit_verdicts_total",
+      "Reducer audit verdicts reported by auditors (passed, mismatch, refused, incomplete).",
+      {"verdict"}, [core] {
+        return GaugeSamples{
+            {{"passed"}, double(core->audit_verdicts(v1::AUDIT_PASSED))},
+            {{"mismatch"}, double(core->audit_verdicts(v1::AUDIT_MISMATCH))},
+            {{"refused"}, double(core->audit_verdicts(v1::AUDIT_REFUSED))},
+            {{"incomplete"}, double(core->audit_verdicts(v1::AUDIT_INCOMPLETE))}};
+      });
+  registry->AddCounterFunction(
+      "dd_coordinator_reducers_banned_total",
+      "Reducers evicted and banned after two auditors found their reductions dishonest.", {},
+      [core] { return GaugeSamples{{{}, double(core->reducers_banned())}}; });
   registry->AddGaugeFunction(
       "dd_coordinator_round_interval_seconds",
       "Time between the openings of the two newest averaging rounds (a global step's length).",

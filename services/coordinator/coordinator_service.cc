@@ -55,6 +55,8 @@ DD_COORDINATOR_LISTING_RPC(ListPeers, ListPeersRequest, ListPeersResponse)
 DD_COORDINATOR_PEER_RPC(ReportProgress, ReportProgressRequest, ReportProgressResponse)
 DD_COORDINATOR_PEER_RPC(GetRound, GetRoundRequest, GetRoundResponse)
 DD_COORDINATOR_RPC(ListRounds, ListRoundsRequest, ListRoundsResponse)
+DD_COORDINATOR_PEER_RPC(ReportAudits, ReportAuditsRequest, ReportAuditsResponse)
+DD_COORDINATOR_RPC(GetStepHash, GetStepHashRequest, GetStepHashResponse)
 DD_COORDINATOR_PEER_RPC(UploadSample, UploadSampleRequest, UploadSampleResponse)
 DD_COORDINATOR_RPC(GetHistory, GetHistoryRequest, GetHistoryResponse)
 #undef DD_COORDINATOR_RPC

@@ -55,6 +55,12 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
   grpc::ServerUnaryReactor* ListRounds(grpc::CallbackServerContext* c,
                                        const v1::ListRoundsRequest* req,
                                        v1::ListRoundsResponse* resp) override;
+  grpc::ServerUnaryReactor* GetStepHash(grpc::CallbackServerContext* c,
+                                        const v1::GetStepHashRequest* req,
+                                        v1::GetStepHashResponse* resp) override;
+  grpc::ServerUnaryReactor* ReportAudits(grpc::CallbackServerContext* c,
+                                         const v1::ReportAuditsRequest* req,
+                                         v1::ReportAuditsResponse* resp) override;
   grpc::ServerUnaryReactor* UploadSample(grpc::CallbackServerContext* c,
                                          const v1::UploadSampleRequest* req,
                                          v1::UploadSampleResponse* resp) override;

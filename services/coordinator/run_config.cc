@@ -42,6 +42,20 @@ absl::StatusOr<RunConfig> ParseRunConfig(const std::string& text, const std::str
   }
   RunConfig config{run_id, doc.dump()};
   if (tbs != doc.end()) config.target_batch_size = tbs->get<uint64_t>();
+  auto open = doc.find("open_run");
+  if (open != doc.end() && !open->is_boolean()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": open_run must be true or false"));
+  }
+  const bool open_run = open != doc.end() && open->get<bool>();
+  config.reducer_audits = open_run ? 1 : 0;
+  auto audits = doc.find("reducer_audits");
+  if (audits != doc.end()) {
+    if (!audits->is_number_unsigned() || audits->get<uint64_t>() > 8) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(source, ": reducer_audits must be an integer from 0 to 8"));
+    }
+    config.reducer_audits = audits->get<uint32_t>();
+  }
   return config;
 }
 

@@ -4,6 +4,9 @@
 //
 //   {"run_id": "shapes-1", "model": "tiny", "target_batch_size": 64,
 //    "hyperparameters": {"lr": 1e-4}}
+//
+// The coordinator itself reads "target_batch_size", "open_run" and
+// "reducer_audits" (RunConfig below).
 #ifndef SERVICES_COORDINATOR_RUN_CONFIG_H_
 #define SERVICES_COORDINATOR_RUN_CONFIG_H_
 
@@ -18,6 +21,10 @@ struct RunConfig {
   std::string json;  // the whole document, re-serialized compactly
   // Samples per global step (the collaboration's batch); default 256.
   uint64_t target_batch_size = 256;
+  // Audits of each reducer's span per round, each by a different member
+  // ("reducer_audits", 0-8); default 1 in open runs ("open_run": true),
+  // else 0.
+  uint32_t reducer_audits = 0;
 };
 
 // InvalidArgument naming `source` and the problem (JSON syntax with line and

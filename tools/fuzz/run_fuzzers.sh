@@ -43,6 +43,13 @@ targets+=(peer_credential_fuzz)
 build run_config_fuzz trainer/collab/run_config_fuzz.cc trainer/collab/sync_config.cc \
   trainer/averaging/codec.cc trainer/averaging/span_reducer.cc common/thread/parallel_for.cc
 targets+=(run_config_fuzz)
+# The averaging service's request handling: its messages come from Bazel's
+# protoc output (tests/run_all.sh builds it before this step).
+[ -f bazel-bin/protos/averaging.pb.cc ] || bazel build //protos:averaging_proto
+build reducer_registry_fuzz -Ibazel-bin trainer/averaging/reducer_registry_fuzz.cc \
+  trainer/averaging/reducer_registry.cc trainer/averaging/span_reducer.cc trainer/averaging/codec.cc \
+  common/thread/parallel_for.cc bazel-bin/protos/averaging.pb.cc -lprotobuf
+targets+=(reducer_registry_fuzz)
 if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-max_total_time="$FUZZ_SECONDS"); what="$FUZZ_SECONDS s"
 else limit=(-runs="$runs"); what="$runs inputs"; fi
 failed=0

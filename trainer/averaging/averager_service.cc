@@ -15,7 +15,10 @@ grpc::ServerUnaryReactor* AveragerService::ReducePart(grpc::CallbackServerContex
   // The sender is who its credential says, whatever the request claims.
   registry_.ReducePart(
       request, response,
-      [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); },
+      [this, reactor, request, response](const absl::Status& status) {
+        if (status.ok() && tamper_) tamper_(*request, response);
+        reactor->Finish(ToGrpcStatus(status));
+      },
       CallerOf(context->client_metadata()));
   return reactor;
 }

@@ -5,6 +5,8 @@
 #ifndef TRAINER_AVERAGING_AVERAGER_SERVICE_H_
 #define TRAINER_AVERAGING_AVERAGER_SERVICE_H_
 
+#include <functional>
+
 #include "absl/time/time.h"
 #include "protos/averaging.grpc.pb.h"
 #include "trainer/averaging/reducer_registry.h"
@@ -23,6 +25,12 @@ class AveragerService final : public v1::Averager::CallbackService {
   // Where rounds are registered (ButterflyAllReduce).
   ReducerRegistry* registry() { return &registry_; }
 
+  // Security tests only: every answer passes through `tamper` before it is
+  // sent, so a real process can act as a dishonest reducer. Call before
+  // the server starts.
+  using Tamper = std::function<void(const v1::ReducePartRequest&, v1::ReducePartResponse*)>;
+  void TamperWithAnswersForTest(Tamper tamper) { tamper_ = std::move(tamper); }
+
   // ReducerRegistry::ReducePart's codes, as gRPC status codes.
   grpc::ServerUnaryReactor* ReducePart(grpc::CallbackServerContext* context,
                                        const v1::ReducePartRequest* request,
@@ -30,6 +38,7 @@ class AveragerService final : public v1::Averager::CallbackService {
 
  private:
   ReducerRegistry registry_;
+  Tamper tamper_;  // set before serving
 };
 
 }  // namespace dd::averaging

@@ -180,5 +180,96 @@ TEST(AveragerService, AWeightAboveTheRoundsAssignmentCountsAsAssigned) {
   for (float m : MeanOf(response)) ASSERT_EQ(m, 2.0f);
 }
 
+// Sends `req` with `client`'s credential.
+grpc::Status Call(const Server& server, const v1::ReducePartRequest& req,
+                  v1::ReducePartResponse* response, const SecurityConfig& client) {
+  auto stub = v1::Averager::NewStub(
+      *MakeChannel(absl::StrCat("127.0.0.1:", server.host->port()), client));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  return stub->ReducePart(&ctx, req, response);
+}
+
+// Member `sender`'s part (all `value`) of member `span`'s span, as `kind`.
+v1::ReducePartRequest Part(v1::PartKind kind, uint32_t sender, uint32_t span, float value,
+                           uint64_t offset = 0) {
+  v1::ReducePartRequest req;
+  req.set_kind(kind);
+  req.set_round_id(20);
+  req.set_sender_peer_id(absl::StrCat("peer-", sender));
+  req.set_sender_index(sender);
+  req.set_span(span);
+  req.set_offset(offset);
+  req.set_count(kCount);
+  req.set_codec(v1::NONE);
+  req.set_weight(1);
+  if (kind != v1::REVEAL) {
+    std::vector<float> values(kCount, value);
+    req.set_data(std::string(reinterpret_cast<const char*>(values.data()), kCount * sizeof(float)));
+  }
+  return req;
+}
+
+// Member 0 of three reduces span 0 (keeping its own inputs for auditors)
+// and audits the part of span 1 at offset 0.
+TEST(AveragerService, AuditCopiesAndRevealsAreCheckedLikeParts) {
+  Server server(absl::ZeroDuration());
+  ReducerOptions o;
+  o.span_length = kCount;
+  o.part_elements = kCount;
+  o.num_members = 3;
+  o.local_sender = 0;
+  o.keep_local_inputs = true;
+  auto reducer = std::make_shared<SpanReducer>(o);
+  server.service.registry()->RegisterRound(20, {"peer-0", "peer-1", "peer-2"}, 0, reducer, {},
+                                           {AuditDuty{1, 0, kCount}});
+  const SecurityConfig peer1 = Credentials().Peer("peer-1"), peer2 = Credentials().Peer("peer-2");
+  v1::ReducePartResponse response;
+  auto code = [&](const v1::ReducePartRequest& req, const SecurityConfig& who) {
+    return Call(server, req, &response, who).error_code();
+  };
+  // Copies: not from the audited span's reducer, not of a span this member
+  // does not audit, not in another's name, not of another part; once.
+  EXPECT_EQ(code(Part(v1::AUDIT_COPY, 1, 1, 2.0f), peer1), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(code(Part(v1::AUDIT_COPY, 2, 2, 2.0f), peer2), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(code(Part(v1::AUDIT_COPY, 2, 1, 2.0f), peer1), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(code(Part(v1::AUDIT_COPY, 2, 1, 2.0f, 8), peer2), grpc::StatusCode::INVALID_ARGUMENT);
+  v1::ReducePartRequest nan = Part(v1::AUDIT_COPY, 2, 1, std::nanf(""));
+  EXPECT_EQ(code(nan, peer2), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(code(Part(v1::AUDIT_COPY, 2, 1, 2.0f), peer2), grpc::StatusCode::OK);
+  EXPECT_FALSE(response.averaged());
+  EXPECT_EQ(code(Part(v1::AUDIT_COPY, 2, 1, 2.0f), peer2), grpc::StatusCode::INVALID_ARGUMENT);
+  auto copies = server.service.registry()->TakeAuditCopies(20, 1, {2}, absl::Now());
+  ASSERT_TRUE(copies.ok()) << copies.status();
+  EXPECT_TRUE(copies->given[2]);
+  EXPECT_FALSE(copies->given[1]);
+  EXPECT_EQ(copies->rows[2], std::vector<float>(kCount, 2.0f));
+  // Reveals: only once the part is reduced, only to another member.
+  EXPECT_EQ(code(Part(v1::REVEAL, 2, 0, 0), peer2), grpc::StatusCode::NOT_FOUND);
+  ContributeOwnOnes(*reducer);
+  std::thread one([&] { (void)Call(server, Part(v1::REDUCE, 1, 0, 4.0f), &response, peer1); });
+  v1::ReducePartResponse two;
+  grpc::Status reduced = Call(server, Part(v1::REDUCE, 2, 0, 7.0f), &two, peer2);
+  one.join();
+  ASSERT_TRUE(reduced.ok()) << reduced.error_message();
+  EXPECT_EQ(std::vector<uint32_t>(two.contributor_indexes().begin(), two.contributor_indexes().end()),
+            (std::vector<uint32_t>{0, 1, 2}));
+  EXPECT_EQ(code(Part(v1::REVEAL, 2, 0, 0), Credentials().RunTokenOnly()),
+            grpc::StatusCode::PERMISSION_DENIED);
+  v1::ReducePartRequest stranger = Part(v1::REVEAL, 2, 0, 0);
+  stranger.set_round_id(99);
+  EXPECT_EQ(code(stranger, peer2), grpc::StatusCode::NOT_FOUND);
+  // After the round ended, the reducer still shows its own contribution.
+  server.service.registry()->EndRound(20);
+  v1::ReducePartResponse revealed;
+  grpc::Status shown = Call(server, Part(v1::REVEAL, 2, 0, 0), &revealed, peer2);
+  ASSERT_TRUE(shown.ok()) << shown.error_message();
+  EXPECT_EQ(revealed.total_weight(), 1.0);
+  ASSERT_EQ(revealed.data().size(), kCount * sizeof(float));
+  float first;
+  std::memcpy(&first, revealed.data().data(), sizeof(float));
+  EXPECT_EQ(first, 1.0f);
+}
+
 }  // namespace
 }  // namespace dd::averaging

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <map>
+#include <set>
 
 #include <glog/logging.h>
 
@@ -47,15 +48,114 @@ ButterflyAllReduce::ButterflyAllReduce(ReducerRegistry* local,
                                        std::shared_ptr<PartTransport> transport)
     : local_(local), transport_(std::move(transport)) {}
 
+const char* AuditOutcomeName(AuditOutcome outcome) {
+  switch (outcome) {
+    case AuditOutcome::kPassed: return "passed";
+    case AuditOutcome::kMismatch: return "mismatch";
+    case AuditOutcome::kRefused: return "refused";
+    case AuditOutcome::kIncomplete: return "incomplete";
+  }
+  return "?";
+}
+
 namespace {
 
-// One part on its way to a remote reducer; lives until its answer is handled.
+// One part on its way to a remote reducer (or a copy of it to an auditor);
+// lives until its answer is handled.
 struct Call {
   PartRef part;
+  bool audit_copy = false;
   v1::ReducePartRequest request;
   v1::ReducePartResponse response;
   absl::Time deadline;
 };
+
+// An audited part this member knows of.
+struct AuditPlan {
+  uint32_t span = 0;
+  uint32_t part = 0;
+  uint32_t auditor = 0;
+  uint64_t offset = 0;
+  uint32_t count = 0;
+};
+
+// What the reducer answered this member for a part it audits.
+struct AuditedAnswer {
+  bool averaged = false;
+  std::string data;
+  std::vector<uint32_t> contributors;
+};
+
+// Judges one audited part: the reducer's own contribution (`revealed`, with
+// its weight) and the others' copies, reduced again as the reducer must
+// have, against what it answered.
+AuditVerdict JudgeAudit(const AuditPlan& plan, const AuditedAnswer& answer,
+                        const absl::StatusOr<v1::ReducePartResponse>& revealed,
+                        const absl::StatusOr<AuditCopies>& copies, const RoundSpec& spec,
+                        const AllReduceOptions& options) {
+  AuditVerdict v{plan.span, plan.offset, AuditOutcome::kIncomplete, ""};
+  if (!revealed.ok()) {
+    v.outcome = AuditOutcome::kRefused;
+    v.detail = absl::StrCat("no reveal: ", revealed.status().ToString());
+    return v;
+  }
+  std::vector<float> own(plan.count);
+  double own_weight = revealed->total_weight();
+  if (!CodecFor(CodecId::kNone).Decode(revealed->data(), plan.count, own.data()).ok() ||
+      !AllFinite(own.data(), own.size()) || !std::isfinite(own_weight) || own_weight < 0) {
+    v.outcome = AuditOutcome::kRefused;
+    v.detail = "revealed a malformed contribution";
+    return v;
+  }
+  if (!spec.weights.empty()) own_weight = std::min(own_weight, spec.weights[plan.span]);
+  if (!copies.ok()) {
+    v.detail = copies.status().ToString();
+    return v;
+  }
+  std::vector<const std::vector<float>*> rows;
+  std::vector<double> weights;
+  double total = 0;
+  uint32_t previous = 0;
+  for (size_t k = 0; k < answer.contributors.size(); ++k) {
+    const uint32_t s = answer.contributors[k];
+    if (s >= spec.peer_ids.size() || (k > 0 && s <= previous)) {
+      v.outcome = AuditOutcome::kMismatch;
+      v.detail = "the answer names contributors that are not members, or not in order";
+      return v;
+    }
+    previous = s;
+    const std::vector<float>* row = &own;
+    double w = own_weight;
+    if (s != plan.span) {
+      if (!copies->given[s]) {
+        v.detail = absl::StrCat("no copy from member ", s);
+        return v;
+      }
+      row = &copies->rows[s];
+      w = copies->weights[s];
+    }
+    total += w;
+    if (w > 0) {
+      rows.push_back(row);
+      weights.push_back(w);
+    }
+  }
+  std::string expected;
+  if (total > 0) {
+    std::vector<float> mean =
+        AggregateRows(rows, weights, options.aggregation, options.clip_tau,
+                      ReducerOptions{}.clip_iterations);
+    CodecFor(options.codec).Encode(mean.data(), mean.size(), &expected);
+  }
+  if (answer.averaged != (total > 0) || answer.data != expected) {
+    v.outcome = AuditOutcome::kMismatch;
+    v.detail = absl::StrCat("its answer for ", answer.contributors.size(),
+                            " contributors is not their aggregate");
+    return v;
+  }
+  v.outcome = AuditOutcome::kPassed;
+  return v;
+}
 
 absl::Status CheckRun(const RoundSpec& spec, const AllReduceOptions& options, const float* values,
                       size_t n, double weight) {
@@ -106,6 +206,28 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   float* const codec_error = errors.sent;
   if (codec_error != nullptr) std::fill(codec_error, codec_error + n, 0.0f);
 
+  // 0. The audits this member knows of: it sends copies of those parts to
+  // their auditors, and audits those that name it.
+  std::map<std::pair<uint32_t, uint32_t>, AuditPlan> audited;  // (span, part)
+  std::vector<AuditDuty> duties;
+  if (options.audited && !options.delta_results) {
+    for (const PartAudit& a : spec.audits) {
+      if (a.span >= members || a.auditor >= members || a.auditor == a.span || a.span == me) {
+        continue;  // not an audit this member can take part in
+      }
+      const uint64_t length = spec.span_starts[a.span + 1] - spec.span_starts[a.span];
+      if (length == 0) continue;
+      AuditPlan plan;
+      plan.span = a.span;
+      plan.part = static_cast<uint32_t>(a.part_seed % parts_of(length));
+      plan.auditor = a.auditor;
+      plan.offset = uint64_t{plan.part} * options.part_elements;
+      plan.count = static_cast<uint32_t>(std::min<uint64_t>(options.part_elements, length - plan.offset));
+      if (!audited.emplace(std::make_pair(plan.span, plan.part), plan).second) continue;
+      if (plan.auditor == me) duties.push_back({plan.span, plan.offset, plan.count});
+    }
+  }
+
   // 1. This member's reducer, reachable by the others from now on.
   ReducerOptions ro;
   ro.span_length = my_length;
@@ -116,9 +238,12 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   ro.clip_tau = options.clip_tau;
   ro.delta_results = options.delta_results;
   ro.local_sender = me;
-  if (errors.mean != nullptr && !options.delta_results) ro.mean_error = errors.mean + my_start;
+  ro.keep_local_inputs = options.audited;
+  if (errors.mean != nullptr && !options.delta_results && !options.audited) {
+    ro.mean_error = errors.mean + my_start;
+  }
   auto reducer = std::make_shared<SpanReducer>(ro, start);
-  local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer, spec.weights);
+  local_->RegisterRound(spec.round_id, spec.peer_ids, me, reducer, spec.weights, duties);
 
   // 2. The schedule of what goes to the others.
   SendScheduleOptions so;
@@ -142,6 +267,8 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   std::vector<std::shared_ptr<const PartOutcome>> own(reducer->num_parts());
   uint32_t own_done = 0;
   std::map<Call*, std::unique_ptr<Call>> calls;  // in flight
+  std::set<std::pair<uint32_t, uint32_t>> copied;   // audited parts copied
+  std::map<uint32_t, AuditedAnswer> audited_answers;  // by span, for duties
 
   // Own values go into the own reducer (exact, no codec on the way in) just
   // ahead of this member's sending, since every member sends its parts in
@@ -225,6 +352,14 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
     const bool gave_up = schedule.OnAnswer(part, answer, now);
     const int member = static_cast<int>(part.member);
     if (status.ok()) {
+      if (auto a = audited.find({part.member, part.part});
+          a != audited.end() && a->second.auditor == me) {
+        AuditedAnswer& kept = audited_answers[part.member];
+        kept.averaged = resp.averaged();
+        kept.data = resp.data();
+        kept.contributors.assign(resp.contributor_indexes().begin(),
+                                 resp.contributor_indexes().end());
+      }
       record.Add(RoundEvent::kPartAnswered, member, part.part, now);
       result.bytes_received += resp.data().size();
       if (applied) averaged_elements += count;
@@ -243,6 +378,17 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
                      << "; keeping own values for the rest of its span";
       }
     }
+  };
+
+  // A copy's answer only says it arrived.
+  auto on_copy_answer = [&](Call* raw, const absl::Status& status) {
+    if (!status.ok()) {
+      LOG(WARNING) << "round " << spec.round_id << ": the copy of an audited part to member "
+                   << raw->request.span() << "'s auditor: " << status;
+    }
+    absl::MutexLock lock(&mu);
+    wake = true;
+    calls.erase(raw);
   };
 
   {
@@ -264,20 +410,51 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
               for (size_t i = begin; i < end; ++i) encode(*batch[i]);
             },
             options.encode_threads, 1);
+        // Copies of audited parts go to their auditors with the part itself
+        // (the auditor's own copy straight into its registry), once.
+        std::vector<std::unique_ptr<Call>> copies;
+        for (auto& call : batch) {
+          auto a = audited.find({call->part.member, call->part.part});
+          if (a == audited.end() || !copied.insert(a->first).second) continue;
+          if (a->second.auditor == me) {
+            std::vector<float> mine(call->request.count());
+            if (codec.Decode(call->request.data(), mine.size(), mine.data()).ok()) {
+              local_->AddOwnAuditCopy(spec.round_id, a->second.span, std::move(mine), weight);
+            }
+            continue;
+          }
+          auto copy = std::make_unique<Call>();
+          copy->part = call->part;
+          copy->audit_copy = true;
+          copy->request = call->request;
+          copy->request.set_kind(v1::AUDIT_COPY);
+          copies.push_back(std::move(copy));
+        }
+        for (auto& copy : copies) batch.push_back(std::move(copy));
         std::vector<Call*> to_send;
         const absl::Time now = absl::Now();
         mu.Lock();
         for (auto& call : batch) {
-          schedule.RecordSent(call->request.data().size());
           result.bytes_sent += call->request.data().size();
-          record.Add(RoundEvent::kPartSent, static_cast<int>(call->part.member), call->part.part,
-                     now);
+          if (!call->audit_copy) {
+            schedule.RecordSent(call->request.data().size());
+            record.Add(RoundEvent::kPartSent, static_cast<int>(call->part.member),
+                       call->part.part, now);
+          }
           call->deadline = std::min(now + options.reducer_timeout, options.deadline);
           to_send.push_back(call.get());
           calls[call.get()] = std::move(call);
         }
         mu.Unlock();
         for (Call* raw : to_send) {
+          if (raw->audit_copy) {
+            transport_->Send(spec.addresses[audited.at({raw->part.member, raw->part.part}).auditor],
+                             &raw->request, &raw->response, raw->deadline,
+                             [&on_copy_answer, raw](const absl::Status& status) {
+                               on_copy_answer(raw, status);
+                             });
+            continue;
+          }
           transport_->Send(spec.addresses[raw->part.member], &raw->request, &raw->response,
                            raw->deadline,
                            [&on_answer, raw](const absl::Status& status) { on_answer(raw, status); });
@@ -285,7 +462,8 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
         mu.Lock();
         continue;
       }
-      if (own_done == reducer->num_parts() && schedule.RemotesDone()) break;
+      // Copies in flight still point into this frame: wait for them too.
+      if (own_done == reducer->num_parts() && schedule.RemotesDone() && calls.empty()) break;
       mu.AwaitWithTimeout(absl::Condition(&wake), absl::Milliseconds(5));
       wake = false;
       const absl::Time now = absl::Now();
@@ -309,6 +487,60 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
     }
   }
   local_->EndRound(spec.round_id);
+
+  // 2b. The parts this member audits: the reducer reveals its own
+  // contribution, the others' copies are here; reduce again and compare.
+  for (const AuditDuty& duty : duties) {
+    auto answer = audited_answers.find(duty.span);
+    const absl::Time audit_deadline =
+        std::min(absl::Now() + options.reducer_timeout, options.deadline);
+    if (answer == audited_answers.end()) {
+      // The reducer never answered this member: its span is not averaged.
+      (void)local_->TakeAuditCopies(spec.round_id, duty.span, {}, absl::Now());
+      continue;
+    }
+    Call reveal;
+    reveal.request.set_kind(v1::REVEAL);
+    reveal.request.set_round_id(spec.round_id);
+    reveal.request.set_sender_peer_id(spec.peer_ids[me]);
+    reveal.request.set_sender_index(me);
+    reveal.request.set_span(duty.span);
+    reveal.request.set_offset(duty.offset);
+    reveal.request.set_count(duty.count);
+    reveal.request.set_codec(v1::NONE);
+    absl::Mutex reveal_mu;
+    bool revealed_done = false;
+    absl::Status reveal_status;
+    transport_->Send(spec.addresses[duty.span], &reveal.request, &reveal.response, audit_deadline,
+                     [&](const absl::Status& status) {
+                       absl::MutexLock lock(&reveal_mu);
+                       reveal_status = status;
+                       revealed_done = true;
+                     });
+    {
+      absl::MutexLock lock(&reveal_mu);
+      reveal_mu.Await(absl::Condition(&revealed_done));
+    }
+    std::vector<uint32_t> senders;
+    for (uint32_t s : answer->second.contributors) {
+      if (s != duty.span) senders.push_back(s);
+    }
+    // Copies travel with the parts, which the reducer had before it answered.
+    absl::StatusOr<AuditCopies> copies =
+        local_->TakeAuditCopies(spec.round_id, duty.span, senders,
+                                std::min(absl::Now() + options.sender_timeout, audit_deadline));
+    absl::StatusOr<v1::ReducePartResponse> revealed =
+        reveal_status.ok() ? absl::StatusOr<v1::ReducePartResponse>(reveal.response)
+                           : absl::StatusOr<v1::ReducePartResponse>(reveal_status);
+    AuditPlan plan = audited.at({duty.span, static_cast<uint32_t>(duty.offset / options.part_elements)});
+    AuditVerdict verdict = JudgeAudit(plan, answer->second, revealed, copies, spec, options);
+    if (verdict.outcome != AuditOutcome::kPassed) {
+      LOG(WARNING) << "round " << spec.round_id << ": audit of member " << duty.span << " ("
+                   << spec.peer_ids[duty.span] << ") at offset " << duty.offset << ": "
+                   << AuditOutcomeName(verdict.outcome) << " (" << verdict.detail << ")";
+    }
+    result.audits.push_back(std::move(verdict));
+  }
 
   // 3. Own span: the reducer's decoded outcome, identical to what the others got.
   uint32_t own_min_contributors = UINT32_MAX;

@@ -35,6 +35,16 @@
 
 namespace dd::averaging {
 
+// One audited part (PartKind in protos/averaging.proto): part
+// `part_seed % parts of the span` of member `span`'s span is reduced again by
+// member `auditor`. The coordinator tells every member but the span's
+// reducer.
+struct PartAudit {
+  uint32_t span = 0;
+  uint64_t part_seed = 0;
+  uint32_t auditor = 0;
+};
+
 struct RoundSpec {
   uint64_t round_id = 0;
   std::vector<std::string> peer_ids;   // by member index
@@ -48,6 +58,8 @@ struct RoundSpec {
   // contributes with at most its assigned weight, and reducers hold senders
   // to theirs.
   std::vector<double> weights;
+  // The audits this member knows of (none of its own span).
+  std::vector<PartAudit> audits;
 };
 
 struct AllReduceOptions {
@@ -73,6 +85,30 @@ struct AllReduceOptions {
   // the sparse codec's encoding is the slowest thing a member does in a
   // round on a fast link.
   int encode_threads = 0;
+  // The round is audited (some of every span's parts, unknown to the span's
+  // reducer): this member's reducer keeps its own contributions for the
+  // auditors' REVEAL calls, and reducer-side error feedback
+  // (CodecErrors::mean) is off, since no auditor could reproduce it. Not
+  // with delta_results (each sender gets its own answer).
+  bool audited = false;
+};
+
+// How an audit of one part ended at its auditor.
+enum class AuditOutcome {
+  kPassed,      // the reducer's answer is the aggregate of what it was sent
+  kMismatch,    // it is not: the reducer is dishonest
+  kRefused,     // the reducer did not reveal its own contribution (or
+                // revealed something malformed)
+  kIncomplete,  // a copy from a member the reducer counted never came: no
+                // judgement
+};
+const char* AuditOutcomeName(AuditOutcome outcome);
+
+struct AuditVerdict {
+  uint32_t span = 0;
+  uint64_t offset = 0;
+  AuditOutcome outcome = AuditOutcome::kIncomplete;
+  std::string detail;
 };
 
 struct AllReduceResult {
@@ -86,6 +122,9 @@ struct AllReduceResult {
   // part (a reducer failed, senders were excluded, the deadline passed);
   // empty otherwise.
   std::string trouble;
+  // The audits this member made (as auditor), in span order; an audit whose
+  // part the reducer never answered is left out (the span was not averaged).
+  std::vector<AuditVerdict> audits;
 };
 
 // Error feedback of one round (n floats each, or null), kept by the member

@@ -5,6 +5,7 @@
 // registers the round late) in milliseconds.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -16,12 +17,16 @@ namespace dd::averaging {
 namespace {
 
 struct Group {
-  explicit Group(int n, absl::Duration early_part_wait = absl::Seconds(2))
+  // `wrap` (optional) puts something between the members and the
+  // transport, e.g. a dishonest reducer's answers.
+  using Wrap = std::function<std::shared_ptr<PartTransport>(std::shared_ptr<PartTransport>)>;
+  explicit Group(int n, absl::Duration early_part_wait = absl::Seconds(2), Wrap wrap = nullptr)
       : transport(std::make_shared<LocalPartTransport>()) {
+    std::shared_ptr<PartTransport> used = wrap ? wrap(transport) : transport;
     for (int i = 0; i < n; ++i) {
       registries.push_back(std::make_unique<ReducerRegistry>(early_part_wait));
       transport->Attach(Address(i), registries.back().get());
-      members.push_back(std::make_unique<ButterflyAllReduce>(registries.back().get(), transport));
+      members.push_back(std::make_unique<ButterflyAllReduce>(registries.back().get(), used));
     }
   }
   static std::string Address(int i) { return absl::StrCat("member-", i); }
@@ -34,8 +39,13 @@ struct Group {
       spec.addresses.push_back(Address(i));
     }
     spec.span_starts = SplitSpans(length, members.size());
+    spec.audits = audits;
     return spec;
   }
+
+  // Every member is told of these but those of its own span (as the
+  // coordinator tells them).
+  std::vector<PartAudit> audits;
 
   std::shared_ptr<LocalPartTransport> transport;
   std::vector<std::unique_ptr<ReducerRegistry>> registries;
@@ -66,6 +76,9 @@ Outcome RunRound(Group& g, const AllReduceOptions& options, const std::vector<do
       if (i < static_cast<int>(delay.size())) absl::SleepFor(delay[i]);
       RoundSpec spec = base;
       spec.my_index = i;
+      spec.audits.erase(std::remove_if(spec.audits.begin(), spec.audits.end(),
+                                       [i](const PartAudit& a) { return a.span == uint32_t(i); }),
+                        spec.audits.end());
       out.results[i] =
           g.members[i]->Run(spec, options, out.values[i].data(), length, weights[i]);
     });
@@ -202,6 +215,144 @@ TEST(ButterflyLocal, TheDeadlineEndsARoundWhoseMemberNeverComes) {
   EXPECT_NE(out.results[0]->trouble.find("deadline"), std::string::npos)
       << out.results[0]->trouble;
   EXPECT_LT(out.results[0]->fraction_averaged, 1.0);
+}
+
+// A reducer that answers every part with its mean times `scale` (the same
+// to every sender, so the members still end equal) and, with
+// `refuse_reveals`, refuses to show its own contribution.
+class DishonestReducer final : public PartTransport {
+ public:
+  DishonestReducer(std::shared_ptr<PartTransport> inner, std::string address, CodecId codec,
+                   float scale, bool refuse_reveals = false)
+      : inner_(std::move(inner)),
+        address_(std::move(address)),
+        codec_(codec),
+        scale_(scale),
+        refuse_reveals_(refuse_reveals) {}
+
+  void Send(const std::string& address, const v1::ReducePartRequest* request,
+            v1::ReducePartResponse* response, absl::Time deadline, Done done) override {
+    if (address != address_) {
+      inner_->Send(address, request, response, deadline, std::move(done));
+      return;
+    }
+    if (request->kind() == v1::REVEAL && refuse_reveals_) {
+      done(absl::UnavailableError("no"));
+      return;
+    }
+    inner_->Send(address, request, response, deadline,
+                 [this, request, response, done = std::move(done)](const absl::Status& s) {
+                   if (s.ok() && request->kind() == v1::REDUCE && response->averaged()) {
+                     std::vector<float> mean(request->count());
+                     const Codec& codec = CodecFor(codec_);
+                     if (codec.Decode(response->data(), mean.size(), mean.data()).ok()) {
+                       for (float& x : mean) x *= scale_;
+                       codec.Encode(mean.data(), mean.size(), response->mutable_data());
+                     }
+                   }
+                   done(s);
+                 });
+  }
+
+ private:
+  const std::shared_ptr<PartTransport> inner_;
+  const std::string address_;
+  const CodecId codec_;
+  const float scale_;
+  const bool refuse_reveals_;
+};
+
+// Each span audited at one part, by the next member.
+std::vector<PartAudit> OneAuditPerSpan(int n) {
+  std::vector<PartAudit> audits;
+  for (int j = 0; j < n; ++j) {
+    audits.push_back({uint32_t(j), uint64_t(7 + 13 * j), uint32_t((j + 1) % n)});
+  }
+  return audits;
+}
+
+TEST(ButterflyLocal, AuditsOfHonestReducersPassWithEveryCodecAndAggregation) {
+  for (CodecId codec : {CodecId::kNone, CodecId::kFp16, CodecId::kBlockwise8Bit}) {
+    for (Aggregation aggregation : {Aggregation::kMean, Aggregation::kCenteredClip}) {
+      Group g(4);
+      g.audits = OneAuditPerSpan(4);
+      AllReduceOptions o = Options();
+      o.codec = codec;
+      o.aggregation = aggregation;
+      o.audited = true;
+      Outcome out = RunRound(g, o, {1, 2, 3, 4}, 9'001);
+      for (int i = 0; i < 4; ++i) {
+        ASSERT_TRUE(out.results[i].ok()) << out.results[i].status();
+        EXPECT_DOUBLE_EQ(out.results[i]->fraction_averaged, 1.0);
+        EXPECT_EQ(out.values[i], out.values[0]);
+        // Member i audits span i-1, and only that one.
+        ASSERT_EQ(out.results[i]->audits.size(), 1u) << i;
+        const AuditVerdict& v = out.results[i]->audits[0];
+        EXPECT_EQ(v.span, uint32_t((i + 3) % 4));
+        EXPECT_EQ(v.outcome, AuditOutcome::kPassed)
+            << static_cast<int>(codec) << " " << static_cast<int>(aggregation) << ": "
+            << v.detail;
+      }
+    }
+  }
+}
+
+TEST(ButterflyLocal, AReducerReturningAScaledMeanIsCaughtByItsAuditor) {
+  for (CodecId codec : {CodecId::kNone, CodecId::kBlockwise8Bit}) {
+    // Even a mean off by 1 % in every value is caught.
+    for (float scale : {10.0f, 1.01f}) {
+      Group g(4, absl::Seconds(2), [&](std::shared_ptr<PartTransport> inner) {
+        return std::make_shared<DishonestReducer>(inner, Group::Address(1), codec, scale);
+      });
+      g.audits = OneAuditPerSpan(4);
+      AllReduceOptions o = Options();
+      o.codec = codec;
+      o.audited = true;
+      Outcome out = RunRound(g, o, {1, 1, 1, 1}, 8'000);
+      for (int i = 0; i < 4; ++i) {
+        ASSERT_TRUE(out.results[i].ok()) << out.results[i].status();
+        ASSERT_EQ(out.results[i]->audits.size(), 1u);
+        const AuditVerdict& v = out.results[i]->audits[0];
+        // Member 2 audits span 1; the honest reducers pass.
+        EXPECT_EQ(v.outcome, i == 2 ? AuditOutcome::kMismatch : AuditOutcome::kPassed)
+            << "member " << i << " auditing span " << v.span << ", scale " << scale << ": "
+            << v.detail;
+      }
+    }
+  }
+}
+
+TEST(ButterflyLocal, AReducerThatHidesItsContributionIsCaught) {
+  Group g(3, absl::Seconds(2), [](std::shared_ptr<PartTransport> inner) {
+    return std::make_shared<DishonestReducer>(inner, Group::Address(0), CodecId::kNone, 1.0f,
+                                              /*refuse_reveals=*/true);
+  });
+  g.audits = OneAuditPerSpan(3);
+  AllReduceOptions o = Options();
+  o.audited = true;
+  Outcome out = RunRound(g, o, {1, 1, 1}, 3'000);
+  ASSERT_TRUE(out.results[1].ok()) << out.results[1].status();
+  ASSERT_EQ(out.results[1]->audits.size(), 1u);
+  EXPECT_EQ(out.results[1]->audits[0].outcome, AuditOutcome::kRefused);
+  EXPECT_EQ(out.results[2]->audits[0].outcome, AuditOutcome::kPassed);
+}
+
+TEST(ButterflyLocal, AReducerCannotTellWhichOfItsPartsAreAudited) {
+  // What reaches a reducer in an audited round is exactly what reaches it
+  // in an unaudited one: the copies go to the auditors only.
+  uint64_t sent[2];
+  for (bool audited : {false, true}) {
+    Group g(3);
+    if (audited) g.audits = OneAuditPerSpan(3);
+    AllReduceOptions o = Options();
+    o.audited = audited;
+    Outcome out = RunRound(g, o, {1, 1, 1}, 6'000);
+    for (auto& r : out.results) ASSERT_TRUE(r.ok()) << r.status();
+    sent[audited] = g.transport->parts_sent();
+  }
+  // 3 copies and 3 reveals more in all, none of them to the audited span's reducer
+  // but the reveal, which comes after its answer.
+  EXPECT_EQ(sent[1], sent[0] + 3 + 3);
 }
 
 }  // namespace

@@ -1,5 +1,8 @@
 #include "trainer/averaging/reducer_registry.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 
 namespace dd::averaging {
@@ -56,10 +59,26 @@ void ReducerRegistry::ExpireHeldParts() {
 
 void ReducerRegistry::RegisterRound(uint64_t round_id, std::vector<std::string> peer_ids,
                                     uint32_t my_index, std::shared_ptr<SpanReducer> reducer,
-                                    std::vector<double> weights) {
+                                    std::vector<double> weights, std::vector<AuditDuty> audits) {
   std::vector<HeldPart> ready;
   {
     absl::MutexLock lock(&mu_);
+    // Audits of old rounds whose copies nobody took (the round failed
+    // before its audit) are dropped.
+    while (!audits_.empty() && audits_.begin()->first.first + kFinishedRoundsKept < round_id) {
+      audits_.erase(audits_.begin());
+    }
+    for (const AuditDuty& duty : audits) {
+      AuditSlot& slot = audits_[{round_id, duty.span}];
+      slot.peer_ids = peer_ids;
+      slot.my_index = my_index;
+      slot.assigned = weights;
+      slot.duty = duty;
+      slot.codec = reducer->options().codec;
+      slot.copies.rows.assign(peer_ids.size(), {});
+      slot.copies.weights.assign(peer_ids.size(), 0.0);
+      slot.copies.given.assign(peer_ids.size(), false);
+    }
     rounds_[round_id] = Round{std::move(peer_ids), my_index, std::move(reducer), std::move(weights)};
     for (auto it = held_.begin(); it != held_.end();) {
       if (it->request->round_id() != round_id) {
@@ -80,7 +99,11 @@ void ReducerRegistry::EndRound(uint64_t round_id) {
     absl::MutexLock lock(&mu_);
     auto it = rounds_.find(round_id);
     if (it == rounds_.end()) return;
-    reducer = std::move(it->second.reducer);
+    reducer = it->second.reducer;
+    if (reducer->options().keep_local_inputs) {
+      revealable_.emplace_back(round_id, std::move(it->second));
+      if (revealable_.size() > 2) revealable_.pop_front();
+    }
     rounds_.erase(it);
     finished_.insert(round_id);
     finished_order_.push_back(round_id);
@@ -109,6 +132,23 @@ void ReducerRegistry::ReducePart(const v1::ReducePartRequest* request,
                                                   request->sender_peer_id())));
     return;
   }
+  if (request->kind() == v1::REVEAL) {
+    Reveal(request, response, std::move(done));
+    return;
+  }
+  if (request->kind() == v1::AUDIT_COPY) {
+    // Copies are taken until the audit is judged, which may be after this
+    // member's own round ended.
+    bool audited;
+    {
+      absl::MutexLock lock(&mu_);
+      audited = audits_.count({round_id, request->span()}) > 0;
+    }
+    if (audited) {
+      ServeAuditCopy(request, response, std::move(done));
+      return;
+    }
+  }
   {
     absl::MutexLock lock(&mu_);
     if (rounds_.count(round_id) == 0) {
@@ -136,6 +176,14 @@ void ReducerRegistry::ReducePart(const v1::ReducePartRequest* request,
 
 void ReducerRegistry::Serve(const v1::ReducePartRequest* request,
                             v1::ReducePartResponse* response, Done done) {
+  if (request->kind() == v1::AUDIT_COPY) {
+    ServeAuditCopy(request, response, std::move(done));
+    return;
+  }
+  if (request->kind() != v1::REDUCE) {
+    done(absl::InvalidArgumentError(absl::StrCat("unknown part kind ", request->kind())));
+    return;
+  }
   // Decided under the lock, answered outside it (as everywhere here: no
   // callback runs under this registry's lock).
   std::shared_ptr<SpanReducer> reducer;
@@ -212,9 +260,150 @@ void ReducerRegistry::Serve(const v1::ReducePartRequest* request,
         response->set_delta(delta);
         response->set_data(delta ? (*outcome)->deltas[sender] : (*outcome)->encoded);
         response->set_contributors((*outcome)->contributors);
+        for (uint32_t i : (*outcome)->contributor_indexes) response->add_contributor_indexes(i);
         response->set_total_weight((*outcome)->total_weight);
         done(absl::OkStatus());
       });
+}
+
+void ReducerRegistry::ServeAuditCopy(const v1::ReducePartRequest* request,
+                                     v1::ReducePartResponse* response, Done done) {
+  const uint32_t sender = request->sender_index();
+  AuditDuty duty;
+  CodecId codec;
+  double weight = request->weight();
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = audits_.find({request->round_id(), request->span()});
+    if (it == audits_.end()) {
+      done(absl::PermissionDeniedError(absl::StrCat("this member audits no part of span ",
+                                                    request->span(), " in round ",
+                                                    request->round_id())));
+      return;
+    }
+    const AuditSlot& slot = it->second;
+    if (sender >= slot.peer_ids.size() || slot.peer_ids[sender] != request->sender_peer_id() ||
+        sender == slot.my_index || sender == request->span()) {
+      done(absl::PermissionDeniedError(absl::StrCat(
+          "sender ", request->sender_peer_id(), " (index ", sender,
+          ") is not a member that sends span ", request->span(), " to its reducer")));
+      return;
+    }
+    if (slot.copies.given[sender]) {
+      done(absl::InvalidArgumentError("a second copy of the audited part"));
+      return;
+    }
+    duty = slot.duty;
+    codec = slot.codec;
+    if (!slot.assigned.empty()) weight = std::min(weight, slot.assigned[sender]);
+  }
+  if (request->offset() != duty.offset || request->count() != duty.count ||
+      static_cast<int>(codec) != request->codec()) {
+    done(absl::InvalidArgumentError(absl::StrCat(
+        "the audited part is at offset ", duty.offset, " with ", duty.count, " values")));
+    return;
+  }
+  if (!std::isfinite(weight) || weight < 0) {
+    done(absl::InvalidArgumentError("weight must be finite and >= 0"));
+    return;
+  }
+  std::vector<float> values(duty.count);
+  if (absl::Status decoded = CodecFor(codec).Decode(request->data(), duty.count, values.data());
+      !decoded.ok()) {
+    done(decoded);
+    return;
+  }
+  if (!AllFinite(values.data(), values.size())) {
+    done(absl::InvalidArgumentError("non-finite values refused"));
+    return;
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = audits_.find({request->round_id(), request->span()});
+    if (it == audits_.end() || it->second.copies.given[sender]) {
+      done(absl::FailedPreconditionError("the audit of this part is over"));
+      return;
+    }
+    AuditCopies& copies = it->second.copies;
+    copies.rows[sender] = std::move(values);
+    copies.weights[sender] = weight;
+    copies.given[sender] = true;
+  }
+  response->set_averaged(false);
+  response->set_codec(request->codec());
+  done(absl::OkStatus());
+}
+
+void ReducerRegistry::AddOwnAuditCopy(uint64_t round_id, uint32_t span, std::vector<float> values,
+                                      double weight) {
+  absl::MutexLock lock(&mu_);
+  auto it = audits_.find({round_id, span});
+  if (it == audits_.end()) return;
+  AuditCopies& copies = it->second.copies;
+  const uint32_t me = it->second.my_index;
+  copies.rows[me] = std::move(values);
+  copies.weights[me] = weight;
+  copies.given[me] = true;
+}
+
+absl::StatusOr<AuditCopies> ReducerRegistry::TakeAuditCopies(uint64_t round_id, uint32_t span,
+                                                             const std::vector<uint32_t>& senders,
+                                                             absl::Time deadline) {
+  absl::MutexLock lock(&mu_);
+  const auto key = std::make_pair(round_id, span);
+  auto complete = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = audits_.find(key);
+    if (it == audits_.end() || stopping_) return true;
+    for (uint32_t s : senders) {
+      if (s < it->second.copies.given.size() && !it->second.copies.given[s]) return false;
+    }
+    return true;
+  };
+  mu_.AwaitWithDeadline(absl::Condition(&complete), deadline);
+  auto it = audits_.find(key);
+  if (it == audits_.end()) {
+    return absl::NotFoundError(absl::StrCat("no audit of span ", span, " in round ", round_id));
+  }
+  AuditCopies copies = std::move(it->second.copies);
+  audits_.erase(it);
+  return copies;
+}
+
+void ReducerRegistry::Reveal(const v1::ReducePartRequest* request,
+                             v1::ReducePartResponse* response, Done done) {
+  std::shared_ptr<SpanReducer> reducer;
+  {
+    absl::MutexLock lock(&mu_);
+    const Round* round = nullptr;
+    if (auto it = rounds_.find(request->round_id()); it != rounds_.end()) round = &it->second;
+    for (const auto& [id, r] : revealable_) {
+      if (id == request->round_id()) round = &r;
+    }
+    if (round == nullptr) {
+      done(absl::NotFoundError(
+          absl::StrCat("round ", request->round_id(), " is not kept here for audits")));
+      return;
+    }
+    const uint32_t sender = request->sender_index();
+    if (sender >= round->peer_ids.size() || round->peer_ids[sender] != request->sender_peer_id() ||
+        sender == round->my_index) {
+      done(absl::PermissionDeniedError(absl::StrCat(
+          "only another member of round ", request->round_id(), " may audit its parts")));
+      return;
+    }
+    reducer = round->reducer;
+  }
+  auto kept = reducer->LocalContribution(request->offset());
+  if (!kept.ok()) {
+    done(kept.status());
+    return;
+  }
+  const std::vector<float>& values = kept->first;
+  response->set_averaged(false);
+  response->set_codec(v1::NONE);
+  CodecFor(CodecId::kNone).Encode(values.data(), values.size(), response->mutable_data());
+  response->set_total_weight(kept->second);
+  done(absl::OkStatus());
 }
 
 }  // namespace dd::averaging

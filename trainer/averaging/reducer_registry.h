@@ -39,6 +39,22 @@ namespace dd::averaging {
 
 namespace v1 = ::distdiff::averaging::v1;
 
+// A part this member audits in a round: the part at `offset` (`count`
+// values) of member `span`'s span (see PartKind in protos/averaging.proto).
+struct AuditDuty {
+  uint32_t span = 0;
+  uint64_t offset = 0;
+  uint32_t count = 0;
+};
+
+// The copies an auditor received of one audited part: by sender index, the
+// decoded values (empty when none came) and the weight each counts with.
+struct AuditCopies {
+  std::vector<std::vector<float>> rows;
+  std::vector<double> weights;
+  std::vector<bool> given;
+};
+
 class ReducerRegistry {
  public:
   // Called exactly once per part; `response` is filled when the status is OK.
@@ -58,12 +74,29 @@ class ReducerRegistry {
   // `weights` (by member index, or empty) are the weights the round
   // assigned: a sender's part counts with at most its assigned weight,
   // whatever it claims.
+  // `audits`: the parts this member audits in the round; their copies
+  // (PartKind AUDIT_COPY) are collected until TakeAuditCopies.
   void RegisterRound(uint64_t round_id, std::vector<std::string> peer_ids, uint32_t my_index,
-                     std::shared_ptr<SpanReducer> reducer, std::vector<double> weights = {});
+                     std::shared_ptr<SpanReducer> reducer, std::vector<double> weights = {},
+                     std::vector<AuditDuty> audits = {});
 
   // Ends the round: its reducer finishes; later parts for it get
-  // FAILED_PRECONDITION.
+  // FAILED_PRECONDITION. A reducer that keeps its own inputs
+  // (ReducerOptions::keep_local_inputs) still answers REVEAL calls until two
+  // newer rounds have ended.
   void EndRound(uint64_t round_id);
+
+  // Adds this member's own copy of an audited part (it is a sender too).
+  void AddOwnAuditCopy(uint64_t round_id, uint32_t span, std::vector<float> values,
+                       double weight);
+
+  // Waits until the copies of the part of `span` audited in `round_id` from
+  // every member in `senders` have come (or `deadline`), then hands over all
+  // copies received and forgets the part. NotFound when this member does
+  // not audit that span in that round.
+  absl::StatusOr<AuditCopies> TakeAuditCopies(uint64_t round_id, uint32_t span,
+                                              const std::vector<uint32_t>& senders,
+                                              absl::Time deadline);
 
   // Hands one part to its round's reducer. `request` and `response` must
   // stay valid until `done` runs: at once on this thread, later on the
@@ -81,6 +114,7 @@ class ReducerRegistry {
   //                        does not decode or is not finite. The sender is
   //                        excluded from the round.
   //   UNAVAILABLE          this member is shutting down.
+  // AUDIT_COPY and REVEAL requests have the codes of PartKind's comment.
   void ReducePart(const v1::ReducePartRequest* request, v1::ReducePartResponse* response,
                   Done done, const Caller& caller = Caller::Unchecked());
 
@@ -90,6 +124,15 @@ class ReducerRegistry {
     uint32_t my_index;
     std::shared_ptr<SpanReducer> reducer;
     std::vector<double> weights;  // by member index; empty: as sent
+  };
+  // The copies of one part this member audits.
+  struct AuditSlot {
+    std::vector<std::string> peer_ids;
+    uint32_t my_index = 0;
+    std::vector<double> assigned;  // weights by member index; empty: as sent
+    AuditDuty duty;
+    CodecId codec = CodecId::kNone;
+    AuditCopies copies;
   };
   // A part that arrived before its round was registered.
   struct HeldPart {
@@ -102,8 +145,13 @@ class ReducerRegistry {
   static constexpr size_t kFinishedRoundsKept = 64;
   static constexpr size_t kMaxHeldParts = 4096;
 
-  // Checks membership and data, then hands the part to the round's reducer.
+  // Checks membership and data, then hands the part to the round's reducer
+  // (or, for an audit copy, to ServeAuditCopy).
   void Serve(const v1::ReducePartRequest* request, v1::ReducePartResponse* response, Done done);
+  void ServeAuditCopy(const v1::ReducePartRequest* request, v1::ReducePartResponse* response,
+                      Done done);
+  // Answers a REVEAL from a kept reducer.
+  void Reveal(const v1::ReducePartRequest* request, v1::ReducePartResponse* response, Done done);
   // Answers held parts NOT_FOUND as they expire, until the registry ends.
   void ExpireHeldParts();
 
@@ -117,6 +165,10 @@ class ReducerRegistry {
   size_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::map<uint64_t, Round> rounds_ ABSL_GUARDED_BY(mu_);
+  // Ended rounds whose reducer keeps its own inputs, newest last (two).
+  std::deque<std::pair<uint64_t, Round>> revealable_ ABSL_GUARDED_BY(mu_);
+  // (round, span) -> the copies of the part audited there.
+  std::map<std::pair<uint64_t, uint32_t>, AuditSlot> audits_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> finished_ ABSL_GUARDED_BY(mu_);
   std::deque<uint64_t> finished_order_ ABSL_GUARDED_BY(mu_);
 

@@ -48,6 +48,27 @@ std::vector<float> CenteredClip(const std::vector<const std::vector<float>*>& in
   return std::vector<float>(v.begin(), v.end());
 }
 
+std::vector<float> AggregateRows(const std::vector<const std::vector<float>*>& rows,
+                                 const std::vector<double>& weights, Aggregation aggregation,
+                                 double clip_tau, int clip_iterations) {
+  if (rows.empty()) return {};
+  if (aggregation == Aggregation::kCenteredClip) {
+    return CenteredClip(rows, weights, clip_tau, clip_iterations);
+  }
+  const size_t n = rows[0]->size();
+  std::vector<double> acc(n, 0.0);
+  double weight_sum = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const double w = weights[i];
+    const float* x = rows[i]->data();
+    for (size_t j = 0; j < n; ++j) acc[j] += w * x[j];
+    weight_sum += w;
+  }
+  std::vector<float> mean(n);
+  for (size_t j = 0; j < n; ++j) mean[j] = static_cast<float>(acc[j] / weight_sum);
+  return mean;
+}
+
 SpanReducer::SpanReducer(ReducerOptions options, absl::Time start)
     : options_(options),
       num_parts_(static_cast<uint32_t>((options.span_length + options.part_elements - 1) /
@@ -56,9 +77,7 @@ SpanReducer::SpanReducer(ReducerOptions options, absl::Time start)
   for (Part& p : parts_) {
     p.weights.assign(options_.num_members, 0);
     p.given.assign(options_.num_members, false);
-    if (options_.aggregation == Aggregation::kCenteredClip || options_.delta_results) {
-      p.inputs.resize(options_.num_members);
-    }
+    p.inputs.resize(options_.num_members);
   }
   excluded_.assign(options_.num_members, false);
   last_seen_.assign(options_.num_members, start);
@@ -77,21 +96,19 @@ std::shared_ptr<const PartOutcome> SpanReducer::Reduce(const Part& part, uint32_
   auto out = std::make_shared<PartOutcome>();
   out->contributors = part.contributors;
   out->total_weight = part.weight_sum;
-  if (!(part.weight_sum > 0)) return out;  // nothing to average
-  std::vector<float> mean(length);
-  if (options_.aggregation == Aggregation::kCenteredClip) {
-    std::vector<const std::vector<float>*> rows;
-    std::vector<double> weights;
-    for (uint32_t s = 0; s < options_.num_members; ++s) {
-      if (part.given[s] && part.weights[s] > 0) {
-        rows.push_back(&part.inputs[s]);
-        weights.push_back(part.weights[s]);
-      }
+  std::vector<const std::vector<float>*> rows;
+  std::vector<double> weights;
+  for (uint32_t s = 0; s < options_.num_members; ++s) {
+    if (!part.given[s]) continue;
+    out->contributor_indexes.push_back(s);
+    if (part.weights[s] > 0) {
+      rows.push_back(&part.inputs[s]);
+      weights.push_back(part.weights[s]);
     }
-    mean = CenteredClip(rows, weights, options_.clip_tau, options_.clip_iterations);
-  } else {
-    for (uint32_t j = 0; j < length; ++j) mean[j] = static_cast<float>(part.acc[j] / part.weight_sum);
   }
+  if (!(part.weight_sum > 0)) return out;  // nothing to average
+  std::vector<float> mean = AggregateRows(rows, weights, options_.aggregation, options_.clip_tau,
+                                          options_.clip_iterations);
   const Codec& codec = CodecFor(options_.codec);
   if (options_.delta_results) {
     out->deltas.resize(options_.num_members);
@@ -144,7 +161,10 @@ std::vector<SpanReducer::Done> SpanReducer::MaybeReduceLocked(uint32_t index, bo
     // A sender's silence counts from when its last waiting part was done.
     if (p.given[s] && --pending_[s] == 0) last_seen_[s] = now;
   }
-  p.acc.reset();
+  if (options_.keep_local_inputs && options_.local_sender.has_value() &&
+      p.given[*options_.local_sender]) {
+    p.kept_local = std::move(p.inputs[*options_.local_sender]);
+  }
   p.inputs.clear();
   std::vector<Done> waiting;
   waiting.swap(p.waiting);
@@ -189,17 +209,7 @@ void SpanReducer::Contribute(uint32_t sender, uint64_t offset, const float* valu
         p.weights[sender] = weight;
         p.weight_sum += weight;
         p.contributors++;
-        if (options_.aggregation == Aggregation::kCenteredClip || options_.delta_results) {
-          p.inputs[sender].assign(values, values + count);
-        }
-        if (options_.aggregation != Aggregation::kCenteredClip) {
-          if (p.acc == nullptr) {
-            p.acc.reset(new double[count]);  // not zeroed: written here
-            for (size_t j = 0; j < count; ++j) p.acc[j] = weight * values[j];
-          } else {
-            for (size_t j = 0; j < count; ++j) p.acc[j] += weight * values[j];
-          }
-        }
+        p.inputs[sender].assign(values, values + count);
         last_seen_[sender] = now;
         given_count_[sender]++;
         pending_[sender]++;
@@ -272,6 +282,21 @@ void SpanReducer::Finish() {
     for (uint32_t s = 0; s < options_.num_members; ++s) excluded_[s] = true;
   }
   for (auto& [cb, out] : ready) cb(out);
+}
+
+absl::StatusOr<std::pair<std::vector<float>, double>> SpanReducer::LocalContribution(
+    uint64_t offset) const {
+  absl::MutexLock lock(&mu_);
+  if (!options_.keep_local_inputs || !options_.local_sender.has_value() ||
+      offset % options_.part_elements != 0 || offset >= options_.span_length) {
+    return absl::NotFoundError(absl::StrCat("no contribution kept at offset ", offset));
+  }
+  const Part& p = parts_[offset / options_.part_elements];
+  const uint32_t local = *options_.local_sender;
+  if (!p.given[local] || p.outcome == nullptr) {
+    return absl::NotFoundError(absl::StrCat("the part at ", offset, " is not reduced yet"));
+  }
+  return std::make_pair(p.kept_local, p.weights[local]);
 }
 
 bool SpanReducer::AllReduced() const {

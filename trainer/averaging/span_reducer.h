@@ -57,6 +57,10 @@ struct ReducerOptions {
   // The member that owns this reducer, if any. It contributes its own parts
   // in step with its own sending, so it is never excluded as stalled.
   std::optional<uint32_t> local_sender;
+  // Audited runs: the local sender's contribution to each part is kept
+  // after the part is reduced (4 bytes per element of the span), so an
+  // auditor can ask for it (LocalContribution).
+  bool keep_local_inputs = false;
 };
 
 struct PartOutcome {
@@ -66,8 +70,18 @@ struct PartOutcome {
                               // in delta mode the exact mean (for the owner)
   std::vector<std::string> deltas;  // delta mode: by sender, encoded
   uint32_t contributors = 0;
+  std::vector<uint32_t> contributor_indexes;  // ascending
   double total_weight = 0;
 };
+
+// The aggregate of one part's rows (equal length, one per contributing
+// member, in member order) with their weights: the weighted mean, or
+// CenteredClip's fixed point. Members are taken in the order given, so the
+// same rows give the same bits wherever they are reduced (a reducer, and an
+// auditor reducing the part again).
+std::vector<float> AggregateRows(const std::vector<const std::vector<float>*>& rows,
+                                 const std::vector<double>& weights, Aggregation aggregation,
+                                 double clip_tau, int clip_iterations);
 
 class SpanReducer {
  public:
@@ -105,12 +119,18 @@ class SpanReducer {
   // True once every part is reduced.
   bool AllReduced() const;
 
+  // The local sender's values and weight for the part at `offset`, kept
+  // after its reduction (ReducerOptions::keep_local_inputs). NotFound when
+  // not kept: another option, not a part start, or not contributed.
+  absl::StatusOr<std::pair<std::vector<float>, double>> LocalContribution(uint64_t offset) const;
+
  private:
   struct Part {
-    // Sum of w * x (kMean); allocated uninitialised by the first
-    // contribution, which writes it.
-    std::unique_ptr<double[]> acc;
-    std::vector<std::vector<float>> inputs;   // by sender (kCenteredClip)
+    // By sender, until the part is reduced: the aggregate is computed in
+    // member order at the end, so it does not depend on arrival order.
+    // Bounded by the senders' windows (parts in flight).
+    std::vector<std::vector<float>> inputs;
+    std::vector<float> kept_local;            // keep_local_inputs
     std::vector<double> weights;              // by sender
     std::vector<bool> given;                  // by sender
     std::vector<Done> waiting;

@@ -1,5 +1,7 @@
 #include "trainer/averaging/span_reducer.h"
 
+#include <cmath>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -32,6 +34,63 @@ TEST(SpanReducer, PartIsReducedWhenEveryMemberGaveIt) {
   EXPECT_EQ(got[0].value(), got[1].value());  // the same outcome object for both
   EXPECT_EQ((*got[0])->values, (std::vector<float>{2.5f, 3.5f, 4.5f}));
   EXPECT_EQ((*got[0])->contributors, 2u);
+}
+
+TEST(SpanReducer, TheOutcomeDoesNotDependOnTheOrderContributionsArrive) {
+  // Values of very different magnitudes: a sum in arrival order would round
+  // differently. The reducer sums in member order, as an auditor does.
+  const uint32_t n = 4096;
+  std::vector<std::vector<float>> rows(5, std::vector<float>(n));
+  for (uint32_t s = 0; s < 5; ++s) {
+    for (uint32_t j = 0; j < n; ++j) rows[s][j] = std::ldexp(1.0f + 0.37f * j, (s * 11) % 40 - 20);
+  }
+  const std::vector<double> weights = {1, 3, 7, 2, 5};
+  std::vector<std::string> encoded;
+  for (const std::vector<uint32_t>& order :
+       {std::vector<uint32_t>{0, 1, 2, 3, 4}, {4, 2, 0, 3, 1}, {3, 4, 1, 0, 2}}) {
+    ReducerOptions o = Options(n, n, 5);
+    o.codec = CodecId::kFp16;
+    SpanReducer r(o);
+    std::shared_ptr<const PartOutcome> out;
+    for (uint32_t s : order) {
+      r.Contribute(s, 0, rows[s].data(), n, weights[s], absl::Now(), [&](Outcome got) {
+        if (got.ok()) out = *got;
+      });
+    }
+    ASSERT_NE(out, nullptr);
+    EXPECT_EQ(out->contributor_indexes, (std::vector<uint32_t>{0, 1, 2, 3, 4}));
+    encoded.push_back(out->encoded);
+  }
+  EXPECT_EQ(encoded[1], encoded[0]);
+  EXPECT_EQ(encoded[2], encoded[0]);
+  // And it is AggregateRows of the rows in member order.
+  std::vector<const std::vector<float>*> ptrs;
+  for (auto& r : rows) ptrs.push_back(&r);
+  std::vector<float> mean = AggregateRows(ptrs, weights, Aggregation::kMean, 1.0, 20);
+  std::string expected;
+  CodecFor(CodecId::kFp16).Encode(mean.data(), n, &expected);
+  EXPECT_EQ(encoded[0], expected);
+}
+
+TEST(SpanReducer, KeptLocalContributionsAreRevealedOnlyOnceReduced) {
+  ReducerOptions o = Options(6, 3, 2);
+  o.local_sender = 1;
+  o.keep_local_inputs = true;
+  SpanReducer r(o);
+  std::vector<float> mine = {1, 2, 3}, theirs = {5, 6, 7};
+  r.Contribute(1, 0, mine.data(), 3, 2.0, absl::Now(), [](Outcome) {});
+  EXPECT_TRUE(absl::IsNotFound(r.LocalContribution(0).status()));  // not reduced yet
+  r.Contribute(0, 0, theirs.data(), 3, 1.0, absl::Now(), [](Outcome) {});
+  auto kept = r.LocalContribution(0);
+  ASSERT_TRUE(kept.ok()) << kept.status();
+  EXPECT_EQ(kept->first, mine);
+  EXPECT_EQ(kept->second, 2.0);
+  EXPECT_TRUE(absl::IsNotFound(r.LocalContribution(1).status()));  // not a part start
+  EXPECT_TRUE(absl::IsNotFound(r.LocalContribution(3).status()));  // never given
+  // Without the option nothing is kept.
+  SpanReducer plain(Options(3, 3, 1));
+  plain.Contribute(0, 0, mine.data(), 3, 1.0, absl::Now(), [](Outcome) {});
+  EXPECT_TRUE(absl::IsNotFound(plain.LocalContribution(0).status()));
 }
 
 TEST(SpanReducer, BadContributionsAreRefusedAndTheSenderExcluded) {

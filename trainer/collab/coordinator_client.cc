@@ -146,6 +146,29 @@ absl::StatusOr<std::optional<cv1::Round>> CoordinatorClient::GetRound(uint64_t a
   return std::optional<cv1::Round>(response.round());
 }
 
+absl::StatusOr<cv1::ReportAuditsResponse> CoordinatorClient::ReportAudits(
+    uint64_t round_id, const std::vector<cv1::AuditReport>& reports) {
+  cv1::ReportAuditsRequest request;
+  *request.mutable_peer() = Ref();
+  request.set_round_id(round_id);
+  for (const auto& r : reports) *request.add_reports() = r;
+  cv1::ReportAuditsResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  grpc::Status s = stub_->ReportAudits(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
+absl::StatusOr<cv1::GetStepHashResponse> CoordinatorClient::GetStepHash(uint64_t step) {
+  cv1::GetStepHashRequest request;
+  request.set_step(step);
+  cv1::GetStepHashResponse response;
+  auto context = MakeCallContext(absl::Seconds(10));
+  grpc::Status s = stub_->GetStepHash(context.get(), request, &response);
+  if (!s.ok()) return FromGrpcStatus(s);
+  return response;
+}
+
 absl::StatusOr<bool> CoordinatorClient::UploadSample(uint64_t step, std::string png) {
   cv1::UploadSampleRequest request;
   *request.mutable_peer() = Ref();

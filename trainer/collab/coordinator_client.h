@@ -60,6 +60,11 @@ class CoordinatorClient {
   absl::StatusOr<cv1::ReportProgressResponse> Report(cv1::ReportProgressRequest request);
   // The newest round after `after_round_id` that includes this peer.
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id);
+  // Reports this peer's audit verdicts on round `round_id` (none: only asks)
+  // and returns where the round's audits stand.
+  absl::StatusOr<cv1::ReportAuditsResponse> ReportAudits(
+      uint64_t round_id, const std::vector<cv1::AuditReport>& reports);
+  absl::StatusOr<cv1::GetStepHashResponse> GetStepHash(uint64_t step);
   absl::StatusOr<cv1::RunState> GetRunState();
   absl::StatusOr<std::vector<cv1::PeerEntry>> ListPeers();
   // Hands the sample grid of `step` to the status page; returns whether the

@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/crypto/sha256.h"
@@ -76,6 +77,9 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
   absl::StatusOr<uint64_t> GlobalStep() override {
     ASSIGN_OR_RETURN(cv1::RunState state, client_->GetRunState());
     return state.global_step();
+  }
+  absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) override {
+    return client_->GetStepHash(step);
   }
   void SetSamplesPerSecond(double rate) override { heartbeats_.SetRate(rate); }
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
@@ -149,13 +153,15 @@ class ChunkBatches final : public BatchSource {
 class ButterflyRoundAverager final : public RoundAverager {
  public:
   // `max_update_norm` (> 0) bounds the L2 norm of what this peer sends.
+  // Audit verdicts go to `coordinator`.
   ButterflyRoundAverager(averaging::AveragerService* service, const SecurityConfig& security,
                          const std::string& self, averaging::AllReduceOptions options,
-                         double max_update_norm)
+                         double max_update_norm, CoordinatorClient* coordinator)
       : allreduce_(service, security),
         self_(self),
         options_(options),
-        max_update_norm_(max_update_norm) {}
+        max_update_norm_(max_update_norm),
+        coordinator_(coordinator) {}
 
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& r,
                                                      std::vector<float>* values, double weight,
@@ -171,7 +177,11 @@ class ButterflyRoundAverager final : public RoundAverager {
       if (r.members(i).peer_id() == self_) spec.my_index = i;
     }
     spec.span_starts = averaging::SplitSpans(values->size(), r.members_size(), shares);
+    for (const cv1::RoundAudit& a : r.audits()) {
+      spec.audits.push_back({a.span(), a.part_seed(), a.auditor()});
+    }
     averaging::AllReduceOptions o = options_;
+    o.audited = r.audited();
     o.deadline = absl::FromUnixMillis(r.deadline_unix_ms());
     // A round that used more than half of the time it was given says where
     // the time went.
@@ -183,14 +193,71 @@ class ButterflyRoundAverager final : public RoundAverager {
                   << " scaled down to max_update_norm " << max_update_norm_;
       }
     }
-    return allreduce_.Run(spec, o, values->data(), values->size(), weight, errors);
+    auto result = allreduce_.Run(spec, o, values->data(), values->size(), weight, errors);
+    if (!result.ok() || !r.audited()) return result;
+    RETURN_IF_ERROR(SettleAudits(r, spec.my_index, *result, o.deadline + absl::Seconds(5)));
+    return result;
   }
 
  private:
+  // Reports this member's verdicts and waits for every auditor's: an audited
+  // round is applied only when no reducer was found dishonest. Aborted when
+  // one was (every member abandons the round, the dishonest one aside);
+  // Unavailable when verdicts are still missing at `deadline`.
+  absl::Status SettleAudits(const cv1::Round& r, uint32_t me,
+                            const averaging::AllReduceResult& result, absl::Time deadline) {
+    std::vector<cv1::AuditReport> reports;
+    std::vector<averaging::AuditVerdict> verdicts = result.audits;
+    for (const cv1::RoundAudit& a : r.audits()) {
+      if (a.auditor() != me) continue;
+      cv1::AuditReport& report = reports.emplace_back();
+      report.set_span(a.span());
+      report.set_verdict(cv1::AUDIT_INCOMPLETE);  // not judged here (the span failed)
+      auto v = std::find_if(verdicts.begin(), verdicts.end(),
+                            [&](const averaging::AuditVerdict& v) { return v.span == a.span(); });
+      if (v == verdicts.end()) continue;
+      switch (v->outcome) {
+        case averaging::AuditOutcome::kPassed: report.set_verdict(cv1::AUDIT_PASSED); break;
+        case averaging::AuditOutcome::kMismatch: report.set_verdict(cv1::AUDIT_MISMATCH); break;
+        case averaging::AuditOutcome::kRefused: report.set_verdict(cv1::AUDIT_REFUSED); break;
+        case averaging::AuditOutcome::kIncomplete: break;
+      }
+      report.set_detail(v->detail.substr(0, 256));
+      verdicts.erase(v);
+    }
+    absl::Status last = absl::OkStatus();
+    while (true) {
+      auto status = coordinator_->ReportAudits(r.round_id(), reports);
+      if (status.ok()) {
+        reports.clear();  // recorded
+        if (status->audit_failed()) {
+          std::vector<std::string> who;
+          for (uint32_t span : status->failed_spans()) {
+            who.push_back(span < uint32_t(r.members_size()) ? r.members(span).peer_id() : "?");
+          }
+          return absl::AbortedError(absl::StrCat(
+              "round ", r.round_id(), ": audits found the reduction of ", absl::StrJoin(who, ", "),
+              " dishonest; no member applies the round"));
+        }
+        if (status->audits_pending() == 0) return absl::OkStatus();
+      } else {
+        last = status.status();
+      }
+      if (absl::Now() > deadline) {
+        return absl::UnavailableError(absl::StrCat("round ", r.round_id(),
+                                                   ": audit verdicts still missing at the "
+                                                   "deadline; not applied (",
+                                                   last.ToString(), ")"));
+      }
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+
   averaging::ButterflyAllReduce allreduce_;
   const std::string self_;
   const averaging::AllReduceOptions options_;
   const double max_update_norm_;
+  CoordinatorClient* const coordinator_;
 };
 
 // This peer's state served by its StateService; others' fetched from the
@@ -216,12 +283,13 @@ class PeerStates final : public StateExchange {
   }
   void StopServingCurrent() override { service_->StopServingCurrent(); }
 
-  absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step) override {
+  absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step,
+                                      const std::set<std::string>& refused) override {
     ASSIGN_OR_RETURN(auto peers, coordinator_->ListPeers());
     bool nobody_ahead = false;
     for (const auto& peer : peers) {
       if (peer.peer_id() == coordinator_->peer_id() || peer.address().empty() ||
-          peer.reachability() != cv1::REACHABLE) {
+          peer.reachability() != cv1::REACHABLE || refused.count(peer.peer_id()) > 0) {
         continue;
       }
       auto channel = MakeChannel(peer.address(), security_);
@@ -238,7 +306,7 @@ class PeerStates final : public StateExchange {
       }
       LOG(INFO) << "state of global step " << state->global_step << " from "
                 << peer.display_name() << " at " << peer.address();
-      return Snapshot{state->global_step, std::move(state->bytes)};
+      return Snapshot{state->global_step, std::move(state->bytes), peer.peer_id()};
     }
     if (nobody_ahead) {
       return absl::FailedPreconditionError("no peer is ahead: no peer applied the missed update");
@@ -396,6 +464,23 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   // This peer's Averager service: the other members send it their values of
   // the span it reduces; its state service serves late joiners.
   averaging::AveragerService averager;
+  if (po.scale_reduced_means_for_test != 0) {
+    LOG(WARNING) << "dishonest reducer (a security test): every mean this peer reduces is "
+                    "scaled by "
+                 << po.scale_reduced_means_for_test;
+    averager.TamperWithAnswersForTest(
+        [scale = static_cast<float>(po.scale_reduced_means_for_test)](
+            const averaging::v1::ReducePartRequest& request,
+            averaging::v1::ReducePartResponse* response) {
+          if (request.kind() != averaging::v1::REDUCE || !response->averaged()) return;
+          const averaging::Codec& codec =
+              averaging::CodecFor(static_cast<averaging::CodecId>(response->codec()));
+          std::vector<float> mean(request.count());
+          if (!codec.Decode(response->data(), mean.size(), mean.data()).ok()) return;
+          for (float& x : mean) x *= scale;
+          codec.Encode(mean.data(), mean.size(), response->mutable_data());
+        });
+  }
   StateService state_service(po.max_state_downloads);
   std::unique_ptr<ServiceHost> host;
   std::string listen_address;
@@ -473,7 +558,7 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   ar.sender_timeout = po.sender_timeout;
   ar.reducer_timeout = po.reducer_timeout;
   ButterflyRoundAverager round_averager(&averager, po.security, join->peer_id(), ar,
-                                        sync_config.max_update_norm);
+                                        sync_config.max_update_norm, &coordinator);
   // A state holds the trained parameters, two optimizer moments and an EMA
   // copy in float32 at most (16 bytes per value), the outer optimizer's
   // global copy and momentum (8 more) and metadata: 32 bytes per value and

@@ -52,6 +52,9 @@ struct PeerOptions {
   // Fault tests: poison this peer's contribution to this global step
   // (1-based; 0: never).
   int64_t nan_contribution_at_step_for_test = 0;
+  // Security tests: this peer acts as a dishonest reducer, answering every
+  // part of its span with the mean times this factor (0: honest).
+  double scale_reduced_means_for_test = 0;
   // When set, after each global step this peer applies, appends a line
   // "STEP KEY" for every sample whose gradient it contributed (equivalence
   // tests and audits of which data a step saw).

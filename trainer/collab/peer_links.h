@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -42,6 +43,9 @@ class CoordinatorLink {
   virtual absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after_round_id) = 0;
   // The collaboration's current global step.
   virtual absl::StatusOr<uint64_t> GlobalStep() = 0;
+  // The hash of the shared weights after global step `step` as the members
+  // of its round confirm it (GetStepHash in protos/coordinator.proto).
+  virtual absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) = 0;
   // This peer's training rate, sent with its heartbeats.
   virtual void SetSamplesPerSecond(double rate) = 0;
   // Hands the sample grid written at `path` for `step` to the coordinator's
@@ -78,6 +82,7 @@ class StateExchange {
   struct Snapshot {
     uint64_t global_step = 0;
     std::string bytes;
+    std::string donor;  // the peer id that served it
   };
   virtual ~StateExchange() = default;
   // True when another peer waits for this peer's state: publish one at the
@@ -87,10 +92,12 @@ class StateExchange {
   // StopServingCurrent (this peer is paused, e.g. resynchronising itself).
   virtual void Publish(Snapshot snapshot, bool current) = 0;
   virtual void StopServingCurrent() = 0;
-  // The state of a live peer that is ahead of `global_step`.
+  // The state of a live peer that is ahead of `global_step`, from none of
+  // the peers in `refused` (their states were not the collaboration's).
   // FailedPrecondition when the peers that answered are not ahead (nobody
   // applied the update this peer misses); NotFound when none could serve.
-  virtual absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step) = 0;
+  virtual absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step,
+                                              const std::set<std::string>& refused) = 0;
 };
 
 // The peer's model and inner optimizer (training::Trainer in the trainer).

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <iterator>
+#include <set>
 
 #include <glog/logging.h>
 
@@ -149,6 +150,9 @@ absl::Status PeerSession::Join() {
   // start from the run's beginning.
   applied_ = next_step_ =
       sync_->mode() == SyncMode::kGradients ? static_cast<uint64_t>(model_->step()) : 0;
+  // The run's initial weights, as this peer's model holds them, confirm a
+  // downloaded state of a step nobody applied.
+  if (applied_ == 0) initial_hash_ = sync_->Hash();
   if (*collaboration > applied_) {
     // A late joiner starts from the collaboration's weights, not the base.
     ToResync(*collaboration, "late join");
@@ -163,6 +167,7 @@ absl::Status PeerSession::Accumulate() {
   ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/false));
   if (finished && state_ != PeerState::kAccumulating) return absl::OkStatus();
   if (applied_ >= static_cast<uint64_t>(options_.max_steps) && !in_flight_) {
+    ResolveHash();  // the last step's hash goes with the last report
     FlushRoundResults();
     state_ = PeerState::kDone;
     return absl::OkStatus();
@@ -206,16 +211,7 @@ absl::Status PeerSession::ReportAndLook() {
   request.set_samples_per_second(Rate());
   request.set_bandwidth_mbps(options_.bandwidth_mbps);
   request.set_after_round_id(last_round_id_);
-  if (!stats_.hashes.empty()) {
-    // The oldest hash not reported yet (else the newest again), so every
-    // step's hash reaches the coordinator, which compares it with the
-    // other members' for the same step.
-    auto it = stats_.hashes.upper_bound(last_reported_hash_step_);
-    if (it == stats_.hashes.end()) it = std::prev(stats_.hashes.end());
-    request.set_hash_step(it->first);
-    request.set_params_hash(it->second);
-    last_reported_hash_step_ = it->first;
-  }
+  AttachHash(&request, /*only_new=*/false);
   if (telemetry_.step() > telemetry_sent_step_) {
     *request.mutable_telemetry() = telemetry_;
     telemetry_sent_step_ = telemetry_.step();
@@ -281,7 +277,13 @@ absl::Status PeerSession::WaitForRound() {
     return absl::OkStatus();
   }
   if (TakeRound()) return absl::OkStatus();
-  if (absl::Now() - last_report_ > options_.report_refresh) return ReportAndLook();
+  // A waiting peer reports the hash of the step it applied as soon as it
+  // is known: a peer downloading that step's state waits for the members'
+  // hashes to confirm it.
+  const bool new_hash =
+      pending_hash_.has_value() &&
+      pending_hash_->hash.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  if (new_hash || absl::Now() - last_report_ > options_.report_refresh) return ReportAndLook();
   absl::SleepFor(options_.poll_interval);
   return absl::OkStatus();
 }
@@ -375,7 +377,11 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
     // applied it.
     ++stats_.rounds_failed;
     LOG(WARNING) << "round " << r.round_id() << " failed on this peer: " << f->result.status();
-    ToResync(r.global_step() + 1, "failed round");
+    // Aborted: every honest member abandons the round (an audit found its
+    // reduction dishonest), so nobody honest is ahead to download from;
+    // a member claiming to be is the one caught.
+    resync_abandoned_ = absl::IsAborted(f->result.status());
+    ToResync(r.global_step() + 1, resync_abandoned_ ? "abandoned round" : "failed round");
     return true;
   }
   ResolveHash();  // the update below changes the weights it reads
@@ -480,9 +486,25 @@ void PeerSession::AddRoundResult(uint64_t round_id, bool applied, double averagi
   if (round_results_.size() > 16) round_results_.erase(round_results_.begin());
 }
 
+void PeerSession::AttachHash(cv1::ReportProgressRequest* request, bool only_new) {
+  if (stats_.hashes.empty()) return;
+  // The oldest hash not reported yet (else the newest again), so every
+  // step's hash reaches the coordinator, which compares it with the other
+  // members' for the same step (and confirms states downloaded by it).
+  auto it = stats_.hashes.upper_bound(last_reported_hash_step_);
+  if (it == stats_.hashes.end()) {
+    if (only_new) return;
+    it = std::prev(stats_.hashes.end());
+  }
+  request->set_hash_step(it->first);
+  request->set_params_hash(it->second);
+  last_reported_hash_step_ = it->first;
+}
+
 void PeerSession::FlushRoundResults() {
-  if (round_results_.empty()) return;
   cv1::ReportProgressRequest request;
+  AttachHash(&request, /*only_new=*/true);
+  if (round_results_.empty() && request.params_hash().empty()) return;
   request.set_finished(true);  // joins no round
   request.set_global_step(next_step_);
   request.set_after_round_id(last_round_id_);
@@ -490,6 +512,19 @@ void PeerSession::FlushRoundResults() {
   auto report = coordinator_->Report(request);
   if (!report.ok()) LOG(WARNING) << "reporting the last rounds' results: " << report.status();
   round_results_.clear();
+}
+
+std::optional<std::string> PeerSession::AwaitConfirmedHash(uint64_t step) {
+  // Members report the hash of a step a moment after applying it.
+  for (absl::Time give_up = absl::Now() + options_.resync_patience;;) {
+    auto h = coordinator_->StepHash(step);
+    if (h.ok() && h->confirmed()) return h->hash();
+    // Nobody applied a step yet: the weights are the initial ones, which
+    // this peer hashed from its own model when it joined.
+    if (h.ok() && h->initial() && !initial_hash_.empty()) return initial_hash_;
+    if (absl::Now() >= give_up) return std::nullopt;
+    absl::SleepFor(options_.poll_interval);
+  }
 }
 
 absl::Status PeerSession::Resynchronise() {
@@ -510,18 +545,58 @@ absl::Status PeerSession::Resynchronise() {
   // Serve this peer's own state meanwhile (not a diverged one): peers that
   // missed the same round ask each other, and learn that nobody is ahead.
   if (consensus.empty()) Publish(/*current=*/true);
-  auto snapshot = states_->FetchNewer(after);
-  for (absl::Time give_up = absl::Now() + options_.resync_patience;
-       snapshot.status().code() == absl::StatusCode::kFailedPrecondition && absl::Now() < give_up;) {
-    absl::SleepFor(absl::Milliseconds(500));
-    snapshot = states_->FetchNewer(after);
-  }
-  states_->StopServingCurrent();
+  const bool abandoned = resync_abandoned_;
+  resync_abandoned_ = false;
+  // The coordinator learns now that this member failed its round, so it
+  // does not wait for this member's hash to confirm the step's.
+  FlushRoundResults();
+  // A state is taken only when its weights have the hash the round's
+  // members confirm (a donor may lie); another donor is tried after one
+  // that does not.
+  std::set<std::string> refused;
+  bool replaced = false;  // a refused state overwrote this peer's weights
+  absl::StatusOr<StateExchange::Snapshot> snapshot =
+      absl::FailedPreconditionError("every member abandoned the round");
   absl::Status loaded = snapshot.status();
-  if (loaded.ok()) {
+  for (int attempt = 0; !abandoned && attempt < kDonorsTried; ++attempt) {
+    snapshot = states_->FetchNewer(after, refused);
+    for (absl::Time give_up = absl::Now() + options_.resync_patience;
+         snapshot.status().code() == absl::StatusCode::kFailedPrecondition &&
+         absl::Now() < give_up;) {
+      absl::SleepFor(absl::Milliseconds(500));
+      snapshot = states_->FetchNewer(after, refused);
+    }
+    states_->StopServingCurrent();  // the weights are about to change
+    loaded = snapshot.status();
+    if (!loaded.ok()) break;
     LocalModel::StateExtras extras;
-    loaded = model_->ImportState(snapshot->bytes, &extras);
-    if (loaded.ok()) loaded = sync_->Restore(extras);
+    loaded = model_->ImportState(snapshot->bytes, &extras);  // all or nothing
+    if (loaded.ok()) {
+      replaced = true;
+      loaded = sync_->Restore(extras);
+    }
+    if (loaded.ok()) {
+      const std::string hash = sync_->Hash();
+      std::optional<std::string> confirmed = AwaitConfirmedHash(snapshot->global_step);
+      if (confirmed == hash) {
+        replaced = false;
+        break;
+      }
+      loaded = absl::FailedPreconditionError(absl::StrCat(
+          "its weights (", hash.substr(0, 16), ") are not those the round's members confirm (",
+          confirmed.has_value() ? confirmed->substr(0, 16) : std::string("none confirmed"), ")"));
+    }
+    ++stats_.states_refused;
+    LOG(WARNING) << "state of global step " << snapshot->global_step << " from "
+                 << snapshot->donor << " refused: " << loaded;
+    refused.insert(snapshot->donor);
+  }
+  if (replaced) {
+    // This peer's own weights are gone and no donor's are confirmed: it
+    // must not train on them (a restart joins again and downloads).
+    return absl::DataLossError(absl::StrCat(
+        "no state downloaded for global step ", resync_target_,
+        " had the weights the round's members confirm (", loaded.message(), ")"));
   }
   ++stats_.resyncs;
   if (loaded.ok()) {
@@ -539,7 +614,7 @@ absl::Status PeerSession::Resynchronise() {
     LOG(WARNING) << "not resynchronised (" << resync_why_ << ": " << loaded
                  << "); continuing at global step " << resync_target_
                  << " with this peer's weights";
-    sync_->Drop();  // the download may have replaced the local weights
+    sync_->Drop();
     applied_ = next_step_ = resync_target_;
     if (sync_->mode() == SyncMode::kGradients) model_->SetStep(static_cast<int64_t>(applied_));
   }

@@ -85,6 +85,7 @@ struct SessionStats {
   int64_t rounds_skipped = 0;  // rounds for another step than this peer's
   int64_t nonfinite = 0;       // contributions sent with weight 0
   int64_t resyncs = 0;         // states downloaded
+  int64_t states_refused = 0;  // downloaded states whose hash the members did not confirm
   int64_t diverged = 0;        // times the coordinator found this peer's hash outvoted
   uint64_t bytes_sent = 0, bytes_received = 0;
   // The shared weights' hash after each global step this peer applied (the
@@ -122,6 +123,11 @@ class PeerSession {
   absl::Status WaitForRound();
   absl::Status StartRound();
   absl::Status Resynchronise();
+  // The hash of the weights after `step` that its round's members confirm,
+  // waiting up to resync_patience for their reports; nullopt when none is.
+  std::optional<std::string> AwaitConfirmedHash(uint64_t step);
+  // Donors whose states a resynchronisation tries before it gives up.
+  static constexpr int kDonorsTried = 3;
   // Reports this peer's samples; moves to kAveraging when the answer names
   // its round, to kResynchronising when its step is stale.
   absl::Status ReportAndLook();
@@ -133,9 +139,15 @@ class PeerSession {
   absl::Status WriteOutputs(bool designated);
   // Queues how round `round_id` ended here, for the next report.
   void AddRoundResult(uint64_t round_id, bool applied, double averaging_seconds);
-  // Sends the queued round results before the session ends (the
-  // coordinator counts a round whose members stay silent as failed).
+  // Sends the queued round results, and the hash of the newest step applied
+  // if not reported yet, in a report that joins no round: before the
+  // session ends (the coordinator counts a round whose members stay silent
+  // as failed) and before a resynchronisation (the members' hashes confirm
+  // downloaded states).
   void FlushRoundResults();
+  // Adds the oldest hash not reported yet to `request` (else, unless
+  // `only_new`, the newest again).
+  void AttachHash(cv1::ReportProgressRequest* request, bool only_new);
   void Publish(bool current);
   void ToResync(uint64_t target, std::string why);
   // Samples per second over the current global step (the last step's while
@@ -177,6 +189,12 @@ class PeerSession {
   std::unique_ptr<InFlightRound> in_flight_;
   uint64_t resync_target_ = 0;
   std::string resync_why_;
+  // The round missed was abandoned by every member: there is no state to
+  // download.
+  bool resync_abandoned_ = false;
+  // The hash of the weights this peer started from, when it started at
+  // step 0 (the run's initial weights).
+  std::string initial_hash_;
   // Set when the coordinator found this peer's weights diverged: the hash
   // the other members hold.
   std::string resync_consensus_;

@@ -30,7 +30,9 @@ SessionOptions Options(int64_t max_steps, int64_t cap = 0) {
   so.max_local_samples_per_step = cap;
   so.poll_interval = absl::Milliseconds(1);
   so.report_interval = absl::ZeroDuration();  // every local step: exact step counts
-  so.resync_patience = absl::Milliseconds(200);
+  // Long enough for the members' hashes to confirm a downloaded state on a
+  // loaded machine.
+  so.resync_patience = absl::Seconds(2);
   return so;
 }
 
@@ -72,11 +74,12 @@ std::unique_ptr<Peer> MakePeer(FakeCollaboration& c, const std::string& name, in
 
 // Peers "a" and "b" with the same options.
 std::vector<std::unique_ptr<Peer>> TwoPeers(FakeCollaboration& c, int batch,
-                                            const SessionOptions& so, const SyncConfig& sync) {
+                                            const SessionOptions& so, const SyncConfig& sync,
+                                            absl::Duration batch_time = absl::ZeroDuration()) {
   std::vector<std::unique_ptr<Peer>> peers;
   peers.reserve(3);  // room for a late joiner: threads hold references to the elements
-  peers.push_back(MakePeer(c, "a", batch, so, sync));
-  peers.push_back(MakePeer(c, "b", batch, so, sync));
+  peers.push_back(MakePeer(c, "a", batch, so, sync, batch_time));
+  peers.push_back(MakePeer(c, "b", batch, so, sync, batch_time));
   return peers;
 }
 
@@ -320,7 +323,9 @@ TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   c.SetRoundDelay(absl::Milliseconds(40));
   SessionOptions so = Options(8);
   SyncConfig sync = Outer(h, false);
-  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 2, so, sync);
+  // Batches take a while, so a state downloaded (and confirmed by the
+  // members' hashes) is not outdated before the joiner can report.
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 2, so, sync, absl::Milliseconds(10));
   std::vector<std::thread> threads;
   for (auto& p : peers) threads.emplace_back([&p] { p->result = p->session->Run(); });
   while (c.planner().global_step() < 2) absl::SleepFor(absl::Milliseconds(1));
@@ -346,6 +351,38 @@ TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   // close a step within microseconds of the state it downloaded.)
   EXPECT_EQ(late.sync->Hash(), peers[0]->sync->Hash());
   EXPECT_EQ(late.sync->Hash(), peers[1]->sync->Hash());
+}
+
+// A late joiner's first donor serves a state whose weights are not the
+// collaboration's (finite and well-formed: only its hash tells). The joiner
+// refuses it, since the round's members confirm another hash, and takes the
+// next donor's. (It stops at step 4 of the others' 8, holding a state it
+// took, not one it could take only at the end of the run.)
+TEST(PeerSessionTest, ALateJoinerRefusesALyingDonorsStateAndTakesAnHonestOne) {
+  FakeCollaboration c(16);
+  c.SetRoundDelay(absl::Milliseconds(20));
+  c.AlterStatesServedBy("a");  // the first donor asked
+  SessionOptions so = Options(8, /*cap=*/8);
+  so.resync_patience = absl::Seconds(5);
+  std::vector<std::unique_ptr<Peer>> peers =
+      TwoPeers(c, 4, so, SyncConfig{}, absl::Milliseconds(20));
+  std::vector<std::thread> threads;
+  for (auto& p : peers) threads.emplace_back([&p] { p->result = p->session->Run(); });
+  while (c.planner().global_step() < 2) absl::SleepFor(absl::Milliseconds(1));
+  SessionOptions joiner = so;
+  joiner.max_steps = 4;
+  peers.push_back(MakePeer(c, "c", 4, joiner, SyncConfig{}, absl::Milliseconds(20)));
+  Peer& late = *peers.back();
+  late.result = late.session->Run();
+  for (auto& t : threads) t.join();
+  for (auto& p : peers) ASSERT_TRUE(p->result.ok()) << p->id << ": " << p->result;
+  EXPECT_GE(late.session->stats().states_refused, 1);
+  EXPECT_GE(late.session->stats().resyncs, 1);
+  // It holds the weights the others held after the same step.
+  const uint64_t step = late.session->applied_steps();
+  ASSERT_GE(step, 4u);
+  ASSERT_EQ(peers[1]->session->stats().hashes.count(step), 1u) << step;
+  EXPECT_EQ(late.model.ParameterHash(), peers[1]->session->stats().hashes.at(step));
 }
 
 }  // namespace

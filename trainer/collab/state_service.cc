@@ -1,6 +1,9 @@
 #include "trainer/collab/state_service.h"
 
 #include <algorithm>
+#include <atomic>
+
+#include <glog/logging.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -20,8 +23,9 @@ constexpr size_t kFrameBytes = 1 << 20;
 // frame by frame from memory.
 class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
  public:
-  Reactor(StateService* service, tv1::DownloadStateRequest request)
-      : service_(service), request_(std::move(request)), created_(absl::Now()) {}
+  Reactor(StateService* service, grpc::CallbackServerContext* context,
+          tv1::DownloadStateRequest request)
+      : service_(service), context_(context), request_(std::move(request)), created_(absl::Now()) {}
 
   absl::Time created() const { return created_; }
 
@@ -39,6 +43,10 @@ class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
       return;
     }
     offset_ = request_.offset();
+    {
+      absl::MutexLock lock(&service_->writing_mu_);
+      service_->writing_.insert(this);
+    }
     WriteNext();
   }
 
@@ -47,7 +55,19 @@ class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
       Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
       return;
     }
+    last_progress_ms_.store(absl::ToUnixMillis(absl::Now()));
     WriteNext();
+  }
+
+  // Cancels the call when the client took no frame for `timeout` (called
+  // under writing_mu_, so the reactor is alive).
+  bool CancelIfIdle(absl::Time now, absl::Duration timeout) {
+    if (now - absl::FromUnixMillis(last_progress_ms_.load()) <= timeout || idle_cancelled_) {
+      return false;
+    }
+    idle_cancelled_ = true;
+    context_->TryCancel();
+    return true;
   }
 
   void OnCancel() override {
@@ -61,6 +81,10 @@ class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
   }
 
   void OnDone() override {
+    {
+      absl::MutexLock lock(&service_->writing_mu_);
+      service_->writing_.erase(this);
+    }
     service_->active_.fetch_sub(1);
     delete this;
   }
@@ -85,17 +109,22 @@ class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
   }
 
   StateService* const service_;
+  grpc::CallbackServerContext* const context_;
   const tv1::DownloadStateRequest request_;
   const absl::Time created_;
   std::shared_ptr<const StateSnapshot> snapshot_;
   tv1::StateFrame frame_;
   uint64_t offset_ = 0;
   bool first_ = true;
+  std::atomic<int64_t> last_progress_ms_{absl::ToUnixMillis(absl::Now())};
+  bool idle_cancelled_ = false;  // under writing_mu_
 };
 
-StateService::StateService(int max_concurrent_downloads, absl::Duration snapshot_wait)
+StateService::StateService(int max_concurrent_downloads, absl::Duration snapshot_wait,
+                           absl::Duration idle_timeout)
     : max_downloads_(max_concurrent_downloads),
       snapshot_wait_(snapshot_wait),
+      idle_timeout_(idle_timeout),
       expirer_([this] { ExpireWaiting(); }) {}
 
 StateService::~StateService() {
@@ -127,6 +156,20 @@ void StateService::ExpireWaiting() {
       it = waiting_.erase(it);
     }
     if (waiting_.empty()) wanted_ = false;
+    mu_.Unlock();
+    CancelIdleDownloads();
+    mu_.Lock();
+  }
+}
+
+void StateService::CancelIdleDownloads() {
+  const absl::Time now = absl::Now();
+  absl::MutexLock lock(&writing_mu_);
+  for (Reactor* r : writing_) {
+    if (r->CancelIfIdle(now, idle_timeout_)) {
+      LOG(WARNING) << "a state download took no frame for " << absl::FormatDuration(idle_timeout_)
+                   << "; cancelled, so its slot serves another peer";
+    }
   }
 }
 
@@ -160,7 +203,7 @@ grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
         grpc::StatusCode::RESOURCE_EXHAUSTED,
         absl::StrCat("this peer already serves ", max_downloads_, " state downloads; try another")));
   }
-  auto* reactor = new Reactor(this, *request);
+  auto* reactor = new Reactor(this, context, *request);
   absl::MutexLock lock(&mu_);
   if ((request->offset() > 0 && snapshot_ && snapshot_->global_step == request->global_step()) ||
       (current_ && snapshot_)) {

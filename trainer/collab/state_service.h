@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -33,9 +34,12 @@ struct StateSnapshot {
 class StateService final : public tv1::PeerState::CallbackService {
  public:
   // A download that waits `snapshot_wait` without this peer reaching a step
-  // boundary ends UNAVAILABLE (the peer is not stepping; try another).
+  // boundary ends UNAVAILABLE (the peer is not stepping; try another); one
+  // whose client takes no frame for `idle_timeout` is cancelled, so stalled
+  // readers do not keep the download slots.
   explicit StateService(int max_concurrent_downloads = 2,
-                        absl::Duration snapshot_wait = absl::Seconds(60));
+                        absl::Duration snapshot_wait = absl::Seconds(60),
+                        absl::Duration idle_timeout = absl::Seconds(60));
   ~StateService() override;
 
   // True when a download waits for a snapshot: the training loop should
@@ -57,11 +61,14 @@ class StateService final : public tv1::PeerState::CallbackService {
 
  private:
   friend class Reactor;
-  // Ends downloads that waited longer than snapshot_wait_.
+  // Ends downloads that waited longer than snapshot_wait_, and cancels
+  // those idle for longer than idle_timeout_.
   void ExpireWaiting();
+  void CancelIdleDownloads() ABSL_LOCKS_EXCLUDED(mu_, writing_mu_);
 
   const int max_downloads_;
   const absl::Duration snapshot_wait_;
+  const absl::Duration idle_timeout_;
   std::atomic<int> active_{0};
   mutable absl::Mutex mu_;
   std::shared_ptr<const StateSnapshot> snapshot_ ABSL_GUARDED_BY(mu_);
@@ -69,6 +76,11 @@ class StateService final : public tv1::PeerState::CallbackService {
   bool current_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> wanted_{false};
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  // Downloads that are writing (a reactor leaves in OnDone, under this
+  // lock, so the expirer may cancel one it finds here). Apart from mu_:
+  // a cancellation may call OnCancel, which takes mu_.
+  absl::Mutex writing_mu_;
+  std::set<Reactor*> writing_ ABSL_GUARDED_BY(writing_mu_);
   std::thread expirer_;  // runs ExpireWaiting; last, so it starts last
 };
 

@@ -18,7 +18,7 @@ constexpr char kToken[] = "state-service-test-token-0123456";
 class StateServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    service_ = std::make_unique<StateService>(2, absl::Milliseconds(300));
+    service_ = std::make_unique<StateService>(2, absl::Milliseconds(300), absl::Milliseconds(600));
     ServerOptions o;
     o.listen_address = "127.0.0.1:0";
     o.security = credentials_.Server();
@@ -72,6 +72,34 @@ TEST_F(StateServiceTest, ADownloadWaitingForASnapshotThatNeverComesEndsUnavailab
   // Well before the client's own 20 s: the service gave up after its wait
   // (FetchState retries UNAVAILABLE a few times).
   EXPECT_LT(absl::Now() - start, absl::Seconds(15));
+}
+
+// Two joiners take a frame each and stall, holding both download slots; the
+// service cancels them after the idle timeout, and a third downloads.
+TEST_F(StateServiceTest, StalledDownloadsAreCancelledAndFreeTheirSlots) {
+  std::string bytes(48 << 20, 's');  // more than the connection's flow-control windows
+  PublishCurrent(5, bytes);
+  struct Stalled {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientReader<tv1::StateFrame>> reader;
+  };
+  std::vector<std::unique_ptr<Stalled>> stalled;
+  for (int i = 0; i < 2; ++i) {
+    auto s = std::make_unique<Stalled>();
+    auto stub = tv1::PeerState::NewStub(Channel(credentials_.Peer("stalled-" + std::to_string(i))));
+    s->reader = stub->DownloadState(&s->context, tv1::DownloadStateRequest());
+    tv1::StateFrame frame;
+    ASSERT_TRUE(s->reader->Read(&frame));  // the stream is up; nothing more is read
+    stalled.push_back(std::move(s));
+  }
+  // Both slots are held now.
+  auto refused = FetchState(Channel(credentials_.Peer("joiner")), absl::Seconds(20), 64 << 20);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted) << refused.status();
+  absl::SleepFor(absl::Milliseconds(1500));  // past the idle timeout and the expirer's tick
+  auto got = FetchState(Channel(credentials_.Peer("joiner")), absl::Seconds(20), 64 << 20);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->bytes.size(), bytes.size());
+  for (auto& s : stalled) s->context.TryCancel();
 }
 
 }  // namespace

@@ -38,7 +38,8 @@ absl::StatusOr<uint32_t> Membership::Remove(const std::string& peer_id,
   auto released = ledger_->RemovePeer(peer_id, incarnation);
   if (!released.ok()) return released.status();
   liveness_->Forget(peer_id, incarnation);
-  rounds_->Forget(peer_id);
+  rounds_->Forget(peer_id, /*hashes=*/false);
+  if (reason == RemovalReason::kEvictedByAdmin) rounds_->Disown(peer_id);
   LOG(INFO) << "peer " << peer_id << " " << RemovalReasonName(reason) << "; " << *released
             << " leases released";
   return released;

@@ -39,6 +39,12 @@ HashVote::Verdict HashVote::Record(const std::string& peer, uint64_t step,
   return verdict;
 }
 
+std::map<std::string, std::string> HashVote::VotesFor(uint64_t step) {
+  absl::MutexLock lock(&mu_);
+  auto it = votes_.find(step);
+  return it == votes_.end() ? std::map<std::string, std::string>{} : it->second;
+}
+
 void HashVote::Forget(const std::string& peer) {
   absl::MutexLock lock(&mu_);
   for (auto& [step, step_votes] : votes_) step_votes.erase(peer);

@@ -46,6 +46,10 @@ class HashVote {
   // Forgets a peer's votes (it left, or downloaded another state).
   void Forget(const std::string& peer);
 
+  // The hashes peers reported for `step` (empty when none, or no longer
+  // kept), by peer.
+  std::map<std::string, std::string> VotesFor(uint64_t step);
+
  private:
   // Fixed after construction.
   const size_t steps_kept_;

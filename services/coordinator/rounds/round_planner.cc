@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 
 #include <glog/logging.h>
 
@@ -97,8 +98,34 @@ absl::StatusOr<v1::ReportProgressResponse> RoundPlanner::Report(
       if (!info.address.empty()) m->set_span_share(shares[k]);
       ++k;
     }
+    // Audits: parts of every reducing member's span, each reduced again by
+    // a different other reducing member (it must receive copies), chosen at
+    // random like the parts.
+    std::vector<uint32_t> reducers;
+    for (int i = 0; i < round.members_size(); ++i) {
+      if (!round.members(i).address().empty()) reducers.push_back(i);
+    }
+    if (options_.reducer_audits > 0 && reducers.size() >= 2) {
+      round.set_audited(true);
+      for (uint32_t span : reducers) {
+        std::vector<uint32_t> others;
+        for (uint32_t r : reducers) {
+          if (r != span) others.push_back(r);
+        }
+        std::shuffle(others.begin(), others.end(), random_);
+        others.resize(std::min<size_t>(others.size(), options_.reducer_audits));
+        for (uint32_t auditor : others) {
+          v1::RoundAudit* audit = round.add_audits();
+          audit->set_span(span);
+          audit->set_part_seed(absl::Uniform<uint64_t>(random_));
+          audit->set_auditor(auditor);
+        }
+      }
+      round.set_audits_pending(round.audits_size());
+    }
     LOG(INFO) << "round " << round.round_id() << " for global step " << global_step_ << ": "
-              << round.members_size() << " members, " << total << " samples";
+              << round.members_size() << " members, " << total << " samples"
+              << (round.audited() ? absl::StrCat(", ", round.audits_size(), " audits") : "");
     Notify({RoundEvent::Kind::kOpened, round.round_id()});
     rounds_.push_front(std::move(round));
     if (rounds_.size() > options_.rounds_kept) rounds_.pop_back();
@@ -116,8 +143,20 @@ std::optional<v1::Round> RoundPlanner::RoundFor(const std::string& peer_id,
   absl::MutexLock lock(&mu_);
   for (const auto& r : rounds_) {  // newest first
     if (r.round_id() <= after_round_id) break;
-    for (const auto& m : r.members()) {
-      if (m.peer_id() == peer_id) return r;
+    for (int i = 0; i < r.members_size(); ++i) {
+      if (r.members(i).peer_id() != peer_id) continue;
+      // The member learns of the audits of the others' spans only, and of
+      // no verdict.
+      v1::Round mine = r;
+      mine.clear_audits();
+      for (const v1::RoundAudit& a : r.audits()) {
+        if (a.span() == static_cast<uint32_t>(i)) continue;
+        v1::RoundAudit* kept = mine.add_audits();
+        kept->set_span(a.span());
+        kept->set_part_seed(a.part_seed());
+        kept->set_auditor(a.auditor());
+      }
+      return mine;
     }
   }
   return std::nullopt;
@@ -126,8 +165,78 @@ std::optional<v1::Round> RoundPlanner::RoundFor(const std::string& peer_id,
 std::vector<v1::Round> RoundPlanner::Recent() {
   absl::MutexLock lock(&mu_);
   const absl::Time now = clock_->Now();
-  for (auto& r : rounds_) ResolveLocked(&r, now);
-  return std::vector<v1::Round>(rounds_.begin(), rounds_.end());
+  std::vector<v1::Round> recent;
+  for (auto& r : rounds_) {
+    ResolveLocked(&r, now);
+    recent.push_back(r);
+    if (r.audits_pending() > 0) recent.back().clear_audits();
+  }
+  return recent;
+}
+
+absl::StatusOr<AuditStatus> RoundPlanner::RecordAudits(const std::string& peer_id,
+                                                       uint64_t round_id,
+                                                       const std::vector<v1::AuditReport>& reports) {
+  for (const v1::AuditReport& report : reports) {
+    if (report.verdict() == v1::AUDIT_PENDING || !v1::AuditVerdict_IsValid(report.verdict())) {
+      return absl::InvalidArgumentError("a verdict must be PASSED, MISMATCH, REFUSED or INCOMPLETE");
+    }
+    if (report.detail().size() > 256) {
+      return absl::InvalidArgumentError("a verdict's detail is at most 256 bytes");
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  for (auto& r : rounds_) {
+    if (r.round_id() != round_id) continue;
+    int me = -1;
+    for (int i = 0; i < r.members_size(); ++i) {
+      if (r.members(i).peer_id() == peer_id) me = i;
+    }
+    if (me < 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat("peer ", peer_id, " is not a member of round ", round_id));
+    }
+    // All checked before anything is recorded.
+    for (const v1::AuditReport& report : reports) {
+      bool assigned = false;
+      for (const v1::RoundAudit& a : r.audits()) {
+        assigned |= a.span() == report.span() && a.auditor() == static_cast<uint32_t>(me);
+      }
+      if (!assigned) {
+        return absl::PermissionDeniedError(absl::StrCat(
+            "peer ", peer_id, " was not assigned to audit span ", report.span(), " of round ",
+            round_id));
+      }
+    }
+    AuditStatus status;
+    for (const v1::AuditReport& report : reports) {
+      for (v1::RoundAudit& a : *r.mutable_audits()) {
+        if (a.span() != report.span() || a.auditor() != static_cast<uint32_t>(me) ||
+            a.verdict() != v1::AUDIT_PENDING) {
+          continue;
+        }
+        a.set_verdict(report.verdict());
+        a.set_detail(report.detail());
+        if (report.verdict() == v1::AUDIT_MISMATCH || report.verdict() == v1::AUDIT_REFUSED) {
+          status.accusations.emplace_back(r.members(a.span()).peer_id(), peer_id);
+        }
+        break;  // one verdict per report
+      }
+    }
+    std::set<uint32_t> failed;
+    for (const v1::RoundAudit& a : r.audits()) {
+      if (a.verdict() == v1::AUDIT_PENDING) ++status.pending;
+      if (a.verdict() == v1::AUDIT_MISMATCH || a.verdict() == v1::AUDIT_REFUSED) {
+        failed.insert(a.span());
+      }
+    }
+    status.failed = !failed.empty();
+    status.failed_spans.assign(failed.begin(), failed.end());
+    r.set_audits_pending(status.pending);
+    r.set_audit_failed(status.failed);
+    return status;
+  }
+  return absl::NotFoundError(absl::StrCat("round ", round_id, " is not (or no longer) kept"));
 }
 
 absl::Status RoundPlanner::RecordResult(const std::string& peer_id, uint64_t round_id,
@@ -193,10 +302,96 @@ HashVote::Verdict RoundPlanner::JudgeHash(const std::string& peer_id, uint64_t s
   return hashes_.Record(peer_id, step, hash);
 }
 
-void RoundPlanner::Forget(const std::string& peer_id) {
+StepHash RoundPlanner::ConfirmedHash(uint64_t step) {
+  StepHash out;
+  // A step whose round nobody applied (every member failed it, or an audit
+  // failed it and the honest members abandoned it) left the weights of the
+  // step before: those confirm it.
+  uint64_t made_by = step;
+  std::vector<std::string> eligible;
+  {
+    absl::MutexLock lock(&mu_);
+    for (; made_by > 0; --made_by) {  // to step 0 at most: the initial weights
+      const v1::Round* round = nullptr;
+      for (const auto& r : rounds_) {
+        if (r.round_id() == made_by) round = &r;  // round ids are global_step + 1
+      }
+      if (round == nullptr) break;
+      eligible.clear();
+      // Members that failed the round do not count, nor, once the round is
+      // past its deadline and the report TTL, those that never said.
+      const bool silent_ones_out =
+          clock_->Now() > absl::FromUnixMillis(round->deadline_unix_ms()) + options_.report_ttl;
+      if (!round->audit_failed()) {
+        for (const auto& m : round->members()) {
+          if (m.outcome() == v1::ROUND_FAILED ||
+              (m.outcome() == v1::ROUND_PENDING && silent_ones_out) ||
+              disowned_.count(m.peer_id()) > 0) {
+            continue;
+          }
+          eligible.push_back(m.peer_id());
+        }
+      }
+      if (!eligible.empty()) break;
+    }
+  }
+  if (eligible.empty() && made_by == 0 && step > 0) {
+    out.initial = true;
+    out.why = absl::StrCat("nobody applied a step up to ", step,
+                           ": the weights are the run's initial ones");
+    return out;
+  }
+  if (eligible.empty()) {
+    out.why = absl::StrCat("no round that made step ", step,
+                           " (or a step before it that nobody applied) is kept");
+    return out;
+  }
+  out.eligible = eligible.size();
+  const std::map<std::string, std::string> votes = hashes_.VotesFor(made_by);
+  std::map<std::string, uint32_t> counts;
+  for (const std::string& id : eligible) {
+    auto it = votes.find(id);
+    if (it != votes.end() && ++counts[it->second] > out.votes) {
+      out.votes = counts[it->second];
+      out.hash = it->second;
+    }
+  }
+  out.confirmed = 2 * out.votes > out.eligible;
+  if (!out.confirmed) {
+    out.why = absl::StrCat(out.votes, " of the ", out.eligible, " members that applied step ",
+                           made_by, " reported the same hash of it");
+  }
+  return out;
+}
+
+void RoundPlanner::Disown(const std::string& peer_id) {
   hashes_.Forget(peer_id);
   absl::MutexLock lock(&mu_);
+  if (disowned_.insert(peer_id).second) {
+    disowned_order_.push_back(peer_id);
+    if (disowned_order_.size() > kDisownedKept) {
+      disowned_.erase(disowned_order_.front());
+      disowned_order_.pop_front();
+    }
+  }
+}
+
+void RoundPlanner::Forget(const std::string& peer_id, bool hashes) {
+  if (hashes) hashes_.Forget(peer_id);
+  absl::MutexLock lock(&mu_);
   reports_.erase(peer_id);
+
+  // A member removed before it said how its rounds ended did not apply
+  // them (it would have said so before leaving).
+  const absl::Time now = clock_->Now();
+  for (auto& r : rounds_) {
+    for (auto& m : *r.mutable_members()) {
+      if (m.peer_id() == peer_id && m.outcome() == v1::ROUND_PENDING) {
+        m.set_outcome(v1::ROUND_FAILED);
+        ResolveLocked(&r, now);
+      }
+    }
+  }
 }
 
 }  // namespace dd::coordinator

@@ -15,10 +15,12 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -54,6 +56,35 @@ struct RoundPlannerOptions {
   // Told of every round opened and resolved (under the planner's lock: it
   // must be quick and must not call the planner). Null: nobody listens.
   std::function<void(const RoundEvent&)> on_round_event;
+  // Audits of each reducing member's span per round (PartKind in
+  // protos/averaging.proto): each a part chosen at random, audited by a
+  // different other reducing member chosen at random (so at most the other
+  // reducers' number); 0: none. Rounds with fewer than two reducing members
+  // are not audited.
+  uint32_t reducer_audits = 0;
+};
+
+// The hash of the shared weights after a step, as its round's members
+// reported it.
+struct StepHash {
+  bool confirmed = false;
+  std::string hash;       // the most reported one among the members
+  uint32_t votes = 0;     // members that reported it
+  uint32_t eligible = 0;  // members that did not report the round failed
+  std::string why;        // when not confirmed
+  // Nobody applied any step up to this one: the weights are the run's
+  // initial ones, which every peer can hash from its own model.
+  bool initial = false;
+};
+
+// Where a round's audits stand, for its members.
+struct AuditStatus {
+  uint32_t pending = 0;
+  bool failed = false;
+  std::vector<uint32_t> failed_spans;  // member indexes
+  // Verdicts this call recorded that found a reducer dishonest:
+  // (reducer's peer id, auditor's peer id).
+  std::vector<std::pair<std::string, std::string>> accusations;
 };
 
 // What the planner needs to know about a peer when a round opens.
@@ -102,14 +133,38 @@ class RoundPlanner {
   absl::Status RecordResult(const std::string& peer_id, uint64_t round_id, bool applied,
                             double averaging_seconds);
 
+  // Records `peer_id`'s verdicts on the audits it was assigned in round
+  // `round_id` (none: only asks) and says where the round's audits stand.
+  // A verdict already recorded is kept. PermissionDenied for a non-member or
+  // an audit assigned to another member; InvalidArgument for a PENDING
+  // verdict or a detail above 256 bytes; NotFound for a round not kept.
+  absl::StatusOr<AuditStatus> RecordAudits(
+      const std::string& peer_id, uint64_t round_id,
+      const std::vector<distdiff::coordinator::v1::AuditReport>& reports);
+
   uint64_t global_step() const;
+
+  // Whether the members of the round that made `step` confirm a hash of
+  // the weights after it: more than half of the members that did not fail
+  // the round reported it. A round nobody applied (every member failed it,
+  // or an audit failed it) left the weights of the step before, so the
+  // round before confirms it; back to step 0, `initial` says so. Never for
+  // a round no longer kept.
+  StepHash ConfirmedHash(uint64_t step);
 
   // Records the hash of the shared weights `peer_id` holds after `step` and
   // judges it against the other members' (HashVote).
   HashVote::Verdict JudgeHash(const std::string& peer_id, uint64_t step, const std::string& hash);
 
-  // Forgets a peer's report and hashes (it left or was evicted).
-  void Forget(const std::string& peer_id);
+  // Forgets a peer's report (it left or was evicted) and, with `hashes`,
+  // the hashes it reported (a new incarnation replaces it): a peer that
+  // left or fell silent still confirms the steps it applied. Its rounds
+  // still pending count as failed by it.
+  void Forget(const std::string& peer_id, bool hashes = true);
+  // The peer was evicted by an admin or for a dishonest reduction: its
+  // hashes are forgotten and it counts for nothing in ConfirmedHash, in
+  // the rounds it was a member of either.
+  void Disown(const std::string& peer_id);
 
  private:
   struct PeerReport {
@@ -133,6 +188,11 @@ class RoundPlanner {
   uint64_t global_step_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, PeerReport> reports_ ABSL_GUARDED_BY(mu_);
   std::deque<distdiff::coordinator::v1::Round> rounds_ ABSL_GUARDED_BY(mu_);
+  absl::BitGen random_ ABSL_GUARDED_BY(mu_);  // audited parts and auditors
+  // Disowned peers (the newest kDisownedKept).
+  static constexpr size_t kDisownedKept = 4096;
+  std::set<std::string> disowned_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> disowned_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dd::coordinator

@@ -1,6 +1,8 @@
 #include "services/coordinator/rounds/round_planner.h"
 
 #include <cmath>
+#include <memory>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
@@ -206,6 +208,187 @@ TEST(RoundPlanner, StartsAtTheGivenStepAndReportsEachNewOne) {
   ASSERT_TRUE(round.has_value());
   EXPECT_EQ(round->round_id(), 8u);
   EXPECT_EQ(round->global_step(), 7u);
+}
+
+
+// Members a, b, c (reducers) and a client-only member; 2 audits a span.
+RoundPlanner* AuditedRound(FakeClock* clock, std::unique_ptr<RoundPlanner>* keep) {
+  RoundPlannerOptions o;
+  o.target_batch_size = 4;
+  o.reducer_audits = 2;
+  *keep = std::make_unique<RoundPlanner>(o, clock);
+  for (const char* id : {"a", "b", "c", "client"}) {
+    EXPECT_TRUE((*keep)->Report(id, 0, 1, 1, 0, Info).ok());
+  }
+  return keep->get();
+}
+
+TEST(RoundPlanner, EveryReducersSpanIsAuditedByAnotherReducerUnknownToIt) {
+  FakeClock clock;
+  std::unique_ptr<RoundPlanner> keep;
+  RoundPlanner* planner = AuditedRound(&clock, &keep);
+  auto full = planner->Recent();
+  ASSERT_EQ(full.size(), 1u);
+  EXPECT_TRUE(full[0].audited());
+  EXPECT_EQ(full[0].audits_pending(), 6u);
+  EXPECT_EQ(full[0].audits_size(), 0) << "listed while verdicts are pending";
+  for (int i = 0; i < 4; ++i) {
+    const std::string id = full[0].members(i).peer_id();
+    auto mine = planner->RoundFor(id, 0);
+    ASSERT_TRUE(mine.has_value());
+    // 3 reducers x 2 audits, less those of its own span.
+    EXPECT_EQ(mine->audits_size(), id == "client" ? 6 : 4) << id;
+    std::set<std::pair<uint32_t, uint32_t>> pairs;
+    for (const auto& a : mine->audits()) {
+      EXPECT_TRUE(pairs.insert({a.span(), a.auditor()}).second) << "one auditor audits a span once";
+      EXPECT_NE(a.span(), static_cast<uint32_t>(i)) << id << " learns of its own audit";
+      EXPECT_NE(a.auditor(), a.span());
+      EXPECT_NE(full[0].members(a.auditor()).peer_id(), "client") << "an auditor gets copies";
+      EXPECT_NE(full[0].members(a.span()).peer_id(), "client") << "a client reduces nothing";
+      EXPECT_EQ(a.verdict(), v1::AUDIT_PENDING);
+    }
+  }
+}
+
+TEST(RoundPlanner, VerdictsComeOnlyFromTheAssignedAuditorsAndAMismatchFailsTheRound) {
+  FakeClock clock;
+  std::unique_ptr<RoundPlanner> keep;
+  RoundPlanner* planner = AuditedRound(&clock, &keep);
+  const v1::Round round = *planner->RoundFor("client", 0);  // sees every audit
+  auto report = [](uint32_t span, v1::AuditVerdict verdict) {
+    v1::AuditReport r;
+    r.set_span(span);
+    r.set_verdict(verdict);
+    return r;
+  };
+  const uint64_t id = round.round_id();
+  // Not a member; a verdict on an audit not assigned; a PENDING verdict.
+  EXPECT_TRUE(absl::IsPermissionDenied(planner->RecordAudits("nobody", id, {}).status()));
+  const v1::RoundAudit& first = round.audits(0);
+  const std::string auditor = round.members(first.auditor()).peer_id();
+  const std::string reducer = round.members(first.span()).peer_id();
+  EXPECT_TRUE(absl::IsPermissionDenied(
+      planner->RecordAudits(reducer, id, {report(first.span(), v1::AUDIT_PASSED)}).status()))
+      << "a reducer cannot pass its own audit";
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      planner->RecordAudits(auditor, id, {report(first.span(), v1::AUDIT_PENDING)}).status()));
+  EXPECT_TRUE(absl::IsNotFound(planner->RecordAudits(auditor, id + 5, {}).status()));
+  // Every auditor passes its audits but one, which finds a mismatch.
+  bool mismatch_sent = false;
+  for (const v1::RoundAudit& a : round.audits()) {
+    const std::string who = round.members(a.auditor()).peer_id();
+    const bool bad = !mismatch_sent;
+    mismatch_sent = true;
+    auto status = planner->RecordAudits(
+        who, id, {report(a.span(), bad ? v1::AUDIT_MISMATCH : v1::AUDIT_PASSED)});
+    ASSERT_TRUE(status.ok()) << status.status();
+    EXPECT_TRUE(status->failed);
+    if (bad) {
+      ASSERT_EQ(status->accusations.size(), 1u);
+      EXPECT_EQ(status->accusations[0].first, reducer);
+      EXPECT_EQ(status->accusations[0].second, auditor);
+    }
+  }
+  auto settled = planner->RecordAudits("client", id, {});
+  ASSERT_TRUE(settled.ok());
+  EXPECT_EQ(settled->pending, 0u);
+  EXPECT_EQ(settled->failed_spans, std::vector<uint32_t>{first.span()});
+  // Now listed, with the verdicts.
+  auto listed = planner->Recent();
+  EXPECT_EQ(listed[0].audits_size(), 6);
+  EXPECT_TRUE(listed[0].audit_failed());
+}
+
+TEST(RoundPlanner, RoundsWithFewerThanTwoReducersAreNotAudited) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  o.reducer_audits = 1;
+  RoundPlanner planner(o, &clock);
+  ASSERT_TRUE(planner.Report("a", 0, 1, 1, 0, Info).ok());
+  ASSERT_TRUE(planner.Report("client", 0, 1, 1, 0, Info).ok());
+  auto round = planner.RoundFor("a", 0);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_FALSE(round->audited());
+  EXPECT_EQ(round->audits_size(), 0);
+}
+
+TEST(RoundPlanner, AStepsHashIsConfirmedByMostOfTheMembersThatAppliedIt) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 3;
+  RoundPlanner planner(o, &clock);
+  auto step = [&](uint64_t s) {
+    for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(planner.Report(id, s, 1, 1, 0, Info).ok());
+  };
+  ASSERT_NO_FATAL_FAILURE(step(0));  // round 1 makes step 1
+  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed);
+  planner.JudgeHash("a", 1, "aaaa");
+  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed) << "one of three";
+  planner.JudgeHash("c", 1, "cccc");  // a liar, or a diverged member
+  planner.JudgeHash("b", 1, "aaaa");
+  StepHash h = planner.ConfirmedHash(1);
+  EXPECT_TRUE(h.confirmed) << h.why;
+  EXPECT_EQ(h.hash, "aaaa");
+  EXPECT_EQ(h.votes, 2u);
+  EXPECT_EQ(h.eligible, 3u);
+  // Round 2 (step 2): b failed it; a and c applied it but disagree.
+  ASSERT_NO_FATAL_FAILURE(step(1));
+  ASSERT_TRUE(planner.RecordResult("b", 2, false, 1).ok());
+  planner.JudgeHash("a", 2, "a2");
+  planner.JudgeHash("c", 2, "c2");
+  EXPECT_FALSE(planner.ConfirmedHash(2).confirmed) << "1 of 2 is no majority";
+  planner.JudgeHash("c", 2, "a2");  // c resynchronised and holds a's
+  EXPECT_EQ(planner.ConfirmedHash(2).hash, "a2");
+  EXPECT_TRUE(planner.ConfirmedHash(2).confirmed);
+  // Round 3 (step 3): every member failed it; the weights are step 2's.
+  ASSERT_NO_FATAL_FAILURE(step(2));
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(planner.RecordResult(id, 3, false, 1).ok());
+  h = planner.ConfirmedHash(3);
+  EXPECT_TRUE(h.confirmed) << h.why;
+  EXPECT_EQ(h.hash, "a2");
+  // Round 4 (step 4): a and b apply it, c goes silent.
+  ASSERT_NO_FATAL_FAILURE(step(3));
+  ASSERT_TRUE(planner.RecordResult("a", 4, true, 1).ok());
+  ASSERT_TRUE(planner.RecordResult("b", 4, true, 1).ok());
+  planner.JudgeHash("a", 4, "a4");
+  EXPECT_FALSE(planner.ConfirmedHash(4).confirmed) << "1 of 3";
+  planner.JudgeHash("b", 4, "a4");
+  EXPECT_TRUE(planner.ConfirmedHash(4).confirmed) << "2 of 3";
+  planner.Forget("b", /*hashes=*/false);  // b left: what it reported stands
+  EXPECT_TRUE(planner.ConfirmedHash(4).confirmed);
+  // Past the deadline and the report TTL, silent c no longer counts.
+  clock.Advance(o.round_timeout + o.report_ttl + absl::Seconds(1));
+  h = planner.ConfirmedHash(4);
+  EXPECT_EQ(h.eligible, 2u);
+  EXPECT_TRUE(h.confirmed);
+  planner.Disown("b");  // b was evicted: its word no longer counts
+  h = planner.ConfirmedHash(4);
+  EXPECT_EQ(h.eligible, 1u);
+  EXPECT_EQ(h.votes, 1u);
+  // Round 5 (step 5): a is removed before it says how the round ended.
+  ASSERT_NO_FATAL_FAILURE(step(4));
+  planner.JudgeHash("c", 5, "c5");
+  planner.Forget("a", /*hashes=*/false);
+  h = planner.ConfirmedHash(5);
+  EXPECT_EQ(h.eligible, 1u) << "a failed it; b is disowned";
+  EXPECT_TRUE(h.confirmed);
+  EXPECT_EQ(h.hash, "c5");
+  // A step never taken, and step 0, are not confirmed.
+  EXPECT_FALSE(planner.ConfirmedHash(9).confirmed);
+  EXPECT_FALSE(planner.ConfirmedHash(0).confirmed);
+}
+
+TEST(RoundPlanner, AStepNobodyAppliedSinceTheStartHasTheInitialWeights) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  RoundPlanner planner(o, &clock);
+  for (const char* id : {"a", "b"}) ASSERT_TRUE(planner.Report(id, 0, 1, 1, 0, Info).ok());
+  for (const char* id : {"a", "b"}) ASSERT_TRUE(planner.RecordResult(id, 1, false, 1).ok());
+  StepHash h = planner.ConfirmedHash(1);
+  EXPECT_FALSE(h.confirmed);
+  EXPECT_TRUE(h.initial) << h.why;
 }
 
 }  // namespace

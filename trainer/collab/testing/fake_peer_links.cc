@@ -145,16 +145,16 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
     cv1::ReportProgressResponse r;
     if (request.finished()) {
       r.set_global_step(c_->planner_.global_step());
-      return r;
+    } else {
+      ASSIGN_OR_RETURN(r, c_->planner_.Report(id_, request.global_step(),
+                                              request.samples_accumulated(),
+                                              request.samples_per_second(), 0,
+                                              [](const std::string& id) {
+                                                return coordinator::MemberInfo{"mem:" + id};
+                                              }));
+      auto round = c_->planner_.RoundFor(id_, request.after_round_id());
+      if (round.has_value()) *r.mutable_round() = *round;
     }
-    ASSIGN_OR_RETURN(r, c_->planner_.Report(id_, request.global_step(),
-                                            request.samples_accumulated(),
-                                            request.samples_per_second(), 0,
-                                            [](const std::string& id) {
-                                              return coordinator::MemberInfo{"mem:" + id};
-                                            }));
-    auto round = c_->planner_.RoundFor(id_, request.after_round_id());
-    if (round.has_value()) *r.mutable_round() = *round;
     if (!request.params_hash().empty()) {
       auto verdict = c_->planner_.JudgeHash(id_, request.hash_step(), request.params_hash());
       r.set_diverged(verdict.diverged);
@@ -166,6 +166,14 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
     return c_->planner_.RoundFor(id_, after);
   }
   absl::StatusOr<uint64_t> GlobalStep() override { return c_->planner_.global_step(); }
+  absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) override {
+    coordinator::StepHash h = c_->planner_.ConfirmedHash(step);
+    cv1::GetStepHashResponse r;
+    r.set_confirmed(h.confirmed);
+    r.set_hash(h.hash);
+    r.set_initial(h.initial);
+    return r;
+  }
   void SetSamplesPerSecond(double) override {}
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
     c_->RecordUpload(id_, step, path);
@@ -179,7 +187,9 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   bool Wanted() const override { return c_->Wanted(id_); }
   void Publish(Snapshot s, bool) override { c_->Publish(id_, std::move(s)); }
   void StopServingCurrent() override {}
-  absl::StatusOr<Snapshot> FetchNewer(uint64_t step) override { return c_->FetchNewer(id_, step); }
+  absl::StatusOr<Snapshot> FetchNewer(uint64_t step, const std::set<std::string>& refused) override {
+    return c_->FetchNewer(id_, step, refused);
+  }
 
  private:
   FakeCollaboration* const c_;
@@ -292,8 +302,24 @@ absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
   return result;
 }
 
+void FakeCollaboration::AlterStatesServedBy(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  lying_donors_.insert(peer_id);
+}
+
 void FakeCollaboration::Publish(const std::string& id, StateExchange::Snapshot s) {
   absl::MutexLock lock(&mu_);
+  if (lying_donors_.count(id) > 0) {
+    std::map<std::string, at::Tensor> tensors;
+    std::map<std::string, std::string> meta;
+    if (model::ParseTensors(s.bytes, &tensors, &meta).ok() && tensors.count("param.w") > 0) {
+      at::Tensor w = tensors["param.w"].clone();
+      w[0] += 0.5f;
+      tensors["param.w"] = w;
+      auto altered = model::SerializeTensors(tensors, meta);
+      if (altered.ok()) s.bytes = std::move(*altered);
+    }
+  }
   snapshots_[id] = std::move(s);
   wanted_.erase(id);
 }
@@ -303,17 +329,20 @@ bool FakeCollaboration::Wanted(const std::string& id) {
   return wanted_.count(id) > 0;
 }
 
-absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(const std::string& id,
-                                                                      uint64_t step) {
+absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
+    const std::string& id, uint64_t step, const std::set<std::string>& refused) {
   absl::MutexLock lock(&mu_);
   for (const auto& [peer, link] : links_) {
     if (peer != id) wanted_.insert(peer);
   }
   const StateExchange::Snapshot* found = nullptr;
+  std::string found_donor;
   auto newer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const auto& [peer, s] : snapshots_) {
-      if (peer != id && s.global_step > step && wanted_.count(peer) == 0) {
+      if (peer != id && s.global_step > step && wanted_.count(peer) == 0 &&
+          refused.count(peer) == 0) {
         found = &s;
+        found_donor = peer;
         return true;
       }
     }
@@ -322,7 +351,9 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(const std:
   if (!mu_.AwaitWithTimeout(absl::Condition(&newer), absl::Seconds(5))) {
     return absl::FailedPreconditionError("no peer is ahead (test)");
   }
-  return *found;
+  StateExchange::Snapshot out = *found;
+  out.donor = found_donor;
+  return out;
 }
 
 }  // namespace dd::collab::testing

@@ -101,6 +101,9 @@ class FakeCollaboration {
   void RecordUpload(const std::string& peer_id, uint64_t step, const std::string& path);
   // Each Average call sleeps this long first (a slow network).
   void SetRoundDelay(absl::Duration d);
+  // The states `peer_id` serves have one weight changed (a lying donor's:
+  // well-formed, finite, not the collaboration's).
+  void AlterStatesServedBy(const std::string& peer_id);
   coordinator::RoundPlanner& planner() { return planner_; }
 
   // The in-memory all-reduce: waits for every member of the round, then
@@ -113,7 +116,8 @@ class FakeCollaboration {
                                                      averaging::CodecErrors errors);
   void Publish(const std::string& peer_id, StateExchange::Snapshot s);
   bool Wanted(const std::string& peer_id);
-  absl::StatusOr<StateExchange::Snapshot> FetchNewer(const std::string& peer_id, uint64_t step);
+  absl::StatusOr<StateExchange::Snapshot> FetchNewer(const std::string& peer_id, uint64_t step,
+                                                     const std::set<std::string>& refused);
 
  private:
   struct RoundData {
@@ -133,6 +137,7 @@ class FakeCollaboration {
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> lying_donors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<Links>> links_ ABSL_GUARDED_BY(mu_);
 };
 
