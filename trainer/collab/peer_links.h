@@ -69,7 +69,9 @@ class RoundAverager {
   // Averages `values` in place with weight `weight` over `round` (this
   // peer is one of its members), with error feedback through `errors`
   // (averaging::CodecErrors: what the codec dropped of this peer's values,
-  // and of the means it reduced).
+  // and of the means it reduced). Aborted when every honest member abandons
+  // the round (an audit found a reduction dishonest): nobody applies it, so
+  // there is no state of it to download.
   virtual absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& round,
                                                              std::vector<float>* values,
                                                              double weight,

@@ -317,6 +317,22 @@ TEST(PeerSessionTest, AFailedRoundResynchronisesFromAPeerThatAppliedIt) {
   }
 }
 
+TEST(PeerSessionTest, AnAbandonedRoundIsAppliedByNobodyAndNobodyDownloadsIt) {
+  FakeCollaboration c(8);
+  c.AbandonRound(2);  // an audit found its reduction dishonest
+  SessionOptions so = Options(3, /*cap=*/4);
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  for (auto& p : peers) {
+    EXPECT_EQ(p->session->stats().rounds_failed, 1) << p->id;
+    EXPECT_EQ(p->session->stats().states_refused, 0) << p->id;
+    EXPECT_EQ(p->session->applied_steps(), 3u);
+    EXPECT_EQ(p->session->stats().hashes.count(2), 0u) << "step 2 was applied by " << p->id;
+  }
+  EXPECT_EQ(c.fetches(), 0) << "nobody looked for a state of the abandoned step";
+  EXPECT_EQ(peers[0]->model.ParameterHash(), peers[1]->model.ParameterHash());
+}
+
 TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2);  // two peers' contributions close a step

@@ -236,6 +236,16 @@ void FakeCollaboration::FailRound(uint64_t id) {
   failing_.insert(id);
 }
 
+void FakeCollaboration::AbandonRound(uint64_t id) {
+  absl::MutexLock lock(&mu_);
+  abandoned_.insert(id);
+}
+
+int FakeCollaboration::fetches() {
+  absl::MutexLock lock(&mu_);
+  return fetches_;
+}
+
 void FakeCollaboration::SetRoundDelay(absl::Duration d) {
   absl::MutexLock lock(&mu_);
   delay_ = d;
@@ -260,6 +270,9 @@ absl::StatusOr<averaging::AllReduceResult> FakeCollaboration::Average(
   }
   absl::MutexLock lock(&mu_);
   if (failing_.count(round.round_id()) > 0) return absl::UnavailableError("round failed (test)");
+  if (abandoned_.count(round.round_id()) > 0) {
+    return absl::AbortedError("an audit found a reduction dishonest (test)");
+  }
   RoundData& r = rounds_[round.round_id()];
   r.parts[id] = {std::move(sent), weight};
   r.mean_errors[id] = errors.mean;
@@ -332,18 +345,24 @@ bool FakeCollaboration::Wanted(const std::string& id) {
 absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
     const std::string& id, uint64_t step, const std::set<std::string>& refused) {
   absl::MutexLock lock(&mu_);
+  ++fetches_;
   for (const auto& [peer, link] : links_) {
     if (peer != id) wanted_.insert(peer);
   }
   const StateExchange::Snapshot* found = nullptr;
   std::string found_donor;
+  // A lying donor that has a state answers first (the attack at its most
+  // effective), until the fetching peer refuses it.
   auto newer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    for (const auto& [peer, s] : snapshots_) {
-      if (peer != id && s.global_step > step && wanted_.count(peer) == 0 &&
-          refused.count(peer) == 0) {
-        found = &s;
-        found_donor = peer;
-        return true;
+    for (bool liars : {true, false}) {
+      for (const auto& [peer, s] : snapshots_) {
+        if (lying_donors_.count(peer) > 0 != liars) continue;
+        if (peer != id && s.global_step > step && wanted_.count(peer) == 0 &&
+            refused.count(peer) == 0) {
+          found = &s;
+          found_donor = peer;
+          return true;
+        }
       }
     }
     return false;

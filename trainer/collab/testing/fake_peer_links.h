@@ -96,13 +96,19 @@ class FakeCollaboration {
 
   // Rounds with these ids fail on every member.
   void FailRound(uint64_t round_id);
+  // Rounds with these ids are abandoned by every member (Aborted, as when
+  // an audit finds a reduction dishonest).
+  void AbandonRound(uint64_t round_id);
+  // FetchNewer calls so far.
+  int fetches();
   // Sample grids the peers uploaded: "peer step path", in order.
   std::vector<std::string> uploads();
   void RecordUpload(const std::string& peer_id, uint64_t step, const std::string& path);
   // Each Average call sleeps this long first (a slow network).
   void SetRoundDelay(absl::Duration d);
   // The states `peer_id` serves have one weight changed (a lying donor's:
-  // well-formed, finite, not the collaboration's).
+  // well-formed, finite, not the collaboration's), and it answers a fetch
+  // first until the fetching peer refuses it.
   void AlterStatesServedBy(const std::string& peer_id);
   coordinator::RoundPlanner& planner() { return planner_; }
 
@@ -133,6 +139,8 @@ class FakeCollaboration {
   absl::Mutex mu_;
   std::map<uint64_t, RoundData> rounds_ ABSL_GUARDED_BY(mu_);
   std::set<uint64_t> failing_ ABSL_GUARDED_BY(mu_);
+  std::set<uint64_t> abandoned_ ABSL_GUARDED_BY(mu_);
+  int fetches_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> uploads_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
