@@ -551,15 +551,7 @@ absl::StatusOr<v1::ListRoundsResponse> CoordinatorCore::ListRounds(const v1::Lis
 
 absl::StatusOr<v1::GetStepHashResponse> CoordinatorCore::GetStepHash(
     const v1::GetStepHashRequest& request) {
-  const StepHash h = rounds_->ConfirmedHash(request.step());
-  v1::GetStepHashResponse response;
-  response.set_confirmed(h.confirmed);
-  response.set_hash(h.hash);
-  response.set_votes(h.votes);
-  response.set_eligible(h.eligible);
-  response.set_why(h.why);
-  response.set_initial(h.initial);
-  return response;
+  return rounds_->ConfirmedHash(request.step());
 }
 
 absl::StatusOr<v1::ReportAuditsResponse> CoordinatorCore::ReportAudits(

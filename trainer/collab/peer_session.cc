@@ -150,9 +150,7 @@ absl::Status PeerSession::Join() {
   // start from the run's beginning.
   applied_ = next_step_ =
       sync_->mode() == SyncMode::kGradients ? static_cast<uint64_t>(model_->step()) : 0;
-  // The run's initial weights, as this peer's model holds them, confirm a
-  // downloaded state of a step nobody applied.
-  if (applied_ == 0) initial_hash_ = sync_->Hash();
+  holds_initial_weights_ = applied_ == 0;
   if (*collaboration > applied_) {
     // A late joiner starts from the collaboration's weights, not the base.
     ToResync(*collaboration, "late join");
@@ -390,6 +388,7 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   stats_.bytes_received += averaged.bytes_received;
   const auto apply_start = Clock::now();
   ASSIGN_OR_RETURN(training::StepReport step, sync_->Apply(f->contribution));
+  holds_initial_weights_ = false;
   compute_s_ += std::chrono::duration<double>(Clock::now() - apply_start).count();
   applied_ = f->contribution.global_step + 1;
   if (sync_->mode() == SyncMode::kGradients) step.step = static_cast<int64_t>(applied_);
@@ -520,7 +519,7 @@ std::optional<std::string> PeerSession::AwaitConfirmedHash(uint64_t step) {
     auto h = coordinator_->StepHash(step);
     if (h.ok() && h->confirmed()) return h->hash();
     // Nobody applied a step yet: the weights are the initial ones, which
-    // this peer hashed from its own model when it joined.
+    // this peer hashed from its own model before the download.
     if (h.ok() && h->initial() && !initial_hash_.empty()) return initial_hash_;
     if (absl::Now() >= give_up) return std::nullopt;
     absl::SleepFor(options_.poll_interval);
@@ -570,9 +569,15 @@ absl::Status PeerSession::Resynchronise() {
     loaded = snapshot.status();
     if (!loaded.ok()) break;
     LocalModel::StateExtras extras;
+    if (holds_initial_weights_ && initial_hash_.empty()) {
+      // The run's initial weights confirm a state of a step nobody applied:
+      // hashed (a pass over every weight) only now, before they go.
+      initial_hash_ = sync_->Hash();
+    }
     loaded = model_->ImportState(snapshot->bytes, &extras);  // all or nothing
     if (loaded.ok()) {
       replaced = true;
+      holds_initial_weights_ = false;
       loaded = sync_->Restore(extras);
     }
     if (loaded.ok()) {

@@ -192,8 +192,9 @@ class PeerSession {
   // The round missed was abandoned by every member: there is no state to
   // download.
   bool resync_abandoned_ = false;
-  // The hash of the weights this peer started from, when it started at
-  // step 0 (the run's initial weights).
+  // This peer still holds the run's initial weights (it started at step 0
+  // and has applied or downloaded nothing), and their hash once needed.
+  bool holds_initial_weights_ = false;
   std::string initial_hash_;
   // Set when the coordinator found this peer's weights diverged: the hash
   // the other members hold.

@@ -302,8 +302,8 @@ HashVote::Verdict RoundPlanner::JudgeHash(const std::string& peer_id, uint64_t s
   return hashes_.Record(peer_id, step, hash);
 }
 
-StepHash RoundPlanner::ConfirmedHash(uint64_t step) {
-  StepHash out;
+v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
+  v1::GetStepHashResponse out;
   // A step whose round nobody applied (every member failed it, or an audit
   // failed it and the honest members abandoned it) left the weights of the
   // step before: those confirm it.
@@ -336,30 +336,31 @@ StepHash RoundPlanner::ConfirmedHash(uint64_t step) {
     }
   }
   if (eligible.empty() && made_by == 0 && step > 0) {
-    out.initial = true;
-    out.why = absl::StrCat("nobody applied a step up to ", step,
-                           ": the weights are the run's initial ones");
+    out.set_initial(true);
+    out.set_why(absl::StrCat("nobody applied a step up to ", step,
+                             ": the weights are the run's initial ones"));
     return out;
   }
   if (eligible.empty()) {
-    out.why = absl::StrCat("no round that made step ", step,
-                           " (or a step before it that nobody applied) is kept");
+    out.set_why(absl::StrCat("no round that made step ", step,
+                             " (or a step before it that nobody applied) is kept"));
     return out;
   }
-  out.eligible = eligible.size();
+  out.set_eligible(eligible.size());
   const std::map<std::string, std::string> votes = hashes_.VotesFor(made_by);
   std::map<std::string, uint32_t> counts;
   for (const std::string& id : eligible) {
     auto it = votes.find(id);
-    if (it != votes.end() && ++counts[it->second] > out.votes) {
-      out.votes = counts[it->second];
-      out.hash = it->second;
+    if (it != votes.end() && ++counts[it->second] > out.votes()) {
+      out.set_votes(counts[it->second]);
+      out.set_hash(it->second);
     }
   }
-  out.confirmed = 2 * out.votes > out.eligible;
-  if (!out.confirmed) {
-    out.why = absl::StrCat(out.votes, " of the ", out.eligible, " members that applied step ",
-                           made_by, " reported the same hash of it");
+  out.set_confirmed(2 * out.votes() > out.eligible());
+  if (!out.confirmed()) {
+    out.set_why(absl::StrCat(out.votes(), " of the ", out.eligible(),
+                             " members that applied step ", made_by,
+                             " reported the same hash of it"));
   }
   return out;
 }

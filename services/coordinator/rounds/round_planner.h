@@ -64,19 +64,6 @@ struct RoundPlannerOptions {
   uint32_t reducer_audits = 0;
 };
 
-// The hash of the shared weights after a step, as its round's members
-// reported it.
-struct StepHash {
-  bool confirmed = false;
-  std::string hash;       // the most reported one among the members
-  uint32_t votes = 0;     // members that reported it
-  uint32_t eligible = 0;  // members that did not report the round failed
-  std::string why;        // when not confirmed
-  // Nobody applied any step up to this one: the weights are the run's
-  // initial ones, which every peer can hash from its own model.
-  bool initial = false;
-};
-
 // Where a round's audits stand, for its members.
 struct AuditStatus {
   uint32_t pending = 0;
@@ -150,7 +137,8 @@ class RoundPlanner {
   // or an audit failed it) left the weights of the step before, so the
   // round before confirms it; back to step 0, `initial` says so. Never for
   // a round no longer kept.
-  StepHash ConfirmedHash(uint64_t step);
+  // (The answer is GetStepHash's, protos/coordinator.proto.)
+  distdiff::coordinator::v1::GetStepHashResponse ConfirmedHash(uint64_t step);
 
   // Records the hash of the shared weights `peer_id` holds after `step` and
   // judges it against the other members' (HashVote).

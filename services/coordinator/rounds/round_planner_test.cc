@@ -322,61 +322,61 @@ TEST(RoundPlanner, AStepsHashIsConfirmedByMostOfTheMembersThatAppliedIt) {
     for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(planner.Report(id, s, 1, 1, 0, Info).ok());
   };
   ASSERT_NO_FATAL_FAILURE(step(0));  // round 1 makes step 1
-  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed);
+  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed());
   planner.JudgeHash("a", 1, "aaaa");
-  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed) << "one of three";
+  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed()) << "one of three";
   planner.JudgeHash("c", 1, "cccc");  // a liar, or a diverged member
   planner.JudgeHash("b", 1, "aaaa");
-  StepHash h = planner.ConfirmedHash(1);
-  EXPECT_TRUE(h.confirmed) << h.why;
-  EXPECT_EQ(h.hash, "aaaa");
-  EXPECT_EQ(h.votes, 2u);
-  EXPECT_EQ(h.eligible, 3u);
+  v1::GetStepHashResponse h = planner.ConfirmedHash(1);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "aaaa");
+  EXPECT_EQ(h.votes(), 2u);
+  EXPECT_EQ(h.eligible(), 3u);
   // Round 2 (step 2): b failed it; a and c applied it but disagree.
   ASSERT_NO_FATAL_FAILURE(step(1));
   ASSERT_TRUE(planner.RecordResult("b", 2, false, 1).ok());
   planner.JudgeHash("a", 2, "a2");
   planner.JudgeHash("c", 2, "c2");
-  EXPECT_FALSE(planner.ConfirmedHash(2).confirmed) << "1 of 2 is no majority";
+  EXPECT_FALSE(planner.ConfirmedHash(2).confirmed()) << "1 of 2 is no majority";
   planner.JudgeHash("c", 2, "a2");  // c resynchronised and holds a's
-  EXPECT_EQ(planner.ConfirmedHash(2).hash, "a2");
-  EXPECT_TRUE(planner.ConfirmedHash(2).confirmed);
+  EXPECT_EQ(planner.ConfirmedHash(2).hash(), "a2");
+  EXPECT_TRUE(planner.ConfirmedHash(2).confirmed());
   // Round 3 (step 3): every member failed it; the weights are step 2's.
   ASSERT_NO_FATAL_FAILURE(step(2));
   for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(planner.RecordResult(id, 3, false, 1).ok());
   h = planner.ConfirmedHash(3);
-  EXPECT_TRUE(h.confirmed) << h.why;
-  EXPECT_EQ(h.hash, "a2");
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "a2");
   // Round 4 (step 4): a and b apply it, c goes silent.
   ASSERT_NO_FATAL_FAILURE(step(3));
   ASSERT_TRUE(planner.RecordResult("a", 4, true, 1).ok());
   ASSERT_TRUE(planner.RecordResult("b", 4, true, 1).ok());
   planner.JudgeHash("a", 4, "a4");
-  EXPECT_FALSE(planner.ConfirmedHash(4).confirmed) << "1 of 3";
+  EXPECT_FALSE(planner.ConfirmedHash(4).confirmed()) << "1 of 3";
   planner.JudgeHash("b", 4, "a4");
-  EXPECT_TRUE(planner.ConfirmedHash(4).confirmed) << "2 of 3";
+  EXPECT_TRUE(planner.ConfirmedHash(4).confirmed()) << "2 of 3";
   planner.Forget("b", /*hashes=*/false);  // b left: what it reported stands
-  EXPECT_TRUE(planner.ConfirmedHash(4).confirmed);
+  EXPECT_TRUE(planner.ConfirmedHash(4).confirmed());
   // Past the deadline and the report TTL, silent c no longer counts.
   clock.Advance(o.round_timeout + o.report_ttl + absl::Seconds(1));
   h = planner.ConfirmedHash(4);
-  EXPECT_EQ(h.eligible, 2u);
-  EXPECT_TRUE(h.confirmed);
+  EXPECT_EQ(h.eligible(), 2u);
+  EXPECT_TRUE(h.confirmed());
   planner.Disown("b");  // b was evicted: its word no longer counts
   h = planner.ConfirmedHash(4);
-  EXPECT_EQ(h.eligible, 1u);
-  EXPECT_EQ(h.votes, 1u);
+  EXPECT_EQ(h.eligible(), 1u);
+  EXPECT_EQ(h.votes(), 1u);
   // Round 5 (step 5): a is removed before it says how the round ended.
   ASSERT_NO_FATAL_FAILURE(step(4));
   planner.JudgeHash("c", 5, "c5");
   planner.Forget("a", /*hashes=*/false);
   h = planner.ConfirmedHash(5);
-  EXPECT_EQ(h.eligible, 1u) << "a failed it; b is disowned";
-  EXPECT_TRUE(h.confirmed);
-  EXPECT_EQ(h.hash, "c5");
+  EXPECT_EQ(h.eligible(), 1u) << "a failed it; b is disowned";
+  EXPECT_TRUE(h.confirmed());
+  EXPECT_EQ(h.hash(), "c5");
   // A step never taken, and step 0, are not confirmed.
-  EXPECT_FALSE(planner.ConfirmedHash(9).confirmed);
-  EXPECT_FALSE(planner.ConfirmedHash(0).confirmed);
+  EXPECT_FALSE(planner.ConfirmedHash(9).confirmed());
+  EXPECT_FALSE(planner.ConfirmedHash(0).confirmed());
 }
 
 TEST(RoundPlanner, AStepNobodyAppliedSinceTheStartHasTheInitialWeights) {
@@ -386,9 +386,9 @@ TEST(RoundPlanner, AStepNobodyAppliedSinceTheStartHasTheInitialWeights) {
   RoundPlanner planner(o, &clock);
   for (const char* id : {"a", "b"}) ASSERT_TRUE(planner.Report(id, 0, 1, 1, 0, Info).ok());
   for (const char* id : {"a", "b"}) ASSERT_TRUE(planner.RecordResult(id, 1, false, 1).ok());
-  StepHash h = planner.ConfirmedHash(1);
-  EXPECT_FALSE(h.confirmed);
-  EXPECT_TRUE(h.initial) << h.why;
+  v1::GetStepHashResponse h = planner.ConfirmedHash(1);
+  EXPECT_FALSE(h.confirmed());
+  EXPECT_TRUE(h.initial()) << h.why();
 }
 
 }  // namespace

@@ -167,12 +167,7 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   }
   absl::StatusOr<uint64_t> GlobalStep() override { return c_->planner_.global_step(); }
   absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) override {
-    coordinator::StepHash h = c_->planner_.ConfirmedHash(step);
-    cv1::GetStepHashResponse r;
-    r.set_confirmed(h.confirmed);
-    r.set_hash(h.hash);
-    r.set_initial(h.initial);
-    return r;
+    return c_->planner_.ConfirmedHash(step);
   }
   void SetSamplesPerSecond(double) override {}
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
