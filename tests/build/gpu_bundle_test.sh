@@ -46,13 +46,18 @@ else
   fail "the replayed parity: $(tail -5 <<< "$out")"
 fi
 
-runpath=$(readelf -d "$parity" | sed -n 's/.*RUNPATH.*\[\(.*\)\]/\1/p')
+# DT_RPATH, not RUNPATH: the bundle's libraries find theirs there too (the
+# GPU machine has no libunwind, which glog loads; RUNPATH would leave it to
+# the system's search and the binary would not start there).
+rpath=$(readelf -d "$parity" | sed -n 's/.*(RPATH).*\[\(.*\)\]/\1/p')
 torch_from=$(ldd "$parity" | awk '/libtorch_cpu/ {print $3}')
 glog_from=$(ldd "$parity" | awk '/libglog/ {print $3}')
-if [[ "$torch_from" == "$tmp/libtorch/lib/"* ]] && [[ "$glog_from" == "$tmp/build/gpu-bundle/lib/"* ]]; then
-  pass "libraries through the rpath ($runpath)"
+unwind_from=$(ldd "$parity" | awk '/libunwind/ {print $3}')
+if [[ "$torch_from" == "$tmp/libtorch/lib/"* ]] && [[ "$glog_from" == "$tmp/build/gpu-bundle/lib/"* ]] \
+   && [[ "$unwind_from" == "$tmp/build/gpu-bundle/lib/"* ]] && [ -n "$rpath" ]; then
+  pass "libraries through the rpath, glog's own too ($rpath)"
 else
-  fail "libraries: libtorch_cpu from '$torch_from', glog from '$glog_from'"
+  fail "libraries: libtorch_cpu from '$torch_from', glog from '$glog_from', its libunwind from '$unwind_from', RPATH '$rpath'"
 fi
 
 if python3 tools/gpu/bundle.py check --bundle "$tmp/build/gpu-bundle" > "$tmp/check.log" 2>&1; then

@@ -120,6 +120,38 @@ def headers_read(actions, execroot):
     return headers
 
 
+def ldd_closure(path):
+    """The real paths of every shared library `path` loads, as ldd resolves them."""
+    found = set()
+    ldd = subprocess.run(["ldd", path], capture_output=True, text=True).stdout
+    for line in ldd.splitlines():
+        parts = line.split("=>")
+        if len(parts) == 2 and parts[1].strip().startswith("/"):
+            found.add(os.path.realpath(parts[1].split()[0]))
+    return found
+
+
+def direct_libraries(binary, skip):
+    """The libraries `binary` names itself (NEEDED), less `skip`, with what
+    they load in turn; libtorch's own dependencies are not followed, the
+    other machine's libtorch brings its own."""
+    resolved = {}
+    ldd = subprocess.run(["ldd", binary], capture_output=True, text=True).stdout
+    for line in ldd.splitlines():
+        parts = line.split("=>")
+        if len(parts) == 2 and parts[1].strip().startswith("/"):
+            resolved[parts[0].strip()] = os.path.realpath(parts[1].split()[0])
+    dynamic = subprocess.run(["objdump", "-p", binary], capture_output=True, text=True).stdout
+    found = set()
+    for line in dynamic.splitlines():
+        fields = line.split()
+        if len(fields) == 2 and fields[0] == "NEEDED" and fields[1] in resolved:
+            if not fields[1].startswith(skip):
+                found.add(resolved[fields[1]])
+                found.update(ldd_closure(resolved[fields[1]]))
+    return found
+
+
 def make(args):
     execroot = os.path.realpath(args.execroot)
     actions = read_aquery(args.aquery)
@@ -187,11 +219,15 @@ def make(args):
             continue  # a static or system-provided library (pthread)
         real = os.path.realpath(dev)
         closure.add(real)
-        ldd = subprocess.run(["ldd", real], capture_output=True, text=True).stdout
-        for line in ldd.splitlines():
-            parts = line.split("=>")
-            if len(parts) == 2 and parts[1].strip().startswith("/"):
-                closure.add(os.path.realpath(parts[1].split()[0]))
+        closure.update(ldd_closure(real))
+    # What the binaries Bazel linked here load, which also covers libraries
+    # named on the link line by path rather than by -l (glog's libunwind,
+    # curl's libssh2).
+    for a in actions:
+        if a["mnemonic"] == "CppLink":
+            binary = os.path.join(execroot, a["outputs"][0])
+            if os.path.exists(binary):
+                closure.update(direct_libraries(binary, skip))
     os.makedirs(os.path.join(out, "lib"))
     for real in sorted(closure):
         base = os.path.basename(real)
@@ -223,9 +259,12 @@ def make(args):
 
 def rewrite_compile(argv, bundle, libtorch):
     out = [argv[0]]
-    extra = ["-isystem", f"{libtorch}/include",
-             "-isystem", f"{libtorch}/include/torch/csrc/api/include",
-             "-isystem", f"{bundle}/include"]
+    # The bundle's headers come first: a PyTorch wheel ships an older
+    # protobuf's headers in its include/, which must not shadow the version
+    # the generated sources were made with.
+    extra = ["-isystem", f"{bundle}/include",
+             "-isystem", f"{libtorch}/include",
+             "-isystem", f"{libtorch}/include/torch/csrc/api/include"]
     if os.path.isdir("/usr/local/cuda/include"):
         extra += ["-isystem", "/usr/local/cuda/include"]
     if os.path.exists(f"{libtorch}/lib/libtorch_cuda.so"):
@@ -250,7 +289,9 @@ def rewrite_link(argv, bundle, libtorch):
     if cuda and os.path.exists(f"{libtorch}/lib/libc10_cuda.so"):
         torch.append("-lc10_cuda")
     torch += ["-lc10", "-Wl,--as-needed"]
-    out, placed = [argv[0], f"-L{bundle}/lib", f"-Wl,-rpath,{bundle}/lib"], False
+    # DT_RPATH rather than RUNPATH: the bundle's libraries find their own
+    # dependencies there too (RUNPATH applies to the binary's direct ones only).
+    out, placed = [argv[0], f"-L{bundle}/lib", f"-Wl,-rpath,{bundle}/lib", "-Wl,--disable-new-dtags"], False
     for arg in argv[1:]:
         if arg in DEBIAN_TORCH_LIBS:
             if not placed:
@@ -290,22 +331,32 @@ def replay(args):
             argv = rewrite_link(argv, bundle, libtorch)
         result = subprocess.run(argv, cwd=execroot, capture_output=True, text=True)
         if result.returncode != 0:
-            return f"{action['outputs'][0]}:\n{' '.join(argv)}\n{result.stderr[-4000:]}"
+            lines = result.stderr.splitlines()
+            errors = [l for l in lines if "error" in l][:20] or lines[-20:]
+            return f"{action['outputs'][0]}:\n{' '.join(argv)}\n" + "\n".join(errors)
         return None
 
     done, start = 0, time.monotonic()
     for mnemonic in MNEMONICS:
         batch = [a for a in actions if a["mnemonic"] == mnemonic]
+        errors = []
         with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
             for error in pool.map(run, batch):
                 done += 1
                 if error:
-                    sys.exit(f"replay: failed: {error}")
+                    errors.append(error)
                 elapsed = time.monotonic() - start
                 rate = done / elapsed if elapsed > 0 else 0
                 eta = (len(actions) - done) / rate if rate > 0 else 0
                 print(f"\rreplay: {done}/{len(actions)} commands, {rate:.1f}/s, ETA {eta:.0f} s ",
                       end="", flush=True)
+        # Every failure of a stage at once: a device run is too short to
+        # learn them one by one.
+        if errors:
+            print()
+            for error in errors:
+                print(f"replay: failed: {error}", file=sys.stderr)
+            sys.exit(f"replay: {len(errors)} of {len(batch)} {mnemonic} commands failed")
     print()
     for a in actions:
         if a["mnemonic"] == "CppLink" and not a["outputs"][0].endswith((".so", ".a")):

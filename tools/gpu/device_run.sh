@@ -11,7 +11,8 @@
 #   4. the data path: the loader's images/s at 512 px (data_loader_bench),
 #      to set against the step rate of 5;
 #   5. the SD 1.5 UNet training step at batch 8 and 32 (unet_step_bench),
-#      beside diffusers' figures on the same card.
+#      beside diffusers' figures on the same card, then batch 32 with
+#      gradient checkpointing.
 # Here first: tools/gpu/make_bundle.sh, and the fixtures copied in (a device
 # run carries only the working tree):
 #   mkdir -p out/fixtures && cp -r ../shared/fixtures/tiny-sd1 out/fixtures/
@@ -83,6 +84,9 @@ diffusers 0.40 + torch 2.11 on an H200 (../shared/notes/gpu.md), SD 1.5 UNet, 64
   bf16 autocast, AdamW (foreach), batch  8: 0.196 s/step, 40.8 img/s, peak 20.8 GiB
   bf16 autocast, AdamW (foreach), batch 32: 0.364 s/step, 87.9 img/s, peak 48.9 GiB
 REF
+  step "lever: gradient checkpointing at batch 32 (memory against step time)"
+  check "$(bin_of unet_step_bench)" --size=sd15 --batches=32 --latent=64 \
+    --mixed_precision=bf16 --device="$DEVICE" --gradient_checkpointing=true
 fi
 echo
 [ "$status" -eq 0 ] && echo "device run: all checks passed" || echo "device run: some checks FAILED"

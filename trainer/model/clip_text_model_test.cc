@@ -2,6 +2,7 @@
 // (reference/text_encoder_io.safetensors): all four outputs.
 #include "trainer/model/clip_text_model.h"
 
+#include <ATen/core/grad_mode.h>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>

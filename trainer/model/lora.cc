@@ -1,5 +1,6 @@
 #include "trainer/model/lora.h"
 
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 #include <map>
 #include <tuple>

@@ -4,6 +4,7 @@
 // to the same adapters, with the names the public formats use.
 #include "trainer/model/lora.h"
 
+#include <ATen/core/grad_mode.h>
 #include <cstdlib>
 
 #include "gtest/gtest.h"

@@ -48,6 +48,31 @@ inline void SetAutocast(bool cuda, bool enabled, at::ScalarType dtype) {
   if (!enabled) at::autocast::clear_cache();
 }
 
+// Lets cuDNN convolutions and cuBLAS matmuls run float32 work in TF32 on
+// GPUs that have it (PyTorch's default: on for cuDNN, off for cuBLAS). TF32
+// keeps 10 mantissa bits, so float32 results move by ~1e-3 relative: the
+// parity check turns it off to hold 1e-4.
+inline void SetAllowTF32(bool allow) {
+  at::globalContext().setAllowTF32CuDNN(allow);
+  at::globalContext().setAllowTF32CuBLAS(allow);
+}
+
+// Whether autocast is on for `device`, and with which dtype.
+struct AutocastMode {
+  bool enabled = false;
+  at::ScalarType dtype = at::kBFloat16;
+};
+
+inline AutocastMode GetAutocast(bool cuda) {
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+  const at::DeviceType device = cuda ? at::kCUDA : at::kCPU;
+  return {at::autocast::is_autocast_enabled(device), at::autocast::get_autocast_dtype(device)};
+#else
+  if (cuda) return {at::autocast::is_enabled(), at::autocast::get_autocast_gpu_dtype()};
+  return {at::autocast::is_cpu_enabled(), at::autocast::get_autocast_cpu_dtype()};
+#endif
+}
+
 }  // namespace dd::model
 
 #endif  // TRAINER_MODEL_TORCH_COMPAT_H_

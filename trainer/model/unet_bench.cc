@@ -5,6 +5,7 @@
 //
 //   bazel build -c opt //trainer/model:unet_bench && \
 //     bazel-bin/trainer/model/unet_bench --fixture_dir=$(realpath ../shared/fixtures)/tiny-sd1/model/unet
+#include <ATen/core/grad_mode.h>
 #include <sys/resource.h>
 
 #include <chrono>

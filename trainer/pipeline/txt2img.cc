@@ -1,5 +1,6 @@
 #include "trainer/pipeline/txt2img.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 

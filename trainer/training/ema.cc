@@ -1,5 +1,6 @@
 #include "trainer/training/ema.h"
 
+#include <ATen/core/grad_mode.h>
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"

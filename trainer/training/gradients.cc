@@ -1,5 +1,6 @@
 #include "trainer/training/gradients.h"
 
+#include <ATen/core/grad_mode.h>
 
 namespace dd::training {
 

@@ -1,5 +1,7 @@
 #include "trainer/training/loss_scaler.h"
 
+#include <ATen/core/grad_mode.h>
+
 namespace dd::training {
 
 bool LossScaler::Unscale(std::vector<at::Tensor>& grads) const {

@@ -1,5 +1,6 @@
 #include "trainer/training/optimizer.h"
 
+#include <ATen/core/grad_mode.h>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"

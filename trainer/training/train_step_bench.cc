@@ -7,6 +7,7 @@
 //
 //   bazel build -c opt //trainer/training:train_step_bench && \
 //     bazel-bin/trainer/training/train_step_bench --model_dir=$(realpath ../shared/fixtures)/tiny-sd1/model
+#include <ATen/core/grad_mode.h>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
 

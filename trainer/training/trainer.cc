@@ -1,5 +1,6 @@
 #include "trainer/training/trainer.h"
 
+#include <ATen/core/grad_mode.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/detail/CUDAHooksInterface.h>
 #include <nlohmann/json.hpp>

@@ -10,6 +10,7 @@
 // for a CUDA libtorch: it then also reports the GPU's peak allocated memory.
 //
 //   bazel run -c opt //trainer/training:unet_step_bench -- --size=tiny --batches=4 --latent=16
+#include <ATen/core/grad_mode.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <sys/resource.h>
@@ -31,6 +32,7 @@
 
 #ifdef DD_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 namespace {
@@ -78,7 +80,8 @@ void Sync(const at::Tensor& t) { (void)t.view(-1)[0].item<float>(); }
 double PeakMiB(const at::Device& device) {
 #ifdef DD_WITH_CUDA
   if (device.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
+        device.has_index() ? device.index() : c10::cuda::current_device());
     return stats.allocated_bytes[0].peak / 1048576.0;
   }
 #endif
@@ -86,6 +89,18 @@ double PeakMiB(const at::Device& device) {
   struct rusage u;
   getrusage(RUSAGE_SELF, &u);
   return u.ru_maxrss / 1024.0;
+}
+
+// Starts a new peak for PeakMiB (each batch size reports its own).
+void ResetPeak(const at::Device& device) {
+#ifdef DD_WITH_CUDA
+  if (device.is_cuda()) {
+    c10::cuda::CUDACachingAllocator::emptyCache();
+    c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index()
+                                                                       : c10::cuda::current_device());
+  }
+#endif
+  (void)device;
 }
 
 int Run(const Flags& f) {
@@ -122,6 +137,7 @@ int Run(const Flags& f) {
       params.push_back({p.name, p.value});
       n += p.value.numel();
     }
+    ResetPeak(device);  // after the first allocation: CUDA is initialised by then
     unet->SetGradientCheckpointing(f.gradient_checkpointing);
     auto adam = dd::training::MakeAdamW(params, {});
     if (!adam.ok()) return 1;
@@ -148,12 +164,18 @@ int Run(const Flags& f) {
       dd::model::SetAutocast(device.is_cuda(), autocast, dtype);
       auto pred = unet->Forward(x, t, ctx);
       dd::model::SetAutocast(device.is_cuda(), false, dtype);
-      if (!pred.ok()) return 1;
+      if (!pred.ok()) {
+        std::cerr << pred.status() << "\n";
+        return 1;
+      }
       at::Tensor loss = at::mse_loss(pred->to(at::kFloat), noise);
       loss.backward();
       std::vector<at::Tensor> grads;
       for (auto& p : params) grads.push_back(p.value.grad());
-      if (!(*adam)->Step(grads, 1e-5).ok()) return 1;
+      if (absl::Status s = (*adam)->Step(grads, 1e-5); !s.ok()) {
+        std::cerr << s << "\n";
+        return 1;
+      }
       for (auto& p : params) p.value.mutable_grad() = at::Tensor();
       Sync(params.front().value);
       if (i >= f.warmup) step_s.push_back(std::chrono::duration<double>(Clock::now() - t0).count());

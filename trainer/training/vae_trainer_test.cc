@@ -1,5 +1,6 @@
 #include "trainer/training/vae_trainer.h"
 
+#include <ATen/core/grad_mode.h>
 #include <filesystem>
 #include <fstream>
 
