@@ -18,17 +18,11 @@
 namespace dd {
 namespace {
 
+using testing::PeerIdIn;
 using testing::StepHashes;
 using testing::Subprocess;
 
 class ReducerAttacks : public testing::CollabFixture {};
-
-// The peer ids a trainer's log gives it ("joined ... as peer-...").
-std::string PeerIdIn(const std::string& log) {
-  std::smatch m;
-  std::regex joined("joined run [^ ]+ as (peer-[0-9a-z-]+)");
-  return std::regex_search(log, m, joined) ? m[1].str() : "";
-}
 
 // Peer c answers every part of its span with ten times the mean. The run
 // audits two parts of every span a round (each by one of the two others),

@@ -33,6 +33,14 @@ namespace dd::testing {
 inline constexpr char kToken[] = "collab-integration-token-0123456789";
 inline constexpr char kAdminToken[] = "collab-integration-admin-token-01234";
 
+// The peer id a trainer's log says it joined as ("joined run R as peer-..."),
+// or "" before it has.
+inline std::string PeerIdIn(const std::string& log) {
+  std::smatch m;
+  static const std::regex joined("joined run [^ ]+ as (peer-[0-9a-z-]+)");
+  return std::regex_search(log, m, joined) ? m[1].str() : "";
+}
+
 // "global step N: ... params HASH" lines of a peer's log.
 inline std::map<int, std::string> StepHashes(const std::string& log) {
   std::map<int, std::string> out;

@@ -55,6 +55,12 @@ struct PeerOptions {
   // Security tests: this peer acts as a dishonest reducer, answering every
   // part of its span with the mean times this factor (0: honest).
   double scale_reduced_means_for_test = 0;
+  // Security tests: this peer acts as a dishonest donor, serving states
+  // changed by this mode: "weights" (one weight moved, finite and
+  // well-formed, with a matching SHA-256), "nan" (one weight NaN) or
+  // "oversize" (padded past what a state of this model can be). Empty:
+  // honest.
+  std::string serve_tampered_state_for_test;
   // When set, after each global step this peer applies, appends a line
   // "STEP KEY" for every sample whose gradient it contributed (equivalence
   // tests and audits of which data a step saw).

@@ -552,7 +552,7 @@ absl::Status PeerSession::Resynchronise() {
   // A state is taken only when its weights have the hash the round's
   // members confirm (a donor may lie); another donor is tried after one
   // that does not.
-  std::set<std::string> refused;
+  std::set<std::string> refused = dishonest_donors_;
   bool replaced = false;  // a refused state overwrote this peer's weights
   absl::StatusOr<StateExchange::Snapshot> snapshot =
       absl::FailedPreconditionError("every member abandoned the round");
@@ -575,10 +575,12 @@ absl::Status PeerSession::Resynchronise() {
       initial_hash_ = sync_->Hash();
     }
     loaded = model_->ImportState(snapshot->bytes, &extras);  // all or nothing
+    bool proven_bad = !loaded.ok();  // not a valid state of this model
     if (loaded.ok()) {
       replaced = true;
       holds_initial_weights_ = false;
       loaded = sync_->Restore(extras);
+      proven_bad = !loaded.ok();
     }
     if (loaded.ok()) {
       const std::string hash = sync_->Hash();
@@ -587,6 +589,9 @@ absl::Status PeerSession::Resynchronise() {
         replaced = false;
         break;
       }
+      // A confirmed hash that differs proves the donor's weights wrong; no
+      // confirmation yet (the members' reports are late) proves nothing.
+      proven_bad = confirmed.has_value();
       loaded = absl::FailedPreconditionError(absl::StrCat(
           "its weights (", hash.substr(0, 16), ") are not those the round's members confirm (",
           confirmed.has_value() ? confirmed->substr(0, 16) : std::string("none confirmed"), ")"));
@@ -595,6 +600,9 @@ absl::Status PeerSession::Resynchronise() {
     LOG(WARNING) << "state of global step " << snapshot->global_step << " from "
                  << snapshot->donor << " refused: " << loaded;
     refused.insert(snapshot->donor);
+    if (proven_bad && dishonest_donors_.insert(snapshot->donor).second) {
+      LOG(WARNING) << "donor " << snapshot->donor << " is not asked for a state again";
+    }
   }
   if (replaced) {
     // This peer's own weights are gone and no donor's are confirmed: it

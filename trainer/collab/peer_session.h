@@ -32,6 +32,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -196,6 +197,10 @@ class PeerSession {
   // and has applied or downloaded nothing), and their hash once needed.
   bool holds_initial_weights_ = false;
   std::string initial_hash_;
+  // Donors that served a state proven bad (not a valid state of this model,
+  // or weights other than the ones the round's members confirmed): not
+  // asked again this session.
+  std::set<std::string> dishonest_donors_;
   // Set when the coordinator found this peer's weights diverged: the hash
   // the other members hold.
   std::string resync_consensus_;

@@ -346,9 +346,15 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
   }
   const StateExchange::Snapshot* found = nullptr;
   std::string found_donor;
-  // A lying donor that has a state answers first (the attack at its most
-  // effective), until the fetching peer refuses it.
+  bool nobody_ahead = false;
+  // A lying donor answers first (the attack at its most effective), until
+  // the fetching peer refuses it. As in the real
+  // exchange, when every peer asked has answered with a state that is not
+  // newer, nobody is ahead (the session asks again later).
   auto newer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    for (const std::string& liar : lying_donors_) {
+      if (liar != id && refused.count(liar) == 0 && wanted_.count(liar) > 0) return false;
+    }
     for (bool liars : {true, false}) {
       for (const auto& [peer, s] : snapshots_) {
         if (lying_donors_.count(peer) > 0 != liars) continue;
@@ -360,9 +366,16 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
         }
       }
     }
-    return false;
+    bool asked = false;
+    for (const auto& [peer, link] : links_) {
+      if (peer == id || refused.count(peer) > 0) continue;
+      if (wanted_.count(peer) > 0 || snapshots_.count(peer) == 0) return false;
+      asked = true;
+    }
+    nobody_ahead = asked;
+    return nobody_ahead;
   };
-  if (!mu_.AwaitWithTimeout(absl::Condition(&newer), absl::Seconds(5))) {
+  if (!mu_.AwaitWithTimeout(absl::Condition(&newer), absl::Seconds(5)) || found == nullptr) {
     return absl::FailedPreconditionError("no peer is ahead (test)");
   }
   StateExchange::Snapshot out = *found;
