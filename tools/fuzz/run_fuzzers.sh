@@ -50,6 +50,44 @@ build reducer_registry_fuzz -Ibazel-bin trainer/averaging/reducer_registry_fuzz.
   trainer/averaging/reducer_registry.cc trainer/averaging/span_reducer.cc trainer/averaging/codec.cc \
   common/thread/parallel_for.cc bazel-bin/protos/averaging.pb.cc -lprotobuf
 targets+=(reducer_registry_fuzz)
+# Targets over a whole service library: the sources, generated protobuf
+# files and libraries of a Bazel fuzz target come from `bazel query`, and are
+# compiled here with clang (in parallel, one object per file).
+build_bazel() {  # name, bazel target of the fuzz entry point (a cc_library)
+  local name=$1 target=$2 objs=() libs
+  bazel build "$target" >/dev/null 2>&1 || bazel build "$target"
+  local srcs gens
+  srcs=$(bazel query "kind('source file', deps($target))" 2>/dev/null | grep '^//' | grep '\.cc$' |
+         sed 's|^//||; s|:|/|')
+  gens=$(bazel query "kind('generated file', deps($target))" 2>/dev/null | grep '^//' | grep '\.cc$' |
+         sed 's|^//|bazel-bin/|; s|:|/|')
+  libs=$(bazel query --output=build "attr(linkopts, '.', kind(cc_library, deps($target)))" 2>/dev/null |
+         grep -o '"-l[^"]*"' | tr -d '"' | awk '!seen[$0]++' | tr '\n' ' ')
+  mkdir -p "$out/obj/$name"
+  for src in $srcs $gens; do objs+=("$out/obj/$name/$(echo "$src" | tr '/' '_').o"); done
+  # shellcheck disable=SC2086
+  printf '%s\n' $srcs $gens | xargs -P "$(nproc)" -I{} sh -c \
+    '"$1" -std=c++17 -O1 -g -fsanitize=fuzzer-no-link,address -I. -Ibazel-bin -Ithird_party/grpc_proto \
+       -Ibazel-bin/third_party/grpc_proto -c "$2" -o "$3/$(echo "$2" | tr / _).o"' _ "$CXX" {} "$out/obj/$name"
+  # shellcheck disable=SC2086
+  "$CXX" -fsanitize=fuzzer,address "${objs[@]}" $libs $absl -o "$out/$name"
+}
+
+# The coordinator's request handling (CoordinatorCore over an in-memory
+# ledger): services/coordinator/coordinator_core_fuzz.cc.
+build_bazel coordinator_core_fuzz //services/coordinator:coordinator_core_fuzz_target
+targets+=(coordinator_core_fuzz)
+# Seeds: the scripted runs its Bazel test generates (joins, leases, rounds).
+mkdir -p "$out/coordinator_core_fuzz.corpus"
+DD_FUZZ_SEED_DIR="$out/coordinator_core_fuzz.corpus" \
+  bazel run //services/coordinator:coordinator_core_fuzz_test >/dev/null 2>&1 || true
+# The dataset service's request handling over loopback gRPC:
+# services/dataset/dataset_service_fuzz.cc, seeded likewise.
+build_bazel dataset_service_fuzz //services/dataset:dataset_service_fuzz_target
+targets+=(dataset_service_fuzz)
+mkdir -p "$out/dataset_service_fuzz.corpus"
+DD_FUZZ_SEED_DIR="$out/dataset_service_fuzz.corpus" \
+  bazel run //services/dataset:dataset_service_fuzz_test >/dev/null 2>&1 || true
 if [ -n "${FUZZ_SECONDS:-}" ]; then limit=(-max_total_time="$FUZZ_SECONDS"); what="$FUZZ_SECONDS s"
 else limit=(-runs="$runs"); what="$runs inputs"; fi
 failed=0
