@@ -157,6 +157,106 @@ AuditVerdict JudgeAudit(const AuditPlan& plan, const AuditedAnswer& answer,
   return v;
 }
 
+// The audited parts a member knows of, by (span, part).
+using AuditPlans = std::map<std::pair<uint32_t, uint32_t>, AuditPlan>;
+
+// The audits of `spec` that this member takes part in (every audit but
+// those of its own span, which it is not told of; malformed ones are
+// skipped), and in `duties` those it performs itself. None unless the round
+// is audited (and not with delta answers, which audits cannot check).
+AuditPlans KnownAudits(const RoundSpec& spec, const AllReduceOptions& options,
+                       std::vector<AuditDuty>* duties) {
+  AuditPlans audited;
+  if (!options.audited || options.delta_results) return audited;
+  const uint32_t members = spec.peer_ids.size();
+  const uint32_t me = spec.my_index;
+  for (const PartAudit& a : spec.audits) {
+    if (a.span >= members || a.auditor >= members || a.auditor == a.span || a.span == me) {
+      continue;  // not an audit this member can take part in
+    }
+    const uint64_t length = spec.span_starts[a.span + 1] - spec.span_starts[a.span];
+    if (length == 0) continue;
+    const uint64_t parts = (length + options.part_elements - 1) / options.part_elements;
+    AuditPlan plan;
+    plan.span = a.span;
+    plan.part = static_cast<uint32_t>(a.part_seed % parts);
+    plan.auditor = a.auditor;
+    plan.offset = uint64_t{plan.part} * options.part_elements;
+    plan.count = static_cast<uint32_t>(std::min<uint64_t>(options.part_elements, length - plan.offset));
+    if (!audited.emplace(std::make_pair(plan.span, plan.part), plan).second) continue;
+    if (plan.auditor == me) duties->push_back({plan.span, plan.offset, plan.count});
+  }
+  return audited;
+}
+
+// Asks the reducer of `duty`'s span for its own contribution to the part
+// (REVEAL), waiting for the answer until `deadline`.
+absl::StatusOr<v1::ReducePartResponse> AskToReveal(PartTransport* transport, const RoundSpec& spec,
+                                                   const AuditDuty& duty, absl::Time deadline) {
+  v1::ReducePartRequest request;
+  request.set_kind(v1::REVEAL);
+  request.set_round_id(spec.round_id);
+  request.set_sender_peer_id(spec.peer_ids[spec.my_index]);
+  request.set_sender_index(spec.my_index);
+  request.set_span(duty.span);
+  request.set_offset(duty.offset);
+  request.set_count(duty.count);
+  request.set_codec(v1::NONE);
+  v1::ReducePartResponse response;
+  absl::Mutex mu;
+  bool done = false;
+  absl::Status status;
+  transport->Send(spec.addresses[duty.span], &request, &response, deadline,
+                  [&](const absl::Status& s) {
+                    absl::MutexLock lock(&mu);
+                    status = s;
+                    done = true;
+                  });
+  absl::MutexLock lock(&mu);
+  mu.Await(absl::Condition(&done));
+  if (!status.ok()) return status;
+  return response;
+}
+
+// After the round: for each of this member's audit duties whose reducer
+// answered it, the reducer reveals its own contribution, the senders'
+// copies are taken from `local`, and the part is reduced again and judged
+// against the answer. A duty whose reducer never answered has no verdict
+// (its span was not averaged here).
+std::vector<AuditVerdict> PerformAudits(ReducerRegistry* local, PartTransport* transport,
+                                        const RoundSpec& spec, const AllReduceOptions& options,
+                                        const std::vector<AuditDuty>& duties,
+                                        const AuditPlans& audited,
+                                        const std::map<uint32_t, AuditedAnswer>& answers) {
+  std::vector<AuditVerdict> verdicts;
+  for (const AuditDuty& duty : duties) {
+    auto answer = answers.find(duty.span);
+    const absl::Time deadline = std::min(absl::Now() + options.reducer_timeout, options.deadline);
+    if (answer == answers.end()) {
+      (void)local->TakeAuditCopies(spec.round_id, duty.span, {}, absl::Now());  // frees them
+      continue;
+    }
+    absl::StatusOr<v1::ReducePartResponse> revealed = AskToReveal(transport, spec, duty, deadline);
+    std::vector<uint32_t> senders;
+    for (uint32_t s : answer->second.contributors) {
+      if (s != duty.span) senders.push_back(s);
+    }
+    // Copies travel with the parts, which the reducer had before it answered.
+    absl::StatusOr<AuditCopies> copies = local->TakeAuditCopies(
+        spec.round_id, duty.span, senders, std::min(absl::Now() + options.sender_timeout, deadline));
+    const AuditPlan& plan =
+        audited.at({duty.span, static_cast<uint32_t>(duty.offset / options.part_elements)});
+    AuditVerdict verdict = JudgeAudit(plan, answer->second, revealed, copies, spec, options);
+    if (verdict.outcome != AuditOutcome::kPassed) {
+      LOG(WARNING) << "round " << spec.round_id << ": audit of member " << duty.span << " ("
+                   << spec.peer_ids[duty.span] << ") at offset " << duty.offset << ": "
+                   << AuditOutcomeName(verdict.outcome) << " (" << verdict.detail << ")";
+    }
+    verdicts.push_back(std::move(verdict));
+  }
+  return verdicts;
+}
+
 absl::Status CheckRun(const RoundSpec& spec, const AllReduceOptions& options, const float* values,
                       size_t n, double weight) {
   const uint32_t members = spec.peer_ids.size();
@@ -208,25 +308,8 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
 
   // 0. The audits this member knows of: it sends copies of those parts to
   // their auditors, and audits those that name it.
-  std::map<std::pair<uint32_t, uint32_t>, AuditPlan> audited;  // (span, part)
   std::vector<AuditDuty> duties;
-  if (options.audited && !options.delta_results) {
-    for (const PartAudit& a : spec.audits) {
-      if (a.span >= members || a.auditor >= members || a.auditor == a.span || a.span == me) {
-        continue;  // not an audit this member can take part in
-      }
-      const uint64_t length = spec.span_starts[a.span + 1] - spec.span_starts[a.span];
-      if (length == 0) continue;
-      AuditPlan plan;
-      plan.span = a.span;
-      plan.part = static_cast<uint32_t>(a.part_seed % parts_of(length));
-      plan.auditor = a.auditor;
-      plan.offset = uint64_t{plan.part} * options.part_elements;
-      plan.count = static_cast<uint32_t>(std::min<uint64_t>(options.part_elements, length - plan.offset));
-      if (!audited.emplace(std::make_pair(plan.span, plan.part), plan).second) continue;
-      if (plan.auditor == me) duties.push_back({plan.span, plan.offset, plan.count});
-    }
-  }
+  const AuditPlans audited = KnownAudits(spec, options, &duties);
 
   // 1. This member's reducer, reachable by the others from now on.
   ReducerOptions ro;
@@ -488,59 +571,9 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   }
   local_->EndRound(spec.round_id);
 
-  // 2b. The parts this member audits: the reducer reveals its own
-  // contribution, the others' copies are here; reduce again and compare.
-  for (const AuditDuty& duty : duties) {
-    auto answer = audited_answers.find(duty.span);
-    const absl::Time audit_deadline =
-        std::min(absl::Now() + options.reducer_timeout, options.deadline);
-    if (answer == audited_answers.end()) {
-      // The reducer never answered this member: its span is not averaged.
-      (void)local_->TakeAuditCopies(spec.round_id, duty.span, {}, absl::Now());
-      continue;
-    }
-    Call reveal;
-    reveal.request.set_kind(v1::REVEAL);
-    reveal.request.set_round_id(spec.round_id);
-    reveal.request.set_sender_peer_id(spec.peer_ids[me]);
-    reveal.request.set_sender_index(me);
-    reveal.request.set_span(duty.span);
-    reveal.request.set_offset(duty.offset);
-    reveal.request.set_count(duty.count);
-    reveal.request.set_codec(v1::NONE);
-    absl::Mutex reveal_mu;
-    bool revealed_done = false;
-    absl::Status reveal_status;
-    transport_->Send(spec.addresses[duty.span], &reveal.request, &reveal.response, audit_deadline,
-                     [&](const absl::Status& status) {
-                       absl::MutexLock lock(&reveal_mu);
-                       reveal_status = status;
-                       revealed_done = true;
-                     });
-    {
-      absl::MutexLock lock(&reveal_mu);
-      reveal_mu.Await(absl::Condition(&revealed_done));
-    }
-    std::vector<uint32_t> senders;
-    for (uint32_t s : answer->second.contributors) {
-      if (s != duty.span) senders.push_back(s);
-    }
-    // Copies travel with the parts, which the reducer had before it answered.
-    absl::StatusOr<AuditCopies> copies =
-        local_->TakeAuditCopies(spec.round_id, duty.span, senders,
-                                std::min(absl::Now() + options.sender_timeout, audit_deadline));
-    absl::StatusOr<v1::ReducePartResponse> revealed =
-        reveal_status.ok() ? absl::StatusOr<v1::ReducePartResponse>(reveal.response)
-                           : absl::StatusOr<v1::ReducePartResponse>(reveal_status);
-    AuditPlan plan = audited.at({duty.span, static_cast<uint32_t>(duty.offset / options.part_elements)});
-    AuditVerdict verdict = JudgeAudit(plan, answer->second, revealed, copies, spec, options);
-    if (verdict.outcome != AuditOutcome::kPassed) {
-      LOG(WARNING) << "round " << spec.round_id << ": audit of member " << duty.span << " ("
-                   << spec.peer_ids[duty.span] << ") at offset " << duty.offset << ": "
-                   << AuditOutcomeName(verdict.outcome) << " (" << verdict.detail << ")";
-    }
-    result.audits.push_back(std::move(verdict));
-  }
+  // 2b. The parts this member audits.
+  result.audits = PerformAudits(local_, transport_.get(), spec, options, duties, audited,
+                                audited_answers);
 
   // 3. Own span: the reducer's decoded outcome, identical to what the others got.
   uint32_t own_min_contributors = UINT32_MAX;
