@@ -25,25 +25,24 @@ using testing::Subprocess;
 class ReducerAttacks : public testing::CollabFixture {};
 
 // Peer c answers every part of its span with ten times the mean. The run
-// audits two parts of every span a round (each by one of the two others),
-// so the first round of the three is caught by both honest auditors: the
-// round is abandoned by everyone, c is banned, and a and b step on together.
-// (In a round of two, the one honest auditor's accusation abandons the
-// round but bans nobody: one accuser alone could be the liar.)
+// audits two parts of every span a round (each by one of the two others).
+// c offers 4 samples a step, a and b 6 each in batches of 2, and a round
+// opens at 12: any round c is in needs both a and b (4 + 6 < 12), so its
+// first one is audited by both honest members, who both accuse it; c is
+// banned, and a and b (6 + 6) step on together. (In a round of two, the
+// one honest auditor's accusation abandons the round but bans nobody: one
+// accuser alone could be the liar.)
 TEST_F(ReducerAttacks, AReducerReturningAScaledMeanIsCaughtBannedAndTheRunGoesOn) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(
       R"({"run_id": "audit", "target_batch_size": 12, "max_steps": 6, "codec": "fp16",
           "open_run": true, "aggregation": "mean", "reducer_audits": 2})"));
-  // c joins first and offers 4 samples a step; a and b up to 8 each. A
-  // round opens at 12: the first one takes all three (each reports its
-  // first batch of 4 before anyone has 8), later ones a and b alone.
   Subprocess c = StartPeer("c", {"--max_local_samples_per_step=4",
                                  "--scale_reduced_means_for_test=10"});
   for (int i = 0; i < 600 && PeerIdIn(testing::ReadLog(dir_ + "/c.log")).empty(); ++i) {
     absl::SleepFor(absl::Milliseconds(50));
   }
-  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=8"});
-  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=8"});
+  Subprocess a = StartPeer("a", {"--batch_size=2", "--max_local_samples_per_step=6"});
+  Subprocess b = StartPeer("b", {"--batch_size=2", "--max_local_samples_per_step=6"});
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b, "b", absl::Minutes(5)));
   c.Signal(SIGKILL);  // it may still be trying to rejoin
