@@ -51,6 +51,10 @@ DEFINE_string(credential_key_file, "",
               "that would hand this member its credential: the member signs its own with "
               "it and accepts the other members' (`openssl genpkey -algorithm ed25519`). "
               "Without it, parts carry only the run token, which members refuse.");
+DEFINE_uint32(audits_per_span, 0,
+              "Audit this many parts of every member's span (0: an unaudited round). Every "
+              "member derives the same plan from the spec: the auditors of span s are the "
+              "members after s.");
 DEFINE_int32(linger_ms, 2000, "Keep serving this long after the round (late peers).");
 
 namespace {
@@ -115,7 +119,16 @@ absl::Status Run() {
     security->call_token->SetPeerCredential(*credential);
   }
 
+  // The same audit plan on every member (the coordinator's planner picks
+  // parts and auditors at random; a fixed plan compares runs).
+  for (uint32_t span = 0; span < spec.peer_ids.size() && spec.peer_ids.size() > 1; ++span) {
+    for (uint32_t k = 0; k < FLAGS_audits_per_span && k + 1 < spec.peer_ids.size(); ++k) {
+      const uint32_t auditor = (span + 1 + k) % spec.peer_ids.size();
+      spec.audits.push_back({span, 7919u * (span + 1) + 104729u * k, auditor});
+    }
+  }
   AllReduceOptions ar;
+  ar.audited = FLAGS_audits_per_span > 0;
   ar.codec = *codec;
   ar.part_elements = FLAGS_part_elements;
   ar.parts_in_flight = FLAGS_parts_in_flight;
@@ -128,6 +141,8 @@ absl::Status Run() {
   if (!result.ok()) return result.status();
   double checksum = 0;
   for (float v : values) checksum += v;
+  int passed = 0;
+  for (const AuditVerdict& v : result->audits) passed += v.outcome == AuditOutcome::kPassed;
   struct rusage usage;
   getrusage(RUSAGE_SELF, &usage);
   double cpu = usage.ru_utime.tv_sec + usage.ru_utime.tv_usec * 1e-6 + usage.ru_stime.tv_sec +
@@ -135,9 +150,10 @@ absl::Status Run() {
   std::cout << absl::StrFormat(
                    "{\"index\": %d, \"fraction_averaged\": %.6f, \"seconds\": %.3f, "
                    "\"bytes_sent\": %d, \"bytes_received\": %d, \"checksum\": %.9g, "
-                   "\"cpu_seconds\": %.3f}",
+                   "\"cpu_seconds\": %.3f, \"audits_passed\": %d, \"audits\": %d}",
                    FLAGS_index, result->fraction_averaged, absl::ToDoubleSeconds(result->elapsed),
-                   result->bytes_sent, result->bytes_received, checksum, cpu)
+                   result->bytes_sent, result->bytes_received, checksum, cpu, passed,
+                   static_cast<int>(result->audits.size()))
             << std::endl;
   std::this_thread::sleep_for(std::chrono::milliseconds(FLAGS_linger_ms));
   (*host)->Shutdown(absl::Seconds(1));
