@@ -3,30 +3,18 @@
 // audits and admin calls from the run token, joined peers and strangers,
 // then random mutations of them.
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
 #include <random>
 #include <string>
 
+#include "common/testing/fuzz_scripts.h"
 #include "gtest/gtest.h"
 #include "protos/coordinator.pb.h"
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace dd::coordinator {
 namespace {
 
+using ::dd::testing::FuzzRecord;
 namespace v1 = ::distdiff::coordinator::v1;
-
-std::string Record(uint8_t op, uint8_t caller, const google::protobuf::Message& request) {
-  std::string bytes = request.SerializeAsString();
-  std::string out(4, '\0');
-  out[0] = static_cast<char>(op);
-  out[1] = static_cast<char>(caller);
-  out[2] = static_cast<char>(bytes.size() & 0xff);
-  out[3] = static_cast<char>(bytes.size() >> 8);
-  return out + bytes;
-}
 
 std::string Advance(uint16_t seconds) {
   return std::string{'\xff', '\0', static_cast<char>(seconds & 0xff), static_cast<char>(seconds >> 8)};
@@ -41,25 +29,25 @@ std::string Script(std::mt19937_64& rng) {
     v1::JoinRequest j;
     j.set_listen_address("127.0.0.1:" + std::to_string(5000 + p * 11));
     j.set_display_name("p" + std::to_string(p));
-    in += Record(0, 0, j);
+    in += FuzzRecord(0, 0, j);
   }
   // Each peer leases two chunks and reports their samples toward step 0 (a
   // round opens at 16), takes the round, and completes its first lease.
   for (int p = 0; p < 3; ++p) {
     v1::AcquireChunksRequest a;
     a.set_max_chunks(2);
-    in += Record(3, static_cast<uint8_t>(3 + p), a);
+    in += FuzzRecord(3, static_cast<uint8_t>(3 + p), a);
     v1::ReportProgressRequest r;
     r.set_samples_accumulated(8);
     r.set_samples_per_second(2);
-    in += Record(9, static_cast<uint8_t>(3 + p), r);
+    in += FuzzRecord(9, static_cast<uint8_t>(3 + p), r);
   }
   for (int p = 0; p < 3; ++p) {
-    in += Record(10, static_cast<uint8_t>(3 + p), v1::GetRoundRequest());
+    in += FuzzRecord(10, static_cast<uint8_t>(3 + p), v1::GetRoundRequest());
     v1::CompleteChunkRequest c;
     c.set_lease_id(static_cast<uint64_t>(2 * p));
     c.set_samples_trained(8);
-    in += Record(5, static_cast<uint8_t>(3 + p), c);
+    in += FuzzRecord(5, static_cast<uint8_t>(3 + p), c);
   }
   for (int k = 0; k < 40; ++k) {
     const uint8_t who = static_cast<uint8_t>(rng() % 8);
@@ -70,7 +58,7 @@ std::string Script(std::mt19937_64& rng) {
         v1::AcquireChunksRequest r;
         *r.mutable_peer() = named;
         r.set_max_chunks(rng() % 4);
-        in += Record(3, who, r);
+        in += FuzzRecord(3, who, r);
         break;
       }
       case 1: {
@@ -79,7 +67,7 @@ std::string Script(std::mt19937_64& rng) {
         r.set_chunk_id(rng() % 2 ? 0 : rng() % 7);
         r.set_lease_id(rng() % 20);
         r.set_samples_trained(rng() % 2 ? 8 : static_cast<uint32_t>(rng()));
-        in += Record(5, who, r);
+        in += FuzzRecord(5, who, r);
         break;
       }
       case 2: {
@@ -91,32 +79,32 @@ std::string Script(std::mt19937_64& rng) {
         r.set_bandwidth_mbps(rng() % 2 ? 100 : 1e300);
         r.set_hash_step(rng() % 3);
         r.set_params_hash(std::string(64, "0a"[rng() % 2]));
-        in += Record(9, who, r);
+        in += FuzzRecord(9, who, r);
         break;
       }
       case 3: {
         v1::GetRoundRequest r;
         *r.mutable_peer() = named;
-        in += Record(10, who, r);
+        in += FuzzRecord(10, who, r);
         break;
       }
       case 4: {
         v1::ReportAuditsRequest r;
         *r.mutable_peer() = named;
         r.set_round_id(rng() % 3);
-        in += Record(13, who, r);
+        in += FuzzRecord(13, who, r);
         break;
       }
       case 5: {
         v1::AdminEvictPeerRequest r;
         r.set_peer_id("peer-" + std::to_string(rng() % 4));
-        in += Record(15, who | (rng() % 2 ? 0x80 : 0), r);
+        in += FuzzRecord(15, who | (rng() % 2 ? 0x80 : 0), r);
         break;
       }
       case 6: {
         v1::HeartbeatRequest r;
         *r.mutable_peer() = named;
-        in += Record(1, who, r);
+        in += FuzzRecord(1, who, r);
         break;
       }
       case 7:
@@ -126,7 +114,7 @@ std::string Script(std::mt19937_64& rng) {
         v1::ReleaseChunksRequest r;
         *r.mutable_peer() = named;
         r.add_lease_ids(rng() % 12);
-        in += Record(6, who, r);
+        in += FuzzRecord(6, who, r);
         break;
       }
     }
@@ -135,24 +123,7 @@ std::string Script(std::mt19937_64& rng) {
 }
 
 TEST(CoordinatorCoreFuzz, GeneratedAndMutatedCallSequencesKeepTheRunStateSane) {
-  std::mt19937_64 rng(2026);
-  int inputs = 0;
-  for (int i = 0; i < 90; ++i) {
-    std::string input = Script(rng);
-    if (i % 3 == 1) {
-      for (int m = 0; m < 8; ++m) input[rng() % input.size()] ^= static_cast<char>(rng());
-    } else if (i % 3 == 2) {
-      input.resize(rng() % input.size());
-    }
-    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
-    ++inputs;
-    // tools/fuzz/run_fuzzers.sh seeds the libFuzzer corpus with these
-    // (`DD_FUZZ_SEED_DIR=... bazel run` this test).
-    if (const char* seeds = std::getenv("DD_FUZZ_SEED_DIR")) {
-      std::ofstream(std::string(seeds) + "/seed-" + std::to_string(i), std::ios::binary) << input;
-    }
-  }
-  EXPECT_EQ(inputs, 90);
+  EXPECT_EQ(::dd::testing::RunFuzzScripts(90, 8, Script), 90);
 }
 
 }  // namespace

@@ -2,30 +2,18 @@
 // inputs: info, listings and reads of every chunk from any offset, partial
 // and cancelled, with and without the token, then random mutations of them.
 #include <cstdint>
-#include <cstdlib>
-#include <fstream>
 #include <random>
 #include <string>
 
+#include "common/testing/fuzz_scripts.h"
 #include "gtest/gtest.h"
 #include "protos/dataset.pb.h"
-
-extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 
 namespace dd::dataset {
 namespace {
 
+using ::dd::testing::FuzzRecord;
 namespace v1 = ::distdiff::dataset::v1;
-
-std::string Record(uint8_t op, uint8_t auth, const google::protobuf::Message& request) {
-  std::string bytes = request.SerializeAsString();
-  std::string out(4, '\0');
-  out[0] = static_cast<char>(op);
-  out[1] = static_cast<char>(auth);
-  out[2] = static_cast<char>(bytes.size() & 0xff);
-  out[3] = static_cast<char>(bytes.size() >> 8);
-  return out + bytes;
-}
 
 std::string Script(std::mt19937_64& rng) {
   std::string in;
@@ -33,20 +21,20 @@ std::string Script(std::mt19937_64& rng) {
     // More stalled readers of one chunk than a client may hold.
     v1::ReadChunkRequest r;
     r.set_chunk_id(rng() % 4);
-    for (int k = 0; k < 6; ++k) in += Record(2, 0x80, r);
+    for (int k = 0; k < 6; ++k) in += FuzzRecord(2, 0x80, r);
   }
   for (int k = 0; k < 12; ++k) {
     // The token on most calls; a wrong one or none on some.
     const uint8_t auth = rng() % 4 == 0 ? static_cast<uint8_t>(1 + rng() % 2) : 0;
     switch (rng() % 4) {
       case 0:
-        in += Record(0, auth, v1::GetInfoRequest());
+        in += FuzzRecord(0, auth, v1::GetInfoRequest());
         break;
       case 1: {
         v1::ListChunksRequest r;
         r.set_page_size(rng() % 3 == 0 ? 20000 : static_cast<uint32_t>(rng() % 4));
         if (rng() % 3 == 0) r.set_page_token(std::to_string(rng() % 5));
-        in += Record(1, auth, r);
+        in += FuzzRecord(1, auth, r);
         break;
       }
       default: {
@@ -57,7 +45,7 @@ std::string Script(std::mt19937_64& rng) {
         const uint8_t frames = static_cast<uint8_t>(rng() % 4);
         // Some are stalled readers, held open to the end of the input.
         const uint8_t held = rng() % 3 == 0 ? 0x80 : 0;
-        in += Record(static_cast<uint8_t>(2 | (frames << 2) | (rng() % 2 ? 0x80 : 0)), auth | held, r);
+        in += FuzzRecord(static_cast<uint8_t>(2 | (frames << 2) | (rng() % 2 ? 0x80 : 0)), auth | held, r);
         break;
       }
     }
@@ -66,23 +54,7 @@ std::string Script(std::mt19937_64& rng) {
 }
 
 TEST(DatasetServiceFuzz, GeneratedAndMutatedCallsEndWithDocumentedCodesAndFreeTheirSlots) {
-  std::mt19937_64 rng(2026);
-  int inputs = 0;
-  for (int i = 0; i < 60; ++i) {
-    std::string input = Script(rng);
-    if (i % 3 == 1) {
-      for (int m = 0; m < 6; ++m) input[rng() % input.size()] ^= static_cast<char>(rng());
-    } else if (i % 3 == 2) {
-      input.resize(rng() % input.size());
-    }
-    LLVMFuzzerTestOneInput(reinterpret_cast<const uint8_t*>(input.data()), input.size());
-    ++inputs;
-    // tools/fuzz/run_fuzzers.sh seeds the libFuzzer corpus with these.
-    if (const char* seeds = std::getenv("DD_FUZZ_SEED_DIR")) {
-      std::ofstream(std::string(seeds) + "/seed-" + std::to_string(i), std::ios::binary) << input;
-    }
-  }
-  EXPECT_EQ(inputs, 60);
+  EXPECT_EQ(::dd::testing::RunFuzzScripts(60, 6, Script), 60);
 }
 
 }  // namespace

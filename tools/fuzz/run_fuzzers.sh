@@ -16,6 +16,8 @@ runs="${1:-200000}"
 out="${FUZZ_OUT:-/tmp/dd-fuzz}"
 mkdir -p "$out"
 CXX="${CXX:-clang++-14}"
+# In CI leave no Bazel server behind (as tests/run_all.sh does).
+bazel() { if [ -n "${CI:-}" ]; then command bazel --batch "$@"; else command bazel "$@"; fi; }
 absl=$(pkg-config --libs absl_status absl_strings absl_statusor absl_time absl_str_format absl_synchronization absl_hash absl_raw_hash_set 2>/dev/null ||
        echo "-labsl_status -labsl_strings -labsl_time")
 
