@@ -222,11 +222,10 @@ TEST(ButterflyLocal, TheDeadlineEndsARoundWhoseMemberNeverComes) {
 // `refuse_reveals`, refuses to show its own contribution.
 class DishonestReducer final : public PartTransport {
  public:
-  DishonestReducer(std::shared_ptr<PartTransport> inner, std::string address, CodecId codec,
-                   float scale, bool refuse_reveals = false)
+  DishonestReducer(std::shared_ptr<PartTransport> inner, std::string address, float scale,
+                   bool refuse_reveals = false)
       : inner_(std::move(inner)),
         address_(std::move(address)),
-        codec_(codec),
         scale_(scale),
         refuse_reveals_(refuse_reveals) {}
 
@@ -242,14 +241,7 @@ class DishonestReducer final : public PartTransport {
     }
     inner_->Send(address, request, response, deadline,
                  [this, request, response, done = std::move(done)](const absl::Status& s) {
-                   if (s.ok() && request->kind() == v1::REDUCE && response->averaged()) {
-                     std::vector<float> mean(request->count());
-                     const Codec& codec = CodecFor(codec_);
-                     if (codec.Decode(response->data(), mean.size(), mean.data()).ok()) {
-                       for (float& x : mean) x *= scale_;
-                       codec.Encode(mean.data(), mean.size(), response->mutable_data());
-                     }
-                   }
+                   if (s.ok()) ScaleAveragedAnswerForTest(scale_, *request, response);
                    done(s);
                  });
   }
@@ -257,7 +249,6 @@ class DishonestReducer final : public PartTransport {
  private:
   const std::shared_ptr<PartTransport> inner_;
   const std::string address_;
-  const CodecId codec_;
   const float scale_;
   const bool refuse_reveals_;
 };
@@ -302,7 +293,7 @@ TEST(ButterflyLocal, AReducerReturningAScaledMeanIsCaughtByItsAuditor) {
     // Even a mean off by 1 % in every value is caught.
     for (float scale : {10.0f, 1.01f}) {
       Group g(4, absl::Seconds(2), [&](std::shared_ptr<PartTransport> inner) {
-        return std::make_shared<DishonestReducer>(inner, Group::Address(1), codec, scale);
+        return std::make_shared<DishonestReducer>(inner, Group::Address(1), scale);
       });
       g.audits = OneAuditPerSpan(4);
       AllReduceOptions o = Options();
@@ -324,7 +315,7 @@ TEST(ButterflyLocal, AReducerReturningAScaledMeanIsCaughtByItsAuditor) {
 
 TEST(ButterflyLocal, AReducerThatHidesItsContributionIsCaught) {
   Group g(3, absl::Seconds(2), [](std::shared_ptr<PartTransport> inner) {
-    return std::make_shared<DishonestReducer>(inner, Group::Address(0), CodecId::kNone, 1.0f,
+    return std::make_shared<DishonestReducer>(inner, Group::Address(0), 1.0f,
                                               /*refuse_reveals=*/true);
   });
   g.audits = OneAuditPerSpan(3);

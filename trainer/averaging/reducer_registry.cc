@@ -406,4 +406,14 @@ void ReducerRegistry::Reveal(const v1::ReducePartRequest* request,
   done(absl::OkStatus());
 }
 
+void ScaleAveragedAnswerForTest(float factor, const v1::ReducePartRequest& request,
+                                v1::ReducePartResponse* response) {
+  if (request.kind() != v1::REDUCE || !response->averaged()) return;
+  const Codec& codec = CodecFor(static_cast<CodecId>(response->codec()));
+  std::vector<float> mean(request.count());
+  if (!codec.Decode(response->data(), mean.size(), mean.data()).ok()) return;
+  for (float& x : mean) x *= factor;
+  codec.Encode(mean.data(), mean.size(), response->mutable_data());
+}
+
 }  // namespace dd::averaging

@@ -175,6 +175,12 @@ class ReducerRegistry {
   std::thread expirer_;  // runs ExpireHeldParts; last, so it starts last
 };
 
+// Security tests only: a dishonest reducer's answer. An averaged answer to a
+// REDUCE part is decoded, scaled by `factor` and encoded again; anything
+// else is left as it is.
+void ScaleAveragedAnswerForTest(float factor, const v1::ReducePartRequest& request,
+                                v1::ReducePartResponse* response);
+
 }  // namespace dd::averaging
 
 #endif  // TRAINER_AVERAGING_REDUCER_REGISTRY_H_

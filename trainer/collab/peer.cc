@@ -512,13 +512,7 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
         [scale = static_cast<float>(po.scale_reduced_means_for_test)](
             const averaging::v1::ReducePartRequest& request,
             averaging::v1::ReducePartResponse* response) {
-          if (request.kind() != averaging::v1::REDUCE || !response->averaged()) return;
-          const averaging::Codec& codec =
-              averaging::CodecFor(static_cast<averaging::CodecId>(response->codec()));
-          std::vector<float> mean(request.count());
-          if (!codec.Decode(response->data(), mean.size(), mean.data()).ok()) return;
-          for (float& x : mean) x *= scale;
-          codec.Encode(mean.data(), mean.size(), response->mutable_data());
+          averaging::ScaleAveragedAnswerForTest(scale, request, response);
         });
   }
   StateService state_service(po.max_state_downloads);
