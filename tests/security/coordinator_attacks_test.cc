@@ -9,6 +9,7 @@
 #include <grpcpp/create_channel.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/rpc/auth.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
@@ -376,6 +377,74 @@ TEST_F(CoordinatorAttacks, AForgedCredentialIsUnauthenticated) {
   v1::HeartbeatResponse beat;
   EXPECT_EQ(raw->Heartbeat(&two, v1::HeartbeatRequest(), &beat).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// Last in the suite: it opens a round on the shared coordinator.
+// The attacker claims an absurd upload bandwidth to be given the whole
+// vector to reduce. Both members answer the coordinator's probe (health
+// servers here), so both get a span; the claim is clamped to within 4x of
+// the members' median, so the honest member keeps a real share.
+TEST_F(CoordinatorAttacks, ClaimedBandwidthCannotTakeTheRound) {
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.security.auth_token = kToken;
+  std::vector<std::unique_ptr<ServiceHost>> hosts;
+  std::vector<Client> peers;
+  for (int i = 0; i < 2; ++i) {
+    auto host = ServiceHost::Start(options, {});
+    ASSERT_TRUE(host.ok()) << host.status();
+    (*host)->SetServing(true);
+    peers.push_back(JoinedPeer("127.0.0.1:" + std::to_string((*host)->port())));
+    hosts.push_back(std::move(*host));
+  }
+  Client& attacker = peers[0];
+  Client& honest = peers[1];
+  // Both reachable before the round opens (the coordinator probes on join).
+  for (int i = 0; i < 100; ++i) {
+    v1::ListPeersResponse list;
+    ASSERT_EQ(Call(honest, &v1::Coordinator::Stub::ListPeers, v1::ListPeersRequest(), &list),
+              grpc::StatusCode::OK);
+    int reachable = 0;
+    for (const auto& p : list.peers()) {
+      reachable += (p.peer_id() == attacker.joined.peer_id() || p.peer_id() == honest.joined.peer_id()) &&
+                   p.reachability() == v1::REACHABLE;
+    }
+    if (reachable == 2) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  v1::RunState state;
+  ASSERT_EQ(Call(honest, &v1::Coordinator::Stub::GetRunState, v1::GetRunStateRequest(), &state),
+            grpc::StatusCode::OK);
+  // Each leases two chunks (8 samples) and reports them: 16, the target.
+  for (Client* c : {&attacker, &honest}) {
+    v1::AcquireChunksRequest acq;
+    acq.set_max_chunks(2);
+    v1::AcquireChunksResponse leases;
+    ASSERT_EQ(Call(*c, &v1::Coordinator::Stub::AcquireChunks, acq, &leases), grpc::StatusCode::OK);
+    uint64_t samples = 0;
+    for (const auto& l : leases.leases()) samples += l.num_samples();
+    v1::ReportProgressRequest report;
+    report.set_global_step(state.global_step());
+    report.set_samples_accumulated(samples);
+    report.set_samples_per_second(10);
+    if (c == &attacker) report.set_bandwidth_mbps(1e12);  // honest trainers report theirs; 0: none
+    else report.set_bandwidth_mbps(100);
+    v1::ReportProgressResponse resp;
+    ASSERT_EQ(Call(*c, &v1::Coordinator::Stub::ReportProgress, report, &resp), grpc::StatusCode::OK);
+  }
+  v1::GetRoundRequest get;
+  v1::GetRoundResponse round;
+  ASSERT_EQ(Call(honest, &v1::Coordinator::Stub::GetRound, get, &round), grpc::StatusCode::OK);
+  ASSERT_TRUE(round.found()) << "no round opened at the target";
+  double attacker_share = 0, honest_share = 0;
+  for (const auto& m : round.round().members()) {
+    if (m.peer_id() == attacker.joined.peer_id()) attacker_share = m.span_share();
+    if (m.peer_id() == honest.joined.peer_id()) honest_share = m.span_share();
+  }
+  EXPECT_GT(honest_share, 0.0);
+  EXPECT_LE(attacker_share, 4.0 * honest_share + 1e-9)
+      << "the attacker's claim took " << attacker_share << " against " << honest_share;
+  for (auto& h : hosts) h->Shutdown(absl::Seconds(1));
 }
 
 }  // namespace

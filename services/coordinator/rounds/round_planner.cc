@@ -17,9 +17,10 @@ std::vector<double> SpanShares(const std::vector<double>& bandwidth_mbps) {
   }
   if (reported.empty()) return std::vector<double>(bandwidth_mbps.size(), 1.0);
   std::sort(reported.begin(), reported.end());
-  const size_t n = reported.size();
-  const double median =
-      n % 2 == 1 ? reported[n / 2] : 0.5 * (reported[n / 2 - 1] + reported[n / 2]);
+  // The lower median: with two members, the mean of the middle values
+  // would be half of an attacker's claim, and the honest member's share
+  // would be clamped up to an eighth of it.
+  const double median = reported[(reported.size() - 1) / 2];
   std::vector<double> shares;
   for (double b : bandwidth_mbps) {
     shares.push_back(b > 0 ? std::clamp(b, median / kMaxShareRatio, median * kMaxShareRatio)

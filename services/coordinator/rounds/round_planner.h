@@ -84,8 +84,9 @@ struct MemberInfo {
 inline constexpr double kMaxShareRatio = 4.0;
 
 // Span shares from reported bandwidths (0: not reported): each within
-// kMaxShareRatio of the median of those reported; those not reporting get
-// the median; all equal when nobody reports.
+// kMaxShareRatio of the median of those reported (the lower middle one of
+// an even count, so that one inflated claim among two cannot move it);
+// those not reporting get the median; all equal when nobody reports.
 std::vector<double> SpanShares(const std::vector<double>& bandwidth_mbps);
 
 class RoundPlanner {

@@ -157,6 +157,10 @@ TEST(RoundPlanner, OneClaimedBandwidthCannotTakeTheWholeVector) {
   EXPECT_EQ(shares[3], 400);
   EXPECT_EQ(shares[4], 25);
   EXPECT_EQ(SpanShares({0, 0}), (std::vector<double>{1, 1}));
+  // Two members: the honest one's report is the median, so the claim is
+  // held to 4x of it (the mean of the two would have let it take 8/9).
+  EXPECT_EQ(SpanShares({100, 1e12}), (std::vector<double>{100, 400}));
+  EXPECT_EQ(SpanShares({100, 200, 300, 1e12}), (std::vector<double>{100, 200, 300, 800}));
 }
 
 TEST(RoundPlanner, NoRoundOpensForAStepThatCouldNotBePersisted) {
