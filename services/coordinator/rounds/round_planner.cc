@@ -310,6 +310,7 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   // step before: those confirm it.
   uint64_t made_by = step;
   std::vector<std::string> eligible;
+  std::set<std::string> departed;
   {
     absl::MutexLock lock(&mu_);
     for (; made_by > 0; --made_by) {  // to step 0 at most: the initial weights
@@ -335,6 +336,9 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
       }
       if (!eligible.empty()) break;
     }
+    for (const std::string& id : eligible) {
+      if (departed_.count(id) > 0) departed.insert(id);
+    }
   }
   if (eligible.empty() && made_by == 0 && step > 0) {
     out.set_initial(true);
@@ -347,8 +351,20 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
                              " (or a step before it that nobody applied) is kept"));
     return out;
   }
-  out.set_eligible(eligible.size());
   const std::map<std::string, std::string> votes = hashes_.VotesFor(made_by);
+  // A member that applied the step and departed before reporting its hash
+  // (it died in between) has nothing more to say about it.
+  eligible.erase(std::remove_if(eligible.begin(), eligible.end(),
+                                [&](const std::string& id) {
+                                  return departed.count(id) > 0 && votes.count(id) == 0;
+                                }),
+                 eligible.end());
+  if (eligible.empty()) {
+    out.set_why(absl::StrCat("every member that applied step ", made_by,
+                             " departed before reporting its hash"));
+    return out;
+  }
+  out.set_eligible(eligible.size());
   std::map<std::string, uint32_t> counts;
   for (const std::string& id : eligible) {
     auto it = votes.find(id);
@@ -382,6 +398,15 @@ void RoundPlanner::Forget(const std::string& peer_id, bool hashes) {
   if (hashes) hashes_.Forget(peer_id);
   absl::MutexLock lock(&mu_);
   reports_.erase(peer_id);
+  if (hashes) {
+    departed_.erase(peer_id);  // a new incarnation: it is back
+  } else if (departed_.insert(peer_id).second) {
+    departed_order_.push_back(peer_id);
+    if (departed_order_.size() > kDisownedKept) {
+      departed_.erase(departed_order_.front());
+      departed_order_.pop_front();
+    }
+  }
 
   // A member removed before it said how its rounds ended did not apply
   // them (it would have said so before leaving).

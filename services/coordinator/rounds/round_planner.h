@@ -148,7 +148,10 @@ class RoundPlanner {
   // Forgets a peer's report (it left or was evicted) and, with `hashes`,
   // the hashes it reported (a new incarnation replaces it): a peer that
   // left or fell silent still confirms the steps it applied. Its rounds
-  // still pending count as failed by it.
+  // still pending count as failed by it. Without `hashes` the peer has
+  // departed: for a step it applied but never reported a hash of (it died
+  // in between), it no longer counts among the members that confirm, or
+  // that step could never be confirmed.
   void Forget(const std::string& peer_id, bool hashes = true);
   // The peer was evicted by an admin or for a dishonest reduction: its
   // hashes are forgotten and it counts for nothing in ConfirmedHash, in
@@ -182,6 +185,10 @@ class RoundPlanner {
   static constexpr size_t kDisownedKept = 4096;
   std::set<std::string> disowned_ ABSL_GUARDED_BY(mu_);
   std::deque<std::string> disowned_order_ ABSL_GUARDED_BY(mu_);
+  // Departed peers (left or fell silent; the newest kDisownedKept): their
+  // missing hash reports no longer hold a confirmation back.
+  std::set<std::string> departed_ ABSL_GUARDED_BY(mu_);
+  std::deque<std::string> departed_order_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dd::coordinator

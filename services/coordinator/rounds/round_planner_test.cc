@@ -317,6 +317,37 @@ TEST(RoundPlanner, RoundsWithFewerThanTwoReducersAreNotAudited) {
   EXPECT_EQ(round->audits_size(), 0);
 }
 
+// A member that applied a step and died before its hash report came would
+// hold the confirmation back for good (1 of 2 is no majority); once it has
+// departed, the members that reported decide.
+TEST(RoundPlanner, AMemberThatDepartedBeforeReportingItsHashDoesNotBlockTheConfirmation) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 2;
+  RoundPlanner planner(o, &clock);
+  for (const char* id : {"a", "b"}) ASSERT_TRUE(planner.Report(id, 0, 1, 1, 0, Info).ok());
+  ASSERT_TRUE(planner.RecordResult("a", 1, true, 1).ok());
+  ASSERT_TRUE(planner.RecordResult("b", 1, true, 1).ok());
+  planner.JudgeHash("a", 1, "aaaa");
+  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed()) << "b applied it and has not said";
+  planner.Forget("b", /*hashes=*/false);  // b fell silent and was evicted
+  v1::GetStepHashResponse h = planner.ConfirmedHash(1);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "aaaa");
+  EXPECT_EQ(h.eligible(), 1u);
+  // A departed member's vote, once given, still counts.
+  for (const char* id : {"a", "c"}) ASSERT_TRUE(planner.Report(id, 1, 1, 1, 0, Info).ok());
+  ASSERT_TRUE(planner.RecordResult("c", 2, true, 1).ok());
+  planner.JudgeHash("c", 2, "c2");
+  planner.Forget("c", /*hashes=*/false);
+  h = planner.ConfirmedHash(2);
+  EXPECT_FALSE(h.confirmed()) << "a applied it and has not said; c said c2";
+  EXPECT_EQ(h.eligible(), 2u);
+  // A member back with a new incarnation counts again.
+  planner.Forget("b");
+  EXPECT_FALSE(planner.ConfirmedHash(1).confirmed());
+}
+
 TEST(RoundPlanner, AStepsHashIsConfirmedByMostOfTheMembersThatAppliedIt) {
   FakeClock clock;
   RoundPlannerOptions o;
