@@ -1,5 +1,6 @@
-// Helpers for the Bazel tests that run a libFuzzer entry point on generated
-// input: the record format the services' fuzz targets read, and the loop
+// Helpers for the services' fuzz targets and the Bazel tests that run them
+// on generated input: the record format the targets read (writer and
+// reader), and the loop
 // that runs scripted inputs, mutated or cut short, through the entry point
 // (and writes them out as a seed corpus when DD_FUZZ_SEED_DIR is set, which
 // tools/fuzz/run_fuzzers.sh does with `bazel run`).
@@ -30,6 +31,43 @@ inline std::string FuzzRecord(uint8_t op, uint8_t who, const google::protobuf::M
   out[3] = static_cast<char>((bytes.size() >> 8) & 0xff);
   return out + bytes;
 }
+
+// Reads a service fuzz target's input one FuzzRecord at a time. A record
+// whose length runs past the input takes what is left of it.
+class FuzzRecordReader {
+ public:
+  struct Record {
+    uint8_t op = 0;
+    uint8_t who = 0;
+    size_t length = 0;  // as the record declares it
+    const uint8_t* bytes = nullptr;
+    size_t size = 0;  // of `bytes`: at most `length`
+    // The request bytes as `message`; false when they do not parse.
+    bool Parse(google::protobuf::Message* message) const {
+      return message->ParseFromArray(bytes, static_cast<int>(size));
+    }
+  };
+
+  FuzzRecordReader(const uint8_t* data, size_t size) : data_(data), size_(size) {}
+
+  // The next record, or false at the end of the input.
+  bool Next(Record* r) {
+    if (at_ + 4 > size_) return false;
+    r->op = data_[at_];
+    r->who = data_[at_ + 1];
+    r->length = size_t{data_[at_ + 2]} | (size_t{data_[at_ + 3]} << 8);
+    at_ += 4;
+    r->size = r->length < size_ - at_ ? r->length : size_ - at_;
+    r->bytes = data_ + at_;
+    at_ += r->size;
+    return true;
+  }
+
+ private:
+  const uint8_t* const data_;
+  const size_t size_;
+  size_t at_ = 0;
+};
 
 // Runs `count` inputs made by `script` through LLVMFuzzerTestOneInput: a
 // third as made, a third with `flips` random bytes changed, a third cut at

@@ -26,6 +26,7 @@
 #include <google/protobuf/stubs/logging.h>
 
 #include "common/crypto/peer_credential.h"
+#include "common/testing/fuzz_scripts.h"
 #include "common/rpc/caller.h"
 #include "common/time/clock.h"
 #include "services/coordinator/coordinator_core.h"
@@ -54,11 +55,6 @@ class ParityProber : public HealthProber {
 const CredentialIssuer& Issuer() {
   static const CredentialIssuer* issuer = CredentialIssuer::Generate()->release();
   return *issuer;
-}
-
-template <typename Request>
-bool Parse(const uint8_t* data, size_t size, Request* r) {
-  return r->ParseFromArray(data, static_cast<int>(size));
 }
 
 void Check(bool ok, const char* what) {
@@ -105,17 +101,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     *lease_id = l.lease_id();
     if (chunk_id != nullptr && *chunk_id == 0) *chunk_id = l.chunk_id();
   };
-  size_t joins = 0;
-  size_t at = 0;
-  for (int calls = 0; at + 4 <= size && calls < 64; ++calls) {
-    const uint8_t op = data[at], who = data[at + 1];
-    const size_t length = size_t{data[at + 2]} | (size_t{data[at + 3]} << 8);
-    at += 4;
-    const size_t n = std::min(length, size - at);
-    const uint8_t* bytes = data + at;
-    at += n;
+  ::dd::testing::FuzzRecordReader input(data, size);
+  ::dd::testing::FuzzRecordReader::Record call;
+  for (int calls = 0; calls < 64 && input.Next(&call); ++calls) {
+    const uint8_t op = call.op, who = call.who;
     if (op == 0xff) {
-      clock.Advance(absl::Seconds(static_cast<int64_t>(length % 4000)));
+      clock.Advance(absl::Seconds(static_cast<int64_t>(call.length % 4000)));
       core.Tick();
       continue;
     }
@@ -130,10 +121,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     switch (op % 18) {
       case 0: {
         v1::JoinRequest r;
-        if (!Parse(bytes, n, &r)) break;
+        if (!call.Parse(&r)) break;
         auto j = core.Join(r, caller);
         if (j.ok()) {
-          ++joins;
           v1::PeerRef ref;
           ref.set_peer_id(j->peer_id());
           ref.set_incarnation(j->incarnation());
@@ -141,25 +131,25 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         break;
       }
-      case 1: { v1::HeartbeatRequest r; if (Parse(bytes, n, &r)) (void)core.Heartbeat(r, caller); break; }
-      case 2: { v1::LeaveRequest r; if (Parse(bytes, n, &r)) (void)core.Leave(r, caller); break; }
+      case 1: { v1::HeartbeatRequest r; if (call.Parse(&r)) (void)core.Heartbeat(r, caller); break; }
+      case 2: { v1::LeaveRequest r; if (call.Parse(&r)) (void)core.Leave(r, caller); break; }
       case 3: {
         v1::AcquireChunksRequest r;
-        if (!Parse(bytes, n, &r)) break;
+        if (!call.Parse(&r)) break;
         auto a = core.AcquireChunks(r, caller);
         if (a.ok()) leases.insert(leases.end(), a->leases().begin(), a->leases().end());
         break;
       }
       case 4: {
         v1::RenewLeasesRequest r;
-        if (!Parse(bytes, n, &r)) break;
+        if (!call.Parse(&r)) break;
         for (auto& id : *r.mutable_lease_ids()) known(&id, nullptr);
         (void)core.RenewLeases(r, caller);
         break;
       }
       case 5: {
         v1::CompleteChunkRequest r;
-        if (!Parse(bytes, n, &r)) break;
+        if (!call.Parse(&r)) break;
         uint64_t lease = r.lease_id(), chunk = r.chunk_id();
         known(&lease, &chunk);
         r.set_lease_id(lease);
@@ -169,22 +159,22 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 6: {
         v1::ReleaseChunksRequest r;
-        if (!Parse(bytes, n, &r)) break;
+        if (!call.Parse(&r)) break;
         for (auto& id : *r.mutable_lease_ids()) known(&id, nullptr);
         (void)core.ReleaseChunks(r, caller);
         break;
       }
-      case 7: { v1::ListChunksRequest r; if (Parse(bytes, n, &r)) (void)core.ListChunks(r, caller, admin); break; }
-      case 8: { v1::ListPeersRequest r; if (Parse(bytes, n, &r)) (void)core.ListPeers(r, caller, admin); break; }
-      case 9: { v1::ReportProgressRequest r; if (Parse(bytes, n, &r)) (void)core.ReportProgress(r, caller); break; }
-      case 10: { v1::GetRoundRequest r; if (Parse(bytes, n, &r)) (void)core.GetRound(r, caller); break; }
-      case 11: { v1::ListRoundsRequest r; if (Parse(bytes, n, &r)) (void)core.ListRounds(r); break; }
-      case 12: { v1::GetStepHashRequest r; if (Parse(bytes, n, &r)) (void)core.GetStepHash(r); break; }
-      case 13: { v1::ReportAuditsRequest r; if (Parse(bytes, n, &r)) (void)core.ReportAudits(r, caller); break; }
-      case 14: { v1::AdminReleaseChunkRequest r; if (Parse(bytes, n, &r)) (void)core.AdminReleaseChunk(r, admin); break; }
-      case 15: { v1::AdminEvictPeerRequest r; if (Parse(bytes, n, &r)) (void)core.AdminEvictPeer(r, admin); break; }
-      case 16: { v1::AdminInviteRequest r; if (Parse(bytes, n, &r)) (void)core.AdminInvite(r, admin); break; }
-      case 17: { v1::UploadSampleRequest r; if (Parse(bytes, n, &r)) (void)core.UploadSample(r, caller); break; }
+      case 7: { v1::ListChunksRequest r; if (call.Parse(&r)) (void)core.ListChunks(r, caller, admin); break; }
+      case 8: { v1::ListPeersRequest r; if (call.Parse(&r)) (void)core.ListPeers(r, caller, admin); break; }
+      case 9: { v1::ReportProgressRequest r; if (call.Parse(&r)) (void)core.ReportProgress(r, caller); break; }
+      case 10: { v1::GetRoundRequest r; if (call.Parse(&r)) (void)core.GetRound(r, caller); break; }
+      case 11: { v1::ListRoundsRequest r; if (call.Parse(&r)) (void)core.ListRounds(r); break; }
+      case 12: { v1::GetStepHashRequest r; if (call.Parse(&r)) (void)core.GetStepHash(r); break; }
+      case 13: { v1::ReportAuditsRequest r; if (call.Parse(&r)) (void)core.ReportAudits(r, caller); break; }
+      case 14: { v1::AdminReleaseChunkRequest r; if (call.Parse(&r)) (void)core.AdminReleaseChunk(r, admin); break; }
+      case 15: { v1::AdminEvictPeerRequest r; if (call.Parse(&r)) (void)core.AdminEvictPeer(r, admin); break; }
+      case 16: { v1::AdminInviteRequest r; if (call.Parse(&r)) (void)core.AdminInvite(r, admin); break; }
+      case 17: { v1::UploadSampleRequest r; if (call.Parse(&r)) (void)core.UploadSample(r, caller); break; }
     }
     auto state = core.GetRunState({});
     Check(state.ok(), "GetRunState fails");
@@ -193,7 +183,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(state->chunks_leased() + state->chunks_pending() <= 6, "a chunk both leased and pending");
     Check(state->samples_done() <= state->completions() * kChunkSamples,
           "more samples done than the completed chunks hold");
-    Check(state->live_peers() <= joins, "more live peers than joins");
+    Check(state->live_peers() <= joined.size(), "more live peers than joins");
   }
   return 0;
 }

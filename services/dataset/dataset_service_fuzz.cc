@@ -34,6 +34,7 @@
 #include "absl/time/clock.h"
 #include "common/rpc/channel.h"
 #include "common/rpc/server.h"
+#include "common/testing/fuzz_scripts.h"
 #include "services/dataset/dataset_client.h"
 #include "services/dataset/dataset_service.h"
 #include "services/dataset/indexer.h"
@@ -78,15 +79,15 @@ Served& Server() {
     Check(mkdtemp(pattern.data()) != nullptr, "mkdtemp");
     s->root = pattern;
     for (int i = 0; i < 6; ++i) {
-      testing::WritePair(s->root + "/d" + std::to_string(i % 2), "s" + std::to_string(i),
+      dataset::testing::WritePair(s->root + "/d" + std::to_string(i % 2), "s" + std::to_string(i),
                          i % 2 ? "png" : "jpg", i);
     }
-    testing::WriteTar(s->root + "/shard.tar", testing::ShardMembers(100, 3));
+    dataset::testing::WriteTar(s->root + "/shard.tar", dataset::testing::ShardMembers(100, 3));
     // A chunk larger than a stream's flow-control window: held readers of
     // it keep their slots (the others' streams complete into the window).
-    auto big = testing::ShardMembers(200, 1);
+    auto big = dataset::testing::ShardMembers(200, 1);
     big[1].second = std::string(256 << 10, 'b');
-    testing::WriteTar(s->root + "/big.tar", big);
+    dataset::testing::WriteTar(s->root + "/big.tar", big);
     auto m = BuildManifest({s->root, "", 4});
     Check(m.ok(), "manifest: " + m.status().ToString());
     s->catalog = std::make_unique<DatasetCatalog>(std::move(*m), CatalogMetadata{"fuzz", ""}, 0);
@@ -131,17 +132,22 @@ Served& Server() {
   return *s;
 }
 
+// What a call carries: the token, a wrong one, or none (the auth byte's
+// low 7 bits; bit 7 marks a stalled reader).
+enum class Token { kRight, kWrong, kNone };
+Token TokenOf(uint8_t auth) { return static_cast<Token>((auth & 0x7f) % 3); }
+
 std::unique_ptr<grpc::ClientContext> Context(uint8_t auth) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  if ((auth & 0x7f) % 3 == 0) ctx->AddMetadata("authorization", std::string("Bearer ") + kToken);
-  if ((auth & 0x7f) % 3 == 1) ctx->AddMetadata("authorization", "Bearer not-the-token");
+  if (TokenOf(auth) == Token::kRight) ctx->AddMetadata("authorization", std::string("Bearer ") + kToken);
+  if (TokenOf(auth) == Token::kWrong) ctx->AddMetadata("authorization", "Bearer not-the-token");
   return ctx;
 }
 
 void ExpectCode(const grpc::Status& s, uint8_t auth, std::initializer_list<grpc::StatusCode> allowed,
                 const char* rpc) {
-  if ((auth & 0x7f) % 3 != 0) {
+  if (TokenOf(auth) != Token::kRight) {
     Check(s.error_code() == grpc::StatusCode::UNAUTHENTICATED,
           std::string(rpc) + " without the token: " + std::to_string(s.error_code()));
     return;
@@ -159,19 +165,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<std::pair<std::unique_ptr<grpc::ClientContext>,
                         std::unique_ptr<grpc::ClientReader<v1::ChunkFrame>>>>
       held;
-  size_t at = 0;
-  for (int calls = 0; at + 4 <= size && calls < 16; ++calls) {
-    const uint8_t op = data[at], auth = data[at + 1];
-    const size_t length = size_t{data[at + 2]} | (size_t{data[at + 3]} << 8);
-    at += 4;
-    const size_t n = std::min(length, size - at);
-    const uint8_t* bytes = data + at;
-    at += n;
+  ::dd::testing::FuzzRecordReader input(data, size);
+  ::dd::testing::FuzzRecordReader::Record call;
+  for (int calls = 0; calls < 16 && input.Next(&call); ++calls) {
+    const uint8_t op = call.op, auth = call.who;
     auto ctx = Context(auth);
     switch (op & 3) {  // 3: ReadChunk too
       case 0: {
         v1::GetInfoRequest r;
-        if (!r.ParseFromArray(bytes, static_cast<int>(n))) break;
+        if (!call.Parse(&r)) break;
         v1::DatasetInfo info;
         grpc::Status st = s.stub->GetInfo(ctx.get(), r, &info);
         ExpectCode(st, auth, {grpc::StatusCode::OK}, "GetInfo");
@@ -180,7 +182,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
       case 1: {
         v1::ListChunksRequest r;
-        if (!r.ParseFromArray(bytes, static_cast<int>(n))) break;
+        if (!call.Parse(&r)) break;
         v1::ListChunksResponse page;
         grpc::Status st = s.stub->ListChunks(ctx.get(), r, &page);
         ExpectCode(st, auth, {grpc::StatusCode::OK, grpc::StatusCode::INVALID_ARGUMENT}, "ListChunks");
@@ -196,7 +198,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       case 2:
       case 3: {
         v1::ReadChunkRequest r;
-        if (!r.ParseFromArray(bytes, static_cast<int>(n))) break;
+        if (!call.Parse(&r)) break;
         // The op byte's high bits: frames to read before stopping (0: all),
         // and whether to cancel then rather than drain.
         const int frames = (op >> 2) & 0x1f;
@@ -209,26 +211,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         }
         v1::ChunkFrame frame;
         std::string got;
-        uint64_t next = r.offset();
         int read = 0;
         bool in_order = true;
-        while ((frames == 0 || read < frames) && reader->Read(&frame)) {
-          in_order = in_order && frame.offset() == next;
-          next += frame.data().size();
+        auto take = [&] {
+          in_order = in_order && frame.offset() == r.offset() + got.size();
           got += frame.data();
           ++read;
-        }
+        };
+        while ((frames == 0 || read < frames) && reader->Read(&frame)) take();
         bool cancelled = false;
         if (frames != 0 && read == frames) {
           if (cancel) {
             ctx->TryCancel();
             cancelled = true;
           }
-          while (reader->Read(&frame)) {
-            in_order = in_order && frame.offset() == next;
-            next += frame.data().size();
-            got += frame.data();
-          }
+          while (reader->Read(&frame)) take();
         }
         grpc::Status st = reader->Finish();
         ExpectCode(st, auth,

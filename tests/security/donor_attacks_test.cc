@@ -15,7 +15,6 @@ namespace dd {
 namespace {
 
 using testing::PeerIdIn;
-using testing::StepHashes;
 using testing::Subprocess;
 
 class DonorAttacks : public testing::CollabFixture,
@@ -63,13 +62,8 @@ TEST_P(DonorAttacks, ALateJoinerRefusesTheStateAndTakesAnHonestPeers) {
   EXPECT_NE(log_c.find("resynchronised (late join): downloaded the state of global step"),
             std::string::npos)
       << log_c;
-  std::map<int, std::string> agreed;
-  for (const char* name : {"a", "b", "c"}) {
-    for (const auto& [step, hash] : StepHashes(testing::ReadLog(dir_ + "/" + name + ".log"))) {
-      auto [it, fresh] = agreed.emplace(step, hash);
-      EXPECT_EQ(it->second, hash) << name << " at step " << step;
-    }
-  }
+  std::map<int, std::string> agreed = testing::AgreedStepHashes(
+      {{"a", log_a}, {"b", testing::ReadLog(dir_ + "/b.log")}, {"c", log_c}});
   ASSERT_FALSE(agreed.empty());
   EXPECT_EQ(agreed.rbegin()->first, 6);
   // The state c kept has the weights a and b logged after that step (c may

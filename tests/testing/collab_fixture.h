@@ -20,6 +20,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,21 @@ inline std::map<int, std::string> StepHashes(const std::string& log) {
     if (std::regex_search(l, m, line)) out[std::stoi(m[1])] = m[2];
   }
   return out;
+}
+
+// The one hash each step has across peers' logs (peer name -> log): a step
+// that two peers both logged must have the same hash in both (a failure
+// names the peer and the step).
+inline std::map<int, std::string> AgreedStepHashes(
+    const std::vector<std::pair<std::string, std::string>>& logs) {
+  std::map<int, std::string> agreed;
+  for (const auto& [name, log] : logs) {
+    for (const auto& [step, hash] : StepHashes(log)) {
+      auto [it, fresh] = agreed.emplace(step, hash);
+      EXPECT_EQ(it->second, hash) << name << " at step " << step;
+    }
+  }
+  return agreed;
 }
 
 class CollabFixture : public ::testing::Test {

@@ -157,6 +157,11 @@ AuditVerdict JudgeAudit(const AuditPlan& plan, const AuditedAnswer& answer,
   return v;
 }
 
+// Parts of at most `part_elements` values that a span of `length` is sent in.
+uint32_t PartsOf(uint64_t length, uint32_t part_elements) {
+  return static_cast<uint32_t>((length + part_elements - 1) / part_elements);
+}
+
 // The audited parts a member knows of, by (span, part).
 using AuditPlans = std::map<std::pair<uint32_t, uint32_t>, AuditPlan>;
 
@@ -176,10 +181,9 @@ AuditPlans KnownAudits(const RoundSpec& spec, const AllReduceOptions& options,
     }
     const uint64_t length = spec.span_starts[a.span + 1] - spec.span_starts[a.span];
     if (length == 0) continue;
-    const uint64_t parts = (length + options.part_elements - 1) / options.part_elements;
     AuditPlan plan;
     plan.span = a.span;
-    plan.part = static_cast<uint32_t>(a.part_seed % parts);
+    plan.part = static_cast<uint32_t>(a.part_seed % PartsOf(length, options.part_elements));
     plan.auditor = a.auditor;
     plan.offset = uint64_t{plan.part} * options.part_elements;
     plan.count = static_cast<uint32_t>(std::min<uint64_t>(options.part_elements, length - plan.offset));
@@ -189,24 +193,24 @@ AuditPlans KnownAudits(const RoundSpec& spec, const AllReduceOptions& options,
   return audited;
 }
 
-// Asks the reducer of `duty`'s span for its own contribution to the part
+// Asks the reducer of `plan`'s span for its own contribution to the part
 // (REVEAL), waiting for the answer until `deadline`.
 absl::StatusOr<v1::ReducePartResponse> AskToReveal(PartTransport* transport, const RoundSpec& spec,
-                                                   const AuditDuty& duty, absl::Time deadline) {
+                                                   const AuditPlan& plan, absl::Time deadline) {
   v1::ReducePartRequest request;
   request.set_kind(v1::REVEAL);
   request.set_round_id(spec.round_id);
   request.set_sender_peer_id(spec.peer_ids[spec.my_index]);
   request.set_sender_index(spec.my_index);
-  request.set_span(duty.span);
-  request.set_offset(duty.offset);
-  request.set_count(duty.count);
+  request.set_span(plan.span);
+  request.set_offset(plan.offset);
+  request.set_count(plan.count);
   request.set_codec(v1::NONE);
   v1::ReducePartResponse response;
   absl::Mutex mu;
   bool done = false;
   absl::Status status;
-  transport->Send(spec.addresses[duty.span], &request, &response, deadline,
+  transport->Send(spec.addresses[plan.span], &request, &response, deadline,
                   [&](const absl::Status& s) {
                     absl::MutexLock lock(&mu);
                     status = s;
@@ -218,38 +222,36 @@ absl::StatusOr<v1::ReducePartResponse> AskToReveal(PartTransport* transport, con
   return response;
 }
 
-// After the round: for each of this member's audit duties whose reducer
-// answered it, the reducer reveals its own contribution, the senders'
-// copies are taken from `local`, and the part is reduced again and judged
-// against the answer. A duty whose reducer never answered has no verdict
-// (its span was not averaged here).
+// After the round: for each part this member audits whose reducer answered
+// it, the reducer reveals its own contribution, the senders' copies are
+// taken from `local`, and the part is reduced again and judged against the
+// answer. A part whose reducer never answered has no verdict (its span was
+// not averaged here).
 std::vector<AuditVerdict> PerformAudits(ReducerRegistry* local, PartTransport* transport,
                                         const RoundSpec& spec, const AllReduceOptions& options,
-                                        const std::vector<AuditDuty>& duties,
                                         const AuditPlans& audited,
                                         const std::map<uint32_t, AuditedAnswer>& answers) {
   std::vector<AuditVerdict> verdicts;
-  for (const AuditDuty& duty : duties) {
-    auto answer = answers.find(duty.span);
+  for (const auto& [key, plan] : audited) {
+    if (plan.auditor != spec.my_index) continue;
+    auto answer = answers.find(plan.span);
     const absl::Time deadline = std::min(absl::Now() + options.reducer_timeout, options.deadline);
     if (answer == answers.end()) {
-      (void)local->TakeAuditCopies(spec.round_id, duty.span, {}, absl::Now());  // frees them
+      (void)local->TakeAuditCopies(spec.round_id, plan.span, {}, absl::Now());  // frees them
       continue;
     }
-    absl::StatusOr<v1::ReducePartResponse> revealed = AskToReveal(transport, spec, duty, deadline);
+    absl::StatusOr<v1::ReducePartResponse> revealed = AskToReveal(transport, spec, plan, deadline);
     std::vector<uint32_t> senders;
     for (uint32_t s : answer->second.contributors) {
-      if (s != duty.span) senders.push_back(s);
+      if (s != plan.span) senders.push_back(s);
     }
     // Copies travel with the parts, which the reducer had before it answered.
     absl::StatusOr<AuditCopies> copies = local->TakeAuditCopies(
-        spec.round_id, duty.span, senders, std::min(absl::Now() + options.sender_timeout, deadline));
-    const AuditPlan& plan =
-        audited.at({duty.span, static_cast<uint32_t>(duty.offset / options.part_elements)});
+        spec.round_id, plan.span, senders, std::min(absl::Now() + options.sender_timeout, deadline));
     AuditVerdict verdict = JudgeAudit(plan, answer->second, revealed, copies, spec, options);
     if (verdict.outcome != AuditOutcome::kPassed) {
-      LOG(WARNING) << "round " << spec.round_id << ": audit of member " << duty.span << " ("
-                   << spec.peer_ids[duty.span] << ") at offset " << duty.offset << ": "
+      LOG(WARNING) << "round " << spec.round_id << ": audit of member " << plan.span << " ("
+                   << spec.peer_ids[plan.span] << ") at offset " << plan.offset << ": "
                    << AuditOutcomeName(verdict.outcome) << " (" << verdict.detail << ")";
     }
     verdicts.push_back(std::move(verdict));
@@ -300,9 +302,6 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   const uint32_t me = spec.my_index;
   const uint64_t my_start = spec.span_starts[me];
   const uint64_t my_length = spec.span_starts[me + 1] - my_start;
-  const auto parts_of = [&](uint64_t length) {
-    return static_cast<uint32_t>((length + options.part_elements - 1) / options.part_elements);
-  };
   float* const codec_error = errors.sent;
   if (codec_error != nullptr) std::fill(codec_error, codec_error + n, 0.0f);
 
@@ -337,7 +336,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   so.max_send_mbps = options.max_send_mbps;
   std::vector<RemoteSpanPlan> plans;
   for (uint32_t j = 0; j < members; ++j) {
-    if (j != me) plans.push_back({j, parts_of(spec.span_starts[j + 1] - spec.span_starts[j])});
+    if (j != me) plans.push_back({j, PartsOf(spec.span_starts[j + 1] - spec.span_starts[j], options.part_elements)});
   }
   RoundRecord record(spec.round_id, members, start);
   absl::Mutex mu;
@@ -572,8 +571,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
   local_->EndRound(spec.round_id);
 
   // 2b. The parts this member audits.
-  result.audits = PerformAudits(local_, transport_.get(), spec, options, duties, audited,
-                                audited_answers);
+  result.audits = PerformAudits(local_, transport_.get(), spec, options, audited, audited_answers);
 
   // 3. Own span: the reducer's decoded outcome, identical to what the others got.
   uint32_t own_min_contributors = UINT32_MAX;

@@ -4,8 +4,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <limits>
-#include <map>
 #include <thread>
 
 #include <glog/logging.h>
@@ -30,10 +28,10 @@
 #include "trainer/collab/peer_session.h"
 #include "trainer/collab/state_service.h"
 #include "trainer/collab/sync_config.h"
+#include "trainer/collab/tampered_state.h"
 #include "trainer/data/data_loader.h"
 #include "trainer/data/sample_source.h"
 #include "trainer/model/model_source.h"
-#include "trainer/model/torch_tensors.h"
 
 namespace dd::collab {
 namespace {
@@ -263,27 +261,6 @@ class ButterflyRoundAverager final : public RoundAverager {
   CoordinatorClient* const coordinator_;
 };
 
-// A dishonest donor's state for security tests (PeerOptions::
-// serve_tampered_state_for_test): `bytes` changed as `mode` says.
-absl::StatusOr<std::string> TamperedStateForTest(const std::string& mode, std::string bytes,
-                                                 uint64_t max_state_bytes) {
-  if (mode == "oversize") {
-    bytes.resize(max_state_bytes + 1, '\0');
-    return bytes;
-  }
-  std::map<std::string, at::Tensor> tensors;
-  std::map<std::string, std::string> meta;
-  RETURN_IF_ERROR(model::ParseTensors(bytes, &tensors, &meta));
-  for (auto& [name, t] : tensors) {
-    if (!absl::StartsWith(name, "param.") || t.scalar_type() != at::kFloat || t.numel() == 0) continue;
-    t = t.clone();
-    float* first = t.data_ptr<float>();
-    *first = mode == "nan" ? std::numeric_limits<float>::quiet_NaN() : *first + 1e-3f;
-    return model::SerializeTensors(tensors, meta);
-  }
-  return absl::InternalError("no float32 parameter in the state to tamper with");
-}
-
 // This peer's state served by its StateService; others' fetched from the
 // live reachable peers the coordinator lists.
 class PeerStates final : public StateExchange {
@@ -292,17 +269,17 @@ class PeerStates final : public StateExchange {
   // announcing more is refused before anything is stored). `tamper_for_test`:
   // PeerOptions::serve_tampered_state_for_test.
   PeerStates(StateService* service, CoordinatorClient* coordinator, SecurityConfig security,
-             uint64_t max_state_bytes, std::string tamper_for_test)
+             uint64_t max_state_bytes, StateTamper tamper_for_test)
       : service_(service),
         coordinator_(coordinator),
         security_(std::move(security)),
         max_state_bytes_(max_state_bytes),
-        tamper_for_test_(std::move(tamper_for_test)) {}
+        tamper_for_test_(tamper_for_test) {}
 
   bool Wanted() const override { return service_->SnapshotWanted(); }
   void Publish(Snapshot s, bool current) override {
-    if (!tamper_for_test_.empty()) {
-      auto tampered = TamperedStateForTest(tamper_for_test_, std::move(s.bytes), max_state_bytes_);
+    if (tamper_for_test_ != StateTamper::kNone) {
+      auto tampered = TamperedState(tamper_for_test_, std::move(s.bytes), max_state_bytes_);
       if (!tampered.ok()) {
         LOG(ERROR) << "tampering with the served state: " << tampered.status();
         return;
@@ -353,7 +330,7 @@ class PeerStates final : public StateExchange {
   CoordinatorClient* const coordinator_;
   const SecurityConfig security_;
   const uint64_t max_state_bytes_;
-  const std::string tamper_for_test_;
+  const StateTamper tamper_for_test_;
 };
 
 // training::Trainer as the session's model.
@@ -492,11 +469,12 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
     return absl::InvalidArgumentError(
         "--image_log_steps in a collaboration needs --sample_prompts (the same on every peer)");
   }
-  if (!po.serve_tampered_state_for_test.empty() && po.serve_tampered_state_for_test != "weights" &&
-      po.serve_tampered_state_for_test != "nan" && po.serve_tampered_state_for_test != "oversize") {
+  auto parsed_tamper = ParseStateTamper(po.serve_tampered_state_for_test);
+  if (!parsed_tamper.ok()) {
     return absl::InvalidArgumentError(
-        "--serve_tampered_state_for_test must be weights, nan or oversize");
+        absl::StrCat("--serve_tampered_state_for_test: ", parsed_tamper.status().message()));
   }
+  const StateTamper state_tamper = *parsed_tamper;
   if (!po.security.auth_token.empty()) {
     po.security.call_token = std::make_shared<CallToken>(po.security.auth_token);
     po.security.peer_verifier = std::make_shared<PeerVerifierSlot>();
@@ -598,12 +576,11 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   // global copy and momentum (8 more) and metadata: 32 bytes per value and
   // 64 MiB leave room for all of them.
   const uint64_t max_state_bytes = 32 * static_cast<uint64_t>(model->num_elements()) + (64 << 20);
-  if (!po.serve_tampered_state_for_test.empty()) {
+  if (state_tamper != StateTamper::kNone) {
     LOG(WARNING) << "dishonest donor (a security test): the states this peer serves are "
                     "tampered with (" << po.serve_tampered_state_for_test << ")";
   }
-  PeerStates states(&state_service, &coordinator, po.security, max_state_bytes,
-                    po.serve_tampered_state_for_test);
+  PeerStates states(&state_service, &coordinator, po.security, max_state_bytes, state_tamper);
 
   so.max_local_samples_per_step = po.max_local_samples_per_step;
   so.bandwidth_mbps = po.bandwidth_mbps;

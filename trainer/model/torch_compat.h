@@ -73,6 +73,31 @@ inline AutocastMode GetAutocast(bool cuda) {
 #endif
 }
 
+// Autocast as it stands for both device types.
+struct AutocastState {
+  AutocastMode cpu;
+  AutocastMode cuda;
+};
+
+inline AutocastState CurrentAutocast() { return {GetAutocast(false), GetAutocast(true)}; }
+
+// Sets `state` for the scope's lifetime and restores what was there before,
+// also when an exception (a c10::Error) leaves the scope.
+class ScopedAutocast {
+ public:
+  explicit ScopedAutocast(const AutocastState& state) : before_(CurrentAutocast()) { Set(state); }
+  ~ScopedAutocast() { Set(before_); }
+  ScopedAutocast(const ScopedAutocast&) = delete;
+  ScopedAutocast& operator=(const ScopedAutocast&) = delete;
+
+ private:
+  static void Set(const AutocastState& s) {
+    SetAutocast(/*cuda=*/false, s.cpu.enabled, s.cpu.dtype);
+    SetAutocast(/*cuda=*/true, s.cuda.enabled, s.cuda.dtype);
+  }
+  const AutocastState before_;
+};
+
 }  // namespace dd::model
 
 #endif  // TRAINER_MODEL_TORCH_COMPAT_H_

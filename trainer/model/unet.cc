@@ -132,11 +132,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     // The recomputation must run under the autocast the forward pass ran
     // under (autocast is off by the time backward runs), or it mixes the
     // saved low-precision activations with float32 weights.
-    for (bool cuda : {false, true}) {
-      const AutocastMode mode = GetAutocast(cuda);
-      ctx->saved_data[cuda ? "autocast_cuda" : "autocast_cpu"] = mode.enabled;
-      ctx->saved_data[cuda ? "autocast_cuda_dtype" : "autocast_cpu_dtype"] = static_cast<int64_t>(mode.dtype);
-    }
+    const AutocastState autocast = CurrentAutocast();
+    ctx->saved_data["autocast"] = std::vector<int64_t>{
+        autocast.cpu.enabled, static_cast<int64_t>(autocast.cpu.dtype), autocast.cuda.enabled,
+        static_cast<int64_t>(autocast.cuda.dtype)};
     ctx->save_for_backward({x, temb, context});
     at::NoGradGuard no_grad;
     return {(*reinterpret_cast<const LayerRef*>(layer))(x, temb, context)};
@@ -151,14 +150,10 @@ struct CheckpointedLayer : public torch::autograd::Function<CheckpointedLayer> {
     at::Tensor out;
     {
       at::AutoGradMode enable(true);
-      AutocastMode before[2] = {GetAutocast(false), GetAutocast(true)};
-      for (bool cuda : {false, true}) {
-        SetAutocast(cuda, ctx->saved_data[cuda ? "autocast_cuda" : "autocast_cpu"].toBool(),
-                    static_cast<at::ScalarType>(
-                        ctx->saved_data[cuda ? "autocast_cuda_dtype" : "autocast_cpu_dtype"].toInt()));
-      }
+      const std::vector<int64_t> saved = ctx->saved_data["autocast"].toIntVector();
+      ScopedAutocast autocast({{saved[0] != 0, static_cast<at::ScalarType>(saved[1])},
+                               {saved[2] != 0, static_cast<at::ScalarType>(saved[3])}});
       out = (*layer)(in[0], in[1], in[2]);
-      for (bool cuda : {false, true}) SetAutocast(cuda, before[cuda].enabled, before[cuda].dtype);
     }
     at::Tensor g = grad_out[0];
     if (g.scalar_type() != out.scalar_type()) g = g.to(out.scalar_type());

@@ -77,11 +77,17 @@ double Median(std::vector<double> v) {
 // Waits for the device: reading one value back finishes the queued work.
 void Sync(const at::Tensor& t) { (void)t.view(-1)[0].item<float>(); }
 
+#ifdef DD_WITH_CUDA
+// The CUDA device index of `device` ("cuda" alone: the current one).
+c10::DeviceIndex CudaIndex(const at::Device& device) {
+  return device.has_index() ? device.index() : c10::cuda::current_device();
+}
+#endif
+
 double PeakMiB(const at::Device& device) {
 #ifdef DD_WITH_CUDA
   if (device.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(
-        device.has_index() ? device.index() : c10::cuda::current_device());
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(device));
     return stats.allocated_bytes[0].peak / 1048576.0;
   }
 #endif
@@ -96,8 +102,7 @@ void ResetPeak(const at::Device& device) {
 #ifdef DD_WITH_CUDA
   if (device.is_cuda()) {
     c10::cuda::CUDACachingAllocator::emptyCache();
-    c10::cuda::CUDACachingAllocator::resetPeakStats(device.has_index() ? device.index()
-                                                                       : c10::cuda::current_device());
+    c10::cuda::CUDACachingAllocator::resetPeakStats(CudaIndex(device));
   }
 #endif
   (void)device;

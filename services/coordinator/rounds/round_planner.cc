@@ -328,7 +328,7 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
         for (const auto& m : round->members()) {
           if (m.outcome() == v1::ROUND_FAILED ||
               (m.outcome() == v1::ROUND_PENDING && silent_ones_out) ||
-              disowned_.count(m.peer_id()) > 0) {
+              disowned_.contains(m.peer_id())) {
             continue;
           }
           eligible.push_back(m.peer_id());
@@ -337,7 +337,7 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
       if (!eligible.empty()) break;
     }
     for (const std::string& id : eligible) {
-      if (departed_.count(id) > 0) departed.insert(id);
+      if (departed_.contains(id)) departed.insert(id);
     }
   }
   if (eligible.empty() && made_by == 0 && step > 0) {
@@ -382,16 +382,26 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   return out;
 }
 
+void RoundPlanner::RecentIds::Add(const std::string& id) {
+  if (!added_.emplace(id, next_).second) return;
+  order_.emplace(next_++, id);
+  if (order_.size() > capacity_) {
+    added_.erase(order_.begin()->second);
+    order_.erase(order_.begin());
+  }
+}
+
+void RoundPlanner::RecentIds::Remove(const std::string& id) {
+  auto it = added_.find(id);
+  if (it == added_.end()) return;
+  order_.erase(it->second);
+  added_.erase(it);
+}
+
 void RoundPlanner::Disown(const std::string& peer_id) {
   hashes_.Forget(peer_id);
   absl::MutexLock lock(&mu_);
-  if (disowned_.insert(peer_id).second) {
-    disowned_order_.push_back(peer_id);
-    if (disowned_order_.size() > kDisownedKept) {
-      disowned_.erase(disowned_order_.front());
-      disowned_order_.pop_front();
-    }
-  }
+  disowned_.Add(peer_id);
 }
 
 void RoundPlanner::Forget(const std::string& peer_id, bool hashes) {
@@ -399,13 +409,9 @@ void RoundPlanner::Forget(const std::string& peer_id, bool hashes) {
   absl::MutexLock lock(&mu_);
   reports_.erase(peer_id);
   if (hashes) {
-    departed_.erase(peer_id);  // a new incarnation: it is back
-  } else if (departed_.insert(peer_id).second) {
-    departed_order_.push_back(peer_id);
-    if (departed_order_.size() > kDisownedKept) {
-      departed_.erase(departed_order_.front());
-      departed_order_.pop_front();
-    }
+    departed_.Remove(peer_id);  // a new incarnation: it is back
+  } else {
+    departed_.Add(peer_id);
   }
 
   // A member removed before it said how its rounds ended did not apply

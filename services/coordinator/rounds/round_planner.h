@@ -181,14 +181,27 @@ class RoundPlanner {
   std::map<std::string, PeerReport> reports_ ABSL_GUARDED_BY(mu_);
   std::deque<distdiff::coordinator::v1::Round> rounds_ ABSL_GUARDED_BY(mu_);
   absl::BitGen random_ ABSL_GUARDED_BY(mu_);  // audited parts and auditors
-  // Disowned peers (the newest kDisownedKept).
-  static constexpr size_t kDisownedKept = 4096;
-  std::set<std::string> disowned_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> disowned_order_ ABSL_GUARDED_BY(mu_);
-  // Departed peers (left or fell silent; the newest kDisownedKept): their
-  // missing hash reports no longer hold a confirmation back.
-  std::set<std::string> departed_ ABSL_GUARDED_BY(mu_);
-  std::deque<std::string> departed_order_ ABSL_GUARDED_BY(mu_);
+  // A set of peer ids that keeps the newest `capacity` added (the rounds
+  // they matter for are long gone by the time the oldest is dropped).
+  class RecentIds {
+   public:
+    explicit RecentIds(size_t capacity) : capacity_(capacity) {}
+    bool contains(const std::string& id) const { return added_.count(id) > 0; }
+    void Add(const std::string& id);
+    void Remove(const std::string& id);
+
+   private:
+    const size_t capacity_;
+    uint64_t next_ = 0;
+    std::map<std::string, uint64_t> added_;  // id -> when added
+    std::map<uint64_t, std::string> order_;  // when added -> id
+  };
+  static constexpr size_t kPeersKept = 4096;
+  // Peers evicted by an admin or for a dishonest reduction.
+  RecentIds disowned_ ABSL_GUARDED_BY(mu_){kPeersKept};
+  // Peers that left or fell silent: their missing hash reports no longer
+  // hold a confirmation back.
+  RecentIds departed_ ABSL_GUARDED_BY(mu_){kPeersKept};
 };
 
 }  // namespace dd::coordinator

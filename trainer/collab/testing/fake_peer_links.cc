@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "common/status/status_macros.h"
 #include "trainer/collab/synchronizer.h"
+#include "trainer/collab/tampered_state.h"
 #include "trainer/model/torch_tensors.h"
 
 namespace dd::collab::testing {
@@ -318,15 +319,9 @@ void FakeCollaboration::AlterStatesServedBy(const std::string& peer_id) {
 void FakeCollaboration::Publish(const std::string& id, StateExchange::Snapshot s) {
   absl::MutexLock lock(&mu_);
   if (lying_donors_.count(id) > 0) {
-    std::map<std::string, at::Tensor> tensors;
-    std::map<std::string, std::string> meta;
-    if (model::ParseTensors(s.bytes, &tensors, &meta).ok() && tensors.count("param.w") > 0) {
-      at::Tensor w = tensors["param.w"].clone();
-      w[0] += 0.5f;
-      tensors["param.w"] = w;
-      auto altered = model::SerializeTensors(tensors, meta);
-      if (altered.ok()) s.bytes = std::move(*altered);
-    }
+    // As a trainer run with --serve_tampered_state_for_test=weights serves.
+    auto altered = TamperedState(StateTamper::kWeights, s.bytes, /*max_bytes=*/0);  // unused here
+    if (altered.ok()) s.bytes = std::move(*altered);
   }
   snapshots_[id] = std::move(s);
   wanted_.erase(id);
@@ -348,9 +343,9 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
   std::string found_donor;
   bool nobody_ahead = false;
   // A lying donor answers first (the attack at its most effective), until
-  // the fetching peer refuses it. As in the real
-  // exchange, when every peer asked has answered with a state that is not
-  // newer, nobody is ahead (the session asks again later).
+  // the fetching peer refuses it. As in the real exchange, when every peer
+  // asked has answered with a state that is not newer, nobody is ahead (the
+  // session asks again later).
   auto newer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const std::string& liar : lying_donors_) {
       if (liar != id && refused.count(liar) == 0 && wanted_.count(liar) > 0) return false;
