@@ -198,7 +198,15 @@ absl::Status Run() {
   round_options.initial_global_step = step;
   ChunkLedger* ledger_ptr = ledger->get();
   round_options.persist_step = [ledger_ptr](uint64_t s) { return ledger_ptr->SetGlobalStep(s); };
-  if (step > 0) LOG(INFO) << "continuing at global step " << step;
+  if (step > 0) {
+    // The rounds that made the step went with the old process: the peers
+    // it knew confirm the weights of the step in their place.
+    for (const auto& peer : (*ledger)->ActivePeers()) {
+      round_options.members_at_start.push_back(peer.peer_id());
+    }
+    LOG(INFO) << "continuing at global step " << step << " with "
+              << round_options.members_at_start.size() << " peers known";
+  }
   // Prometheus metrics on --http_port: every RPC, the rounds, and the run's
   // state.
   dd::metrics::MetricsRegistry registry;

@@ -35,6 +35,11 @@ cleanup() {
     echo "== logs (failure)"
     "${compose[@]}" logs --tail=30 2>&1 | tail -80 || true
     "${peer_compose[@]}" logs --tail=30 2>&1 | tail -40 || true
+    # The whole logs, for a closer look than the tails above.
+    mkdir -p "$repo/out/compose_test"
+    "${compose[@]}" logs --no-color > "$repo/out/compose_test/servers.log" 2>&1 || true
+    "${peer_compose[@]}" logs --no-color > "$repo/out/compose_test/remote.log" 2>&1 || true
+    echo "   whole logs: $repo/out/compose_test/"
   fi
   if [ -f "$work/compose.env" ]; then
     "${peer_compose[@]}" down -v --remove-orphans > /dev/null 2>&1 || true

@@ -347,6 +347,45 @@ TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {
   }
 }
 
+// The coordinator and peer c die together (SIGKILL) after step 2; the
+// coordinator comes back on its ledger, and d joins late. With target 12 and
+// at most 4 samples per peer a step, a and b cannot step without d, so d
+// must download the state of the step the coordinator restarted at, which no
+// round of the new process made: a and b, the peers the restarted
+// coordinator knew, confirm its hash (c, dead, falls silent). Before the
+// restarted coordinator let them, d gave up with DATA_LOSS and the run hung.
+TEST_F(CollabTrainingTest, ALateJoinerAfterACoordinatorRestartTakesTheStateTheKnownPeersConfirm) {
+  const std::string config =
+      R"({"run_id": "restart-join", "target_batch_size": 12, "max_steps": 6, "codec": "none"})";
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(config));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
+  Subprocess c = StartPeer("c", {"--max_local_samples_per_step=4"});
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 2));
+  c.Signal(SIGKILL);
+  coordinator_->Signal(SIGKILL);
+  (void)c.Wait(absl::Seconds(10));
+  (void)coordinator_->Wait(absl::Seconds(10));
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(config, coordinator_port_));
+  Subprocess d = StartPeer("d", {"--max_local_samples_per_step=4"});
+  for (auto [p, name] : {std::pair{&a, "a"}, {&b, "b"}, {&d, "d"}}) {
+    ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(*p, name, absl::Minutes(5)));
+  }
+  const std::string dlog = testing::ReadLog(dir_ + "/d.log");
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(dlog, m, std::regex("downloaded the state of global step ([0-9]+)")))
+      << dlog;
+  const int joined_at = std::stoi(m[1]);
+  EXPECT_GE(joined_at, 2) << dlog;
+  std::map<int, std::string> agreed =
+      AgreedStepHashes({{"a", testing::ReadLog(dir_ + "/a.log")},
+                        {"b", testing::ReadLog(dir_ + "/b.log")},
+                        {"d", dlog}});
+  EXPECT_EQ(agreed.rbegin()->first, 6);
+  // d trained in the steps after it joined (no step opens without it).
+  EXPECT_EQ(StepHashes(dlog).rbegin()->first, 6) << dlog;
+}
+
 // The dataset service is SIGKILLed after the first global step and comes
 // back on the same port 6 s later. Each peer holds two downloaded chunks
 // ahead of the one it trains and fetches the next one every second step, so

@@ -119,11 +119,15 @@ absl::Status PeerSession::CloseLocalRow() {
   return s;
 }
 
+void PeerSession::RecordHash(uint64_t step, std::string hash) {
+  stats_.hashes[step] = std::move(hash);
+  if (stats_.hashes.size() > SessionStats::kHashesKept) stats_.hashes.erase(stats_.hashes.begin());
+}
+
 void PeerSession::ResolveHash() {
   if (!pending_hash_.has_value()) return;
   const std::string hash = pending_hash_->hash.get();
-  stats_.hashes[pending_hash_->step] = hash;
-  if (stats_.hashes.size() > SessionStats::kHashesKept) stats_.hashes.erase(stats_.hashes.begin());
+  RecordHash(pending_hash_->step, hash);
   LOG(INFO) << pending_hash_->line << hash.substr(0, 16);
   pending_hash_.reset();
 }
@@ -617,7 +621,7 @@ absl::Status PeerSession::Resynchronise() {
     const std::string hash = sync_->Hash();
     // The newest hash now names the downloaded weights (the next report
     // carries it to the coordinator's vote).
-    stats_.hashes[applied_] = hash;
+    RecordHash(applied_, hash);
     LOG(INFO) << "resynchronised (" << resync_why_ << "): downloaded the state of global step "
               << snapshot->global_step << " (" << snapshot->bytes.size() << " bytes), params "
               << hash.substr(0, 16);
@@ -630,6 +634,10 @@ absl::Status PeerSession::Resynchronise() {
     sync_->Drop();
     applied_ = next_step_ = resync_target_;
     if (sync_->mode() == SyncMode::kGradients) model_->SetStep(static_cast<int64_t>(applied_));
+    // These are the weights of the step now: its hash goes to the vote, so
+    // that a peer downloading them can have them confirmed (after a
+    // coordinator restart no round that made the step is left to).
+    RecordHash(applied_, sync_->Hash());
   }
   NextWindow();
   state_ = applied_ >= static_cast<uint64_t>(options_.max_steps) ? PeerState::kDone

@@ -89,8 +89,9 @@ struct SessionStats {
   int64_t states_refused = 0;  // downloaded states whose hash the members did not confirm
   int64_t diverged = 0;        // times the coordinator found this peer's hash outvoted
   uint64_t bytes_sent = 0, bytes_received = 0;
-  // The shared weights' hash after each global step this peer applied (the
-  // newest kHashesKept, so a run of any length holds a bounded record).
+  // The shared weights' hash after each global step this peer applied, or
+  // went on from when nobody applied it (then the step before's weights);
+  // the newest kHashesKept, so a run of any length holds a bounded record.
   static constexpr size_t kHashesKept = 1024;
   std::map<uint64_t, std::string> hashes;
 };
@@ -159,6 +160,9 @@ class PeerSession {
   // window (time, compute, bytes).
   double SinceRecord() const;
   void NextRecord();
+  // Keeps `hash` as that of the shared weights after `step` (the newest
+  // SessionStats::kHashesKept); the next report carries the oldest new one.
+  void RecordHash(uint64_t step, std::string hash);
   // Waits for the hash of the last step applied, records it and logs the
   // step's line. Called before anything writes the weights the hash reads
   // (the next update, outputs, a downloaded state) and at the end.

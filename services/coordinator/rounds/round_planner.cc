@@ -32,7 +32,7 @@ std::vector<double> SpanShares(const std::vector<double>& bandwidth_mbps) {
 namespace v1 = ::distdiff::coordinator::v1;
 
 RoundPlanner::RoundPlanner(RoundPlannerOptions options, Clock* clock)
-    : options_(options), clock_(clock) {
+    : options_(std::move(options)), clock_(clock), started_(clock->Now()) {
   absl::MutexLock lock(&mu_);
   global_step_ = options_.initial_global_step;
 }
@@ -311,12 +311,21 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   uint64_t made_by = step;
   std::vector<std::string> eligible;
   std::set<std::string> departed;
+  bool silent_members_at_start_out = false;
   {
     absl::MutexLock lock(&mu_);
     for (; made_by > 0; --made_by) {  // to step 0 at most: the initial weights
       const v1::Round* round = nullptr;
       for (const auto& r : rounds_) {
         if (r.round_id() == made_by) round = &r;  // round ids are global_step + 1
+      }
+      if (round == nullptr && made_by == options_.initial_global_step) {
+        // The step this coordinator started at: the round that made it is
+        // gone with the old process; the peers it knew stand in for it.
+        for (const std::string& id : options_.members_at_start) {
+          if (!disowned_.contains(id)) eligible.push_back(id);
+        }
+        silent_members_at_start_out = clock_->Now() > started_ + options_.report_ttl;
       }
       if (round == nullptr) break;
       eligible.clear();
@@ -353,10 +362,13 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   }
   const std::map<std::string, std::string> votes = hashes_.VotesFor(made_by);
   // A member that applied the step and departed before reporting its hash
-  // (it died in between) has nothing more to say about it.
+  // (it died in between) has nothing more to say about it; nor, past
+  // report_ttl, has a peer known at the start that never said (one that is
+  // downloading the step's state cannot).
   eligible.erase(std::remove_if(eligible.begin(), eligible.end(),
                                 [&](const std::string& id) {
-                                  return departed.count(id) > 0 && votes.count(id) == 0;
+                                  return (departed.count(id) > 0 || silent_members_at_start_out) &&
+                                         votes.count(id) == 0;
                                 }),
                  eligible.end());
   if (eligible.empty()) {

@@ -48,6 +48,11 @@ struct RoundPlannerOptions {
   size_t rounds_kept = 100;
   // Where the step count starts (a restarted coordinator: the persisted one).
   uint64_t initial_global_step = 0;
+  // A restarted coordinator: the peers active in the ledger when it started.
+  // The rounds that made initial_global_step went with the old process, so
+  // these peers confirm that step's weights in the round's place (see
+  // ConfirmedHash); a peer that joined since cannot vote for it.
+  std::vector<std::string> members_at_start;
   // Makes the new step durable before a round for the old one is handed
   // out (called under the planner's lock): when it fails the round does not
   // open and the report fails with its status, so a restarted coordinator
@@ -137,7 +142,10 @@ class RoundPlanner {
   // the round reported it. A round nobody applied (every member failed it,
   // or an audit failed it) left the weights of the step before, so the
   // round before confirms it; back to step 0, `initial` says so. Never for
-  // a round no longer kept.
+  // a round no longer kept. A restarted coordinator keeps no round that made
+  // its initial step: options.members_at_start stand for that round's
+  // members (those silent for report_ttl after the start count no more, as
+  // silent members of a round do).
   // (The answer is GetStepHash's, protos/coordinator.proto.)
   distdiff::coordinator::v1::GetStepHashResponse ConfirmedHash(uint64_t step);
 
@@ -173,6 +181,7 @@ class RoundPlanner {
 
   const RoundPlannerOptions options_;
   Clock* const clock_;
+  const absl::Time started_;  // members_at_start fall silent from here
 
   HashVote hashes_;  // thread-safe itself
 

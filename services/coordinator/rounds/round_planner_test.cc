@@ -414,6 +414,55 @@ TEST(RoundPlanner, AStepsHashIsConfirmedByMostOfTheMembersThatAppliedIt) {
   EXPECT_FALSE(planner.ConfirmedHash(0).confirmed());
 }
 
+// A restarted coordinator (at step 7, knowing a, b and c from its ledger)
+// keeps no round that made step 7: the peers it knew confirm it instead.
+TEST(RoundPlanner, ARestartedPlannersFirstStepIsConfirmedByThePeersItKnew) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 4;
+  o.initial_global_step = 7;
+  o.members_at_start = {"a", "b", "c", "liar"};
+  RoundPlanner planner(o, &clock);
+  planner.Disown("liar");  // evicted since: its word does not count
+  planner.JudgeHash("liar", 7, "bad7");
+  planner.JudgeHash("a", 7, "a7");
+  v1::GetStepHashResponse h = planner.ConfirmedHash(7);
+  EXPECT_FALSE(h.confirmed()) << "1 of a, b, c";
+  EXPECT_EQ(h.eligible(), 3u);
+  // A peer that joined after the restart was not there: its vote is none.
+  planner.JudgeHash("newcomer", 7, "a7");
+  EXPECT_FALSE(planner.ConfirmedHash(7).confirmed());
+  planner.JudgeHash("b", 7, "a7");
+  h = planner.ConfirmedHash(7);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "a7");
+  EXPECT_EQ(h.votes(), 2u);
+  // Steps before the restart stay unknown: their rounds are gone.
+  EXPECT_FALSE(planner.ConfirmedHash(6).confirmed());
+  EXPECT_FALSE(planner.ConfirmedHash(6).initial());
+
+  // Another restart: only a says; c is downloading (it cannot say) and b
+  // left. Until report_ttl has passed since the start c still counts.
+  o.members_at_start = {"a", "b", "c"};
+  RoundPlanner restarted(o, &clock);
+  restarted.JudgeHash("a", 7, "a7");
+  restarted.Forget("b", /*hashes=*/false);
+  h = restarted.ConfirmedHash(7);
+  EXPECT_FALSE(h.confirmed()) << "1 of a and c";
+  EXPECT_EQ(h.eligible(), 2u);
+  clock.Advance(o.report_ttl + absl::Seconds(1));
+  h = restarted.ConfirmedHash(7);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.eligible(), 1u);
+  // Round 8 (step 8) fails for every member: step 7's weights stand, and
+  // the peers known at the start still confirm them.
+  for (const char* id : {"a", "c"}) ASSERT_TRUE(restarted.Report(id, 7, 2, 1, 0, Info).ok());
+  for (const char* id : {"a", "c"}) ASSERT_TRUE(restarted.RecordResult(id, 8, false, 1).ok());
+  h = restarted.ConfirmedHash(8);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "a7");
+}
+
 TEST(RoundPlanner, AStepNobodyAppliedSinceTheStartHasTheInitialWeights) {
   FakeClock clock;
   RoundPlannerOptions o;
