@@ -104,6 +104,10 @@ DEFINE_bool(client_only, false, "Peer mode: not reachable; averages without redu
 DEFINE_string(peer_name, "", "Peer mode: name shown by ddctl peers.");
 DEFINE_int64(max_local_samples_per_step, 0,
              "Peer mode: stop accumulating at this many samples and wait for the round (0: no cap).");
+DEFINE_int32(linger_after_run_s, 120,
+             "Peer mode: after the last step, serve the final state this many seconds at most "
+             "while other live peers are behind it (one left out of the last round catches up "
+             "from it); 0: stop at once.");
 DEFINE_double(bandwidth_mbps, 0,
               "Peer mode: this peer's upload capacity in Mbit/s (hivemind's --bandwidth); the "
               "coordinator gives it a span to reduce in proportion, within 4x of the median "
@@ -215,6 +219,10 @@ absl::Status Run(int, char**) {
       return absl::InvalidArgumentError("--bandwidth_mbps must be in [0, 1e6]");
     }
     po.bandwidth_mbps = FLAGS_bandwidth_mbps;
+    if (FLAGS_linger_after_run_s < 0 || FLAGS_linger_after_run_s > 86400) {
+      return absl::InvalidArgumentError("--linger_after_run_s must be in [0, 86400]");
+    }
+    po.linger_after_run = absl::Seconds(FLAGS_linger_after_run_s);
     po.codec = FLAGS_averaging_codec;
     po.nan_contribution_at_step_for_test = FLAGS_nan_contribution_at_step_for_test;
     po.scale_reduced_means_for_test = FLAGS_scale_reduced_means_for_test;

@@ -443,6 +443,7 @@ absl::StatusOr<v1::ListPeersResponse> CoordinatorCore::ListPeers(const v1::ListP
     e->set_joined_unix_ms(rec->second.joined_unix_ms());
     e->set_last_heartbeat_unix_ms(absl::ToUnixMillis(s.last_heartbeat));
     e->set_leased_chunks(ledger_->LeasesHeldBy(s.peer_id));
+    e->set_global_step(s.reported_step);
   }
   return response;
 }
@@ -474,7 +475,11 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   // A report is a sign of life too, with a fresher rate than the last
   // heartbeat's (the status page and samples/s show it).
   RETURN_IF_ERROR(CheckRate(request.samples_per_second()));
-  if (absl::Status s = liveness_->Heartbeat(peer, request.samples_per_second()); !s.ok()) return s;
+  if (absl::Status s =
+          liveness_->Heartbeat(peer, request.samples_per_second(), request.global_step());
+      !s.ok()) {
+    return s;
+  }
   // How its recent rounds ended for it (a round aged out of the planner's
   // record is no error: the peer may have been away).
   if (request.round_results_size() > 16) {

@@ -577,6 +577,15 @@ TEST_F(CoordinatorCoreTest, ProgressReportsOpenRoundsWithReachableReducers) {
   }
   EXPECT_EQ(core_->GetRunState({})->global_step(), 1u);
   EXPECT_EQ(report(a, 0, 1).status().code(), absl::StatusCode::kFailedPrecondition);
+  // Each peer is listed with the step of its last report (what a peer that
+  // finished looks at before it stops serving its state).
+  v1::ReportProgressRequest done;
+  *done.mutable_peer() = b;
+  done.set_global_step(1);
+  done.set_finished(true);
+  ASSERT_TRUE(core_->ReportProgress(done).ok());
+  EXPECT_EQ(Peers()[a.peer_id()].global_step(), 0u);
+  EXPECT_EQ(Peers()[b.peer_id()].global_step(), 1u);
   v1::PeerRef stranger;
   stranger.set_peer_id("peer-9-000000");
   EXPECT_EQ(report(stranger, 1, 1).status().code(), absl::StatusCode::kNotFound);

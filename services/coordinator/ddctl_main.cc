@@ -94,15 +94,15 @@ absl::Status Run(int argc, char** argv) {
     v1::ListPeersResponse r;
     grpc::Status st = stub->ListPeers(ctx.get(), {}, &r);
     if (!st.ok()) return dd::FromGrpcStatus(st, "ListPeers");
-    std::cout << absl::StrFormat("%-20s %4s %-12s %-22s %7s %9s %9s  %s\n", "peer", "inc",
-                                 "reachability", "address", "leases", "samples/s", "heartbeat",
-                                 "name");
+    std::cout << absl::StrFormat("%-20s %4s %-12s %-22s %6s %7s %9s %9s  %s\n", "peer", "inc",
+                                 "reachability", "address", "step", "leases", "samples/s",
+                                 "heartbeat", "name");
     for (const auto& p : r.peers()) {
-      std::cout << absl::StrFormat("%-20s %4d %-12s %-22s %7d %9.1f %9s  %s\n", p.peer_id(),
+      std::cout << absl::StrFormat("%-20s %4d %-12s %-22s %6d %7d %9.1f %9s  %s\n", p.peer_id(),
                                    p.incarnation(), ReachabilityName(p.reachability()),
-                                   p.address().empty() ? "-" : p.address(), p.leased_chunks(),
-                                   p.samples_per_second(), Time(p.last_heartbeat_unix_ms()),
-                                   p.display_name());
+                                   p.address().empty() ? "-" : p.address(), p.global_step(),
+                                   p.leased_chunks(), p.samples_per_second(),
+                                   Time(p.last_heartbeat_unix_ms()), p.display_name());
     }
     return absl::OkStatus();
   }

@@ -304,18 +304,12 @@ TEST_F(CollabTrainingTest, OuterStepsLateJoinerCatchesUpAndAKilledPeerDoesNotSto
   std::smatch ma, mc;
   ASSERT_TRUE(std::regex_search(la, ma, final_line)) << la;
   ASSERT_TRUE(std::regex_search(lc, mc, final_line)) << lc;
-  // Both end with the same weights when both applied the last step. With
-  // b gone every round needs a and c; when one of them is left out of the
-  // last round and the other has finished and left, nobody can serve the
-  // last state: the one left out ends on the weights it holds (a limit of
-  // runs without a peer that lingers to serve; seen in 11 of 12 runs of
-  // this test alone, at four commits).
-  if (StepHashes(la).count(7) > 0 && StepHashes(lc).count(7) > 0) {
-    EXPECT_EQ(ma[1].str(), mc[1].str());
-  } else {
-    EXPECT_NE((la + lc).find("no live peer could serve its training state"), std::string::npos)
-        << la << lc;
-  }
+  // Both end with the same weights. With b gone every round needs a and c;
+  // one of them left out of the last round takes the last state from the
+  // other, which serves it after finishing while a peer is behind (before
+  // peers lingered, the one left out ended on weights of its own in 11 of
+  // 12 runs of this test).
+  EXPECT_EQ(ma[1].str(), mc[1].str()) << la << lc;
 }
 
 TEST_F(CollabTrainingTest, CoordinatorKilledAndRestartedMidRunTheRunContinues) {

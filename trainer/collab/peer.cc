@@ -2,6 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <thread>
@@ -81,6 +82,12 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
   }
   absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) override {
     return client_->GetStepHash(step);
+  }
+  absl::StatusOr<size_t> PeersBehind(uint64_t step) override {
+    ASSIGN_OR_RETURN(std::vector<cv1::PeerEntry> peers, client_->ListPeers());
+    return static_cast<size_t>(std::count_if(peers.begin(), peers.end(), [&](const auto& p) {
+      return p.peer_id() != client_->peer_id() && p.global_step() < step;
+    }));
   }
   void SetSamplesPerSecond(double rate) override { heartbeats_.SetRate(rate); }
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
@@ -584,6 +591,7 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
 
   so.max_local_samples_per_step = po.max_local_samples_per_step;
   so.bandwidth_mbps = po.bandwidth_mbps;
+  so.linger = po.linger_after_run;
   // A collaboration's designated writer checkpoints only when asked to
   // (--save_steps > 0), then also after the last step.
   so.outputs = {po.trainer.save_steps, po.trainer.image_log_steps, po.trainer.save_steps > 0};

@@ -43,6 +43,8 @@ struct PeerOptions {
   int64_t max_local_samples_per_step = 0;
   // Declared upload capacity (Mbit/s) reported with progress; 0: none.
   double bandwidth_mbps = 0;
+  // SessionOptions::linger.
+  absl::Duration linger_after_run = absl::Seconds(120);
   std::string codec = "";  // averaging codec; empty: the run config's, else none
   absl::Duration sender_timeout = absl::Seconds(10);
   absl::Duration reducer_timeout = absl::Seconds(20);

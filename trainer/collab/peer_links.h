@@ -46,6 +46,9 @@ class CoordinatorLink {
   // The hash of the shared weights after global step `step` as the members
   // of its round confirm it (GetStepHash in protos/coordinator.proto).
   virtual absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) = 0;
+  // The other live peers whose last report named a global step below
+  // `step` (they may still need a state of it).
+  virtual absl::StatusOr<size_t> PeersBehind(uint64_t step) = 0;
   // This peer's training rate, sent with its heartbeats.
   virtual void SetSamplesPerSecond(double rate) = 0;
   // Hands the sample grid written at `path` for `step` to the coordinator's

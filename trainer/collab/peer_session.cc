@@ -58,7 +58,43 @@ PeerSession::~PeerSession() {
 absl::Status PeerSession::Run() {
   while (state_ != PeerState::kDone) RETURN_IF_ERROR(Advance());
   ResolveHash();
-  return CloseLocalRow();  // the last one holds the last round's traffic and wait
+  absl::Status closed = CloseLocalRow();  // the last one holds the last round's traffic and wait
+  Linger();
+  return closed;
+}
+
+void PeerSession::Linger() {
+  // Without it, a peer left out of the last round (or joining at the end)
+  // found nobody to serve the last step's state once the others had
+  // finished, and ended on weights of its own.
+  if (options_.linger <= absl::ZeroDuration()) return;
+  Publish(/*current=*/true);
+  const absl::Time give_up = absl::Now() + options_.linger;
+  absl::Time reported = absl::InfinitePast();
+  bool told = false;
+  while (true) {
+    if (absl::Now() - reported >= options_.report_refresh) {
+      // Tells the coordinator this peer is done (and the final hash, which
+      // confirms the state it serves); renewed so a restarted coordinator
+      // learns it too.
+      FlushRoundResults(/*always=*/true);
+      reported = absl::Now();
+    }
+    auto behind = coordinator_->PeersBehind(applied_);
+    if (!behind.ok() || *behind == 0) break;
+    if (absl::Now() >= give_up) {
+      LOG(WARNING) << "stopped serving the final state after " << options_.linger << ": "
+                   << *behind << " peers still behind global step " << applied_;
+      break;
+    }
+    if (!told) {
+      LOG(INFO) << "run finished; serving the state of global step " << applied_ << " while "
+                << *behind << " peers are behind (at most " << options_.linger << ")";
+      told = true;
+    }
+    absl::SleepFor(std::min(options_.report_refresh, absl::Seconds(1)));
+  }
+  states_->StopServingCurrent();
 }
 
 absl::Status PeerSession::Advance() {
@@ -504,10 +540,10 @@ void PeerSession::AttachHash(cv1::ReportProgressRequest* request, bool only_new)
   last_reported_hash_step_ = it->first;
 }
 
-void PeerSession::FlushRoundResults() {
+void PeerSession::FlushRoundResults(bool always) {
   cv1::ReportProgressRequest request;
-  AttachHash(&request, /*only_new=*/true);
-  if (round_results_.empty() && request.params_hash().empty()) return;
+  AttachHash(&request, /*only_new=*/!always);
+  if (!always && round_results_.empty() && request.params_hash().empty()) return;
   request.set_finished(true);  // joins no round
   request.set_global_step(next_step_);
   request.set_after_round_id(last_round_id_);

@@ -66,6 +66,10 @@ struct SessionOptions {
   // member that applied it before it concludes that none did (a member may
   // still be applying it when first asked).
   absl::Duration resync_patience = absl::Seconds(15);
+  // A peer that finished the run serves its final state this long at most
+  // while other live peers are behind (one left out of the last round
+  // catches up from it); zero: it stops at once.
+  absl::Duration linger = absl::Seconds(120);
   // Outputs of the round's designated writer (its first member), on the
   // schedule every run uses (training/run_loop.h).
   training::OutputSchedule outputs{0, 0, /*checkpoint_at_end=*/false};
@@ -145,8 +149,9 @@ class PeerSession {
   // if not reported yet, in a report that joins no round: before the
   // session ends (the coordinator counts a round whose members stay silent
   // as failed) and before a resynchronisation (the members' hashes confirm
-  // downloaded states).
-  void FlushRoundResults();
+  // downloaded states). With `always`, a report is sent even with nothing
+  // new (the newest hash again): it tells where this peer stands.
+  void FlushRoundResults(bool always = false);
   // Adds the oldest hash not reported yet to `request` (else, unless
   // `only_new`, the newest again).
   void AttachHash(cv1::ReportProgressRequest* request, bool only_new);
@@ -169,6 +174,9 @@ class PeerSession {
   void ResolveHash();
   // Writes the open local-step row (outer steps), if any.
   absl::Status CloseLocalRow();
+  // After the last step: serves the final state while other live peers are
+  // behind, for at most options_.linger.
+  void Linger();
 
   // Fixed after construction.
   const SessionOptions options_;

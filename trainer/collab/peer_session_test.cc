@@ -33,6 +33,9 @@ SessionOptions Options(int64_t max_steps, int64_t cap = 0) {
   // Long enough for the members' hashes to confirm a downloaded state on a
   // loaded machine.
   so.resync_patience = absl::Seconds(2);
+  // A peer that ends early (a test's fault) holds the others' end this long
+  // at most.
+  so.linger = absl::Seconds(2);
   return so;
 }
 
@@ -335,6 +338,37 @@ TEST(PeerSessionTest, AnAbandonedRoundIsAppliedByNobodyAndNobodyDownloadsIt) {
   }
   EXPECT_EQ(c.fetches(), 0) << "nobody looked for a state of the abandoned step";
   EXPECT_EQ(peers[0]->model.ParameterHash(), peers[1]->model.ParameterHash());
+}
+
+// a and b finish the run; c, known to the collaboration but not yet
+// started, joins only then. a and b serve their final state while c is
+// behind, so c ends with their weights; with linger 0 nobody serves it and
+// c ends on weights of its own.
+TEST(PeerSessionTest, PeersThatFinishedServeTheFinalStateWhileAnotherIsBehind) {
+  for (absl::Duration linger : {absl::Seconds(30), absl::ZeroDuration()}) {
+    SCOPED_TRACE(absl::StrCat("linger ", absl::FormatDuration(linger)));
+    FakeCollaboration c(8);
+    SessionOptions so = Options(3, /*cap=*/4);
+    so.linger = linger;
+    std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
+    peers.push_back(MakePeer(c, "c", 4, so, SyncConfig{}));
+    std::vector<std::thread> threads;
+    for (int i : {0, 1}) threads.emplace_back([&p = peers[i]] { p->result = p->session->Run(); });
+    // Until a and b have both said they are done.
+    while (c.PeersBehind("c", 3) > 0) absl::SleepFor(absl::Milliseconds(1));
+    Peer& late = *peers[2];
+    late.result = late.session->Run();
+    for (auto& t : threads) t.join();
+    for (auto& p : peers) ASSERT_TRUE(p->result.ok()) << p->id << ": " << p->result;
+    EXPECT_EQ(peers[0]->model.weights(), peers[1]->model.weights());
+    if (linger > absl::ZeroDuration()) {
+      EXPECT_EQ(late.session->stats().resyncs, 1);
+      EXPECT_EQ(late.model.weights(), peers[0]->model.weights());
+      EXPECT_EQ(late.session->stats().hashes.at(3), peers[0]->session->stats().hashes.at(3));
+    } else {
+      EXPECT_NE(late.model.weights(), peers[0]->model.weights());
+    }
+  }
 }
 
 TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {

@@ -77,7 +77,8 @@ void PeerLiveness::OnProbeDone(const std::string& peer_id, uint64_t incarnation,
   }
 }
 
-absl::Status PeerLiveness::Heartbeat(const PeerHandle& peer, double samples_per_second) {
+absl::Status PeerLiveness::Heartbeat(const PeerHandle& peer, double samples_per_second,
+                                     std::optional<uint64_t> reported_step) {
   if (absl::Status s = ledger_->CheckPeer(peer); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto it = peers_.find(peer.peer_id);
@@ -86,6 +87,7 @@ absl::Status PeerLiveness::Heartbeat(const PeerHandle& peer, double samples_per_
   }
   it->second.status.last_heartbeat = clock_->Now();
   it->second.status.samples_per_second = samples_per_second;
+  if (reported_step.has_value()) it->second.status.reported_step = *reported_step;
   return absl::OkStatus();
 }
 

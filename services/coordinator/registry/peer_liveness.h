@@ -45,6 +45,7 @@ struct PeerStatus {
   std::string address;  // the public address probed (may be unreachable)
   double samples_per_second = 0;
   absl::Time last_heartbeat;
+  uint64_t reported_step = 0;  // of its last progress report
 };
 
 class PeerLiveness {
@@ -58,8 +59,10 @@ class PeerLiveness {
   // incarnation) and probes it.
   void OnJoined(const PeerHandle& peer, const std::string& public_address, bool client_only);
 
-  // Records a heartbeat. NotFound / FailedPrecondition as ChunkLedger::CheckPeer.
-  absl::Status Heartbeat(const PeerHandle& peer, double samples_per_second);
+  // Records a heartbeat (a progress report is one too, with the global step
+  // it names). NotFound / FailedPrecondition as ChunkLedger::CheckPeer.
+  absl::Status Heartbeat(const PeerHandle& peer, double samples_per_second,
+                         std::optional<uint64_t> reported_step = std::nullopt);
 
   // Stops tracking a peer (Membership removed it); with `incarnation`, only
   // if that is the one tracked.

@@ -143,6 +143,7 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
                                                  result.averaging_seconds());
       if (!s.ok() && !absl::IsNotFound(s)) return s;
     }
+    c_->RecordReportedStep(id_, request.global_step());
     cv1::ReportProgressResponse r;
     if (request.finished()) {
       r.set_global_step(c_->planner_.global_step());
@@ -170,6 +171,7 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   absl::StatusOr<cv1::GetStepHashResponse> StepHash(uint64_t step) override {
     return c_->planner_.ConfirmedHash(step);
   }
+  absl::StatusOr<size_t> PeersBehind(uint64_t step) override { return c_->PeersBehind(id_, step); }
   void SetSamplesPerSecond(double) override {}
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
     c_->RecordUpload(id_, step, path);
@@ -181,8 +183,8 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
     return c_->Average(id_, round, values, weight, errors);
   }
   bool Wanted() const override { return c_->Wanted(id_); }
-  void Publish(Snapshot s, bool) override { c_->Publish(id_, std::move(s)); }
-  void StopServingCurrent() override {}
+  void Publish(Snapshot s, bool current) override { c_->Publish(id_, std::move(s), current); }
+  void StopServingCurrent() override { c_->StopServingCurrent(id_); }
   absl::StatusOr<Snapshot> FetchNewer(uint64_t step, const std::set<std::string>& refused) override {
     return c_->FetchNewer(id_, step, refused);
   }
@@ -225,6 +227,21 @@ void FakeCollaboration::RecordUpload(const std::string& peer_id, uint64_t step,
                                      const std::string& path) {
   absl::MutexLock lock(&mu_);
   uploads_.push_back(absl::StrCat(peer_id, " ", step, " ", path));
+}
+
+void FakeCollaboration::RecordReportedStep(const std::string& peer_id, uint64_t step) {
+  absl::MutexLock lock(&mu_);
+  reported_steps_[peer_id] = step;
+}
+
+size_t FakeCollaboration::PeersBehind(const std::string& peer_id, uint64_t step) {
+  absl::MutexLock lock(&mu_);
+  size_t behind = 0;
+  for (const auto& [id, link] : links_) {  // every peer made: joined
+    auto it = reported_steps_.find(id);
+    behind += id != peer_id && (it == reported_steps_.end() || it->second < step);
+  }
+  return behind;
 }
 
 void FakeCollaboration::FailRound(uint64_t id) {
@@ -316,8 +333,13 @@ void FakeCollaboration::AlterStatesServedBy(const std::string& peer_id) {
   lying_donors_.insert(peer_id);
 }
 
-void FakeCollaboration::Publish(const std::string& id, StateExchange::Snapshot s) {
+void FakeCollaboration::Publish(const std::string& id, StateExchange::Snapshot s, bool current) {
   absl::MutexLock lock(&mu_);
+  if (current) {
+    serving_current_.insert(id);
+  } else {
+    serving_current_.erase(id);
+  }
   if (lying_donors_.count(id) > 0) {
     // As a trainer run with --serve_tampered_state_for_test=weights serves.
     auto altered = TamperedState(StateTamper::kWeights, s.bytes, /*max_bytes=*/0);  // unused here
@@ -325,6 +347,11 @@ void FakeCollaboration::Publish(const std::string& id, StateExchange::Snapshot s
   }
   snapshots_[id] = std::move(s);
   wanted_.erase(id);
+}
+
+void FakeCollaboration::StopServingCurrent(const std::string& id) {
+  absl::MutexLock lock(&mu_);
+  serving_current_.erase(id);
 }
 
 bool FakeCollaboration::Wanted(const std::string& id) {
@@ -353,8 +380,8 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
     for (bool liars : {true, false}) {
       for (const auto& [peer, s] : snapshots_) {
         if (lying_donors_.count(peer) > 0 != liars) continue;
-        if (peer != id && s.global_step > step && wanted_.count(peer) == 0 &&
-            refused.count(peer) == 0) {
+        const bool served = wanted_.count(peer) == 0 || serving_current_.count(peer) > 0;
+        if (peer != id && s.global_step > step && served && refused.count(peer) == 0) {
           found = &s;
           found_donor = peer;
           return true;
@@ -364,7 +391,10 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
     bool asked = false;
     for (const auto& [peer, link] : links_) {
       if (peer == id || refused.count(peer) > 0) continue;
-      if (wanted_.count(peer) > 0 || snapshots_.count(peer) == 0) return false;
+      if ((wanted_.count(peer) > 0 && serving_current_.count(peer) == 0) ||
+          snapshots_.count(peer) == 0) {
+        return false;
+      }
       asked = true;
     }
     nobody_ahead = asked;

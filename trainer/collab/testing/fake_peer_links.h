@@ -104,6 +104,11 @@ class FakeCollaboration {
   // Sample grids the peers uploaded: "peer step path", in order.
   std::vector<std::string> uploads();
   void RecordUpload(const std::string& peer_id, uint64_t step, const std::string& path);
+  // The global step each peer's last report named, and the peers other than
+  // `peer_id` whose last report named one below `step`, or that never
+  // reported (CoordinatorLink::PeersBehind).
+  void RecordReportedStep(const std::string& peer_id, uint64_t step);
+  size_t PeersBehind(const std::string& peer_id, uint64_t step);
   // Each Average call sleeps this long first (a slow network).
   void SetRoundDelay(absl::Duration d);
   // The states `peer_id` serves have one weight changed (a lying donor's:
@@ -120,7 +125,11 @@ class FakeCollaboration {
                                                      const cv1::Round& round,
                                                      std::vector<float>* values, double weight,
                                                      averaging::CodecErrors errors);
-  void Publish(const std::string& peer_id, StateExchange::Snapshot s);
+  // As the real state service: a `current` snapshot is served to new
+  // fetches at once until StopServingCurrent; another only to the fetches
+  // that asked for it before it was published.
+  void Publish(const std::string& peer_id, StateExchange::Snapshot s, bool current);
+  void StopServingCurrent(const std::string& peer_id);
   bool Wanted(const std::string& peer_id);
   absl::StatusOr<StateExchange::Snapshot> FetchNewer(const std::string& peer_id, uint64_t step,
                                                      const std::set<std::string>& refused);
@@ -142,9 +151,11 @@ class FakeCollaboration {
   std::set<uint64_t> abandoned_ ABSL_GUARDED_BY(mu_);
   int fetches_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> uploads_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> reported_steps_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> serving_current_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> lying_donors_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::unique_ptr<Links>> links_ ABSL_GUARDED_BY(mu_);
 };
