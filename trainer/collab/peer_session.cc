@@ -670,10 +670,14 @@ absl::Status PeerSession::Resynchronise() {
     sync_->Drop();
     applied_ = next_step_ = resync_target_;
     if (sync_->mode() == SyncMode::kGradients) model_->SetStep(static_cast<int64_t>(applied_));
-    // These are the weights of the step now: its hash goes to the vote, so
-    // that a peer downloading them can have them confirmed (after a
-    // coordinator restart no round that made the step is left to).
-    RecordHash(applied_, sync_->Hash());
+    // Nobody applied the step: these are its weights, and their hash goes
+    // to the vote so a peer downloading them can have them confirmed (after
+    // a coordinator restart no round that made the step is left to). A
+    // peer that only found no donor to serve it (NotFound) holds weights
+    // that may not be the step's, and does not vote for them.
+    if (loaded.code() == absl::StatusCode::kFailedPrecondition) {
+      RecordHash(applied_, sync_->Hash());
+    }
   }
   NextWindow();
   state_ = applied_ >= static_cast<uint64_t>(options_.max_steps) ? PeerState::kDone
