@@ -363,7 +363,10 @@ TEST_F(CollabTrainingTest, ALateJoinerAfterACoordinatorRestartTakesTheStateTheKn
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(config, coordinator_port_));
   Subprocess d = StartPeer("d", {"--max_local_samples_per_step=4"});
   for (auto [p, name] : {std::pair{&a, "a"}, {&b, "b"}, {&d, "d"}}) {
-    ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(*p, name, absl::Minutes(5)));
+    auto code = p->Wait(absl::Minutes(5));
+    ASSERT_TRUE(code.ok() && *code == 0)
+        << name << " did not finish\n== a\n" << testing::ReadLog(dir_ + "/a.log") << "== b\n"
+        << testing::ReadLog(dir_ + "/b.log") << "== d\n" << testing::ReadLog(dir_ + "/d.log");
   }
   const std::string dlog = testing::ReadLog(dir_ + "/d.log");
   std::smatch m;
@@ -378,6 +381,42 @@ TEST_F(CollabTrainingTest, ALateJoinerAfterACoordinatorRestartTakesTheStateTheKn
   EXPECT_EQ(agreed.rbegin()->first, 6);
   // d trained in the steps after it joined (no step opens without it).
   EXPECT_EQ(StepHashes(dlog).rbegin()->first, 6) << dlog;
+}
+
+// b is stopped (SIGSTOP) past the coordinator's heartbeat TTL (5 s) and
+// evicted; a cannot step alone (target 8, 4 samples a peer). Continued, b
+// learns it is no longer a member and stops with an error that says to
+// restart it (before, it trained on unheard and the run hung); restarted,
+// as a container's restart policy would, it joins anew, catches up from a,
+// and the two finish together.
+TEST_F(CollabTrainingTest, APeerEvictedWhileStoppedSaysSoAndARestartFinishesTheRun) {
+  ASSERT_NO_FATAL_FAILURE(StartCoordinator(
+      R"({"run_id": "evicted", "target_batch_size": 8, "max_steps": 5, "codec": "none"})"));
+  Subprocess a = StartPeer("a", {"--max_local_samples_per_step=4"});
+  Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
+  ASSERT_NO_FATAL_FAILURE(WaitForSteps("b", 2));
+  b.Signal(SIGSTOP);
+  auto evicted = [&] {
+    return testing::ReadLog(dir_ + "/coordinator.log").find("evicted (no heartbeat)") !=
+           std::string::npos;
+  };
+  for (int i = 0; i < 600 && !evicted(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  b.Signal(SIGCONT);
+  ASSERT_TRUE(evicted()) << testing::ReadLog(dir_ + "/coordinator.log");
+  auto code = b.Wait(absl::Minutes(2));
+  ASSERT_TRUE(code.ok() && *code != 0) << testing::ReadLog(dir_ + "/b.log");
+  EXPECT_NE(testing::ReadLog(dir_ + "/b.log").find("restart it to join again"), std::string::npos)
+      << testing::ReadLog(dir_ + "/b.log");
+  Subprocess b2 = StartPeer("b2", {"--max_local_samples_per_step=4"});
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(3)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b2, "b2", absl::Minutes(3)));
+  const std::string lb2 = testing::ReadLog(dir_ + "/b2.log");
+  EXPECT_NE(lb2.find("resynchronised (late join)"), std::string::npos) << lb2;
+  std::map<int, std::string> agreed = AgreedStepHashes(
+      {{"a", testing::ReadLog(dir_ + "/a.log")}, {"b", testing::ReadLog(dir_ + "/b.log")}, {"b2", lb2}});
+  EXPECT_EQ(agreed.rbegin()->first, 5);
 }
 
 // The dataset service is SIGKILLed after the first global step and comes

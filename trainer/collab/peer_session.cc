@@ -68,10 +68,9 @@ void PeerSession::Linger() {
   // found nobody to serve the last step's state once the others had
   // finished, and ended on weights of its own.
   if (options_.linger <= absl::ZeroDuration()) return;
-  Publish(/*current=*/true);
   const absl::Time give_up = absl::Now() + options_.linger;
   absl::Time reported = absl::InfinitePast();
-  bool told = false;
+  bool serving = false;
   while (true) {
     if (absl::Now() - reported >= options_.report_refresh) {
       // Tells the coordinator this peer is done (and the final hash, which
@@ -87,14 +86,16 @@ void PeerSession::Linger() {
                    << *behind << " peers still behind global step " << applied_;
       break;
     }
-    if (!told) {
+    if (!serving) {
+      // Only now: a state is a copy of every weight and optimizer moment.
       LOG(INFO) << "run finished; serving the state of global step " << applied_ << " while "
                 << *behind << " peers are behind (at most " << options_.linger << ")";
-      told = true;
+      Publish(/*current=*/true);
+      serving = true;
     }
     absl::SleepFor(std::min(options_.report_refresh, absl::Seconds(1)));
   }
-  states_->StopServingCurrent();
+  if (serving) states_->StopServingCurrent();
 }
 
 absl::Status PeerSession::Advance() {
@@ -278,6 +279,16 @@ absl::Status PeerSession::ReportAndLook() {
       state_ = PeerState::kAveraging;
     }
     return absl::OkStatus();
+  }
+  if (absl::IsNotFound(report.status())) {
+    // Evicted (silent past the coordinator's TTL: a stalled link or
+    // machine) or removed by an admin. Its leases and its place in the
+    // rounds are gone, and what it accumulated counts for nothing: training
+    // on unheard would never end. A restart joins as a new incarnation and
+    // catches up from the others (the containers' restart policies do it).
+    return absl::UnavailableError(absl::StrCat(
+        "this peer is no longer a member of the run (", report.status().message(),
+        "); restart it to join again"));
   }
   if (report.status().code() != absl::StatusCode::kFailedPrecondition) {
     LOG(WARNING) << "progress report: " << report.status();
@@ -566,6 +577,23 @@ std::optional<std::string> PeerSession::AwaitConfirmedHash(uint64_t step) {
   }
 }
 
+absl::StatusOr<StateExchange::Snapshot> PeerSession::FetchConfirmable(
+    uint64_t after, const std::set<std::string>& refused) {
+  ASSIGN_OR_RETURN(StateExchange::Snapshot snapshot, states_->FetchNewer(after, refused));
+  if (snapshot.global_step >= resync_target_) return snapshot;
+  // An older step than the collaboration's (the donor is itself catching
+  // up) whose making round the coordinator no longer keeps (it restarted
+  // since) can never be confirmed: taking it would overwrite this peer's
+  // weights for nothing. The donor serves a newer one once it has one.
+  auto h = coordinator_->StepHash(snapshot.global_step);
+  if (h.ok() && !h->confirmed() && !h->initial() && h->eligible() == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the state served is of global step ", snapshot.global_step,
+        ", which nobody can confirm any more (", h->why(), ")"));
+  }
+  return snapshot;
+}
+
 absl::Status PeerSession::Resynchronise() {
   if (in_flight_) {
     // Its result is superseded by the downloaded state.
@@ -598,12 +626,12 @@ absl::Status PeerSession::Resynchronise() {
       absl::FailedPreconditionError("every member abandoned the round");
   absl::Status loaded = snapshot.status();
   for (int attempt = 0; !abandoned && attempt < kDonorsTried; ++attempt) {
-    snapshot = states_->FetchNewer(after, refused);
+    snapshot = FetchConfirmable(after, refused);
     for (absl::Time give_up = absl::Now() + options_.resync_patience;
          snapshot.status().code() == absl::StatusCode::kFailedPrecondition &&
          absl::Now() < give_up;) {
       absl::SleepFor(absl::Milliseconds(500));
-      snapshot = states_->FetchNewer(after, refused);
+      snapshot = FetchConfirmable(after, refused);
     }
     states_->StopServingCurrent();  // the weights are about to change
     loaded = snapshot.status();

@@ -152,6 +152,12 @@ class PeerSession {
   // downloaded states). With `always`, a report is sent even with nothing
   // new (the newest hash again): it tells where this peer stands.
   void FlushRoundResults(bool always = false);
+  // StateExchange::FetchNewer, except that a state of a step before the
+  // one being caught up to that the coordinator cannot confirm any more
+  // (no round that made it is kept) is FailedPrecondition, as if nobody
+  // were ahead yet: it is not downloaded over this peer's weights.
+  absl::StatusOr<StateExchange::Snapshot> FetchConfirmable(uint64_t after,
+                                                          const std::set<std::string>& refused);
   // Adds the oldest hash not reported yet to `request` (else, unless
   // `only_new`, the newest again).
   void AttachHash(cv1::ReportProgressRequest* request, bool only_new);

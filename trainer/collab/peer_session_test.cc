@@ -371,6 +371,19 @@ TEST(PeerSessionTest, PeersThatFinishedServeTheFinalStateWhileAnotherIsBehind) {
   }
 }
 
+// A peer the coordinator no longer knows (evicted while its link or machine
+// stalled) stops with a clear error instead of training on unheard.
+TEST(PeerSessionTest, AnEvictedPeerStopsAndSaysToRestart) {
+  FakeCollaboration c(8);
+  SessionOptions so = Options(50, /*cap=*/4);
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
+  c.Evict("b");
+  absl::Status b = peers[1]->session->Run();
+  EXPECT_EQ(b.code(), absl::StatusCode::kUnavailable) << b;
+  EXPECT_NE(b.message().find("restart it to join again"), std::string::npos) << b;
+  EXPECT_TRUE(peers[1]->session->stats().hashes.empty());
+}
+
 TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2);  // two peers' contributions close a step

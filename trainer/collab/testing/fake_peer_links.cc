@@ -138,6 +138,9 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   std::string peer_id() const override { return id_; }
   absl::StatusOr<cv1::ReportProgressResponse> Report(
       const cv1::ReportProgressRequest& request) override {
+    if (c_->evicted(id_)) {
+      return absl::NotFoundError(absl::StrCat("peer ", id_, " is not a member of the run (test)"));
+    }
     for (const auto& result : request.round_results()) {
       absl::Status s = c_->planner_.RecordResult(id_, result.round_id(), result.applied(),
                                                  result.averaging_seconds());
@@ -232,6 +235,16 @@ void FakeCollaboration::RecordUpload(const std::string& peer_id, uint64_t step,
 void FakeCollaboration::RecordReportedStep(const std::string& peer_id, uint64_t step) {
   absl::MutexLock lock(&mu_);
   reported_steps_[peer_id] = step;
+}
+
+void FakeCollaboration::Evict(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  evicted_.insert(peer_id);
+}
+
+bool FakeCollaboration::evicted(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  return evicted_.count(peer_id) > 0;
 }
 
 size_t FakeCollaboration::PeersBehind(const std::string& peer_id, uint64_t step) {

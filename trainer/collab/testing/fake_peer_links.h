@@ -108,6 +108,10 @@ class FakeCollaboration {
   // `peer_id` whose last report named one below `step`, or that never
   // reported (CoordinatorLink::PeersBehind).
   void RecordReportedStep(const std::string& peer_id, uint64_t step);
+  // The coordinator no longer knows `peer_id` (evicted): its reports fail
+  // NOT_FOUND, as the real one's do.
+  void Evict(const std::string& peer_id);
+  bool evicted(const std::string& peer_id);
   size_t PeersBehind(const std::string& peer_id, uint64_t step);
   // Each Average call sleeps this long first (a slow network).
   void SetRoundDelay(absl::Duration d);
@@ -152,6 +156,7 @@ class FakeCollaboration {
   int fetches_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<std::string> uploads_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> reported_steps_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> evicted_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);
