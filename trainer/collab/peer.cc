@@ -85,8 +85,9 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
   }
   absl::StatusOr<size_t> PeersBehind(uint64_t step) override {
     ASSIGN_OR_RETURN(std::vector<cv1::PeerEntry> peers, client_->ListPeers());
+    const std::string self = client_->peer_id();
     return static_cast<size_t>(std::count_if(peers.begin(), peers.end(), [&](const auto& p) {
-      return p.peer_id() != client_->peer_id() && p.global_step() < step;
+      return p.peer_id() != self && p.global_step() < step;
     }));
   }
   void SetSamplesPerSecond(double rate) override { heartbeats_.SetRate(rate); }

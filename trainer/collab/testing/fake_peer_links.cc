@@ -386,6 +386,11 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
   // the fetching peer refuses it. As in the real exchange, when every peer
   // asked has answered with a state that is not newer, nobody is ahead (the
   // session asks again later).
+  // A peer answers a fetch when it serves a current snapshot, or once it
+  // published one after the fetch asked for it.
+  auto answers = [&](const std::string& peer) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return wanted_.count(peer) == 0 || serving_current_.count(peer) > 0;
+  };
   auto newer = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     for (const std::string& liar : lying_donors_) {
       if (liar != id && refused.count(liar) == 0 && wanted_.count(liar) > 0) return false;
@@ -393,8 +398,7 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
     for (bool liars : {true, false}) {
       for (const auto& [peer, s] : snapshots_) {
         if (lying_donors_.count(peer) > 0 != liars) continue;
-        const bool served = wanted_.count(peer) == 0 || serving_current_.count(peer) > 0;
-        if (peer != id && s.global_step > step && served && refused.count(peer) == 0) {
+        if (peer != id && s.global_step > step && answers(peer) && refused.count(peer) == 0) {
           found = &s;
           found_donor = peer;
           return true;
@@ -404,10 +408,7 @@ absl::StatusOr<StateExchange::Snapshot> FakeCollaboration::FetchNewer(
     bool asked = false;
     for (const auto& [peer, link] : links_) {
       if (peer == id || refused.count(peer) > 0) continue;
-      if ((wanted_.count(peer) > 0 && serving_current_.count(peer) == 0) ||
-          snapshots_.count(peer) == 0) {
-        return false;
-      }
+      if (!answers(peer) || snapshots_.count(peer) == 0) return false;
       asked = true;
     }
     nobody_ahead = asked;
