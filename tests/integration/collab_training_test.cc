@@ -191,10 +191,7 @@ TEST_F(CollabTrainingTest, LateJoinerDownloadsTheStateAndAgreesWithTheOthers) {
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
   ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 2));
   Subprocess c = StartPeer("c", {"--max_local_samples_per_step=4"});
-  for (Subprocess* p : {&a, &b, &c}) {
-    auto code = p->Wait(absl::Minutes(5));
-    ASSERT_TRUE(code.ok() && *code == 0) << testing::ReadLog(dir_ + "/a.log") << testing::ReadLog(dir_ + "/c.log");
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExits({{&a, "a"}, {&b, "b"}, {&c, "c"}}, absl::Minutes(5)));
   std::string clog = testing::ReadLog(dir_ + "/c.log");
   EXPECT_NE(clog.find("resynchronised (late join): downloaded the state of global step"),
             std::string::npos) << clog;
@@ -286,12 +283,7 @@ TEST_F(CollabTrainingTest, OuterStepsLateJoinerCatchesUpAndAKilledPeerDoesNotSto
   Subprocess c = StartPeer("c", {});
   // Once c holds the collaboration's state, b dies; from then on a and c
   // are both needed for every round (target 16 = two peers' H steps).
-  for (int i = 0; i < 2400 && testing::ReadLog(dir_ + "/c.log").find("resynchronised (late join)") ==
-                                  std::string::npos; ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  ASSERT_NE(testing::ReadLog(dir_ + "/c.log").find("resynchronised (late join)"), std::string::npos)
-      << testing::ReadLog(dir_ + "/c.log");
+  ASSERT_TRUE(WaitForLog("c.log", "resynchronised (late join)")) << testing::ReadLog(dir_ + "/c.log");
   b.Signal(SIGKILL);
   (void)b.Wait(absl::Seconds(10));
   ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(5)));
@@ -362,12 +354,7 @@ TEST_F(CollabTrainingTest, ALateJoinerAfterACoordinatorRestartTakesTheStateTheKn
   (void)coordinator_->Wait(absl::Seconds(10));
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(config, coordinator_port_));
   Subprocess d = StartPeer("d", {"--max_local_samples_per_step=4"});
-  for (auto [p, name] : {std::pair{&a, "a"}, {&b, "b"}, {&d, "d"}}) {
-    auto code = p->Wait(absl::Minutes(5));
-    ASSERT_TRUE(code.ok() && *code == 0)
-        << name << " did not finish\n== a\n" << testing::ReadLog(dir_ + "/a.log") << "== b\n"
-        << testing::ReadLog(dir_ + "/b.log") << "== d\n" << testing::ReadLog(dir_ + "/d.log");
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExits({{&a, "a"}, {&b, "b"}, {&d, "d"}}, absl::Minutes(5)));
   const std::string dlog = testing::ReadLog(dir_ + "/d.log");
   std::smatch m;
   ASSERT_TRUE(std::regex_search(dlog, m, std::regex("downloaded the state of global step ([0-9]+)")))
@@ -396,22 +383,15 @@ TEST_F(CollabTrainingTest, APeerEvictedWhileStoppedSaysSoAndARestartFinishesTheR
   Subprocess b = StartPeer("b", {"--max_local_samples_per_step=4"});
   ASSERT_NO_FATAL_FAILURE(WaitForSteps("b", 2));
   b.Signal(SIGSTOP);
-  auto evicted = [&] {
-    return testing::ReadLog(dir_ + "/coordinator.log").find("evicted (no heartbeat)") !=
-           std::string::npos;
-  };
-  for (int i = 0; i < 600 && !evicted(); ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  const bool evicted = WaitForLog("coordinator.log", "evicted (no heartbeat)", absl::Seconds(30));
   b.Signal(SIGCONT);
-  ASSERT_TRUE(evicted()) << testing::ReadLog(dir_ + "/coordinator.log");
+  ASSERT_TRUE(evicted) << testing::ReadLog(dir_ + "/coordinator.log");
   auto code = b.Wait(absl::Minutes(2));
   ASSERT_TRUE(code.ok() && *code != 0) << testing::ReadLog(dir_ + "/b.log");
   EXPECT_NE(testing::ReadLog(dir_ + "/b.log").find("restart it to join again"), std::string::npos)
       << testing::ReadLog(dir_ + "/b.log");
   Subprocess b2 = StartPeer("b2", {"--max_local_samples_per_step=4"});
-  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(a, "a", absl::Minutes(3)));
-  ASSERT_NO_FATAL_FAILURE(ExpectCleanExit(b2, "b2", absl::Minutes(3)));
+  ASSERT_NO_FATAL_FAILURE(ExpectCleanExits({{&a, "a"}, {&b2, "b2"}}, absl::Minutes(3)));
   const std::string lb2 = testing::ReadLog(dir_ + "/b2.log");
   EXPECT_NE(lb2.find("resynchronised (late join)"), std::string::npos) << lb2;
   std::map<int, std::string> agreed = AgreedStepHashes(

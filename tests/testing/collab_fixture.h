@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/rpc/channel.h"
 #include "gtest/gtest.h"
 #include "tests/testing/subprocess.h"
@@ -144,10 +145,38 @@ class CollabFixture : public ::testing::Test {
     ASSERT_GE(StepHashes(testing::ReadLog(log)).size(), steps) << testing::ReadLog(log);
   }
 
+  // Waits (up to `timeout`) until `log` (a file in dir_, e.g. "c.log")
+  // holds `text`; returns whether it does.
+  bool WaitForLog(const std::string& log, const std::string& text,
+                  absl::Duration timeout = absl::Minutes(2)) {
+    const std::string path = dir_ + "/" + log;
+    for (absl::Time until = absl::Now() + timeout;
+         testing::ReadLog(path).find(text) == std::string::npos; absl::SleepFor(absl::Milliseconds(50))) {
+      if (absl::Now() >= until) return false;
+    }
+    return true;
+  }
+
   // Waits for peer `name` to exit and requires exit status 0.
   void ExpectCleanExit(Subprocess& peer, const std::string& name, absl::Duration timeout) {
     auto code = peer.Wait(timeout);
     ASSERT_TRUE(code.ok() && *code == 0) << testing::ReadLog(dir_ + "/" + name + ".log");
+  }
+
+  // ExpectCleanExit for each peer (subprocess, name), in order, each within
+  // `timeout`; a failure shows every peer's log (one peer hangs when
+  // another could not serve it).
+  void ExpectCleanExits(const std::vector<std::pair<Subprocess*, std::string>>& peers,
+                        absl::Duration timeout) {
+    for (const auto& [peer, name] : peers) {
+      auto code = peer->Wait(timeout);
+      if (code.ok() && *code == 0) continue;
+      std::string logs;
+      for (const auto& [other, other_name] : peers) {
+        logs += "== " + other_name + "\n" + testing::ReadLog(dir_ + "/" + other_name + ".log");
+      }
+      FAIL() << name << " did not finish cleanly\n" << logs;
+    }
   }
 
   // The coordinator's run state, asked with the run's token.
