@@ -117,6 +117,9 @@ DEFINE_int64(nan_contribution_at_step_for_test, 0,
 DEFINE_double(scale_reduced_means_for_test, 0,
               "Peer mode, security tests only: act as a dishonest reducer that answers every "
               "part of its span with the mean times this factor (0: honest).");
+DEFINE_double(poison_contributions_for_test, 0,
+              "Peer mode, security tests only: act as a poisoned sender that sends every "
+              "contribution times this factor with weight 1e300 (0: honest).");
 DEFINE_string(serve_tampered_state_for_test, "",
               "Peer mode, security tests only: act as a dishonest donor whose served states "
               "are tampered with: weights (one weight moved), nan or oversize (empty: honest).");
@@ -226,6 +229,7 @@ absl::Status Run(int, char**) {
     po.codec = FLAGS_averaging_codec;
     po.nan_contribution_at_step_for_test = FLAGS_nan_contribution_at_step_for_test;
     po.scale_reduced_means_for_test = FLAGS_scale_reduced_means_for_test;
+    po.poison_contributions_for_test = FLAGS_poison_contributions_for_test;
     po.serve_tampered_state_for_test = FLAGS_serve_tampered_state_for_test;
     ASSIGN_OR_RETURN(po.security, dd::SecurityConfigFromFlags());
     RETURN_IF_ERROR(dd::collab::RunPeer(po));

@@ -1,6 +1,7 @@
 #include "common/status/grpc_status.h"
 
 #include <string>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 
@@ -8,8 +9,12 @@ namespace dd {
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()),
-                      std::string(status.message()));
+  absl::string_view message = status.message();
+  std::string sent(message.substr(0, kMaxStatusMessageBytes));
+  if (message.size() > kMaxStatusMessageBytes) {
+    absl::StrAppend(&sent, "... (", message.size() - kMaxStatusMessageBytes, " more bytes cut)");
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::move(sent));
 }
 
 absl::Status FromGrpcStatus(const grpc::Status& status,

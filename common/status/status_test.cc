@@ -55,5 +55,17 @@ TEST(GrpcStatus, ContextPrefixesMessage) {
   EXPECT_EQ(s.message(), "ReadChunk: no chunk 7");
 }
 
+// A message quoting a field the caller chose (a 1 MiB id) must not reach
+// the wire whole: a receiver refuses trailing metadata over 16 KiB.
+TEST(GrpcStatus, LongMessagesAreCutAndSaySo) {
+  const std::string id(1 << 20, 'p');
+  grpc::Status g = ToGrpcStatus(absl::PermissionDeniedError("cannot send parts as " + id));
+  EXPECT_EQ(g.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_LT(g.error_message().size(), kMaxStatusMessageBytes + 64);
+  EXPECT_EQ(g.error_message().rfind("cannot send parts as ppp", 0), 0u);
+  EXPECT_NE(g.error_message().find("more bytes cut)"), std::string::npos) << g.error_message();
+  EXPECT_EQ(ToGrpcStatus(absl::NotFoundError("short")).error_message(), "short");
+}
+
 }  // namespace
 }  // namespace dd

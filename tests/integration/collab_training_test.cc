@@ -275,14 +275,17 @@ TEST_F(CollabTrainingTest, OuterStepsTwoPeersHoldTheSameWeightsAfterEveryOuterSt
 // SIGKILLed mid-run and the others finish with the same weights.
 TEST_F(CollabTrainingTest, OuterStepsLateJoinerCatchesUpAndAKilledPeerDoesNotStopTheRun) {
   ASSERT_NO_FATAL_FAILURE(StartCoordinator(
-      R"({"run_id": "outer-faults", "sync": "outer", "local_steps": 2, "target_batch_size": 16,
-          "max_steps": 7, "codec": "fp16"})"));
+      R"({"run_id": "outer-faults", "sync": "outer", "local_steps": 2, "max_local_steps": 2,
+          "target_batch_size": 16, "max_steps": 7, "codec": "fp16"})"));
   Subprocess a = StartPeer("a", {});
   Subprocess b = StartPeer("b", {});
   ASSERT_NO_FATAL_FAILURE(WaitForSteps("a", 2));
   Subprocess c = StartPeer("c", {});
   // Once c holds the collaboration's state, b dies; from then on a and c
-  // are both needed for every round (target 16 = two peers' H steps).
+  // are both needed for every round (target 16 = two peers' H steps, and
+  // no peer takes more than H local steps a round: with the default 2H, a
+  // alone could open the next round while the one with dead b is still
+  // failing, and both rounds were lost, 1 run in 5).
   ASSERT_TRUE(WaitForLog("c.log", "resynchronised (late join)")) << testing::ReadLog(dir_ + "/c.log");
   b.Signal(SIGKILL);
   (void)b.Wait(absl::Seconds(10));

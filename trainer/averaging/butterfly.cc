@@ -384,7 +384,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
     req.set_offset(off);
     req.set_count(count);
     req.set_codec(static_cast<v1::Codec>(options.codec));
-    req.set_weight(weight);
+    req.set_weight(options.claimed_weight_for_test > 0 ? options.claimed_weight_for_test : weight);
     const float* sent = values + span_start + off;
     codec.Encode(sent, count, req.mutable_data());
     if (codec_error != nullptr && options.codec != CodecId::kNone) {
@@ -444,7 +444,10 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
       }
       record.Add(RoundEvent::kPartAnswered, member, part.part, now);
       result.bytes_received += resp.data().size();
-      if (applied) averaged_elements += count;
+      if (applied) {
+        averaged_elements += count;
+        result.max_total_weight = std::max(result.max_total_weight, resp.total_weight());
+      }
       remote_min_contributors[part.member] =
           std::min(remote_min_contributors[part.member], resp.contributors());
     } else if (answer == SendSchedule::Answer::kNotRegistered && !schedule.failed(part.member)) {
@@ -579,6 +582,7 @@ absl::StatusOr<AllReduceResult> ButterflyAllReduce::Run(const RoundSpec& spec,
     if (own[p] == nullptr) continue;
     own_min_contributors = std::min(own_min_contributors, own[p]->contributors);
     if (!own[p]->averaged) continue;
+    result.max_total_weight = std::max(result.max_total_weight, own[p]->total_weight);
     uint64_t off = uint64_t{p} * options.part_elements;
     std::memcpy(values + my_start + off, own[p]->values.data(),
                 own[p]->values.size() * sizeof(float));

@@ -91,6 +91,10 @@ struct AllReduceOptions {
   // (CodecErrors::mean) is off, since no auditor could reproduce it. Not
   // with delta_results (each sender gets its own answer).
   bool audited = false;
+  // Security tests only (> 0): the weight written into the parts this
+  // member sends other reducers, past its assignment, as a sender lying
+  // about its samples would (its own span is reduced honestly).
+  double claimed_weight_for_test = 0;
 };
 
 // How an audit of one part ended at its auditor.
@@ -117,6 +121,9 @@ struct AllReduceResult {
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
   int senders_excluded = 0;            // by this member's reducer
+  // The largest total weight any part was averaged with: at most the
+  // samples the round assigned its members, whatever a sender claimed.
+  double max_total_weight = 0;
   absl::Duration elapsed;
   // The round's record (RoundRecord::Dump) when it was slow or failed in
   // part (a reducer failed, senders were excluded, the deadline passed);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 
 namespace dd::averaging {
@@ -127,9 +128,10 @@ void ReducerRegistry::ReducePart(const v1::ReducePartRequest* request,
     return;
   }
   if (caller.is_peer() && caller.peer_id != request->sender_peer_id()) {
-    done(absl::PermissionDeniedError(absl::StrCat("the credential of peer ", caller.peer_id,
-                                                  " cannot send parts as ",
-                                                  request->sender_peer_id())));
+    done(absl::PermissionDeniedError(absl::StrCat(
+        "the credential of peer ", caller.peer_id, " cannot send parts as ",
+        absl::CHexEscape(absl::string_view(request->sender_peer_id()).substr(0, 64)),
+        request->sender_peer_id().size() > 64 ? "..." : "")));
     return;
   }
   if (request->kind() == v1::REVEAL) {
@@ -162,6 +164,10 @@ void ReducerRegistry::ReducePart(const v1::ReducePartRequest* request,
             {request, response, std::move(done), absl::Now() + early_part_wait_, bytes});
         held_bytes_ += bytes;
         return;
+      } else if (early_part_wait_ > absl::ZeroDuration() && !stopping_) {
+        refusal = absl::NotFoundError(absl::StrCat(
+            RoundNotKnown(round_id).message(), "; not held: the parts held for unknown rounds are "
+            "at their bound (", held_.size(), " parts, ", held_bytes_, " bytes); retry briefly"));
       } else {
         refusal = RoundNotKnown(round_id);
       }

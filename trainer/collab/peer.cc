@@ -91,6 +91,7 @@ class GrpcCoordinatorLink final : public CoordinatorLink {
     }));
   }
   void SetSamplesPerSecond(double rate) override { heartbeats_.SetRate(rate); }
+  absl::Status CheckMembership() override { return client_->Heartbeat(0); }
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
     ASSIGN_OR_RETURN(std::string bytes, ReadFileToString(path));
     ASSIGN_OR_RETURN(RgbImage grid, DecodeImage(bytes));
@@ -162,15 +163,18 @@ class ChunkBatches final : public BatchSource {
 class ButterflyRoundAverager final : public RoundAverager {
  public:
   // `max_update_norm` (> 0) bounds the L2 norm of what this peer sends.
-  // Audit verdicts go to `coordinator`.
+  // Audit verdicts go to `coordinator`. `poison_for_test`:
+  // PeerOptions::poison_contributions_for_test.
   ButterflyRoundAverager(averaging::AveragerService* service, const SecurityConfig& security,
                          const std::string& self, averaging::AllReduceOptions options,
-                         double max_update_norm, CoordinatorClient* coordinator)
+                         double max_update_norm, CoordinatorClient* coordinator,
+                         double poison_for_test)
       : allreduce_(service, security),
         self_(self),
         options_(options),
         max_update_norm_(max_update_norm),
-        coordinator_(coordinator) {}
+        coordinator_(coordinator),
+        poison_for_test_(poison_for_test) {}
 
   absl::StatusOr<averaging::AllReduceResult> Average(const cv1::Round& r,
                                                      std::vector<float>* values, double weight,
@@ -201,6 +205,10 @@ class ButterflyRoundAverager final : public RoundAverager {
         LOG(INFO) << "round " << r.round_id() << ": contribution of norm " << norm
                   << " scaled down to max_update_norm " << max_update_norm_;
       }
+    }
+    if (poison_for_test_ != 0) {
+      for (float& v : *values) v = static_cast<float>(v * poison_for_test_);
+      o.claimed_weight_for_test = 1e300;
     }
     auto result = allreduce_.Run(spec, o, values->data(), values->size(), weight, errors);
     if (!result.ok() || !r.audited()) return result;
@@ -267,6 +275,7 @@ class ButterflyRoundAverager final : public RoundAverager {
   const averaging::AllReduceOptions options_;
   const double max_update_norm_;
   CoordinatorClient* const coordinator_;
+  const double poison_for_test_;
 };
 
 // This peer's state served by its StateService; others' fetched from the
@@ -301,6 +310,7 @@ class PeerStates final : public StateExchange {
     service_->Publish(std::move(snapshot), current);
   }
   void StopServingCurrent() override { service_->StopServingCurrent(); }
+  void AtStepBoundary(uint64_t global_step) override { service_->AtStepBoundary(global_step); }
 
   absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step,
                                       const std::set<std::string>& refused) override {
@@ -313,14 +323,14 @@ class PeerStates final : public StateExchange {
       }
       auto channel = MakeChannel(peer.address(), security_);
       if (!channel.ok()) continue;
-      auto state = FetchState(*channel, absl::Minutes(2), max_state_bytes_);
+      auto state = FetchState(*channel, absl::Minutes(2), max_state_bytes_, global_step);
+      if (state.status().code() == absl::StatusCode::kFailedPrecondition) {
+        nobody_ahead = true;  // it said so before sending its state
+        continue;
+      }
       if (!state.ok()) {
         LOG(WARNING) << "state download from " << peer.display_name() << " (" << peer.address()
                      << "): " << state.status();
-        continue;
-      }
-      if (state->global_step <= global_step) {
-        nobody_ahead = true;
         continue;
       }
       LOG(INFO) << "state of global step " << state->global_step << " from "
@@ -578,7 +588,12 @@ absl::Status RunPeerWith(const PeerOptions& options, const WorkloadFactory& make
   ar.sender_timeout = po.sender_timeout;
   ar.reducer_timeout = po.reducer_timeout;
   ButterflyRoundAverager round_averager(&averager, po.security, join->peer_id(), ar,
-                                        sync_config.max_update_norm, &coordinator);
+                                        sync_config.max_update_norm, &coordinator,
+                                        po.poison_contributions_for_test);
+  if (po.poison_contributions_for_test != 0) {
+    LOG(WARNING) << "poisoned sender (a security test): every contribution is sent times "
+                 << po.poison_contributions_for_test << " with weight 1e300";
+  }
   // A state holds the trained parameters, two optimizer moments and an EMA
   // copy in float32 at most (16 bytes per value), the outer optimizer's
   // global copy and momentum (8 more) and metadata: 32 bytes per value and

@@ -57,6 +57,10 @@ struct PeerOptions {
   // Security tests: this peer acts as a dishonest reducer, answering every
   // part of its span with the mean times this factor (0: honest).
   double scale_reduced_means_for_test = 0;
+  // Security tests: this peer acts as a poisoned sender, sending each
+  // contribution times this factor with weight 1e300, past its own norm
+  // bound (0: honest).
+  double poison_contributions_for_test = 0;
   // Security tests: this peer acts as a dishonest donor, serving states
   // changed by this mode: "weights" (one weight moved, finite and
   // well-formed, with a matching SHA-256), "nan" (one weight NaN) or

@@ -51,6 +51,12 @@ class CoordinatorLink {
   virtual absl::StatusOr<size_t> PeersBehind(uint64_t step) = 0;
   // This peer's training rate, sent with its heartbeats.
   virtual void SetSamplesPerSecond(double rate) = 0;
+  // Sends a heartbeat now: OK while this process is the peer's current
+  // incarnation; NotFound when the peer was evicted; FailedPrecondition
+  // when another process joined as the same peer (this one is superseded).
+  // Tells a report refused FailedPrecondition for being superseded from one
+  // refused for a stale step.
+  virtual absl::Status CheckMembership() = 0;
   // Hands the sample grid written at `path` for `step` to the coordinator's
   // status page (a preview: shrunk to at most 1024 px a side). Returns
   // whether the coordinator kept it.
@@ -97,10 +103,15 @@ class StateExchange {
   // StopServingCurrent (this peer is paused, e.g. resynchronising itself).
   virtual void Publish(Snapshot snapshot, bool current) = 0;
   virtual void StopServingCurrent() = 0;
+  // Called at every step boundary (before Wanted) with the global step of
+  // this peer's weights: peers waiting for a newer state than that learn
+  // that this one has none, without a snapshot.
+  virtual void AtStepBoundary(uint64_t global_step) = 0;
   // The state of a live peer that is ahead of `global_step`, from none of
   // the peers in `refused` (their states were not the collaboration's).
   // FailedPrecondition when the peers that answered are not ahead (nobody
   // applied the update this peer misses); NotFound when none could serve.
+  // A peer that is not ahead says so before sending its state.
   virtual absl::StatusOr<Snapshot> FetchNewer(uint64_t global_step,
                                               const std::set<std::string>& refused) = 0;
 };

@@ -178,6 +178,11 @@ void PeerSession::Publish(bool current) {
   states_->Publish({applied_, std::move(*bytes)}, current);
 }
 
+void PeerSession::AtStepBoundary() {
+  states_->AtStepBoundary(applied_);
+  if (states_->Wanted()) Publish(false);
+}
+
 void PeerSession::ToResync(uint64_t target, std::string why) {
   resync_target_ = target;
   resync_why_ = std::move(why);
@@ -202,7 +207,7 @@ absl::Status PeerSession::Join() {
 }
 
 absl::Status PeerSession::Accumulate() {
-  if (states_->Wanted()) Publish(false);  // any point here is a step boundary
+  AtStepBoundary();  // any point here is one
   ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/false));
   if (finished && state_ != PeerState::kAccumulating) return absl::OkStatus();
   if (applied_ >= static_cast<uint64_t>(options_.max_steps) && !in_flight_) {
@@ -294,6 +299,15 @@ absl::Status PeerSession::ReportAndLook() {
     LOG(WARNING) << "progress report: " << report.status();
     return absl::OkStatus();
   }
+  // A stale step, or another holder of this peer's credential joined as it
+  // (the coordinator now knows that incarnation only): this process must
+  // stop rather than resynchronise and train as a ghost for ever.
+  if (absl::Status member = coordinator_->CheckMembership();
+      member.code() == absl::StatusCode::kFailedPrecondition) {
+    return absl::AbortedError(absl::StrCat(
+        "another process joined as this peer and took its place (", member.message(),
+        "); this one stops"));
+  }
   // The step moved on: by a round that includes this peer, or without it.
   if (TakeRound()) return absl::OkStatus();
   ++stats_.stale_dropped;
@@ -312,7 +326,7 @@ bool PeerSession::TakeRound() {
 }
 
 absl::Status PeerSession::WaitForRound() {
-  if (states_->Wanted()) Publish(false);
+  AtStepBoundary();
   if (next_step_ >= static_cast<uint64_t>(options_.max_steps)) {
     // Nothing more to train: finish the last round, then stop.
     ASSIGN_OR_RETURN(bool finished, FinishRound(/*wait=*/true));
@@ -448,11 +462,14 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
   pending_hash_.emplace();
   pending_hash_->step = applied_;
   pending_hash_->line = absl::StrFormat(
-      "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, averaging "
-      "%.2fs, sent %d B, received %d B, loss %.4f, params ",
+      "global step %d: %d members, %d local samples of %d, fraction averaged %.3f, weight "
+      "%.6g, averaging %.2fs, sent %d B, received %d B, loss %.4f, %sparams ",
       applied_, r.members_size(), f->contribution.samples, r.total_samples(),
-      averaged.fraction_averaged, averaging_s, averaged.bytes_sent, averaged.bytes_received,
-      step.loss);
+      averaged.fraction_averaged, averaged.max_total_weight, averaging_s, averaged.bytes_sent,
+      averaged.bytes_received, step.loss,
+      // The averaged gradient's (outer steps apply no gradient of their own).
+      sync_->mode() == SyncMode::kGradients ? absl::StrFormat("grad norm %.6g, ", step.grad_norm)
+                                            : "");
   pending_hash_->hash = std::async(std::launch::async, [this] { return sync_->Hash(); });
   if (!options_.trained_keys_log.empty()) {
     std::ofstream keys(options_.trained_keys_log, std::ios::app);
@@ -578,8 +595,8 @@ std::optional<std::string> PeerSession::AwaitConfirmedHash(uint64_t step) {
 }
 
 absl::StatusOr<StateExchange::Snapshot> PeerSession::FetchConfirmable(
-    uint64_t after, const std::set<std::string>& refused) {
-  ASSIGN_OR_RETURN(StateExchange::Snapshot snapshot, states_->FetchNewer(after, refused));
+    uint64_t* after, const std::set<std::string>& refused) {
+  ASSIGN_OR_RETURN(StateExchange::Snapshot snapshot, states_->FetchNewer(*after, refused));
   if (snapshot.global_step >= resync_target_) return snapshot;
   // An older step than the collaboration's (the donor is itself catching
   // up) whose making round the coordinator no longer keeps (it restarted
@@ -587,6 +604,7 @@ absl::StatusOr<StateExchange::Snapshot> PeerSession::FetchConfirmable(
   // weights for nothing. The donor serves a newer one once it has one.
   auto h = coordinator_->StepHash(snapshot.global_step);
   if (h.ok() && !h->confirmed() && !h->initial() && h->eligible() == 0) {
+    *after = snapshot.global_step;
     return absl::FailedPreconditionError(absl::StrCat(
         "the state served is of global step ", snapshot.global_step,
         ", which nobody can confirm any more (", h->why(), ")"));
@@ -608,7 +626,7 @@ absl::Status PeerSession::Resynchronise() {
   // member; one that missed a step, a state past its own.
   const std::string consensus = std::move(resync_consensus_);
   resync_consensus_.clear();
-  const uint64_t after = !consensus.empty() && applied_ > 0 ? applied_ - 1 : applied_;
+  uint64_t after = !consensus.empty() && applied_ > 0 ? applied_ - 1 : applied_;
   // Serve this peer's own state meanwhile (not a diverged one): peers that
   // missed the same round ask each other, and learn that nobody is ahead.
   if (consensus.empty()) Publish(/*current=*/true);
@@ -626,12 +644,12 @@ absl::Status PeerSession::Resynchronise() {
       absl::FailedPreconditionError("every member abandoned the round");
   absl::Status loaded = snapshot.status();
   for (int attempt = 0; !abandoned && attempt < kDonorsTried; ++attempt) {
-    snapshot = FetchConfirmable(after, refused);
+    snapshot = FetchConfirmable(&after, refused);
     for (absl::Time give_up = absl::Now() + options_.resync_patience;
          snapshot.status().code() == absl::StatusCode::kFailedPrecondition &&
          absl::Now() < give_up;) {
       absl::SleepFor(absl::Milliseconds(500));
-      snapshot = FetchConfirmable(after, refused);
+      snapshot = FetchConfirmable(&after, refused);
     }
     states_->StopServingCurrent();  // the weights are about to change
     loaded = snapshot.status();

@@ -152,12 +152,16 @@ class PeerSession {
   // downloaded states). With `always`, a report is sent even with nothing
   // new (the newest hash again): it tells where this peer stands.
   void FlushRoundResults(bool always = false);
-  // StateExchange::FetchNewer, except that a state of a step before the
-  // one being caught up to that the coordinator cannot confirm any more
+  // StateExchange::FetchNewer(*after), except that a state of a step before
+  // the one being caught up to that the coordinator cannot confirm any more
   // (no round that made it is kept) is FailedPrecondition, as if nobody
-  // were ahead yet: it is not downloaded over this peer's weights.
-  absl::StatusOr<StateExchange::Snapshot> FetchConfirmable(uint64_t after,
+  // were ahead yet: it is not imported over this peer's weights, and
+  // `*after` becomes its step, so no donor sends a state of it again.
+  absl::StatusOr<StateExchange::Snapshot> FetchConfirmable(uint64_t* after,
                                                           const std::set<std::string>& refused);
+  // Tells the state exchange this peer's step and publishes a state when
+  // another peer waits for one (called where the loop is between steps).
+  void AtStepBoundary();
   // Adds the oldest hash not reported yet to `request` (else, unless
   // `only_new`, the newest again).
   void AttachHash(cv1::ReportProgressRequest* request, bool only_new);

@@ -384,6 +384,19 @@ TEST(PeerSessionTest, AnEvictedPeerStopsAndSaysToRestart) {
   EXPECT_TRUE(peers[1]->session->stats().hashes.empty());
 }
 
+// A report refused because another process took the peer's id is not a
+// stale step: the session stops instead of resynchronising as a ghost.
+TEST(PeerSessionTest, ASupersededProcessStops) {
+  FakeCollaboration c(8);
+  SessionOptions so = Options(50, /*cap=*/4);
+  std::vector<std::unique_ptr<Peer>> peers = TwoPeers(c, 4, so, SyncConfig{});
+  c.Supersede("b");
+  absl::Status b = peers[1]->session->Run();
+  EXPECT_EQ(b.code(), absl::StatusCode::kAborted) << b;
+  EXPECT_NE(b.message().find("another process joined as this peer"), std::string::npos) << b;
+  EXPECT_EQ(peers[1]->session->stats().resyncs, 0);
+}
+
 TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2);  // two peers' contributions close a step

@@ -28,6 +28,7 @@ class StateService::Reactor : public grpc::ServerWriteReactor<tv1::StateFrame> {
       : service_(service), context_(context), request_(std::move(request)), created_(absl::Now()) {}
 
   absl::Time created() const { return created_; }
+  const tv1::DownloadStateRequest& request() const { return request_; }
 
   // Called once with the snapshot to serve (under the service's lock or
   // right after construction).
@@ -180,13 +181,40 @@ void StateService::Publish(std::shared_ptr<const StateSnapshot> snapshot, bool c
   snapshot_ = snapshot;
   current_ = current;
   wanted_ = false;
-  for (Reactor* r : waiting_) r->Begin(snapshot);
+  for (Reactor* r : waiting_) {
+    if (auto refusal = NotNewerThanAsked(r->request(), snapshot->global_step)) {
+      r->Finish(*refusal);  // nothing written yet: safe under the lock
+    } else {
+      r->Begin(snapshot);
+    }
+  }
   waiting_.clear();
 }
 
 void StateService::StopServingCurrent() {
   absl::MutexLock lock(&mu_);
   current_ = false;
+}
+
+void StateService::AtStepBoundary(uint64_t global_step) {
+  absl::MutexLock lock(&mu_);
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (auto refusal = NotNewerThanAsked((*it)->request(), global_step)) {
+      (*it)->Finish(*refusal);  // as in Publish
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  wanted_ = !waiting_.empty();
+}
+
+std::optional<grpc::Status> StateService::NotNewerThanAsked(
+    const tv1::DownloadStateRequest& request, uint64_t global_step) {
+  if (!request.has_newer_than() || global_step > request.newer_than()) return std::nullopt;
+  return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                      absl::StrCat("this peer's state is of global step ", global_step,
+                                   ", not newer than ", request.newer_than()));
 }
 
 grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
@@ -196,6 +224,16 @@ grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
     return new FailedStream<tv1::StateFrame>(grpc::Status(
         grpc::StatusCode::PERMISSION_DENIED,
         "state downloads need a peer credential (join the run first)"));
+  }
+  {
+    // A paused donor answers for its current snapshot at once, even when
+    // busy (before taking a slot).
+    absl::MutexLock lock(&mu_);
+    if (current_ && snapshot_) {
+      if (auto refusal = NotNewerThanAsked(*request, snapshot_->global_step)) {
+        return new FailedStream<tv1::StateFrame>(*refusal);
+      }
+    }
   }
   if (active_.fetch_add(1) >= max_downloads_) {
     active_.fetch_sub(1);
@@ -218,7 +256,8 @@ grpc::ServerWriteReactor<tv1::StateFrame>* StateService::DownloadState(
 }
 
 absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
-                                         absl::Duration timeout, uint64_t max_bytes) {
+                                         absl::Duration timeout, uint64_t max_bytes,
+                                         std::optional<uint64_t> newer_than) {
   auto stub = tv1::PeerState::NewStub(channel);
   StateSnapshot out;
   std::string want_sha;
@@ -230,6 +269,7 @@ absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
     tv1::DownloadStateRequest request;
     request.set_offset(out.bytes.size());
     request.set_global_step(out.global_step);
+    if (newer_than.has_value() && out.bytes.empty()) request.set_newer_than(*newer_than);
     auto reader = stub->DownloadState(&context, request);
     tv1::StateFrame frame;
     while (reader->Read(&frame)) {
@@ -244,6 +284,15 @@ absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
         return absl::DataLossError("state stream frames do not fit together");
       }
       if (out.bytes.empty()) {
+        if (newer_than.has_value() && frame.global_step() <= *newer_than) {
+          // A donor that does not filter (or got there first): the first
+          // frame says enough.
+          context.TryCancel();
+          (void)reader->Finish();
+          return absl::FailedPreconditionError(absl::StrCat(
+              "the donor's state is of global step ", frame.global_step(), ", not newer than ",
+              *newer_than));
+        }
         out.global_step = frame.global_step();
         total = frame.total_bytes();
         if (!frame.sha256().empty()) want_sha = frame.sha256();
@@ -254,6 +303,9 @@ absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
     }
     grpc::Status s = reader->Finish();
     if (s.ok() && total > 0 && out.bytes.size() == total) break;
+    if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION && out.bytes.empty()) {
+      return FromGrpcStatus(s);  // not newer than asked
+    }
     if (s.error_code() == grpc::StatusCode::FAILED_PRECONDITION) {  // snapshot replaced
       out = StateSnapshot();
       total = 0;

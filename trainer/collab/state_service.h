@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -53,6 +54,14 @@ class StateService final : public tv1::PeerState::CallbackService {
   // Ends the `current` mode of the last Publish: new downloads wait for the
   // next step boundary again (the state is about to change).
   void StopServingCurrent();
+  // Called by the training loop at every step boundary with the global
+  // step of its weights, before SnapshotWanted: the waiting downloads that
+  // asked for a newer state than that are answered FAILED_PRECONDITION
+  // (naming the step) instead of getting a snapshot, so a peer that is not
+  // ahead never sends its state. (A download is answered at a boundary,
+  // not at once, because a peer in the middle of a round may be ahead at
+  // the next one; a paused peer answers for its current snapshot at once.)
+  void AtStepBoundary(uint64_t global_step);
 
   grpc::ServerWriteReactor<tv1::StateFrame>* DownloadState(
       grpc::CallbackServerContext* context, const tv1::DownloadStateRequest* request) override;
@@ -65,6 +74,11 @@ class StateService final : public tv1::PeerState::CallbackService {
   // those idle for longer than idle_timeout_.
   void ExpireWaiting();
   void CancelIdleDownloads() ABSL_LOCKS_EXCLUDED(mu_, writing_mu_);
+  // FAILED_PRECONDITION for a download that asked for a state newer than
+  // one of `global_step`; nullopt when that state is newer (or it did not
+  // ask).
+  static std::optional<grpc::Status> NotNewerThanAsked(const tv1::DownloadStateRequest& request,
+                                                       uint64_t global_step);
 
   const int max_downloads_;
   const absl::Duration snapshot_wait_;
@@ -88,9 +102,13 @@ class StateService final : public tv1::PeerState::CallbackService {
 // from where it stopped while the donor still has the same snapshot. A donor
 // that announces more than `max_bytes` (what this model's state can be) is
 // refused with ResourceExhausted before anything is stored; the buffer grows
-// with the data that actually arrives.
+// with the data that actually arrives. With `newer_than`, only a state of a
+// later global step: FailedPrecondition (naming the donor's step) when the
+// donor's is not, learnt from its answer or its first frame, before the
+// state is transferred.
 absl::StatusOr<StateSnapshot> FetchState(std::shared_ptr<grpc::Channel> channel,
-                                         absl::Duration timeout, uint64_t max_bytes);
+                                         absl::Duration timeout, uint64_t max_bytes,
+                                         std::optional<uint64_t> newer_than = std::nullopt);
 
 }  // namespace dd::collab
 

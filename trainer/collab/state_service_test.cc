@@ -1,8 +1,11 @@
 // The state service over real loopback gRPC: who may download, the wait for
-// a snapshot that never comes, and the joiner's bound on what a donor
-// announces.
+// a snapshot that never comes, a donor that is not ahead, and the joiner's
+// bound on what a donor announces.
 #include "trainer/collab/state_service.h"
 
+#include <thread>
+
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/crypto/sha256.h"
 #include "common/rpc/channel.h"
@@ -56,6 +59,50 @@ TEST_F(StateServiceTest, APeerDownloadsTheRunTokenAloneDoesNot) {
   EXPECT_EQ(got->bytes, bytes);
   auto refused = FetchState(Channel(credentials_.RunTokenOnly()), absl::Seconds(20), 4 << 20);
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied) << refused.status();
+}
+
+// A peer learns who is ahead from the donor's answer, not by downloading
+// its whole state: at its next step boundary, a donor whose state is not
+// newer says so and makes no snapshot; one that is ahead serves. A paused
+// donor answers for its current snapshot at once.
+TEST_F(StateServiceTest, ADonorNotAheadSaysSoWithoutASnapshot) {
+  auto joiner = Channel(credentials_.Peer("joiner"));
+  // The donor's training loop: at its boundary it says its step, then
+  // publishes only if a download still wants a snapshot.
+  auto boundary_at = [&](uint64_t step) {
+    return std::thread([this, step] {
+      while (!service_->SnapshotWanted()) absl::SleepFor(absl::Milliseconds(5));
+      service_->AtStepBoundary(step);
+      if (!service_->SnapshotWanted()) return;
+      auto snapshot = std::make_shared<StateSnapshot>();
+      snapshot->global_step = step;
+      snapshot->bytes = absl::StrCat("state of step ", step);
+      snapshot->sha256 = DigestToHex(Sha256Of(snapshot->bytes));
+      service_->Publish(snapshot);
+    });
+  };
+  std::thread loop = boundary_at(5);
+  auto not_ahead = FetchState(joiner, absl::Seconds(20), 4 << 20, /*newer_than=*/5);
+  loop.join();
+  EXPECT_EQ(not_ahead.status().code(), absl::StatusCode::kFailedPrecondition) << not_ahead.status();
+  EXPECT_NE(not_ahead.status().message().find("global step 5"), std::string::npos);
+  EXPECT_FALSE(service_->SnapshotWanted()) << "a snapshot is still wanted";
+
+  loop = boundary_at(6);
+  auto got = FetchState(joiner, absl::Seconds(20), 4 << 20, /*newer_than=*/5);
+  loop.join();
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->global_step, 6u);
+  EXPECT_EQ(got->bytes, "state of step 6");
+
+  PublishCurrent(8, "state of step 8");
+  const absl::Time start = absl::Now();
+  EXPECT_EQ(FetchState(joiner, absl::Seconds(20), 4 << 20, 8).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_LT(absl::Now() - start, absl::Milliseconds(250)) << "it waited for a step boundary";
+  got = FetchState(joiner, absl::Seconds(20), 4 << 20, 7);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->bytes, "state of step 8");
 }
 
 TEST_F(StateServiceTest, ADonorAnnouncingMoreThanTheModelCanHoldIsRefused) {

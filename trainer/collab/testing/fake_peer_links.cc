@@ -138,9 +138,7 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   std::string peer_id() const override { return id_; }
   absl::StatusOr<cv1::ReportProgressResponse> Report(
       const cv1::ReportProgressRequest& request) override {
-    if (c_->evicted(id_)) {
-      return absl::NotFoundError(absl::StrCat("peer ", id_, " is not a member of the run (test)"));
-    }
+    RETURN_IF_ERROR(c_->Membership(id_));
     for (const auto& result : request.round_results()) {
       absl::Status s = c_->planner_.RecordResult(id_, result.round_id(), result.applied(),
                                                  result.averaging_seconds());
@@ -176,6 +174,7 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   }
   absl::StatusOr<size_t> PeersBehind(uint64_t step) override { return c_->PeersBehind(id_, step); }
   void SetSamplesPerSecond(double) override {}
+  absl::Status CheckMembership() override { return c_->Membership(id_); }
   absl::StatusOr<bool> UploadSampleGrid(uint64_t step, const std::string& path) override {
     c_->RecordUpload(id_, step, path);
     return true;
@@ -188,6 +187,9 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
   bool Wanted() const override { return c_->Wanted(id_); }
   void Publish(Snapshot s, bool current) override { c_->Publish(id_, std::move(s), current); }
   void StopServingCurrent() override { c_->StopServingCurrent(id_); }
+  // The snapshot published at the boundary answers the same fetches at the
+  // same time (only its bytes are not sent in the real exchange).
+  void AtStepBoundary(uint64_t) override {}
   absl::StatusOr<Snapshot> FetchNewer(uint64_t step, const std::set<std::string>& refused) override {
     return c_->FetchNewer(id_, step, refused);
   }
@@ -245,6 +247,23 @@ void FakeCollaboration::Evict(const std::string& peer_id) {
 bool FakeCollaboration::evicted(const std::string& peer_id) {
   absl::MutexLock lock(&mu_);
   return evicted_.count(peer_id) > 0;
+}
+
+void FakeCollaboration::Supersede(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  superseded_.insert(peer_id);
+}
+
+absl::Status FakeCollaboration::Membership(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  if (evicted_.count(peer_id) > 0) {
+    return absl::NotFoundError(absl::StrCat("peer ", peer_id, " is not a member of the run (test)"));
+  }
+  if (superseded_.count(peer_id) > 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("peer ", peer_id, " incarnation 1 was superseded by incarnation 2 (test)"));
+  }
+  return absl::OkStatus();
 }
 
 size_t FakeCollaboration::PeersBehind(const std::string& peer_id, uint64_t step) {

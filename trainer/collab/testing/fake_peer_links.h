@@ -112,6 +112,12 @@ class FakeCollaboration {
   // NOT_FOUND, as the real one's do.
   void Evict(const std::string& peer_id);
   bool evicted(const std::string& peer_id);
+  // Another process joined as `peer_id`: this one's reports and
+  // heartbeats fail FAILED_PRECONDITION ("superseded"), as the real
+  // coordinator's do.
+  void Supersede(const std::string& peer_id);
+  // CheckMembership's answer for `peer_id`.
+  absl::Status Membership(const std::string& peer_id);
   size_t PeersBehind(const std::string& peer_id, uint64_t step);
   // Each Average call sleeps this long first (a slow network).
   void SetRoundDelay(absl::Duration d);
@@ -157,6 +163,7 @@ class FakeCollaboration {
   std::vector<std::string> uploads_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, uint64_t> reported_steps_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> evicted_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> superseded_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);
