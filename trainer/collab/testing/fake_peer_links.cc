@@ -244,11 +244,6 @@ void FakeCollaboration::Evict(const std::string& peer_id) {
   evicted_.insert(peer_id);
 }
 
-bool FakeCollaboration::evicted(const std::string& peer_id) {
-  absl::MutexLock lock(&mu_);
-  return evicted_.count(peer_id) > 0;
-}
-
 void FakeCollaboration::Supersede(const std::string& peer_id) {
   absl::MutexLock lock(&mu_);
   superseded_.insert(peer_id);

@@ -111,7 +111,6 @@ class FakeCollaboration {
   // The coordinator no longer knows `peer_id` (evicted): its reports fail
   // NOT_FOUND, as the real one's do.
   void Evict(const std::string& peer_id);
-  bool evicted(const std::string& peer_id);
   // Another process joined as `peer_id`: this one's reports and
   // heartbeats fail FAILED_PRECONDITION ("superseded"), as the real
   // coordinator's do.
