@@ -505,8 +505,13 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   for (const auto& p : liveness_->Snapshot()) {
     if (p.reachability == Reachability::kReachable) reachable[p.peer_id] = p.address;
   }
+  // The hash first: an outvoted peer's samples open no round.
+  HashVote::Verdict verdict;
+  if (!request.params_hash().empty()) {
+    verdict = rounds_->JudgeHash(peer.peer_id, request.hash_step(), request.params_hash());
+  }
   absl::StatusOr<v1::ReportProgressResponse> response;
-  if (request.finished()) {
+  if (request.finished() || verdict.diverged) {
     response.emplace().set_global_step(rounds_->global_step());
   } else {
     response = rounds_->Report(
@@ -519,17 +524,13 @@ absl::StatusOr<v1::ReportProgressResponse> CoordinatorCore::ReportProgress(
   if (!response.ok()) return response;
   auto round = rounds_->RoundFor(peer.peer_id, request.after_round_id());
   if (round.has_value()) *response->mutable_round() = std::move(*round);
-  if (!request.params_hash().empty()) {
-    HashVote::Verdict verdict =
-        rounds_->JudgeHash(peer.peer_id, request.hash_step(), request.params_hash());
-    if (verdict.diverged) {
-      LOG(WARNING) << "peer " << peer.peer_id << " holds parameters " << request.params_hash()
-                   << " after global step " << request.hash_step() << ", the others "
-                   << verdict.consensus << ": it must resynchronise";
-      response->set_diverged(true);
-      response->set_consensus_hash(verdict.consensus);
-      diverged_reports_.fetch_add(1, std::memory_order_relaxed);
-    }
+  if (verdict.diverged) {
+    LOG(WARNING) << "peer " << peer.peer_id << " holds parameters " << request.params_hash()
+                 << " after global step " << request.hash_step() << ", the others "
+                 << verdict.consensus << ": it must resynchronise";
+    response->set_diverged(true);
+    response->set_consensus_hash(verdict.consensus);
+    diverged_reports_.fetch_add(1, std::memory_order_relaxed);
   }
   return response;
 }
@@ -746,7 +747,9 @@ void CoordinatorCore::Tick() {
 absl::Status CoordinatorCore::TakeJoinToken(const std::string& remote_ip) {
   if (remote_ip.empty()) return absl::OkStatus();
   auto ip = ParseIp(remote_ip);
-  if (ip.has_value() && ip->IsLoopback()) return absl::OkStatus();
+  if (ip.has_value() && ip->IsLoopback() && !options_.limit_loopback_joins) {
+    return absl::OkStatus();
+  }
   if (!join_limiter_.Take(remote_ip)) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "too many joins from ", remote_ip, "; one per ",

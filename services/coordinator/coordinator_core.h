@@ -54,10 +54,14 @@ struct CoordinatorOptions {
   // longer be rejoined).
   absl::Duration forget_peers_after = absl::Hours(24);
   // Joins per remote IP address: a burst of this many, then one per
-  // join_interval (loopback callers are not limited). A flood of Joins
-  // gets RESOURCE_EXHAUSTED instead of a peer record each.
+  // join_interval. A flood of Joins gets RESOURCE_EXHAUSTED instead of a
+  // peer record each.
   int join_burst = 20;
   absl::Duration join_interval = absl::Seconds(3);
+  // Loopback callers are not limited unless this says so: a local run's
+  // trainers and their restarts all call from there, and whoever can call
+  // from the coordinator's own host needs no flood to harm it.
+  bool limit_loopback_joins = false;
   // Calls per peer credential: a burst of this many, then one per
   // peer_call_interval (a trainer makes a few a second, a waiting one polls
   // its round every 20 ms). Beyond: RESOURCE_EXHAUSTED. 0: no limit.

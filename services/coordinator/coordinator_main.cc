@@ -64,6 +64,13 @@ DEFINE_bool(check_peer_addresses, true,
             "A joining peer may only name an IP address its call comes from (host names are "
             "not checked). Turn off only where peers reach the coordinator through another "
             "address than the one they publish and cannot publish a host name.");
+DEFINE_int32(join_burst, 20,
+             "Joins one IP address may make at once; then one per --join_interval. More get "
+             "RESOURCE_EXHAUSTED.");
+DEFINE_string(join_interval, "3s", "How often an IP address regains one Join (see --join_burst).");
+DEFINE_bool(limit_loopback_joins, false,
+            "Also limit Joins from loopback addresses (exempt by default: a local run's "
+            "trainers and their restarts all join from there).");
 DEFINE_int32(shutdown_grace_s, 10, "Seconds in-flight calls get on SIGTERM.");
 
 namespace {
@@ -136,6 +143,12 @@ absl::Status Run() {
   if (!credential_ttl.ok()) return credential_ttl.status();
   auto eviction_ban = DurationFlag(FLAGS_eviction_ban, "eviction_ban");
   if (!eviction_ban.ok()) return eviction_ban.status();
+  auto join_interval = DurationFlag(FLAGS_join_interval, "join_interval");
+  if (!join_interval.ok()) return join_interval.status();
+  if (FLAGS_join_burst < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--join_burst=", FLAGS_join_burst, " must be at least 1"));
+  }
   auto security = dd::SecurityConfigFromFlags();
   if (!security.ok()) return security.status();
 
@@ -143,6 +156,9 @@ absl::Status Run() {
   options.credential_ttl = *credential_ttl;
   options.eviction_ban = *eviction_ban;
   options.check_peer_addresses = FLAGS_check_peer_addresses;
+  options.join_burst = FLAGS_join_burst;
+  options.join_interval = *join_interval;
+  options.limit_loopback_joins = FLAGS_limit_loopback_joins;
   options.lease_timeout = *lease_timeout;
   options.heartbeat_ttl = *ttl;
   options.dataset_address =

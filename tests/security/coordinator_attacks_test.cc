@@ -2,9 +2,12 @@
 // issue's review tried them, against real coordinator and dataset server
 // processes over real gRPC. Each test is the attacker's move, then a check
 // that it failed and that the victim peer goes on working.
+#include <atomic>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include <grpcpp/create_channel.h>
 
@@ -50,6 +53,7 @@ class CoordinatorAttacks : public ::testing::Test {
     auto ds = testing::StartDatasetServer(dir, {"--chunk_size=4"});
     ASSERT_TRUE(ds.ok()) << ds.status();
     dataset_ = new Subprocess(std::move(ds->process));
+    dataset_address_ = new std::string(ds->address);
     auto co = testing::StartCoordinator(
         dir, ds->address, {"--heartbeat_ttl=60s", "--admin_token_file=" + dir + "/admin"});
     ASSERT_TRUE(co.ok()) << co.status();
@@ -60,29 +64,37 @@ class CoordinatorAttacks : public ::testing::Test {
   static void TearDownTestSuite() {
     delete coordinator_;
     delete dataset_;
+    delete dataset_address_;
+    delete address_;
+    delete dir_;
   }
 
-  static std::unique_ptr<v1::Coordinator::Stub> StubWith(const std::string& credential) {
+  // A stub for the coordinator at `coordinator` (default: the suite's).
+  static std::unique_ptr<v1::Coordinator::Stub> StubWith(const std::string& credential,
+                                                         const std::string& coordinator = "") {
     SecurityConfig c;
     c.auth_token = kToken;
     c.call_token = std::make_shared<CallToken>(kToken);
     c.call_token->SetPeerCredential(credential);
-    return v1::Coordinator::NewStub(*MakeChannel(*address_, c));
+    return v1::Coordinator::NewStub(
+        *MakeChannel(coordinator.empty() ? *address_ : coordinator, c));
   }
 
   // A process with the run token only.
-  static Client RunTokenHolder() { return Client{StubWith(""), {}, {}}; }
+  static Client RunTokenHolder(const std::string& coordinator = "") {
+    return Client{StubWith("", coordinator), {}, {}};
+  }
 
   // A peer that joined at `address` and calls with its credential.
-  static Client JoinedPeer(const std::string& address) {
-    Client run = RunTokenHolder();
+  static Client JoinedPeer(const std::string& address, const std::string& coordinator = "") {
+    Client run = RunTokenHolder(coordinator);
     v1::JoinRequest req;
     req.set_listen_address(address);
     v1::JoinResponse resp;
     auto ctx = MakeCallContext(absl::Seconds(30), true);
     grpc::Status s = run.stub->Join(ctx.get(), req, &resp);
     EXPECT_TRUE(s.ok()) << s.error_message();
-    Client peer{StubWith(resp.peer_token()), resp, {}};
+    Client peer{StubWith(resp.peer_token(), coordinator), resp, {}};
     peer.ref.set_peer_id(resp.peer_id());
     peer.ref.set_incarnation(resp.incarnation());
     return peer;
@@ -90,12 +102,14 @@ class CoordinatorAttacks : public ::testing::Test {
 
   static std::string* dir_;
   static std::string* address_;
+  static std::string* dataset_address_;
   static Subprocess* dataset_;
   static Subprocess* coordinator_;
 };
 
 std::string* CoordinatorAttacks::dir_ = nullptr;
 std::string* CoordinatorAttacks::address_ = nullptr;
+std::string* CoordinatorAttacks::dataset_address_ = nullptr;
 Subprocess* CoordinatorAttacks::dataset_ = nullptr;
 Subprocess* CoordinatorAttacks::coordinator_ = nullptr;
 
@@ -377,6 +391,70 @@ TEST_F(CoordinatorAttacks, AForgedCredentialIsUnauthenticated) {
   v1::HeartbeatResponse beat;
   EXPECT_EQ(raw->Heartbeat(&two, v1::HeartbeatRequest(), &beat).error_code(),
             grpc::StatusCode::UNAUTHENTICATED);
+}
+
+// A token holder floods Joins, each of which would otherwise add a peer
+// record (and a probe). Its own coordinator, which limits loopback callers
+// too (a real attacker calls from elsewhere; every process here is on
+// loopback): a burst of 5, then one Join an hour.
+TEST_F(CoordinatorAttacks, AJoinFloodIsRefusedAndTheJoinedPeerGoesOn) {
+  const std::string dir = *dir_ + "/flood";
+  std::filesystem::create_directories(dir);
+  std::filesystem::copy_file(*dir_ + "/token", dir + "/token");
+  std::filesystem::copy_file(*dir_ + "/run.json", dir + "/run.json");
+  auto co = testing::StartCoordinator(
+      dir, *dataset_address_, {"--limit_loopback_joins", "--join_burst=5", "--join_interval=1h"});
+  ASSERT_TRUE(co.ok()) << co.status();
+  Subprocess coordinator = std::move(co->process);
+
+  Client honest = JoinedPeer("127.0.0.1:40061", co->address);  // one of the burst
+  constexpr int kThreads = 8, kJoinsEach = 8;
+  std::atomic<int> joined{0}, refused{0}, other{0};
+  std::mutex mu;
+  std::string refusal;
+  std::vector<std::thread> flood;
+  for (int t = 0; t < kThreads; ++t) {
+    flood.emplace_back([&, t] {
+      Client attacker = RunTokenHolder(co->address);
+      for (int i = 0; i < kJoinsEach; ++i) {
+        v1::JoinRequest req;
+        req.set_listen_address("127.0.0.1:" + std::to_string(41000 + t * kJoinsEach + i));
+        v1::JoinResponse resp;
+        auto ctx = MakeCallContext(absl::Seconds(30), true);
+        grpc::Status s = attacker.stub->Join(ctx.get(), req, &resp);
+        if (s.ok()) {
+          ++joined;
+        } else if (s.error_code() == grpc::StatusCode::RESOURCE_EXHAUSTED) {
+          ++refused;
+          std::lock_guard<std::mutex> lock(mu);
+          refusal = s.error_message();
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& t : flood) t.join();
+  EXPECT_EQ(joined.load(), 4);  // what the burst had left
+  EXPECT_EQ(refused.load(), kThreads * kJoinsEach - 4);
+  EXPECT_EQ(other.load(), 0);
+  EXPECT_NE(refusal.find("too many joins from 127.0.0.1"), std::string::npos) << refusal;
+
+  // The refused Joins left no peer record ...
+  v1::ListPeersResponse peers;
+  ASSERT_EQ(Call(honest, &v1::Coordinator::Stub::ListPeers, v1::ListPeersRequest(), &peers),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(peers.peers_size(), 5);
+  // ... and the peer that joined before the flood goes on working.
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(Call(honest, &v1::Coordinator::Stub::Heartbeat, v1::HeartbeatRequest(), &beat),
+            grpc::StatusCode::OK);
+  v1::AcquireChunksRequest acq;
+  acq.set_max_chunks(1);
+  v1::AcquireChunksResponse leases;
+  ASSERT_EQ(Call(honest, &v1::Coordinator::Stub::AcquireChunks, acq, &leases),
+            grpc::StatusCode::OK);
+  EXPECT_EQ(leases.leases_size(), 1);
 }
 
 // Last in the suite: it opens a round on the shared coordinator.

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iterator>
 #include <set>
+#include <utility>
 
 #include <glog/logging.h>
 
@@ -36,6 +37,7 @@ struct PeerSession::InFlightRound {
   std::thread thread;
   std::atomic<bool> done{false};
   absl::StatusOr<averaging::AllReduceResult> result = absl::UnknownError("not run");
+  bool withheld = false;  // diverged: takes part with nothing, applies nothing
 };
 
 PeerSession::PeerSession(SessionOptions options, Synchronizer* sync, CoordinatorLink* coordinator,
@@ -276,6 +278,12 @@ absl::Status PeerSession::ReportAndLook() {
                    << request.params_hash().substr(0, 16) << ") differ from the other members' ("
                    << report->consensus_hash().substr(0, 16) << "): resynchronising";
       resync_consensus_ = report->consensus_hash();
+      if (report->has_round() && report->round().round_id() > last_round_id_) {
+        pending_ = report->round();
+        withhold_pending_round_ = true;
+        state_ = PeerState::kAveraging;
+        return absl::OkStatus();
+      }
       ToResync(applied_, "parameters diverged");
       return absl::OkStatus();
     }
@@ -354,6 +362,7 @@ absl::Status PeerSession::WaitForRound() {
 absl::Status PeerSession::StartRound() {
   cv1::Round r = std::move(*pending_);
   pending_.reset();
+  const bool withheld = std::exchange(withhold_pending_round_, false);
   last_round_id_ = std::max(last_round_id_, r.round_id());
   state_ = PeerState::kAccumulating;
   if (in_flight_) {
@@ -366,6 +375,7 @@ absl::Status PeerSession::StartRound() {
     ++stats_.rounds_skipped;
     LOG(WARNING) << "round " << r.round_id() << " is for step " << r.global_step()
                  << ", this peer is at " << next_step_ << "; skipped";
+    if (withheld) ToResync(applied_, "parameters diverged");
     return absl::OkStatus();
   }
   auto f = std::make_unique<InFlightRound>();
@@ -382,12 +392,24 @@ absl::Status PeerSession::StartRound() {
                       next_step_ + 1 == static_cast<uint64_t>(options_.nan_contribution_at_step_for_test);
   ASSIGN_OR_RETURN(f->contribution, sync_->Contribute(next_step_, poison));
   f->started = absl::Now();
+  f->withheld = withheld;
+  if (withheld) {
+    ++stats_.rounds_withheld;
+    LOG(WARNING) << "round " << f->round.round_id()
+                 << ": taking part with nothing (this peer's weights diverged); it "
+                    "resynchronises after the round";
+  }
   InFlightRound* raw = f.get();
   raw->thread = std::thread([this, raw] {
     // The synchronizer's model-sized work before and after the exchange
     // runs here, beside the local steps, not between them.
     Contribution& c = raw->contribution;
     absl::Status prepared = sync_->Prepare(c);
+    if (raw->withheld) {
+      std::fill(c.values.begin(), c.values.end(), 0.0f);
+      c.weight = 0;
+      c.keys.clear();
+    }
     if (!prepared.ok()) {
       raw->result = prepared;
     } else {
@@ -445,6 +467,12 @@ absl::StatusOr<bool> PeerSession::FinishRound(bool wait) {
     // a member claiming to be is the one caught.
     resync_abandoned_ = absl::IsAborted(f->result.status());
     ToResync(r.global_step() + 1, resync_abandoned_ ? "abandoned round" : "failed round");
+    return true;
+  }
+  if (f->withheld) {
+    // The round went through for the others; this peer's weights are not
+    // theirs, so it takes the step's state from a member that applied it.
+    ToResync(r.global_step() + 1, "parameters diverged");
     return true;
   }
   ResolveHash();  // the update below changes the weights it reads
@@ -626,7 +654,10 @@ absl::Status PeerSession::Resynchronise() {
   // member; one that missed a step, a state past its own.
   const std::string consensus = std::move(resync_consensus_);
   resync_consensus_.clear();
-  uint64_t after = !consensus.empty() && applied_ > 0 ? applied_ - 1 : applied_;
+  // (A diverged member that took part in a round with nothing wants the
+  // step that round made.)
+  uint64_t after =
+      !consensus.empty() && resync_target_ > 0 ? std::min(applied_, resync_target_ - 1) : applied_;
   // Serve this peer's own state meanwhile (not a diverged one): peers that
   // missed the same round ask each other, and learn that nobody is ahead.
   if (consensus.empty()) Publish(/*current=*/true);

@@ -92,6 +92,7 @@ struct SessionStats {
   int64_t resyncs = 0;         // states downloaded
   int64_t states_refused = 0;  // downloaded states whose hash the members did not confirm
   int64_t diverged = 0;        // times the coordinator found this peer's hash outvoted
+  int64_t rounds_withheld = 0; // rounds taken part in with nothing, diverged
   uint64_t bytes_sent = 0, bytes_received = 0;
   // The shared weights' hash after each global step this peer applied, or
   // went on from when nobody applied it (then the step before's weights);
@@ -226,6 +227,11 @@ class PeerSession {
   // Set when the coordinator found this peer's weights diverged: the hash
   // the other members hold.
   std::string resync_consensus_;
+  // The verdict came after the coordinator had made this peer a member of a
+  // round it had not started: it takes part in that round with nothing
+  // (zeros at weight 0, so the other members need not wait out the round's
+  // deadline for its spans), then resynchronises instead of applying it.
+  bool withhold_pending_round_ = false;
   absl::Time last_report_ = absl::InfinitePast();
   uint64_t last_reported_hash_step_ = 0;  // of stats_.hashes
   // The newest applied step's numbers, sent with the next report (for the

@@ -282,6 +282,31 @@ TEST(PeerSessionTest, APeerWhoseWeightsDivergedIsOutvotedAndResynchronises) {
             peers[0]->session->stats().hashes.rbegin()->second);
 }
 
+// The coordinator makes c a member of a round before c hears that it
+// diverged (the other members' hashes came late). c then takes part in that
+// round with nothing, so a and b need not wait out the round's deadline for
+// its span, and resynchronises after it.
+TEST(PeerSessionTest, APeerFoundDivergedInsideARoundTakesPartWithNothingThenResynchronises) {
+  FakeCollaboration c(/*target_batch_size=*/12);
+  SessionOptions so = Options(6, /*cap=*/4);
+  std::vector<std::unique_ptr<Peer>> peers;
+  for (const char* name : {"a", "b"}) peers.push_back(MakePeer(c, name, 4, so, SyncConfig{}));
+  // c, the slowest, is the last to report toward each step: its report opens
+  // the round, and the answer hands it over.
+  peers.push_back(MakePeer(c, "c", 4, so, SyncConfig{}, absl::Milliseconds(100)));
+  peers[2]->model.CorruptAfterStepForTest(2);
+  c.DelayDivergedVerdictUntilARound("c");
+  const absl::Time start = absl::Now();
+  ASSERT_NO_FATAL_FAILURE(RunAll(peers));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(25)) << "a round waited out its deadline";
+  EXPECT_GE(peers[2]->session->stats().diverged, 1);
+  EXPECT_GE(peers[2]->session->stats().rounds_withheld, 1);
+  EXPECT_GE(peers[2]->session->stats().resyncs, 1);
+  for (auto& p : peers) EXPECT_EQ(p->session->stats().rounds_failed, 0) << p->id;
+  EXPECT_EQ(peers[0]->model.weights(), peers[1]->model.weights());
+  EXPECT_EQ(peers[2]->model.weights(), peers[0]->model.weights());
+}
+
 TEST(PeerSessionTest, ErrorFeedbackCarriesWhatTheCodecDropped) {
   const int h = 2;
   FakeCollaboration c(2 * h * 2, averaging::CodecId::kUniform8Bit);

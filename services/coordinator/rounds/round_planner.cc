@@ -300,7 +300,12 @@ uint64_t RoundPlanner::global_step() const {
 
 HashVote::Verdict RoundPlanner::JudgeHash(const std::string& peer_id, uint64_t step,
                                           const std::string& hash) {
-  return hashes_.Record(peer_id, step, hash);
+  HashVote::Verdict verdict = hashes_.Record(peer_id, step, hash);
+  if (verdict.diverged) {
+    absl::MutexLock lock(&mu_);
+    reports_.erase(peer_id);
+  }
+  return verdict;
 }
 
 v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {

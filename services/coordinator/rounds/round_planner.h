@@ -150,7 +150,13 @@ class RoundPlanner {
   distdiff::coordinator::v1::GetStepHashResponse ConfirmedHash(uint64_t step);
 
   // Records the hash of the shared weights `peer_id` holds after `step` and
-  // judges it against the other members' (HashVote).
+  // judges it against the other members' (HashVote). When `peer_id` stands
+  // outvoted its report toward the current step is withdrawn: told so, it
+  // drops those samples to resynchronise, and a round opened on them would
+  // wait for a member with nothing to send. Judge a report's hash before
+  // planning its samples (Report), and plan them only when the peer is not
+  // outvoted. (A peer outvoted by a later vote learns it on its next report;
+  // a round that opened with it before then has it take part with nothing.)
   HashVote::Verdict JudgeHash(const std::string& peer_id, uint64_t step, const std::string& hash);
 
   // Forgets a peer's report (it left or was evicted) and, with `hashes`,

@@ -348,6 +348,33 @@ TEST(RoundPlanner, AMemberThatDepartedBeforeReportingItsHashDoesNotBlockTheConfi
   EXPECT_FALSE(planner.ConfirmedHash(1).confirmed());
 }
 
+// An outvoted member drops what it trained to resynchronise: a round opened
+// on those samples would wait for parts it never sends.
+TEST(RoundPlanner, AnOutvotedMembersSamplesOpenNoRound) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 3;
+  RoundPlanner planner(o, &clock);
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(planner.Report(id, 0, 1, 1, 0, Info).ok());
+  ASSERT_EQ(planner.global_step(), 1u);
+  planner.JudgeHash("a", 1, "a1");
+  planner.JudgeHash("b", 1, "a1");
+  // c reports toward step 2, then its hash of step 1 is outvoted.
+  ASSERT_TRUE(planner.Report("c", 1, 1, 1, 0, Info).ok());
+  ASSERT_TRUE(planner.Report("a", 1, 1, 1, 0, Info).ok());
+  EXPECT_TRUE(planner.JudgeHash("c", 1, "c1").diverged);
+  ASSERT_TRUE(planner.Report("b", 1, 1, 1, 0, Info).ok());
+  EXPECT_EQ(planner.global_step(), 1u) << "a round opened on the outvoted member's samples";
+  // Resynchronised, c reports again and the round opens with it.
+  EXPECT_FALSE(planner.JudgeHash("c", 1, "a1").diverged);
+  ASSERT_TRUE(planner.Report("c", 1, 1, 1, 0, Info).ok());
+  ASSERT_EQ(planner.global_step(), 2u);
+  auto round = planner.RoundFor("c", 0);
+  ASSERT_TRUE(round.has_value());
+  EXPECT_EQ(round->round_id(), 2u);
+  EXPECT_EQ(round->members_size(), 3);
+}
+
 TEST(RoundPlanner, AStepsHashIsConfirmedByMostOfTheMembersThatAppliedIt) {
   FakeClock clock;
   RoundPlannerOptions o;

@@ -145,8 +145,15 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
       if (!s.ok() && !absl::IsNotFound(s)) return s;
     }
     c_->RecordReportedStep(id_, request.global_step());
+    // As the coordinator does: the hash first, and an outvoted peer's
+    // samples open no round.
+    coordinator::HashVote::Verdict verdict;
+    if (!request.params_hash().empty()) {
+      verdict = c_->planner_.JudgeHash(id_, request.hash_step(), request.params_hash());
+    }
+    const bool delayed = verdict.diverged && c_->DelaysDivergedVerdict(id_);
     cv1::ReportProgressResponse r;
-    if (request.finished()) {
+    if (request.finished() || (verdict.diverged && !delayed)) {
       r.set_global_step(c_->planner_.global_step());
     } else {
       ASSIGN_OR_RETURN(r, c_->planner_.Report(id_, request.global_step(),
@@ -155,14 +162,14 @@ class FakeCollaboration::Links final : public CoordinatorLink, public RoundAvera
                                               [](const std::string& id) {
                                                 return coordinator::MemberInfo{"mem:" + id};
                                               }));
+    }
+    if (!request.finished()) {
       auto round = c_->planner_.RoundFor(id_, request.after_round_id());
       if (round.has_value()) *r.mutable_round() = *round;
     }
-    if (!request.params_hash().empty()) {
-      auto verdict = c_->planner_.JudgeHash(id_, request.hash_step(), request.params_hash());
-      r.set_diverged(verdict.diverged);
-      if (verdict.diverged) r.set_consensus_hash(verdict.consensus);
-    }
+    if (delayed && !c_->ReleaseDivergedVerdict(id_, r.has_round())) verdict = {};
+    r.set_diverged(verdict.diverged);
+    if (verdict.diverged) r.set_consensus_hash(verdict.consensus);
     return r;
   }
   absl::StatusOr<std::optional<cv1::Round>> GetRound(uint64_t after) override {
@@ -247,6 +254,22 @@ void FakeCollaboration::Evict(const std::string& peer_id) {
 void FakeCollaboration::Supersede(const std::string& peer_id) {
   absl::MutexLock lock(&mu_);
   superseded_.insert(peer_id);
+}
+
+void FakeCollaboration::DelayDivergedVerdictUntilARound(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  verdicts_delayed_.insert(peer_id);
+}
+
+bool FakeCollaboration::DelaysDivergedVerdict(const std::string& peer_id) {
+  absl::MutexLock lock(&mu_);
+  return verdicts_delayed_.count(peer_id) > 0;
+}
+
+bool FakeCollaboration::ReleaseDivergedVerdict(const std::string& peer_id, bool in_a_round) {
+  absl::MutexLock lock(&mu_);
+  if (in_a_round) verdicts_delayed_.erase(peer_id);
+  return in_a_round;
 }
 
 absl::Status FakeCollaboration::Membership(const std::string& peer_id) {

@@ -115,6 +115,14 @@ class FakeCollaboration {
   // heartbeats fail FAILED_PRECONDITION ("superseded"), as the real
   // coordinator's do.
   void Supersede(const std::string& peer_id);
+  // The coordinator tells `peer_id` that its weights diverged only in the
+  // answer that also hands it a round it is a member of (the verdict came
+  // after the round opened: a real coordinator's timing, made certain).
+  // Until then its reports count as undiverged.
+  void DelayDivergedVerdictUntilARound(const std::string& peer_id);
+  bool DelaysDivergedVerdict(const std::string& peer_id);
+  // True (and no longer delayed) when the answer hands it a round.
+  bool ReleaseDivergedVerdict(const std::string& peer_id, bool in_a_round);
   // CheckMembership's answer for `peer_id`.
   absl::Status Membership(const std::string& peer_id);
   size_t PeersBehind(const std::string& peer_id, uint64_t step);
@@ -163,6 +171,7 @@ class FakeCollaboration {
   std::map<std::string, uint64_t> reported_steps_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> evicted_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> superseded_ ABSL_GUARDED_BY(mu_);
+  std::set<std::string> verdicts_delayed_ ABSL_GUARDED_BY(mu_);
   absl::Duration delay_ ABSL_GUARDED_BY(mu_) = absl::ZeroDuration();
   std::map<std::string, StateExchange::Snapshot> snapshots_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> wanted_ ABSL_GUARDED_BY(mu_);
