@@ -71,6 +71,14 @@ DEFINE_string(join_interval, "3s", "How often an IP address regains one Join (se
 DEFINE_bool(limit_loopback_joins, false,
             "Also limit Joins from loopback addresses (exempt by default: a local run's "
             "trainers and their restarts all join from there).");
+DEFINE_int32(admin_port, -1,
+             "Serve the Admin* calls (and full listings) on --admin_host:--admin_port only, "
+             "so the run's public port refuses them whatever token a caller has; 0 picks a "
+             "free port (see --admin_port_file). Default (-1): on the public port, behind the "
+             "admin token.");
+DEFINE_string(admin_host, "127.0.0.1",
+              "Address the admin port listens on (an operators' network, or loopback).");
+DEFINE_string(admin_port_file, "", "Write the bound admin port here once listening.");
 DEFINE_int32(shutdown_grace_s, 10, "Seconds in-flight calls get on SIGTERM.");
 
 namespace {
@@ -236,7 +244,8 @@ absl::Status Run() {
   std::unique_ptr<NewestSample> newest_sample = NewestSample::Open(FLAGS_db_dir);
   CoordinatorCore core(ledger->get(), &liveness, &rounds, *config, options, dd::RealClock(),
                        issuer->get(), RunRecords{history->get(), newest_sample.get()});
-  CoordinatorService service(&core);
+  const bool admin_apart = FLAGS_admin_port >= 0;
+  CoordinatorService service(&core, 64, admin_apart ? AdminCalls::kElsewhere : AdminCalls::kServed);
   AddCoordinatorMetrics(&core, ledger_ptr, &registry);
   dd::ServerOptions server_options;
   server_options.listen_address = absl::StrCat(FLAGS_host, ":", FLAGS_port);
@@ -245,6 +254,21 @@ absl::Status Run() {
   server_options.metrics = &registry;
   auto host = dd::ServiceHost::Start(server_options, {&service});
   if (!host.ok()) return host.status();
+  // The admin calls on their own address: the same core, a few threads.
+  CoordinatorService admin_service(&core, 4, AdminCalls::kServed);
+  std::unique_ptr<dd::ServiceHost> admin_host;
+  if (admin_apart) {
+    dd::ServerOptions admin_options;
+    admin_options.listen_address = absl::StrCat(FLAGS_admin_host, ":", FLAGS_admin_port);
+    admin_options.security = *security;
+    admin_options.port_file = FLAGS_admin_port_file;
+    auto started = dd::ServiceHost::Start(admin_options, {&admin_service});
+    if (!started.ok()) return started.status();
+    admin_host = std::move(*started);
+    admin_host->SetServing(true);
+    LOG(INFO) << "admin calls on " << FLAGS_admin_host << ":" << admin_host->port()
+              << " only";
+  }
   // The status page and /metrics on --http_port.
   auto http = dd::metrics::StartHttpServerFromFlags(FLAGS_host, &registry, StatusPages(&core, newest_sample.get()));
   if (!http.ok()) return http.status();
@@ -268,10 +292,12 @@ absl::Status Run() {
         LOG(ERROR) << "the ledger stopped accepting changes after a failed write: health is "
                       "NOT_SERVING; restart the coordinator";
         (*host)->SetServing(false);
+        if (admin_host != nullptr) admin_host->SetServing(false);
       }
     }
   });
   (*host)->WaitForTerminationSignal(absl::Seconds(FLAGS_shutdown_grace_s));
+  if (admin_host != nullptr) admin_host->Shutdown(absl::Seconds(1));
   stop.Notify();
   maintenance.join();
   if (absl::Status s = (*history)->Flush(); !s.ok()) LOG(WARNING) << "history: " << s;

@@ -4,19 +4,34 @@
 #include "common/rpc/offload.h"
 
 namespace dd::coordinator {
-namespace {
 
-std::string AdminToken(grpc::CallbackServerContext* context) {
+CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads, AdminCalls admin)
+    : core_(core), admin_(admin), pool_(threads) {}
+
+std::string CoordinatorService::AdminTokenOf(grpc::CallbackServerContext* context) const {
+  if (admin_ == AdminCalls::kElsewhere) return "";
   const auto& md = context->client_metadata();
   auto it = md.find(kAdminTokenHeader);
   if (it == md.end()) return "";
   return std::string(it->second.data(), it->second.size());
 }
 
-}  // namespace
-
-CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads)
-    : core_(core), pool_(threads) {}
+template <typename Request, typename Response, typename Handler>
+grpc::ServerUnaryReactor* CoordinatorService::Admin(grpc::CallbackServerContext* c,
+                                                    const Request* req, Response* resp,
+                                                    Handler handler) {
+  if (admin_ == AdminCalls::kElsewhere) {
+    grpc::ServerUnaryReactor* reactor = c->DefaultReactor();
+    reactor->Finish(grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                                 "admin calls are served on the coordinator's admin address "
+                                 "(--admin_port), not on this one"));
+    return reactor;
+  }
+  return FinishOnPool(&pool_, c, req, resp,
+                      [handler, token = AdminTokenOf(c)](const Request& r) {
+                        return handler(r, token);
+                      });
+}
 
 // One line per RPC: the core does the work on the pool. Calls that act for a
 // peer get the caller the authenticator established.
@@ -38,7 +53,7 @@ CoordinatorService::CoordinatorService(CoordinatorCore* core, int threads)
       grpc::CallbackServerContext* c, const v1::Request* req, v1::Response* resp) {       \
     return FinishOnPool(                                                                  \
         &pool_, c, req, resp,                                                             \
-        [this, caller = CallerOf(*c), token = AdminToken(c)](        \
+        [this, caller = CallerOf(*c), token = AdminTokenOf(c)](      \
             const v1::Request& r) { return core_->Name(r, caller, token); });             \
   }
 
@@ -66,28 +81,25 @@ DD_COORDINATOR_RPC(GetHistory, GetHistoryRequest, GetHistoryResponse)
 grpc::ServerUnaryReactor* CoordinatorService::AdminReleaseChunk(
     grpc::CallbackServerContext* c, const v1::AdminReleaseChunkRequest* req,
     v1::AdminReleaseChunkResponse* resp) {
-  return FinishOnPool(&pool_, c, req, resp,
-                      [this, token = AdminToken(c)](const v1::AdminReleaseChunkRequest& r) {
-                        return core_->AdminReleaseChunk(r, token);
-                      });
+  return Admin(c, req, resp, [this](const v1::AdminReleaseChunkRequest& r, const std::string& t) {
+    return core_->AdminReleaseChunk(r, t);
+  });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::AdminEvictPeer(
     grpc::CallbackServerContext* c, const v1::AdminEvictPeerRequest* req,
     v1::AdminEvictPeerResponse* resp) {
-  return FinishOnPool(&pool_, c, req, resp,
-                      [this, token = AdminToken(c)](const v1::AdminEvictPeerRequest& r) {
-                        return core_->AdminEvictPeer(r, token);
-                      });
+  return Admin(c, req, resp, [this](const v1::AdminEvictPeerRequest& r, const std::string& t) {
+    return core_->AdminEvictPeer(r, t);
+  });
 }
 
 grpc::ServerUnaryReactor* CoordinatorService::AdminInvite(grpc::CallbackServerContext* c,
                                                           const v1::AdminInviteRequest* req,
                                                           v1::AdminInviteResponse* resp) {
-  return FinishOnPool(&pool_, c, req, resp,
-                      [this, token = AdminToken(c)](const v1::AdminInviteRequest& r) {
-                        return core_->AdminInvite(r, token);
-                      });
+  return Admin(c, req, resp, [this](const v1::AdminInviteRequest& r, const std::string& t) {
+    return core_->AdminInvite(r, t);
+  });
 }
 
 }  // namespace dd::coordinator

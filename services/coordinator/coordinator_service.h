@@ -13,10 +13,17 @@ namespace dd::coordinator {
 // Metadata key carrying the admin token of the Admin* calls.
 inline constexpr char kAdminTokenHeader[] = "x-dd-admin-token";
 
+// Whether a service answers the Admin* calls (and gives full listings to
+// the admin token), or another one on the coordinator's admin address does.
+enum class AdminCalls { kServed, kElsewhere };
+
 class CoordinatorService final : public v1::Coordinator::CallbackService {
  public:
-  // `core` must outlive the service.
-  explicit CoordinatorService(CoordinatorCore* core, int threads = 64);
+  // `core` must outlive the service. With AdminCalls::kElsewhere the Admin*
+  // calls fail PERMISSION_DENIED whatever token they carry, and the
+  // listings ignore the admin token (no lease ids or incarnations).
+  explicit CoordinatorService(CoordinatorCore* core, int threads = 64,
+                              AdminCalls admin = AdminCalls::kServed);
 
   grpc::ServerUnaryReactor* Join(grpc::CallbackServerContext* c, const v1::JoinRequest* req,
                                  v1::JoinResponse* resp) override;
@@ -78,7 +85,16 @@ class CoordinatorService final : public v1::Coordinator::CallbackService {
                                         v1::AdminInviteResponse* resp) override;
 
  private:
+  // The admin token the call carries, or "" where admin calls are served
+  // elsewhere.
+  std::string AdminTokenOf(grpc::CallbackServerContext* context) const;
+  // Runs an Admin* call on the pool, or refuses it here.
+  template <typename Request, typename Response, typename Handler>
+  grpc::ServerUnaryReactor* Admin(grpc::CallbackServerContext* c, const Request* req,
+                                  Response* resp, Handler handler);
+
   CoordinatorCore* const core_;
+  const AdminCalls admin_;
   ThreadPool pool_;
 };
 

@@ -22,7 +22,9 @@
 #include "common/status/grpc_status.h"
 #include "protos/coordinator.grpc.pb.h"
 
-DEFINE_string(coordinator, "127.0.0.1:50050", "Coordinator host:port.");
+DEFINE_string(coordinator, "127.0.0.1:50050",
+              "Coordinator host:port (for invite/evict/release, and the full listings, its "
+              "admin address when it serves admin calls apart: --admin_port).");
 DEFINE_string(state, "", "chunks: only 'leased' or 'pending' chunks.");
 DEFINE_string(owner, "", "chunks: only chunks leased by this peer.");
 DEFINE_int32(points, 50, "history: the newest this many global steps.");

@@ -457,6 +457,67 @@ TEST_F(CoordinatorAttacks, AJoinFloodIsRefusedAndTheJoinedPeerGoesOn) {
   EXPECT_EQ(leases.leases_size(), 1);
 }
 
+// The operator serves the admin calls on their own address (--admin_port).
+// A token holder who also stole the admin token cannot use it on the run's
+// public port: every Admin* call is refused there, and the listings stay
+// reduced.
+TEST_F(CoordinatorAttacks, AdminCallsAreRefusedOnThePublicPortWhenServedApart) {
+  const std::string dir = *dir_ + "/admin_apart";
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"/token", "/run.json", "/admin"}) {
+    std::filesystem::copy_file(*dir_ + f, dir + f);
+  }
+  auto co = testing::StartCoordinator(dir, *dataset_address_,
+                                      {"--admin_token_file=" + dir + "/admin", "--admin_port=0",
+                                       "--admin_port_file=" + dir + "/admin_port"});
+  ASSERT_TRUE(co.ok()) << co.status();
+  Subprocess coordinator = std::move(co->process);
+  std::string admin_port;
+  for (int i = 0; i < 100 && admin_port.empty(); ++i) {
+    std::ifstream(dir + "/admin_port") >> admin_port;
+    if (admin_port.empty()) absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_FALSE(admin_port.empty()) << "no admin port written";
+  const std::string admin_address = "127.0.0.1:" + admin_port;
+
+  Client victim = JoinedPeer("127.0.0.1:40071", co->address);
+  auto with_admin_token = [] {
+    auto ctx = MakeCallContext(absl::Seconds(10));
+    ctx->AddMetadata(coordinator::kAdminTokenHeader, kAdmin);
+    return ctx;
+  };
+  v1::AdminEvictPeerRequest evict;
+  evict.set_peer_id(victim.joined.peer_id());
+  v1::AdminEvictPeerResponse evicted;
+  v1::ListPeersResponse peers;
+  Client on_public = RunTokenHolder(co->address);
+  {
+    grpc::Status s = on_public.stub->AdminEvictPeer(with_admin_token().get(), evict, &evicted);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+    EXPECT_NE(s.error_message().find("admin address"), std::string::npos) << s.error_message();
+    v1::AdminInviteRequest invite;
+    invite.set_name("x");
+    v1::AdminInviteResponse invited;
+    EXPECT_EQ(on_public.stub->AdminInvite(with_admin_token().get(), invite, &invited).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+    ASSERT_TRUE(
+        on_public.stub->ListPeers(with_admin_token().get(), v1::ListPeersRequest(), &peers).ok());
+    ASSERT_EQ(peers.peers_size(), 1);
+    EXPECT_EQ(peers.peers(0).incarnation(), 0u) << "the public port revealed an incarnation";
+  }
+  // On the admin address the same calls work.
+  Client on_admin = RunTokenHolder(admin_address);
+  ASSERT_TRUE(
+      on_admin.stub->ListPeers(with_admin_token().get(), v1::ListPeersRequest(), &peers).ok());
+  ASSERT_EQ(peers.peers_size(), 1);
+  EXPECT_EQ(peers.peers(0).incarnation(), victim.joined.incarnation());
+  grpc::Status s = on_admin.stub->AdminEvictPeer(with_admin_token().get(), evict, &evicted);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  v1::HeartbeatResponse beat;
+  EXPECT_EQ(Call(victim, &v1::Coordinator::Stub::Heartbeat, v1::HeartbeatRequest(), &beat),
+            grpc::StatusCode::NOT_FOUND);
+}
+
 // Last in the suite: it opens a round on the shared coordinator.
 // The attacker claims an absurd upload bandwidth to be given the whole
 // vector to reduce. Both members answer the coordinator's probe (health
