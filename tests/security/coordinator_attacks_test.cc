@@ -80,6 +80,18 @@ class CoordinatorAttacks : public ::testing::Test {
         *MakeChannel(coordinator.empty() ? *address_ : coordinator, c));
   }
 
+  // A coordinator of its own (over the suite's dataset server) in
+  // `dir_`/`name`, with the suite's token and run, and `flags`.
+  static absl::StatusOr<testing::RunningServer> StartOwnCoordinator(
+      const std::string& name, const std::vector<std::string>& flags) {
+    const std::string dir = *dir_ + "/" + name;
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"/token", "/run.json"}) {
+      std::filesystem::copy_file(*dir_ + f, dir + f);
+    }
+    return testing::StartCoordinator(dir, *dataset_address_, flags);
+  }
+
   // A process with the run token only.
   static Client RunTokenHolder(const std::string& coordinator = "") {
     return Client{StubWith("", coordinator), {}, {}};
@@ -398,12 +410,8 @@ TEST_F(CoordinatorAttacks, AForgedCredentialIsUnauthenticated) {
 // too (a real attacker calls from elsewhere; every process here is on
 // loopback): a burst of 5, then one Join an hour.
 TEST_F(CoordinatorAttacks, AJoinFloodIsRefusedAndTheJoinedPeerGoesOn) {
-  const std::string dir = *dir_ + "/flood";
-  std::filesystem::create_directories(dir);
-  std::filesystem::copy_file(*dir_ + "/token", dir + "/token");
-  std::filesystem::copy_file(*dir_ + "/run.json", dir + "/run.json");
-  auto co = testing::StartCoordinator(
-      dir, *dataset_address_, {"--limit_loopback_joins", "--join_burst=5", "--join_interval=1h"});
+  auto co = StartOwnCoordinator(
+      "flood", {"--limit_loopback_joins", "--join_burst=5", "--join_interval=1h"});
   ASSERT_TRUE(co.ok()) << co.status();
   Subprocess coordinator = std::move(co->process);
 
@@ -463,13 +471,9 @@ TEST_F(CoordinatorAttacks, AJoinFloodIsRefusedAndTheJoinedPeerGoesOn) {
 // reduced.
 TEST_F(CoordinatorAttacks, AdminCallsAreRefusedOnThePublicPortWhenServedApart) {
   const std::string dir = *dir_ + "/admin_apart";
-  std::filesystem::create_directories(dir);
-  for (const char* f : {"/token", "/run.json", "/admin"}) {
-    std::filesystem::copy_file(*dir_ + f, dir + f);
-  }
-  auto co = testing::StartCoordinator(dir, *dataset_address_,
-                                      {"--admin_token_file=" + dir + "/admin", "--admin_port=0",
-                                       "--admin_port_file=" + dir + "/admin_port"});
+  auto co = StartOwnCoordinator("admin_apart", {"--admin_token_file=" + *dir_ + "/admin",
+                                                "--admin_port=0",
+                                                "--admin_port_file=" + dir + "/admin_port"});
   ASSERT_TRUE(co.ok()) << co.status();
   Subprocess coordinator = std::move(co->process);
   std::string admin_port;
