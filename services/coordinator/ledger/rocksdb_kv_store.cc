@@ -78,6 +78,11 @@ absl::StatusOr<std::unique_ptr<KvStore>> OpenRocksDbKvStore(const std::string& p
   rocksdb::Options options;
   options.create_if_missing = true;
   options.paranoid_checks = true;
+  // The ledger holds a few MB (chunk and peer records), but every change is
+  // a write: with RocksDB's default 64 MiB write buffers (two of them) the
+  // coordinator's memory grew by ~90 MiB under churn before it levelled off
+  // (tests/soak:services_soak_bench, docs/benchmarks.md).
+  options.write_buffer_size = 8 << 20;
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(options, path, &raw);
   if (!s.ok()) return FromRocks(s, absl::StrCat("cannot open ledger database ", path));
