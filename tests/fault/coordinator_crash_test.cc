@@ -25,6 +25,7 @@
 #include "common/rpc/health_client.h"
 #include "gtest/gtest.h"
 #include "protos/coordinator.grpc.pb.h"
+#include "trainer/collab/coordinator_client.h"
 #include "tests/testing/subprocess.h"
 
 namespace dd {
@@ -264,6 +265,42 @@ TEST_F(CoordinatorCrashTest, KilledAndRestartedCoordinatorLosesNothingAndCountsN
   EXPECT_EQ(state.chunks_leased(), 0u);
   EXPECT_EQ(state.live_peers(), 0u);
   EXPECT_EQ(state.completions(), total);
+}
+
+// A trainer completes a chunk while the coordinator is down (killed, and
+// restarted by its supervisor a moment later): the completion waits and
+// goes through instead of being lost (which left the chunk leased and
+// counted untrained; seen in tests/deploy/compose_test.sh).
+TEST_F(CoordinatorCrashTest, ATrainersCompletionDuringARestartIsNotLost) {
+  int port = StartCoordinator(0);
+  const std::string address = absl::StrCat("127.0.0.1:", port);
+  SecurityConfig security;
+  security.auth_token = kToken;
+  security.call_token = std::make_shared<CallToken>(kToken);
+  collab::CoordinatorClient client(*MakeChannel(address, security), security.call_token);
+  collab::JoinOptions join;
+  join.client_only = true;
+  ASSERT_TRUE(client.Join(join, absl::Seconds(30)).ok());
+  auto leases = client.Acquire(1);
+  ASSERT_TRUE(leases.ok() && leases->size() == 1) << leases.status();
+  const v1::Lease lease = (*leases)[0];
+
+  coordinator_->Signal(SIGKILL);
+  ASSERT_TRUE(coordinator_->Wait(absl::Seconds(10)).ok());
+  absl::StatusOr<v1::CompleteChunkResponse> done;
+  std::thread trainer(
+      [&] { done = client.Complete(lease.chunk_id(), lease.lease_id(), lease.num_samples()); });
+  absl::SleepFor(absl::Seconds(2));  // the completion is sent to nobody
+  StartCoordinator(port);
+  trainer.join();
+  ASSERT_TRUE(done.ok()) << done.status();
+  // The restarted ledger counts it.
+  auto stub = v1::Coordinator::NewStub(*MakeChannel(address, security));
+  v1::RunState state;
+  auto ctx = MakeCallContext(absl::Seconds(10), true);
+  ASSERT_TRUE(stub->GetRunState(ctx.get(), v1::GetRunStateRequest(), &state).ok());
+  EXPECT_EQ(state.completions(), 1u);
+  EXPECT_EQ(state.samples_done(), lease.num_samples());
 }
 
 }  // namespace

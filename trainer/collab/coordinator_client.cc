@@ -107,11 +107,19 @@ absl::StatusOr<cv1::CompleteChunkResponse> CoordinatorClient::Complete(uint64_t 
   request.set_chunk_id(chunk_id);
   request.set_lease_id(lease_id);
   request.set_samples_trained(samples);
-  cv1::CompleteChunkResponse response;
-  auto context = MakeCallContext();
-  grpc::Status s = stub_->CompleteChunk(context.get(), request, &response);
-  if (!s.ok()) return FromGrpcStatus(s);
-  return response;
+  const absl::Time give_up = absl::Now() + kCompleteRetryFor;
+  for (;;) {
+    cv1::CompleteChunkResponse response;
+    auto context = MakeCallContext(absl::Seconds(30), /*wait_for_ready=*/true);
+    grpc::Status s = stub_->CompleteChunk(context.get(), request, &response);
+    if (s.ok()) return response;
+    const bool unanswered = s.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                            s.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+    if (!unanswered || absl::Now() >= give_up) return FromGrpcStatus(s);
+    LOG(WARNING) << "completing chunk " << chunk_id << ": " << s.error_message()
+                 << "; trying again";
+    absl::SleepFor(absl::Seconds(1));
+  }
 }
 
 absl::Status CoordinatorClient::Release(const std::vector<uint64_t>& ids) {

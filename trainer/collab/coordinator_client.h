@@ -14,6 +14,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "common/rpc/auth.h"
 #include "protos/coordinator.grpc.pb.h"
 
@@ -49,6 +50,13 @@ class CoordinatorClient {
   // The leases still held after renewal; `lost` gets the ones that were not.
   absl::StatusOr<std::vector<cv1::Lease>> Renew(const std::vector<uint64_t>& lease_ids,
                                                 std::vector<uint64_t>* lost);
+  // Records a trained chunk. A completion is idempotent (the ledger keeps
+  // each chunk's last completed lease), so one the coordinator did not
+  // answer (UNAVAILABLE, DEADLINE_EXCEEDED: it restarts) is sent again,
+  // each try waiting for the channel, for up to kCompleteRetryFor: a
+  // completion lost to a restart would leave the chunk leased, counted as
+  // untrained and trained again after the lease expires.
+  static constexpr absl::Duration kCompleteRetryFor = absl::Minutes(2);
   absl::StatusOr<cv1::CompleteChunkResponse> Complete(uint64_t chunk_id, uint64_t lease_id,
                                                       uint32_t samples_trained);
   absl::Status Release(const std::vector<uint64_t>& lease_ids);
