@@ -71,8 +71,9 @@ dd::SecurityConfig WithToken(const std::string& credential) {
   return c;
 }
 
-// One peer's life: join, lease, read, complete, report, leave. Errors are
-// counted, not fatal: the servers' memory is what is measured.
+// One peer's life: join, lease, read, complete, report, leave. The first
+// failed call is returned (and counted by the caller, not fatal: the servers'
+// memory is what is measured), so "0 errors" means every call succeeded.
 absl::Status PeerLife(const std::string& coordinator,
                       const std::shared_ptr<grpc::Channel>& dataset, uint64_t global_step) {
   auto run = cv1::Coordinator::NewStub(*dd::MakeChannel(coordinator, WithToken("")));
@@ -88,8 +89,9 @@ absl::Status PeerLife(const std::string& coordinator,
   acquire.set_max_chunks(1);
   cv1::AcquireChunksResponse leases;
   s = peer->AcquireChunks(call().get(), acquire, &leases);
+  if (!s.ok()) return absl::UnavailableError(absl::StrCat("acquire: ", s.error_message()));
   uint64_t samples = 0;
-  if (s.ok()) {
+  {
     auto reader = dv1::Dataset::NewStub(dataset);
     for (const cv1::Lease& lease : leases.leases()) {
       dv1::ReadChunkRequest read;
@@ -99,13 +101,16 @@ absl::Status PeerLife(const std::string& coordinator,
       dv1::ChunkFrame frame;
       while (stream->Read(&frame)) {
       }
-      (void)stream->Finish();
+      s = stream->Finish();
+      if (!s.ok()) return absl::UnavailableError(absl::StrCat("read: ", s.error_message()));
       cv1::CompleteChunkRequest complete;
       complete.set_chunk_id(lease.chunk_id());
       complete.set_lease_id(lease.lease_id());
       complete.set_samples_trained(lease.num_samples());
       cv1::CompleteChunkResponse done;
-      if (peer->CompleteChunk(call().get(), complete, &done).ok()) samples += lease.num_samples();
+      s = peer->CompleteChunk(call().get(), complete, &done);
+      if (!s.ok()) return absl::UnavailableError(absl::StrCat("complete: ", s.error_message()));
+      samples += lease.num_samples();
     }
   }
   cv1::ReportProgressRequest report;
@@ -113,7 +118,11 @@ absl::Status PeerLife(const std::string& coordinator,
   report.set_samples_accumulated(samples);
   report.set_samples_per_second(1);
   cv1::ReportProgressResponse reported;
-  (void)peer->ReportProgress(call().get(), report, &reported);
+  s = peer->ReportProgress(call().get(), report, &reported);
+  // FAILED_PRECONDITION: a round opened since the step was read (expected).
+  if (!s.ok() && s.error_code() != grpc::StatusCode::FAILED_PRECONDITION) {
+    return absl::UnavailableError(absl::StrCat("report: ", s.error_message()));
+  }
   cv1::LeaveResponse left;
   s = peer->Leave(call().get(), cv1::LeaveRequest(), &left);
   if (!s.ok()) return absl::UnavailableError(absl::StrCat("leave: ", s.error_message()));
