@@ -15,6 +15,16 @@
 #include "common/status/status_macros.h"
 
 namespace dd::collab {
+namespace {
+
+// Whether a report's round results reached the coordinator's record: it
+// records them before it judges the step, so a stale step's report
+// (FailedPrecondition) counted them too.
+bool ResultsRecorded(const absl::Status& report) {
+  return report.ok() || report.code() == absl::StatusCode::kFailedPrecondition;
+}
+
+}  // namespace
 
 const char* PeerStateName(PeerState s) {
   switch (s) {
@@ -264,11 +274,7 @@ absl::Status PeerSession::ReportAndLook() {
   }
   for (const auto& r : round_results_) *request.add_round_results() = r;
   auto report = coordinator_->Report(request);
-  // The coordinator records results before it judges the step (a stale
-  // step's report still counted them).
-  if (report.ok() || report.status().code() == absl::StatusCode::kFailedPrecondition) {
-    round_results_.clear();
-  }
+  if (ResultsRecorded(report.status())) round_results_.clear();
   if (report.ok()) {
     if (report->diverged() && !in_flight_) {
       // The weights this peer holds are not the collaboration's: take a
@@ -606,12 +612,18 @@ void PeerSession::FlushRoundResults(bool always) {
   for (const auto& r : round_results_) *request.add_round_results() = r;
   auto report = coordinator_->Report(request);
   if (!report.ok()) LOG(WARNING) << "reporting the last rounds' results: " << report.status();
-  round_results_.clear();
+  // Kept for the next report when the coordinator did not record them (it
+  // may be restarting: a restarted one still wants to hear that this member
+  // failed the round it started after, see RoundPlanner::RecordResult).
+  if (ResultsRecorded(report.status())) round_results_.clear();
 }
 
 std::optional<std::string> PeerSession::AwaitConfirmedHash(uint64_t step) {
   // Members report the hash of a step a moment after applying it.
   for (absl::Time give_up = absl::Now() + options_.resync_patience;;) {
+    // A failed round's result the coordinator has not recorded yet (it was
+    // restarting) may be what holds the confirmation back.
+    if (!round_results_.empty()) FlushRoundResults();
     auto h = coordinator_->StepHash(step);
     if (h.ok() && h->confirmed()) return h->hash();
     // Nobody applied a step yet: the weights are the initial ones, which

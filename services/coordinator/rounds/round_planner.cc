@@ -261,6 +261,15 @@ absl::Status RoundPlanner::RecordResult(const std::string& peer_id, uint64_t rou
     return absl::PermissionDeniedError(
         absl::StrCat("peer ", peer_id, " is not a member of round ", round_id));
   }
+  // The round that made the step this planner started at went with the old
+  // process (its members were told of it just before): a member that says
+  // it failed that round holds the step before's weights.
+  const auto& at_start = options_.members_at_start;
+  if (round_id == options_.initial_global_step && round_id > 0 &&
+      std::find(at_start.begin(), at_start.end(), peer_id) != at_start.end()) {
+    if (!applied) failed_start_round_.insert(peer_id);
+    return absl::OkStatus();
+  }
   return absl::NotFoundError(absl::StrCat("round ", round_id, " is not (or no longer) kept"));
 }
 
@@ -326,9 +335,18 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
       }
       if (round == nullptr && made_by == options_.initial_global_step) {
         // The step this coordinator started at: the round that made it is
-        // gone with the old process; the peers it knew stand in for it.
+        // gone with the old process; the peers it knew stand in for it, but
+        // not those that said they failed it (unless all did: then nobody
+        // applied it, and the weights they all hold are the step's).
         for (const std::string& id : options_.members_at_start) {
-          if (!disowned_.contains(id)) eligible.push_back(id);
+          if (!disowned_.contains(id) && failed_start_round_.count(id) == 0) {
+            eligible.push_back(id);
+          }
+        }
+        if (eligible.empty()) {
+          for (const std::string& id : options_.members_at_start) {
+            if (!disowned_.contains(id)) eligible.push_back(id);
+          }
         }
         silent_members_at_start_out = clock_->Now() > started_ + options_.report_ttl;
       }

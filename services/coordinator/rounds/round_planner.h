@@ -120,9 +120,13 @@ class RoundPlanner {
   // Records how round `round_id` ended for member `peer_id`, and resolves
   // the round: FAILED on the first member's failure, APPLIED once every
   // member applied it. A member's first result counts; later ones are
-  // ignored. NotFound for a round no longer kept (or never opened),
-  // PermissionDenied when the peer is not a member, InvalidArgument for an
-  // averaging time that is negative, not finite or above a day.
+  // ignored. A restarted planner keeps no round that made its initial step,
+  // but a peer of options.members_at_start that failed it (round id
+  // initial_global_step) says so here, and no longer stands in for that
+  // round's members in ConfirmedHash. NotFound for a round no longer kept
+  // (or never opened), PermissionDenied when the peer is not a member,
+  // InvalidArgument for an averaging time that is negative, not finite or
+  // above a day.
   absl::Status RecordResult(const std::string& peer_id, uint64_t round_id, bool applied,
                             double averaging_seconds);
 
@@ -217,6 +221,10 @@ class RoundPlanner {
   // Peers that left or fell silent: their missing hash reports no longer
   // hold a confirmation back.
   RecentIds departed_ ABSL_GUARDED_BY(mu_){kPeersKept};
+  // Peers of options_.members_at_start that failed the round that made the
+  // initial step (they hold the weights of the step before, and cannot
+  // confirm the step's).
+  std::set<std::string> failed_start_round_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace dd::coordinator

@@ -490,6 +490,46 @@ TEST(RoundPlanner, ARestartedPlannersFirstStepIsConfirmedByThePeersItKnew) {
   EXPECT_EQ(h.hash(), "a7");
 }
 
+// The coordinator died just after handing round 3 (the round that makes
+// step 3) to a, before b heard of it; c died too. Restarted at step 3, it
+// keeps no round 3. a failed the round (it held the step-2 weights) and
+// says so: it no longer stands in for round 3's members, so b's hash alone
+// (c is gone) confirms step 3, and a can take b's state. (a could not vote
+// for step 3 itself: it was waiting for that very confirmation.)
+TEST(RoundPlanner, AMemberThatFailedTheRoundBeforeARestartDoesNotHoldItsStepBack) {
+  FakeClock clock;
+  RoundPlannerOptions o;
+  o.target_batch_size = 12;
+  o.initial_global_step = 3;
+  o.members_at_start = {"a", "b", "c"};
+  RoundPlanner planner(o, &clock);
+  planner.JudgeHash("b", 3, "b3");
+  planner.Forget("c", /*hashes=*/false);  // evicted: no heartbeat
+  v1::GetStepHashResponse h = planner.ConfirmedHash(3);
+  EXPECT_FALSE(h.confirmed()) << "1 of a and b";
+  EXPECT_EQ(h.eligible(), 2u);
+  ASSERT_TRUE(planner.RecordResult("a", 3, /*applied=*/false, 1).ok());
+  h = planner.ConfirmedHash(3);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "b3");
+  EXPECT_EQ(h.eligible(), 1u);
+  // Only a member known at the start, only for the round of the start step.
+  EXPECT_TRUE(absl::IsNotFound(planner.RecordResult("newcomer", 3, false, 1)));
+  EXPECT_TRUE(absl::IsNotFound(planner.RecordResult("b", 2, false, 1)));
+
+  // Every member known at the start failed that round: nobody applied it,
+  // and the weights they all hold are step 3's (they vote for them).
+  RoundPlanner all_failed(o, &clock);
+  for (const char* id : {"a", "b", "c"}) {
+    ASSERT_TRUE(all_failed.RecordResult(id, 3, false, 1).ok());
+  }
+  all_failed.JudgeHash("a", 3, "w2");
+  all_failed.JudgeHash("b", 3, "w2");
+  h = all_failed.ConfirmedHash(3);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.eligible(), 3u);
+}
+
 TEST(RoundPlanner, AStepNobodyAppliedSinceTheStartHasTheInitialWeights) {
   FakeClock clock;
   RoundPlannerOptions o;
