@@ -172,6 +172,20 @@ done
 [ "$(status_json)" = "HTTP 401" ] || { echo "FAIL: the status page opened without a token"; exit 1; }
 echo "   status page (published port, viewer token): run $page; without the token: HTTP 401"
 
+# The admin calls: refused on the published port even with the admin token;
+# served on the coordinator's loopback admin address inside its container.
+if refused=$(ddctl --admin_token_file="$work/secrets/admin_token" invite from-outside 2>&1); then
+  echo "FAIL: an admin call went through the published port"; exit 1
+fi
+grep -q "admin calls are served on the coordinator's admin address" <<< "$refused" ||
+  { echo "FAIL: the published port refused an admin call with: $refused"; exit 1; }
+invitation=$(docker exec "$(container coordinator)" ddctl --coordinator=127.0.0.1:50059 \
+  --auth_token_file=/run/secrets/dd_token --admin_token_file=/run/secrets/dd_admin_token \
+  --tls_ca=/run/secrets/dd_ca invite from-inside) ||
+  { echo "FAIL: the admin address inside the coordinator's container refused: $invitation"; exit 1; }
+[ -n "$invitation" ] || { echo "FAIL: the admin address issued an empty invitation"; exit 1; }
+echo "   admin calls: refused on the published port, served on 127.0.0.1:50059 in the container"
+
 completions() { ddctl status 2> /dev/null | sed -n 's/.*(\([0-9]*\) chunk completions).*/\1/p'; }
 echo "== waiting for the first chunk completions"
 before=""
