@@ -324,6 +324,9 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   // step before: those confirm it.
   uint64_t made_by = step;
   std::vector<std::string> eligible;
+  // Peers known at the start that failed the round of the start step: they
+  // count only when none of the others can say (then nobody applied it).
+  std::vector<std::string> failed_at_start;
   std::set<std::string> departed;
   bool silent_members_at_start_out = false;
   {
@@ -336,18 +339,13 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
       if (round == nullptr && made_by == options_.initial_global_step) {
         // The step this coordinator started at: the round that made it is
         // gone with the old process; the peers it knew stand in for it, but
-        // not those that said they failed it (unless all did: then nobody
-        // applied it, and the weights they all hold are the step's).
+        // not those that said they failed it (they hold the step before's
+        // weights), unless none of the others can say.
         for (const std::string& id : options_.members_at_start) {
-          if (!disowned_.contains(id) && failed_start_round_.count(id) == 0) {
-            eligible.push_back(id);
-          }
+          if (disowned_.contains(id)) continue;
+          (failed_start_round_.count(id) > 0 ? failed_at_start : eligible).push_back(id);
         }
-        if (eligible.empty()) {
-          for (const std::string& id : options_.members_at_start) {
-            if (!disowned_.contains(id)) eligible.push_back(id);
-          }
-        }
+        if (eligible.empty()) eligible.swap(failed_at_start);
         silent_members_at_start_out = clock_->Now() > started_ + options_.report_ttl;
       }
       if (round == nullptr) break;
@@ -368,8 +366,10 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
       }
       if (!eligible.empty()) break;
     }
-    for (const std::string& id : eligible) {
-      if (departed_.contains(id)) departed.insert(id);
+    for (const auto* ids : {&eligible, &failed_at_start}) {
+      for (const std::string& id : *ids) {
+        if (departed_.contains(id)) departed.insert(id);
+      }
     }
   }
   if (eligible.empty() && made_by == 0 && step > 0) {
@@ -388,12 +388,21 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   // (it died in between) has nothing more to say about it; nor, past
   // report_ttl, has a peer known at the start that never said (one that is
   // downloading the step's state cannot).
-  eligible.erase(std::remove_if(eligible.begin(), eligible.end(),
-                                [&](const std::string& id) {
-                                  return (departed.count(id) > 0 || silent_members_at_start_out) &&
-                                         votes.count(id) == 0;
-                                }),
-                 eligible.end());
+  auto drop_unheard = [&](std::vector<std::string>* ids) {
+    ids->erase(std::remove_if(ids->begin(), ids->end(),
+                              [&](const std::string& id) {
+                                return (departed.count(id) > 0 || silent_members_at_start_out) &&
+                                       votes.count(id) == 0;
+                              }),
+               ids->end());
+  };
+  drop_unheard(&eligible);
+  if (eligible.empty()) {
+    // Every known peer that did not fail the start step's round departed
+    // unheard: those that failed it are all that is left to say.
+    eligible.swap(failed_at_start);
+    drop_unheard(&eligible);
+  }
   if (eligible.empty()) {
     out.set_why(absl::StrCat("every member that applied step ", made_by,
                              " departed before reporting its hash"));

@@ -528,6 +528,20 @@ TEST(RoundPlanner, AMemberThatFailedTheRoundBeforeARestartDoesNotHoldItsStepBack
   h = all_failed.ConfirmedHash(3);
   EXPECT_TRUE(h.confirmed()) << h.why();
   EXPECT_EQ(h.eligible(), 3u);
+
+  // a and b failed it; c, which did not say, died unheard: nobody left
+  // applied it, and a's and b's hashes confirm it.
+  RoundPlanner others_gone(o, &clock);
+  for (const char* id : {"a", "b"}) {
+    ASSERT_TRUE(others_gone.RecordResult(id, 3, false, 1).ok());
+    others_gone.JudgeHash(id, 3, "w2");
+  }
+  EXPECT_FALSE(others_gone.ConfirmedHash(3).confirmed()) << "c may still say";
+  others_gone.Forget("c", /*hashes=*/false);
+  h = others_gone.ConfirmedHash(3);
+  EXPECT_TRUE(h.confirmed()) << h.why();
+  EXPECT_EQ(h.hash(), "w2");
+  EXPECT_EQ(h.eligible(), 2u);
 }
 
 TEST(RoundPlanner, AStepNobodyAppliedSinceTheStartHasTheInitialWeights) {
