@@ -149,7 +149,8 @@ class RoundPlanner {
   // a round no longer kept. A restarted coordinator keeps no round that made
   // its initial step: options.members_at_start stand for that round's
   // members (those silent for report_ttl after the start count no more, as
-  // silent members of a round do).
+  // silent members of a round do; those that said they failed it count only
+  // when none of the others can say).
   // (The answer is GetStepHash's, protos/coordinator.proto.)
   distdiff::coordinator::v1::GetStepHashResponse ConfirmedHash(uint64_t step);
 
