@@ -769,9 +769,17 @@ absl::Status PeerSession::Resynchronise() {
     }
   }
   NextWindow();
-  state_ = applied_ >= static_cast<uint64_t>(options_.max_steps) ? PeerState::kDone
-                                                                   : PeerState::kAccumulating;
-  return absl::OkStatus();
+  if (applied_ >= static_cast<uint64_t>(options_.max_steps)) {
+    state_ = PeerState::kDone;
+    return absl::OkStatus();
+  }
+  state_ = PeerState::kAccumulating;
+  // Take part in the next step at once, as after a round: a peer that
+  // waited for its first local step to report would find, whenever one
+  // faster peer reaches the target alone, the step taken without it again,
+  // drop its work and download again, round after round (CI: a late joiner
+  // that never trained a step).
+  return ReportAndLook();
 }
 
 }  // namespace dd::collab

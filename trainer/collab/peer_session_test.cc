@@ -458,6 +458,32 @@ TEST(PeerSessionTest, ALateJoinerDownloadsTheOuterStateAndAgrees) {
   EXPECT_EQ(late.sync->Hash(), peers[1]->sync->Hash());
 }
 
+// One fast peer reaches the target alone (a step every ~60 ms); a slower
+// one (150 ms a batch) joins late. Downloaded the state, the joiner takes
+// part in the next step at once, as a peer does after a round: had it
+// waited for its first batch to report, the fast peer would have taken that
+// step without it every time, and it would drop its work and download
+// again round after round, never training a step (CI's late joiner, and
+// SurvivorFinishesWhenAPeerIsKilled's victim, did).
+TEST(PeerSessionTest, ASlowLateJoinerTakesPartInTheStepAfterItsDownload) {
+  FakeCollaboration c(8);
+  c.SetRoundDelay(absl::Milliseconds(5));
+  SessionOptions so = Options(30, /*cap=*/8);
+  std::vector<std::unique_ptr<Peer>> peers;
+  peers.reserve(2);
+  peers.push_back(MakePeer(c, "a", 4, so, SyncConfig{}, absl::Milliseconds(30)));
+  std::thread fast([&] { peers[0]->result = peers[0]->session->Run(); });
+  while (c.planner().global_step() < 2) absl::SleepFor(absl::Milliseconds(1));
+  peers.push_back(MakePeer(c, "b", 4, so, SyncConfig{}, absl::Milliseconds(150)));
+  Peer& late = *peers.back();
+  late.result = late.session->Run();
+  fast.join();
+  for (auto& p : peers) ASSERT_TRUE(p->result.ok()) << p->id << ": " << p->result;
+  EXPECT_EQ(late.session->stats().resyncs, 1) << "only the late join's";
+  EXPECT_EQ(late.session->stats().stale_dropped, 0);
+  EXPECT_EQ(late.model.ParameterHash(), peers[0]->model.ParameterHash());
+}
+
 // A late joiner's first donor serves a state whose weights are not the
 // collaboration's (finite and well-formed: only its hash tells). The joiner
 // refuses it, since the round's members confirm another hash, and takes the
