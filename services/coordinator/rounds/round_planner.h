@@ -123,10 +123,10 @@ class RoundPlanner {
   // ignored. A restarted planner keeps no round that made its initial step,
   // but a peer of options.members_at_start that failed it (round id
   // initial_global_step) says so here, and no longer stands in for that
-  // round's members in ConfirmedHash (unless none of the others can say). NotFound for a round no longer kept
-  // (or never opened), PermissionDenied when the peer is not a member,
-  // InvalidArgument for an averaging time that is negative, not finite or
-  // above a day.
+  // round's members in ConfirmedHash (unless none of the others can say).
+  // NotFound for a round no longer kept (or never opened), PermissionDenied
+  // when the peer is not a member, InvalidArgument for an averaging time
+  // that is negative, not finite or above a day.
   absl::Status RecordResult(const std::string& peer_id, uint64_t round_id, bool applied,
                             double averaging_seconds);
 
