@@ -66,7 +66,8 @@ DEFINE_bool(check_peer_addresses, true,
             "address than the one they publish and cannot publish a host name.");
 DEFINE_string(forget_peers_after, "24h",
               "Records of peers gone this long are deleted (their ids can no longer be "
-              "rejoined); until then each costs the coordinator about 1 KiB of memory.");
+              "rejoined); until then each costs the coordinator about 0.26 KiB of memory "
+              "(docs/benchmarks.md, services under churn).");
 DEFINE_int32(join_burst, 20,
              "Joins one IP address may make at once; then one per --join_interval. More get "
              "RESOURCE_EXHAUSTED.");

@@ -345,7 +345,6 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
           if (disowned_.contains(id)) continue;
           (failed_start_round_.count(id) > 0 ? failed_at_start : eligible).push_back(id);
         }
-        if (eligible.empty()) eligible.swap(failed_at_start);
         silent_members_at_start_out = clock_->Now() > started_ + options_.report_ttl;
       }
       if (round == nullptr) break;
@@ -378,7 +377,7 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
                              ": the weights are the run's initial ones"));
     return out;
   }
-  if (eligible.empty()) {
+  if (eligible.empty() && failed_at_start.empty()) {
     out.set_why(absl::StrCat("no round that made step ", step,
                              " (or a step before it that nobody applied) is kept"));
     return out;
@@ -398,8 +397,8 @@ v1::GetStepHashResponse RoundPlanner::ConfirmedHash(uint64_t step) {
   };
   drop_unheard(&eligible);
   if (eligible.empty()) {
-    // Every known peer that did not fail the start step's round departed
-    // unheard: those that failed it are all that is left to say.
+    // Every known peer that did not fail the start step's round failed it
+    // or departed unheard: those that failed it are all that is left to say.
     eligible.swap(failed_at_start);
     drop_unheard(&eligible);
   }
